@@ -1,0 +1,7 @@
+"""``python -m agents`` is ``safetour``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

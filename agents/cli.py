@@ -1,0 +1,257 @@
+"""The ``safetour`` command.
+
+    safetour run                   the demo: broker, topics, worker, generator, live alerts
+    safetour broker start|stop|status|logs
+    safetour topics create|list
+    safetour worker                the faust worker (consumes sensor events, emits alerts)
+    safetour alerts tail           print alerts as they arrive
+    safetour generate              publish synthetic sensor events (one zone surges)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from schemas import SafetourError, load_zones
+
+from .broker import BrokerError, EmbeddedBroker
+from .config import ENV_HELP, Settings
+from .topics import create_topics, list_topics, topic_specs
+
+log = logging.getLogger("safetour.cli")
+
+
+def _echo(msg: str) -> None:
+    print(f"safetour: {msg}", flush=True)
+
+
+def ensure_broker(settings: Settings) -> bool:
+    """Start the embedded broker if no external cluster is configured; True if started now."""
+    if not settings.embedded:
+        _echo(f"using Kafka at {settings.bootstrap} (SAFETOUR_KAFKA_BOOTSTRAP)")
+        return False
+    return EmbeddedBroker(settings, echo=_echo).start()
+
+
+def cmd_broker(args: argparse.Namespace, settings: Settings) -> int:
+    broker = EmbeddedBroker(settings, echo=_echo)
+    if args.action == "start":
+        if not settings.embedded:
+            _echo(f"SAFETOUR_KAFKA_BOOTSTRAP={settings.bootstrap} is set: nothing to start")
+            return 0
+        broker.start(timeout=args.timeout)
+    elif args.action == "stop":
+        if not broker.stop():
+            _echo("no embedded broker is running")
+    elif args.action == "status":
+        st = broker.status()
+        state = "running" if st.running and st.listening else "stopped"
+        print(f"{state} pid={st.pid} bootstrap={st.bootstrap} log={st.log_file}")
+        return 0 if state == "running" else 3
+    else:
+        print(broker.log_tail(args.lines))
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
+    if args.action == "create":
+        if args.start_broker:
+            ensure_broker(settings)
+        specs = topic_specs(settings.topics, replication=args.replication)
+        result = asyncio.run(create_topics(settings.bootstrap_servers, specs))
+        for s in specs:
+            print(f"{result[s.name]:<8} {s.name} partitions={s.partitions} "
+                  + " ".join(f"{k}={v}" for k, v in s.config.items()))
+    else:
+        for name in asyncio.run(list_topics(settings.bootstrap_servers)):
+            print(name)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    import faust  # noqa: PLC0415  (heavy; only the worker needs it)
+
+    from .app import build_app  # noqa: PLC0415
+
+    app = build_app(settings)
+    worker = faust.Worker(app, loglevel=args.log_level, quiet=True)
+    worker.execute_from_commandline()  # runs until SIGTERM/Ctrl-C, then exits the process
+
+
+def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
+    from .tail import tail_alerts  # noqa: PLC0415
+
+    n = asyncio.run(tail_alerts(
+        settings.bootstrap_servers, settings.topics.alerts, from_beginning=args.from_beginning,
+        max_alerts=args.max, timeout_s=args.timeout, as_json=args.json,
+    ))
+    return 0 if n or args.max is None else 1
+
+
+def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
+    from .generate import run_generator  # noqa: PLC0415
+
+    zones = load_zones(settings.zones_file)
+    sent = asyncio.run(run_generator(
+        settings.bootstrap_servers, settings.topics.sensor_events, zones,
+        duration_s=args.duration, surge_zone=args.zone, peak=args.peak,
+        interval_s=args.interval, seed=args.seed,
+    ))
+    _echo(f"sent {sent} events")
+    return 0
+
+
+def _wait_for_line(path: Path, needle: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SafetourError(f"the worker exited with code {proc.returncode}; see {path}")
+        with contextlib.suppress(OSError):
+            if needle in path.read_text(errors="replace"):
+                return
+        time.sleep(0.2)
+    raise SafetourError(f"the worker was not ready within {timeout:.0f}s; see {path}")
+
+
+def start_worker_process(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, SAFETOUR_KAFKA_BOOTSTRAP=settings.bootstrap_servers)
+    with log_path.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "agents", "worker"], stdout=out, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, env=env,
+        )
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from .generate import run_generator  # noqa: PLC0415
+    from .tail import tail_alerts  # noqa: PLC0415
+
+    zones = load_zones(settings.zones_file)
+    started = ensure_broker(settings)
+    worker: subprocess.Popen[bytes] | None = None
+    seen = 0
+    try:
+        asyncio.run(create_topics(settings.bootstrap_servers, topic_specs(settings.topics)))
+        _echo("topics ready")
+        log_path = settings.state_dir / "logs" / "worker.log"
+        worker = start_worker_process(settings, log_path)
+        _echo(f"worker starting (pid {worker.pid}, log {log_path})...")
+        _wait_for_line(log_path, "Ready", worker, timeout=120)
+        _echo(f"worker ready; web http://{settings.web_host}:{settings.web_port}/healthz")
+        _echo(f"generating {args.duration:.0f}s of readings; zone "
+              f"{args.zone or 'first standing zone'} surges to {args.peak} p/m². Ctrl-C stops.")
+
+        async def demo() -> int:
+            stop = asyncio.Event()
+            tail = asyncio.create_task(tail_alerts(
+                settings.bootstrap_servers, settings.topics.alerts, stop=stop,
+            ))
+            try:
+                await run_generator(
+                    settings.bootstrap_servers, settings.topics.sensor_events, zones,
+                    duration_s=args.duration, surge_zone=args.zone, peak=args.peak,
+                )
+                # Let the last window close and its alerts arrive.
+                await asyncio.sleep(settings.batch_within_s + 3)
+            finally:
+                stop.set()
+            return await tail
+
+        seen = asyncio.run(demo())
+        _echo(f"demo finished: {seen} alert messages")
+    except KeyboardInterrupt:
+        _echo("interrupted; shutting down")
+    finally:
+        if worker is not None:
+            stop_process(worker)
+        if started and not args.keep_broker:
+            EmbeddedBroker(settings, echo=_echo).stop()
+    return 0 if seen or not args.expect_alerts else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="safetour",
+        description="Real-time crowd-safety alerting for Phitsanulok (ท่องเที่ยวปลอดภัย).",
+        epilog=ENV_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--log-level", default=os.environ.get("SAFETOUR_LOG_LEVEL", "INFO"),
+                   choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="demo: broker, topics, worker, generator, live alerts")
+    run.add_argument("--duration", type=float, default=150.0, help="seconds of readings")
+    run.add_argument("--zone", help="zone that surges (default: first standing zone)")
+    run.add_argument("--peak", type=float, default=6.0, help="peak density, p/m² (default 6)")
+    run.add_argument("--keep-broker", action="store_true", help="leave the broker running")
+    run.add_argument("--expect-alerts", action="store_true", help="exit 1 if no alert arrived")
+    run.set_defaults(func=cmd_run)
+
+    b = sub.add_parser("broker", help="manage the embedded Kafka broker")
+    b.add_argument("action", choices=["start", "stop", "status", "logs"])
+    b.add_argument("--timeout", type=float, default=90.0, help="start-up timeout, seconds")
+    b.add_argument("--lines", type=int, default=40, help="log lines to show (logs)")
+    b.set_defaults(func=cmd_broker)
+
+    t = sub.add_parser("topics", help="create or list topics")
+    t.add_argument("action", choices=["create", "list"])
+    t.add_argument("--replication", type=int, default=1, help="replication factor (create)")
+    t.add_argument("--start-broker", action="store_true", help="start the embedded broker first")
+    t.set_defaults(func=cmd_topics)
+
+    w = sub.add_parser("worker", help="run the faust worker")
+    w.set_defaults(func=cmd_worker)
+
+    a = sub.add_parser("alerts", help="read the alerts topic")
+    a.add_argument("action", choices=["tail"])
+    a.add_argument("--from-beginning", action="store_true")
+    a.add_argument("--max", type=int, help="stop after this many alerts")
+    a.add_argument("--timeout", type=float, help="stop after this many seconds")
+    a.add_argument("--json", action="store_true", help="one JSON object a line")
+    a.set_defaults(func=cmd_tail)
+
+    g = sub.add_parser("generate", help="publish synthetic sensor events")
+    g.add_argument("--duration", type=float, default=120.0)
+    g.add_argument("--zone", help="zone that surges")
+    g.add_argument("--peak", type=float, default=6.0)
+    g.add_argument("--interval", type=float, default=1.0, help="seconds between readings")
+    g.add_argument("--seed", type=int, default=7)
+    g.set_defaults(func=cmd_generate)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # Our loggers at the chosen level; third-party libraries only when they warn.
+    logging.basicConfig(level=logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in ("agents", "streams", "schemas", "safetour"):
+        logging.getLogger(name).setLevel(args.log_level)
+    try:
+        settings = Settings.from_env()
+        rc: int = args.func(args, settings)
+    except (SafetourError, BrokerError) as exc:
+        print(f"safetour: error: {exc}", file=sys.stderr)
+        return 2
+    return rc

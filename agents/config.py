@@ -1,0 +1,136 @@
+"""Settings, read from the environment (never from the repository).
+
+Every setting has a ``SAFETOUR_*`` variable; ``safetour --help`` and the README list them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from schemas import ConfigError
+
+
+def repo_root() -> Path:
+    """The source checkout this package runs from (it holds ``deploy/``)."""
+    return Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """Topic names. ``prefix`` lets tests and staging share a cluster without colliding."""
+
+    prefix: str = "safetour."
+
+    @property
+    def sensor_events(self) -> str:
+        return f"{self.prefix}sensor-events.v1"
+
+    @property
+    def reports(self) -> str:
+        return f"{self.prefix}reports.v1"
+
+    @property
+    def zones(self) -> str:
+        return f"{self.prefix}zones.v1"
+
+    @property
+    def alerts(self) -> str:
+        return f"{self.prefix}alerts.v1"
+
+    @property
+    def density(self) -> str:
+        return f"{self.prefix}density.v1"
+
+    @property
+    def dlq(self) -> str:
+        return f"{self.prefix}dlq.v1"
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a safetour process needs to know, with documented defaults."""
+
+    # Kafka bootstrap servers. Empty: use (and start if needed) the embedded broker.
+    bootstrap: str = ""
+    # Port of the embedded broker (its controller listens on port + 1).
+    broker_port: int = 19092
+    topics: Topics = field(default_factory=Topics)
+    # Faust app id = consumer group id of the worker.
+    app_id: str = "safetour-worker"
+    zones_file: Path = field(default_factory=lambda: repo_root() / "deploy/zones/phitsanulok.yaml")
+    # Local state (embedded broker data and jars, faust data dir); never committed.
+    state_dir: Path = field(default_factory=lambda: repo_root() / ".safetour")
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    window_s: float = 60.0
+    # The worker takes up to batch_max messages, or what arrived within batch_within_s.
+    batch_max: int = 5000
+    batch_within_s: float = 0.2
+
+    @property
+    def embedded(self) -> bool:
+        return not self.bootstrap
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.bootstrap or f"127.0.0.1:{self.broker_port}"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        e = os.environ if env is None else env
+        s = cls(
+            bootstrap=e.get("SAFETOUR_KAFKA_BOOTSTRAP", "").strip(),
+            broker_port=_int(e, "SAFETOUR_BROKER_PORT", 19092),
+            topics=Topics(e.get("SAFETOUR_TOPIC_PREFIX", "safetour.")),
+            app_id=e.get("SAFETOUR_APP_ID", "safetour-worker"),
+            web_host=e.get("SAFETOUR_WEB_HOST", "127.0.0.1"),
+            web_port=_int(e, "SAFETOUR_WEB_PORT", 6066),
+            window_s=_float(e, "SAFETOUR_WINDOW_S", 60.0),
+            batch_max=_int(e, "SAFETOUR_BATCH_MAX", 5000),
+            batch_within_s=_float(e, "SAFETOUR_BATCH_WITHIN_S", 0.2),
+        )
+        if e.get("SAFETOUR_ZONES"):
+            s = replace(s, zones_file=Path(e["SAFETOUR_ZONES"]))
+        if e.get("SAFETOUR_STATE_DIR"):
+            s = replace(s, state_dir=Path(e["SAFETOUR_STATE_DIR"]))
+        if s.window_s <= 0 or s.batch_max <= 0 or s.batch_within_s <= 0:
+            raise ConfigError("SAFETOUR_WINDOW_S, _BATCH_MAX and _BATCH_WITHIN_S must be > 0")
+        return s
+
+
+ENV_HELP = """\
+environment:
+  SAFETOUR_KAFKA_BOOTSTRAP  existing Kafka cluster (host:port,...); unset = embedded broker
+  SAFETOUR_BROKER_PORT      embedded broker port (default 19092; controller on +1)
+  SAFETOUR_TOPIC_PREFIX     topic name prefix (default "safetour.")
+  SAFETOUR_APP_ID           faust app id / consumer group (default safetour-worker)
+  SAFETOUR_ZONES            zone registry file (default deploy/zones/phitsanulok.yaml)
+  SAFETOUR_STATE_DIR        local state: broker jars and data, faust data (default .safetour/)
+  SAFETOUR_WEB_HOST/_PORT   worker web server (default 127.0.0.1:6066)
+  SAFETOUR_WINDOW_S         sliding window length in seconds (default 60)
+  SAFETOUR_BATCH_MAX        most messages per processing batch (default 5000)
+  SAFETOUR_BATCH_WITHIN_S   longest wait to fill a batch, seconds (default 0.2)
+"""

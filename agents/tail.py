@@ -1,0 +1,92 @@
+"""``safetour alerts tail``: print alerts as they arrive, coloured by level."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, TextIO
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from streams.messages import BANGKOK
+
+from .topics import partitions_of
+
+COLOURS = {"normal": "32", "elevated": "33", "high": "38;5;208", "critical": "1;31"}
+
+
+def format_alert(alert: dict[str, Any], *, colour: bool) -> str:
+    level = str(alert.get("level", "?"))
+    try:
+        when = datetime.fromisoformat(str(alert["ts"])).astimezone(BANGKOK).strftime("%H:%M:%S")
+    except (KeyError, ValueError):
+        when = "--:--:--"
+    head = f"{level.upper():<9}"
+    if colour:
+        head = f"\x1b[{COLOURS.get(level, '0')}m{head}\x1b[0m"
+    msg = alert.get("message") or {}
+    return (
+        f"{when} ICT {head}{alert.get('status', '?'):<12}{alert.get('zone_id', '?'):<20}"
+        f"{float(alert.get('density', 0)):6.2f} p/m²\n"
+        f"    {msg.get('th', '')}\n    {msg.get('en', '')}"
+    )
+
+
+async def tail_alerts(
+    bootstrap: str,
+    topic: str,
+    *,
+    from_beginning: bool = False,
+    max_alerts: int | None = None,
+    timeout_s: float | None = None,
+    as_json: bool = False,
+    out: TextIO | None = None,
+    on_alert: Callable[[dict[str, Any]], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> int:
+    """Print alerts until ``max_alerts`` were seen, ``timeout_s`` passed or ``stop`` is set."""
+    stream = out or sys.stdout
+    colour = stream.isatty()
+    tps = [TopicPartition(topic, p) for p in await partitions_of(bootstrap, topic)]
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                                enable_auto_commit=False)
+    await consumer.start()
+    seen = 0
+    try:
+        consumer.assign(tps)
+        if from_beginning:
+            await consumer.seek_to_beginning(*tps)
+        else:
+            await consumer.seek_to_end(*tps)
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while max_alerts is None or seen < max_alerts:
+            if stop is not None and stop.is_set():
+                break
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                break
+            wait_ms = 500 if remaining is None else int(min(remaining, 0.5) * 1000)
+            batches = await consumer.getmany(timeout_ms=max(wait_ms, 1))
+            for records in batches.values():
+                for rec in records:
+                    try:
+                        alert = orjson.loads(rec.value or b"null")
+                    except orjson.JSONDecodeError:
+                        continue
+                    if not isinstance(alert, dict):
+                        continue
+                    seen += 1
+                    if as_json:
+                        stream.write(orjson.dumps(alert).decode() + "\n")
+                    else:
+                        stream.write(format_alert(alert, colour=colour) + "\n")
+                    stream.flush()
+                    if on_alert is not None:
+                        on_alert(alert)
+    finally:
+        await consumer.stop()
+    return seen

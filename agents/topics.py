@@ -1,0 +1,120 @@
+"""Topic definitions and idempotent creation.
+
+| topic                     | parts | cleanup | retention | why                                 |
+|---------------------------|------:|---------|-----------|-------------------------------------|
+| safetour.sensor-events.v1 | 8     | delete  | 7 days    | parallelism: up to 8 workers        |
+| safetour.reports.v1       | 4     | delete  | 30 days   | human reports are evidence          |
+| safetour.zones.v1         | 1     | compact | forever   | registry: latest record per zone_id |
+| safetour.density.v1       | 8     | delete  | 1 day     | dashboards; keyed by zone_id        |
+| safetour.alerts.v1        | 4     | delete  | 90 days   | audit trail of every alert          |
+| safetour.dlq.v1           | 4     | delete  | 14 days   | rejected input with reasons         |
+
+Partition counts bound parallelism: a consumer group uses at most one worker per partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, KafkaError
+
+from schemas import SafetourError
+
+from .config import Topics
+
+log = logging.getLogger(__name__)
+
+DAY_MS = 24 * 3600 * 1000
+TOPIC_ALREADY_EXISTS = 36
+DLQ_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+
+class TopicError(SafetourError, RuntimeError):
+    """Topics could not be created or described."""
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str] = field(default_factory=dict)
+    replication: int = 1
+
+
+def topic_specs(topics: Topics, *, replication: int = 1) -> list[TopicSpec]:
+    def spec(name: str, partitions: int, **config: str) -> TopicSpec:
+        conf = {k.replace("_", "."): v for k, v in config.items()}
+        return TopicSpec(name, partitions, conf, replication)
+
+    return [
+        spec(topics.sensor_events, 8, cleanup_policy="delete", retention_ms=str(7 * DAY_MS)),
+        spec(topics.reports, 4, cleanup_policy="delete", retention_ms=str(30 * DAY_MS)),
+        spec(topics.zones, 1, cleanup_policy="compact", retention_ms="-1"),
+        spec(topics.density, 8, cleanup_policy="delete", retention_ms=str(DAY_MS)),
+        spec(topics.alerts, 4, cleanup_policy="delete", retention_ms=str(90 * DAY_MS)),
+        spec(topics.dlq, 4, cleanup_policy="delete", retention_ms=str(14 * DAY_MS),
+             max_message_bytes=str(DLQ_MAX_MESSAGE_BYTES)),
+    ]
+
+
+async def create_topics(
+    bootstrap: str, specs: Sequence[TopicSpec], *, wait_s: float = 60.0
+) -> dict[str, str]:
+    """Create the topics that do not exist yet; return ``{name: "created" | "exists"}``.
+
+    Retries while the broker is still starting, up to ``wait_s`` seconds.
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+        try:
+            await admin.start()
+            resp = await admin.create_topics(
+                [NewTopic(s.name, s.partitions, s.replication, topic_configs=s.config)
+                 for s in specs],
+                timeout_ms=30000,
+            )
+            result: dict[str, str] = {}
+            for name, code, *rest in resp.topic_errors:
+                if code == 0:
+                    result[name] = "created"
+                elif code == TOPIC_ALREADY_EXISTS:
+                    result[name] = "exists"
+                else:
+                    msg = rest[0] if rest else ""
+                    raise TopicError(f"creating {name} failed: error {code} {msg}")
+            return result
+        except (KafkaConnectionError, KafkaError, OSError) as exc:
+            if time.monotonic() > deadline:
+                raise TopicError(f"cannot reach Kafka at {bootstrap}: {exc!r}") from exc
+            log.info("broker not ready yet (%r); retrying", exc)
+            await asyncio.sleep(0.5)
+        finally:
+            await admin.close()
+
+
+async def list_topics(bootstrap: str) -> list[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        await admin.start()
+        return sorted(await admin.list_topics())
+    finally:
+        await admin.close()
+
+
+async def partitions_of(bootstrap: str, topic: str) -> list[int]:
+    """Partition ids of ``topic``; raises :class:`TopicError` if it does not exist."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        await admin.start()
+        (desc,) = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    if desc["error_code"] != 0 or not desc["partitions"]:
+        raise TopicError(f"topic {topic} does not exist; run `safetour topics create`")
+    return sorted(p["partition"] for p in desc["partitions"])

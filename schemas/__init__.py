@@ -1,0 +1,84 @@
+"""safetour wire contracts, v1.
+
+JSON Schema files for integrators live in ``schemas/json/`` (draft 2020-12); this package
+holds the typed records and the fast decoder/validator that accepts exactly what those
+schemas accept. Nothing here imports faust or aiokafka.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from importlib.resources.abc import Traversable
+
+from ._dlq import MAX_DLQ_VALUE_BYTES, dlq_headers, dlq_record, encode_dlq_record
+from ._errors import ConfigError, ContractError, SafetourError, ZoneRegistryError
+from ._records import (
+    KIND_BY_WIRE,
+    Kind,
+    Reason,
+    Rejection,
+    Report,
+    SensorEvent,
+    SensorSpec,
+    Thresholds,
+    Zone,
+)
+from ._validate import (
+    MAX_BATCH_EVENTS,
+    MAX_MESSAGE_BYTES,
+    decode_report,
+    decode_sensor_message,
+    format_ts,
+    parse_ts,
+    validate_sensor_event,
+)
+from ._zones import load_zones, parse_zone, parse_zones
+
+SCHEMA_FILES = (
+    "sensor-event.v1.json",
+    "sensor-message.v1.json",
+    "report.v1.json",
+    "zone.v1.json",
+    "alert.v1.json",
+    "dlq-record.v1.json",
+)
+
+
+def schema_file(name: str) -> Traversable:
+    """The packaged JSON Schema file ``name`` (one of :data:`SCHEMA_FILES`)."""
+    if name not in SCHEMA_FILES:
+        raise KeyError(f"no schema {name!r}; known: {', '.join(SCHEMA_FILES)}")
+    return files(__name__).joinpath("json", name)
+
+
+__all__ = [
+    "KIND_BY_WIRE",
+    "MAX_BATCH_EVENTS",
+    "MAX_DLQ_VALUE_BYTES",
+    "MAX_MESSAGE_BYTES",
+    "SCHEMA_FILES",
+    "ConfigError",
+    "ContractError",
+    "Kind",
+    "Reason",
+    "Rejection",
+    "Report",
+    "SafetourError",
+    "SensorEvent",
+    "SensorSpec",
+    "Thresholds",
+    "Zone",
+    "ZoneRegistryError",
+    "decode_report",
+    "decode_sensor_message",
+    "dlq_headers",
+    "dlq_record",
+    "encode_dlq_record",
+    "format_ts",
+    "load_zones",
+    "parse_ts",
+    "parse_zone",
+    "parse_zones",
+    "schema_file",
+    "validate_sensor_event",
+]

@@ -1,0 +1,107 @@
+"""Typed records of the v1 wire contract, as the Python side holds them after validation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum, StrEnum
+from typing import NamedTuple
+
+
+class Kind(IntEnum):
+    """Sensor kinds. The integer codes are what the numba kernels see."""
+
+    LINE_COUNT = 0
+    OCCUPANCY = 1
+    DEVICE_COUNT = 2
+
+    @property
+    def wire(self) -> str:
+        return self.name.lower()
+
+
+KIND_BY_WIRE: dict[str, Kind] = {k.wire: k for k in Kind}
+
+
+class Reason(StrEnum):
+    """Dead-letter reason codes (``reason`` in a DLQ record); stable, part of the contract."""
+
+    NOT_JSON = "not_json"  # not UTF-8 JSON at all
+    TOO_LARGE = "too_large"  # value longer than MAX_MESSAGE_BYTES
+    SCHEMA = "schema"  # valid JSON, but breaks the JSON Schema
+    EMPTY_BATCH = "empty_batch"  # a JSON array with no events
+    BATCH_TOO_LONG = "batch_too_long"  # a JSON array with more than MAX_BATCH_EVENTS items
+    UNKNOWN_ZONE = "unknown_zone"  # valid, but the zone is not in the registry
+    LATE = "late"  # arrived after its window closed (event time older than the grace)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why one message, or one item of a batch message, was rejected."""
+
+    reason: Reason
+    detail: str
+    index: int | None = None  # item index in a batch message; None for the whole message
+
+
+@dataclass(slots=True)
+class SensorEvent:
+    """One validated sensor reading. Counts that do not apply to ``kind`` are 0."""
+
+    event_id: str
+    sensor_id: str
+    zone_id: str
+    kind: Kind
+    ts_ms: int  # event time, epoch milliseconds UTC
+    entries: int = 0
+    exits: int = 0
+    count: int = 0
+    coverage_m2: float | None = None
+    devices: int = 0
+    confidence: float | None = None
+
+
+class Report(NamedTuple):
+    """One validated human report."""
+
+    report_id: str
+    ts_ms: int
+    category: str
+    source: str
+    zone_id: str | None = None
+    lat: float | None = None
+    lon: float | None = None
+    severity: int | None = None
+    text: str | None = None
+    lang: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SensorSpec:
+    sensor_id: str
+    kind: Kind
+    calibration: float | None = None
+    coverage_m2: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    """Density levels in persons per m² (each level is reached at >= the value)."""
+
+    elevated: float
+    high: float
+    critical: float
+
+
+@dataclass(frozen=True, slots=True)
+class Zone:
+    zone_id: str
+    name_th: str
+    name_en: str
+    area_m2: float
+    crowd: str  # "standing" | "moving"
+    sensors: tuple[SensorSpec, ...] = ()
+    capacity: int | None = None
+    polygon: tuple[tuple[float, float], ...] | None = None
+    thresholds: Thresholds | None = None
+    area_estimated: bool = False
+    extra: dict[str, object] = field(default_factory=dict, compare=False)

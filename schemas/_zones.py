@@ -1,0 +1,144 @@
+"""Zone registry: load and validate zones from a JSON/YAML file or a zones-topic record."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+
+from ._errors import ZoneRegistryError
+from ._records import KIND_BY_WIRE, SensorSpec, Thresholds, Zone
+
+
+def _need(cond: bool, where: str, what: str) -> None:
+    if not cond:
+        raise ZoneRegistryError(f"{where}: {what}")
+
+
+def _pos_num(v: object) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and v > 0
+
+
+def _name_str(v: object) -> bool:
+    return isinstance(v, str) and 1 <= len(v) <= 200
+
+
+def parse_zone(doc: object, where: str = "zone") -> Zone:
+    """Validate one zone object (zone.v1.json) and return it as a :class:`Zone`."""
+    _need(isinstance(doc, Mapping), where, "must be an object")
+    assert isinstance(doc, Mapping)
+    for key in ("zone_id", "name", "area_m2", "crowd", "sensors"):
+        _need(key in doc, where, f"missing required field {key!r}")
+    zone_id = doc["zone_id"]
+    _need(isinstance(zone_id, str) and 1 <= len(zone_id) <= 64, where, "zone_id: 1..64 chars")
+    where = f"zone {zone_id!r}"
+    name = doc["name"]
+    _need(
+        isinstance(name, Mapping) and _name_str(name.get("th")) and _name_str(name.get("en")),
+        where,
+        "name needs 'th' and 'en' strings (1..200 chars)",
+    )
+    _need(_pos_num(doc["area_m2"]), where, "area_m2 must be a number > 0")
+    crowd = doc["crowd"]
+    _need(crowd in ("standing", "moving"), where, "crowd must be 'standing' or 'moving'")
+    capacity = doc.get("capacity")
+    _need(
+        capacity is None or (isinstance(capacity, int) and not isinstance(capacity, bool)
+                             and capacity >= 1),
+        where, "capacity must be an integer >= 1",
+    )
+    polygon: tuple[tuple[float, float], ...] | None = None
+    if doc.get("polygon") is not None:
+        raw = doc["polygon"]
+        _need(isinstance(raw, list) and len(raw) >= 3, where, "polygon needs >= 3 [lat, lon]")
+        pts = []
+        for p in raw:
+            ok = (
+                isinstance(p, list | tuple) and len(p) == 2
+                and all(isinstance(c, int | float) and not isinstance(c, bool) for c in p)
+                and -90 <= p[0] <= 90 and -180 <= p[1] <= 180
+            )
+            _need(ok, where, f"polygon point {p!r} is not [lat, lon]")
+            pts.append((float(p[0]), float(p[1])))
+        polygon = tuple(pts)
+    thresholds = None
+    if doc.get("thresholds") is not None:
+        t = doc["thresholds"]
+        _need(isinstance(t, Mapping) and set(t) <= {"elevated", "high", "critical"}, where,
+              "thresholds takes only elevated, high, critical")
+        assert isinstance(t, Mapping)
+        _need(all(_pos_num(v) for v in t.values()), where, "thresholds must be numbers > 0")
+        thresholds = _thresholds_from(t)
+    sensors = []
+    raw_sensors = doc["sensors"]
+    _need(isinstance(raw_sensors, list), where, "sensors must be a list")
+    for s in raw_sensors:
+        _need(isinstance(s, Mapping) and isinstance(s.get("sensor_id"), str)
+              and 1 <= len(s["sensor_id"]) <= 128, where, f"sensor {s!r} needs a sensor_id")
+        kind = KIND_BY_WIRE.get(s.get("kind")) if isinstance(s.get("kind"), str) else None
+        _need(kind is not None, where, f"sensor {s.get('sensor_id')!r}: unknown kind")
+        assert kind is not None
+        for key in ("calibration", "coverage_m2"):
+            _need(s.get(key) is None or _pos_num(s[key]), where,
+                  f"sensor {s['sensor_id']!r}: {key} must be a number > 0")
+        sensors.append(SensorSpec(
+            s["sensor_id"], kind,
+            None if s.get("calibration") is None else float(s["calibration"]),
+            None if s.get("coverage_m2") is None else float(s["coverage_m2"]),
+        ))
+    known = {"zone_id", "name", "area_m2", "crowd", "capacity", "polygon", "thresholds",
+             "sensors", "area_estimated"}
+    return Zone(
+        zone_id=zone_id,
+        name_th=name["th"],
+        name_en=name["en"],
+        area_m2=float(doc["area_m2"]),
+        crowd=crowd,
+        sensors=tuple(sensors),
+        capacity=capacity,
+        polygon=polygon,
+        thresholds=thresholds,
+        area_estimated=bool(doc.get("area_estimated", False)),
+        extra={k: v for k, v in doc.items() if k not in known},
+    )
+
+
+def _thresholds_from(t: Mapping[str, Any]) -> Thresholds | None:
+    if not {"elevated", "high", "critical"} <= set(t):
+        # A partial override is completed from the crowd type's defaults by the caller.
+        return Thresholds(
+            float(t.get("elevated", 0.0)), float(t.get("high", 0.0)), float(t.get("critical", 0.0))
+        )
+    return Thresholds(float(t["elevated"]), float(t["high"]), float(t["critical"]))
+
+
+def parse_zones(docs: Iterable[object]) -> list[Zone]:
+    """Validate a list of zone objects; zone ids must be unique."""
+    zones = [parse_zone(d, f"zone #{i}") for i, d in enumerate(docs)]
+    seen: set[str] = set()
+    for z in zones:
+        _need(z.zone_id not in seen, f"zone {z.zone_id!r}", "zone_id appears twice")
+        seen.add(z.zone_id)
+    return zones
+
+
+def load_zones(path: str | Path) -> list[Zone]:
+    """Load a zone registry file (``.json``, ``.yaml`` or ``.yml``): a list of zones, or a
+    mapping with a ``zones`` list."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ZoneRegistryError(f"cannot read zone registry {p}: {exc.strerror}") from exc
+    try:
+        doc = orjson.loads(raw) if p.suffix == ".json" else yaml.safe_load(raw)
+    except (orjson.JSONDecodeError, yaml.YAMLError) as exc:
+        raise ZoneRegistryError(f"{p}: not valid {p.suffix.lstrip('.').upper()}: {exc}") from exc
+    if isinstance(doc, Mapping) and "zones" in doc:
+        doc = doc["zones"]
+    _need(isinstance(doc, list), str(p), "must hold a list of zones (or {zones: [...]})")
+    assert isinstance(doc, list)
+    return parse_zones(doc)

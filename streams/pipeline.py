@@ -1,0 +1,132 @@
+"""The processing pipeline, free of any Kafka client: bytes in, records to publish out.
+
+The faust worker and the offline replay both drive this class; it never talks to a broker.
+For each batch of raw messages it decodes and validates (``schemas``), dead-letters what is bad
+with a reason, feeds the good events to the density engine, and turns density updates into
+alerts.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import NamedTuple
+
+import orjson
+
+from schemas import (
+    Rejection,
+    SensorEvent,
+    Zone,
+    decode_sensor_message,
+    dlq_headers,
+    dlq_record,
+    encode_dlq_record,
+    format_ts,
+)
+
+from .alerts import AlertTracker
+from .engine import DEFAULT_WINDOW_MS, DensityEngine, DensityUpdate, SimpleDensityEngine
+
+log = logging.getLogger(__name__)
+
+Headers = list[tuple[str, bytes]]
+
+
+class SourceMessage(NamedTuple):
+    """One consumed message, as any Kafka client can describe it."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None
+    key: bytes | None
+    value: bytes | None
+
+
+class OutRecord(NamedTuple):
+    key: bytes | None
+    value: bytes
+    headers: Headers
+
+
+@dataclass(slots=True)
+class Outputs:
+    """What one batch produces, per destination topic, plus counters for metrics."""
+
+    alerts: list[OutRecord] = field(default_factory=list)
+    density: list[OutRecord] = field(default_factory=list)
+    dlq: list[OutRecord] = field(default_factory=list)
+    events_in: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+
+
+def density_record(u: DensityUpdate) -> bytes:
+    return orjson.dumps({
+        "zone_id": u.zone_id,
+        "window_start": format_ts(u.window_start_ms),
+        "window_end": format_ts(u.window_end_ms),
+        "occupancy": round(u.occupancy, 2),
+        "density": round(u.density, 4),
+        "sensors": list(u.sensors),
+    })
+
+
+class Pipeline:
+    def __init__(
+        self,
+        zones: Iterable[Zone],
+        *,
+        engine: DensityEngine | None = None,
+        window_ms: int = DEFAULT_WINDOW_MS,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        zone_list = list(zones)
+        self.zones = {z.zone_id: z for z in zone_list}
+        self.engine: DensityEngine = engine or SimpleDensityEngine(zone_list, window_ms=window_ms)
+        self.alerts = AlertTracker(self.zones)
+        self._clock = clock
+
+    def set_zones(self, zones: Iterable[Zone]) -> None:
+        zone_list = list(zones)
+        self.zones = {z.zone_id: z for z in zone_list}
+        self.engine.set_zones(zone_list)
+        self.alerts.set_zones(self.zones)
+
+    def _dead_letter(self, out: Outputs, msg: SourceMessage, rej: Rejection) -> None:
+        now = self._clock() if self._clock else None
+        rec = dlq_record(
+            rej, value=msg.value, topic=msg.topic, partition=msg.partition, offset=msg.offset,
+            timestamp_ms=msg.timestamp_ms, key=msg.key, now=now,
+        )
+        out.dlq.append(OutRecord(
+            msg.key, encode_dlq_record(rec), dlq_headers(rej, msg.topic, msg.partition, msg.offset)
+        ))
+        out.rejected[rej.reason.value] += 1
+
+    def process_sensor_batch(self, messages: Sequence[SourceMessage]) -> Outputs:
+        out = Outputs()
+        events: list[SensorEvent] = []
+        origin: list[SourceMessage] = []  # the message each event came from
+        for msg in messages:
+            evs, rejections = decode_sensor_message(msg.value)
+            for rej in rejections:
+                self._dead_letter(out, msg, rej)
+            events.extend(evs)
+            origin.extend([msg] * len(evs))
+        out.events_in = len(events)
+        if events:
+            position = {id(e): k for k, e in enumerate(events)}
+            for ev, rej in self.engine.ingest(events):
+                msg = origin[position[id(ev)]]
+                self._dead_letter(out, msg, replace(rej, detail=f"{ev.event_id}: {rej.detail}"))
+        for u in self.engine.emit():
+            key = u.zone_id.encode()
+            out.density.append(OutRecord(key, density_record(u), []))
+            alert = self.alerts.observe(u)
+            if alert is not None:
+                out.alerts.append(OutRecord(key, orjson.dumps(alert), []))
+        return out
