@@ -1,0 +1,42 @@
+"""Settings come from the environment, with clear errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from agents.cli import build_parser
+from agents.config import Settings
+from schemas import ConfigError
+
+
+def test_defaults_use_the_embedded_broker() -> None:
+    s = Settings.from_env({})
+    assert s.embedded
+    assert s.bootstrap_servers == "127.0.0.1:19092"
+    assert s.topics.sensor_events == "safetour.sensor-events.v1"
+    assert s.topics.dlq == "safetour.dlq.v1"
+
+
+def test_external_cluster_and_prefix() -> None:
+    s = Settings.from_env({"SAFETOUR_KAFKA_BOOTSTRAP": "k1:9092,k2:9092",
+                           "SAFETOUR_TOPIC_PREFIX": "staging."})
+    assert not s.embedded
+    assert s.bootstrap_servers == "k1:9092,k2:9092"
+    assert s.topics.alerts == "staging.alerts.v1"
+
+
+@pytest.mark.parametrize("env", [{"SAFETOUR_BROKER_PORT": "x"}, {"SAFETOUR_WINDOW_S": "0"},
+                                 {"SAFETOUR_BATCH_WITHIN_S": "soon"}])
+def test_bad_settings_are_config_errors(env: dict[str, str]) -> None:
+    with pytest.raises(ConfigError, match="SAFETOUR_"):
+        Settings.from_env(env)
+
+
+def test_help_lists_commands_and_environment(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for word in ("run", "broker", "topics", "worker", "alerts", "generate",
+                 "SAFETOUR_KAFKA_BOOTSTRAP"):
+        assert word in out

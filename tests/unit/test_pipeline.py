@@ -1,0 +1,107 @@
+"""The broker-free pipeline: decode, dead-letter with reasons, density, alerts."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import jsonschema
+import orjson
+import pytest
+
+import schemas
+from schemas import Kind, SensorSpec, Zone
+from streams.pipeline import Pipeline, SourceMessage
+
+T0 = 1_771_150_000_000  # 2026-02-15T10:06:40Z
+FIXED_NOW = datetime(2026, 2, 15, 12, 0, tzinfo=UTC)
+
+
+def zone(zone_id: str = "vihara", area: float = 100.0, crowd: str = "standing") -> Zone:
+    return Zone(zone_id, "วิหาร", "Vihara", area, crowd,
+                (SensorSpec("cam", Kind.OCCUPANCY, coverage_m2=50.0),))
+
+
+def occ(event_id: str, count: int, ts: int, zone_id: str = "vihara") -> dict[str, Any]:
+    return {"event_id": event_id, "sensor_id": "cam", "zone_id": zone_id, "kind": "occupancy",
+            "ts": ts, "count": count, "coverage_m2": 50.0}
+
+
+def msg(value: Any, offset: int = 0, raw: bool = False) -> SourceMessage:
+    data = value if raw else orjson.dumps(value)
+    return SourceMessage("sensors", 3, offset, T0, b"vihara", data)
+
+
+def schema(name: str) -> jsonschema.Draft202012Validator:
+    doc = json.loads(schemas.schema_file(name).read_text())
+    return jsonschema.Draft202012Validator(doc)
+
+
+def test_bad_input_goes_to_dlq_with_reason_and_good_neighbours_are_processed() -> None:
+    p = Pipeline([zone()], clock=lambda: FIXED_NOW)
+    batch = [occ("a", 100, T0), {"event_id": "b", "kind": "occupancy"}, occ("c", 150, T0 + 1000)]
+    out = p.process_sensor_batch([
+        msg(b"not json{", offset=10, raw=True),
+        msg(batch, offset=11),
+        msg(occ("d", 10, T0, zone_id="nowhere"), offset=12),
+        msg(b"x" * (schemas.MAX_MESSAGE_BYTES + 1), offset=13, raw=True),
+    ])
+    dlq = sorted((orjson.loads(r.value) for r in out.dlq), key=lambda d: d["source"]["offset"])
+    assert [(d["reason"], d["source"]["offset"], d["index"]) for d in dlq] == [
+        ("not_json", 10, None), ("schema", 11, 1), ("unknown_zone", 12, None),
+        ("too_large", 13, None),
+    ]
+    validator = schema("dlq-record.v1.json")
+    for d in dlq:
+        validator.validate(d)
+        assert d["source"]["topic"] == "sensors"
+        assert d["source"]["partition"] == 3
+        assert d["dead_lettered_at"] == "2026-02-15T12:00:00.000Z"
+    assert base64.b64decode(dlq[0]["value_b64"]) == b"not json{"
+    assert orjson.loads(base64.b64decode(dlq[1]["value_b64"])) == batch
+    assert "/1" in dlq[1]["detail"]
+    assert out.events_in == 3  # a, c and the unknown-zone event were decoded
+    assert dict(out.rejected) == {"not_json": 1, "schema": 1, "unknown_zone": 1, "too_large": 1}
+    # The good events a and c reached the engine: newest count 150 over 50 m² = 3 p/m².
+    (density,) = [orjson.loads(r.value) for r in out.density]
+    assert density["zone_id"] == "vihara"
+    assert density["density"] == pytest.approx(3.0)
+    assert ("safetour-reason", b"not_json") in [r.headers[0] for r in out.dlq]
+
+
+def test_surge_produces_one_episode_with_lifecycle() -> None:
+    p = Pipeline([zone()])
+    validator = schema("alert.v1.json")
+    statuses = []
+    ids = set()
+    # density = count / 50 m²: 1 -> 2.5 (elevated) -> 4 (high) -> 6 (critical) -> 4 -> 1
+    for i, count in enumerate([50, 125, 200, 300, 200, 50]):
+        # One reading every 2 minutes, so the previous one has left the 60 s window.
+        out = p.process_sensor_batch([msg(occ(f"e{i}", count, T0 + i * 120_000), offset=i)])
+        for r in out.alerts:
+            a = orjson.loads(r.value)
+            validator.validate(a)
+            statuses.append((a["status"], a["level"]))
+            ids.add(a["alert_id"])
+    assert statuses == [
+        ("raised", "elevated"), ("escalated", "high"), ("escalated", "critical"),
+        ("deescalated", "high"), ("resolved", "normal"),
+    ]
+    assert len(ids) == 1
+
+
+def test_replaying_the_same_input_gives_identical_alerts() -> None:
+    def run() -> list[bytes]:
+        p = Pipeline([zone()])
+        out = []
+        for i, c in enumerate([50, 300, 50, 300, 50]):
+            out += [r.value for r in p.process_sensor_batch(
+                [msg(occ(f"e{i}", c, T0 + i * 120_000), offset=i)]).alerts]
+        return out
+
+    first, second = run(), run()
+    assert first == second
+    ids = {orjson.loads(v)["alert_id"] for v in first}
+    assert len(ids) == 2  # two separate episodes, each with its own stable id
