@@ -68,6 +68,18 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
+def new_cluster_id() -> str:
+    """A KRaft cluster id: 16 random bytes, base64url without padding, as Kafka makes them.
+
+    Like Kafka's own ``Uuid.randomUuid``, never one that starts with '-', which command-line
+    parsers take for an option.
+    """
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cid.startswith("-"):
+            return cid
+
+
 def _tail(path: Path, lines: int = 40) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -155,9 +167,8 @@ class EmbeddedBroker:
         if (self.data / "meta.properties").exists():
             return
         self.data.mkdir(parents=True, exist_ok=True)
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         cmd = [java, "-cp", f"{self.libs}/*", "kafka.tools.StorageTool", "format",
-               "-t", cluster_id, "-c", str(self.props)]
+               f"--cluster-id={new_cluster_id()}", "-c", str(self.props)]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             raise BrokerError(f"formatting KRaft storage failed:\n{proc.stdout}{proc.stderr}")
