@@ -99,6 +99,8 @@ class EmbeddedBroker:
         self.host = "127.0.0.1"
         self.port = settings.broker_port
         self._echo = echo or (lambda msg: log.info("%s", msg))
+        # The broker process when this object started it: held so it can be reaped on stop.
+        self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -218,6 +220,7 @@ class EmbeddedBroker:
                 cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True, cwd=self.home,
             )
+        self._proc = proc
         self.pid_file.write_text(str(proc.pid))
         deadline = t0 + timeout
         while time.monotonic() < deadline:
@@ -246,14 +249,18 @@ class EmbeddedBroker:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
+        proc = self._proc if self._proc is not None and self._proc.pid == pid else None
         while time.monotonic() < deadline and _pid_alive(pid):
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
+            if proc is not None:
+                proc.poll()  # reaps our own child
             time.sleep(0.2)
         if _pid_alive(pid):
             log.warning("broker pid %d ignored SIGTERM for %.0fs; killing it", pid, timeout)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
+        if proc is not None:
+            proc.wait()
+            self._proc = None
         self.pid_file.unlink(missing_ok=True)
         return True
 

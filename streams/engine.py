@@ -8,6 +8,7 @@ engine of the "Density engine" issue implements the same protocol.
 from __future__ import annotations
 
 import logging
+import math
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -28,8 +29,14 @@ class DensityUpdate:
     window_start_ms: int
     window_end_ms: int
     occupancy: float
-    density: float  # persons per m² of usable area
+    density: float  # persons per m² of usable area; NaN when no sensor reported (blind)
     sensors: tuple[str, ...]  # sensors that contributed
+    trend_per_min: float = math.nan  # least-squares slope of density, p/m² per minute
+    flow_per_min: float = 0.0  # entries per minute over the window (line counters)
+    freshness_ms: int = -1  # window end - newest reading in the window; -1 if none
+    source: str | None = None  # sensor kind the density came from (fusion precedence)
+    readings: int = 0  # readings in the window
+    stale_sensors: tuple[str, ...] = ()  # registered sensors with no reading in the window
 
 
 class DensityEngine(Protocol):

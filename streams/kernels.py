@@ -1,0 +1,326 @@
+"""numba kernels of the windowed density engine: one call per batch, never one per event.
+
+Model (the same in the pure-Python twin, ``streams/kernels_py.py``):
+
+Event time is cut into buckets of one *slide* (``slide_ms``, per zone). A zone keeps a ring of
+``R`` bucket accumulators. A *window* is the last ``K`` closed buckets, ``[start, end)`` with
+``end = (c + 1) * slide`` for the newest closed bucket ``c``. Each partition has a watermark
+``wm = max event time seen on it - grace``; a bucket closes when ``wm`` reaches its end, and
+every close emits that zone's window (an *emit tick* every slide).
+
+Per event (in arrival order): raise its partition's watermark; close the zone's buckets up to
+it; drop it as a duplicate if its ``event_id`` hash is among the sensor's last ``D``; refuse it
+as late if its bucket is already closed; otherwise add it to its bucket.
+
+Closing bucket ``c`` of a zone:
+- line occupancy: re-anchored to the cameras' estimate when the bucket has camera readings
+  (drift correction), else ``max(0, occupancy + entries - exits)``;
+- bucket density (for the trend): cameras ``sum(count) / sum(coverage)``; else the line
+  occupancy / area while a line counter reported in the window; else Wi-Fi/BLE
+  ``mean(devices x calibration) x number of device sensors / area``; else NaN;
+- window density, same precedence over the whole window: cameras, then line counters, then
+  device counters (fusion rule: the most direct measurement present wins);
+- trend: least-squares slope of the bucket densities in the window, persons/m² per minute;
+- flow: entries per minute over the window; freshness: ``end`` - newest reading in the window.
+
+An emitted window with no readings at all is emitted once (density NaN: the zone went blind),
+then suppressed until data returns. A zone whose ring is empty jumps straight to the
+watermark, so a long silence costs O(1).
+
+State layout: struct-of-arrays in plain numpy (see ``streams/density.py`` for sizes).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+# Event kinds (schemas.Kind codes).
+LINE = 0
+OCC = 1
+DEV = 2
+
+# Event status codes.
+OK = 0
+LATE = 1
+DUP = 2
+
+NEVER = np.iinfo(np.int64).min // 4  # "no bucket closed yet" / "no event time yet"
+
+# Zone float fields zf[z, ...]
+ZF_AREA = 0
+ZF_LINE_OCC = 1
+ZF_N = 2
+# Zone int fields zi[z, ...]
+ZI_SLIDE = 0  # slide (bucket) length in ms
+ZI_K = 1  # buckets per window
+ZI_NDEV = 2  # device sensors configured (>= 1)
+ZI_CLOSED = 3  # newest closed bucket index, or NEVER
+ZI_PART = 4  # partition whose watermark drives the zone
+ZI_LAST_B = 5  # newest bucket holding data, or NEVER
+ZI_EMPTY_SENT = 6  # 1 once an empty window was emitted (until data returns)
+ZI_ACTIVE = 7  # 1 if the zone is in the registry
+ZI_N = 8
+# Ring fields ring[z, slot, ...]
+R_CAM_COUNT = 0
+R_CAM_COV = 1
+R_LINE_IN = 2
+R_LINE_OUT = 3
+R_LINE_N = 4
+R_DEV_OCC = 5
+R_DEV_N = 6
+R_MAX_TS = 7
+R_DENS = 8
+R_READS = 9
+R_FIELDS = 10
+# Sensor float fields sf[s, ...]
+SF_CALIB = 0
+SF_COV = 1
+SF_N = 2
+# Sensor int fields si[s, ...]
+SI_ZONE = 0
+SI_LAST_TS = 1
+SI_DPOS = 2
+SI_N = 3
+# Output int columns oi[n, ...]
+OI_ZONE = 0
+OI_END = 1
+OI_SRC = 2  # kind used for the window density, -1 if none
+OI_FRESH = 3  # ms since the newest reading in the window, -1 if none
+OI_N = 4  # readings in the window
+OI_COLS = 5
+# Output float columns of[n, ...]
+OF_OCC = 0
+OF_DENS = 1
+OF_TREND = 2
+OF_FLOW = 3
+OF_COLS = 4
+
+
+@njit(cache=True, nogil=True)
+def _floordiv(a: int, b: int) -> int:
+    return a // b
+
+
+@njit(cache=True, nogil=True)
+def _clear_slot(ring: np.ndarray, z: int, slot: int) -> None:
+    for f in range(R_FIELDS):
+        ring[z, slot, f] = 0.0
+    ring[z, slot, R_MAX_TS] = -1.0
+    ring[z, slot, R_DENS] = np.nan
+
+
+@njit(cache=True, nogil=True)
+def _close_bucket(
+    z: int, c: int, zf: np.ndarray, zi: np.ndarray, ring: np.ndarray,
+    oi: np.ndarray, of: np.ndarray, n_out: int,
+) -> int:
+    """Close bucket ``c`` of zone ``z``; maybe emit its window into row ``n_out``."""
+    r = ring.shape[1]
+    k = zi[z, ZI_K]
+    slide = zi[z, ZI_SLIDE]
+    area = zf[z, ZF_AREA]
+    slot = c % r
+    # Window sums over buckets c-k+1 .. c.
+    cam_count = 0.0
+    cam_cov = 0.0
+    line_in = 0.0
+    line_n = 0.0
+    dev_occ = 0.0
+    dev_n = 0.0
+    max_ts = -1.0
+    for j in range(k):
+        sj = (c - j) % r
+        cam_count += ring[z, sj, R_CAM_COUNT]
+        cam_cov += ring[z, sj, R_CAM_COV]
+        line_in += ring[z, sj, R_LINE_IN]
+        line_n += ring[z, sj, R_LINE_N]
+        dev_occ += ring[z, sj, R_DEV_OCC]
+        dev_n += ring[z, sj, R_DEV_N]
+        max_ts = max(max_ts, ring[z, sj, R_MAX_TS])
+    # Line occupancy as of the end of bucket c.
+    if ring[z, slot, R_CAM_COV] > 0.0:
+        zf[z, ZF_LINE_OCC] = ring[z, slot, R_CAM_COUNT] / ring[z, slot, R_CAM_COV] * area
+    elif ring[z, slot, R_LINE_N] > 0.0:
+        occ = zf[z, ZF_LINE_OCC] + ring[z, slot, R_LINE_IN] - ring[z, slot, R_LINE_OUT]
+        zf[z, ZF_LINE_OCC] = occ if occ > 0.0 else 0.0
+    # Bucket density, for the trend.
+    ndev = zi[z, ZI_NDEV]
+    if ring[z, slot, R_CAM_COV] > 0.0:
+        d = ring[z, slot, R_CAM_COUNT] / ring[z, slot, R_CAM_COV]
+    elif line_n > 0.0:
+        d = zf[z, ZF_LINE_OCC] / area
+    elif ring[z, slot, R_DEV_N] > 0.0:
+        d = ring[z, slot, R_DEV_OCC] / ring[z, slot, R_DEV_N] * ndev / area
+    else:
+        d = np.nan
+    ring[z, slot, R_DENS] = d
+    # Window density by precedence.
+    if cam_cov > 0.0:
+        dens = cam_count / cam_cov
+        src = OCC
+    elif line_n > 0.0:
+        dens = zf[z, ZF_LINE_OCC] / area
+        src = LINE
+    elif dev_n > 0.0:
+        dens = dev_occ / dev_n * ndev / area
+        src = DEV
+    else:
+        dens = np.nan
+        src = -1
+    n_readings = 0.0
+    for j in range(k):
+        n_readings += ring[z, (c - j) % r, R_READS]
+    emit = True
+    if n_readings == 0.0:
+        if zi[z, ZI_EMPTY_SENT] == 1:
+            emit = False
+        zi[z, ZI_EMPTY_SENT] = 1
+    else:
+        zi[z, ZI_EMPTY_SENT] = 0
+    if emit:
+        # Least-squares slope of bucket densities over the window (x in minutes).
+        sx = 0.0
+        sy = 0.0
+        sxx = 0.0
+        sxy = 0.0
+        m = 0.0
+        for j in range(k):
+            y = ring[z, (c - j) % r, R_DENS]
+            if not np.isnan(y):
+                x = -j * slide / 60000.0
+                sx += x
+                sy += y
+                sxx += x * x
+                sxy += x * y
+                m += 1.0
+        den = m * sxx - sx * sx
+        trend = (m * sxy - sx * sy) / den if m >= 2.0 and den > 0.0 else np.nan
+        end = (c + 1) * slide
+        oi[n_out, OI_ZONE] = z
+        oi[n_out, OI_END] = end
+        oi[n_out, OI_SRC] = src
+        oi[n_out, OI_FRESH] = end - np.int64(max_ts) if max_ts >= 0.0 else -1
+        oi[n_out, OI_N] = np.int64(n_readings)
+        of[n_out, OF_OCC] = dens * area
+        of[n_out, OF_DENS] = dens
+        of[n_out, OF_TREND] = trend
+        of[n_out, OF_FLOW] = line_in / (k * slide / 60000.0)
+        n_out += 1
+    # The oldest bucket leaves the window: its slot is free for bucket c - k + 1 + r.
+    _clear_slot(ring, z, (c - k + 1) % r)
+    zi[z, ZI_CLOSED] = c
+    return n_out
+
+
+@njit(cache=True, nogil=True)
+def _close_upto(
+    z: int, target: int, zf: np.ndarray, zi: np.ndarray, ring: np.ndarray,
+    oi: np.ndarray, of: np.ndarray, n_out: int,
+) -> int:
+    while zi[z, ZI_CLOSED] < target:
+        closed = zi[z, ZI_CLOSED]
+        last_b = zi[z, ZI_LAST_B]
+        # Nothing left in the ring and the empty window already reported: jump.
+        if zi[z, ZI_EMPTY_SENT] == 1 and (last_b == NEVER or closed >= last_b + zi[z, ZI_K] - 1):
+            # No readings remain, but closed buckets may still hold carried densities: clear
+            # every slot, or they would alias into the windows after the jump.
+            for slot in range(ring.shape[1]):
+                _clear_slot(ring, z, slot)
+            zi[z, ZI_CLOSED] = target
+            break
+        n_out = _close_bucket(z, closed + 1, zf, zi, ring, oi, of, n_out)
+    return n_out
+
+
+@njit(cache=True, nogil=True)
+def ingest_kernel(
+    ev_zone: np.ndarray, ev_sensor: np.ndarray, ev_kind: np.ndarray, ev_ts: np.ndarray,
+    ev_a: np.ndarray, ev_b: np.ndarray, ev_cov: np.ndarray, ev_hash: np.ndarray,
+    ev_part: np.ndarray, status: np.ndarray, start: int,
+    zf: np.ndarray, zi: np.ndarray, ring: np.ndarray,
+    sf: np.ndarray, si: np.ndarray, dedup: np.ndarray, p_max: np.ndarray, grace: int,
+    oi: np.ndarray, of: np.ndarray, n_out: int,
+) -> tuple[int, int]:
+    """Process events ``start..``; return (next event index, rows written).
+
+    Stops early, to be called again, when the output buffer might overflow.
+    """
+    n = ev_zone.shape[0]
+    cap = oi.shape[0]
+    r = ring.shape[1]
+    depth = dedup.shape[1]
+    for i in range(start, n):
+        if n_out + r + 2 > cap:
+            return i, n_out
+        z = ev_zone[i]
+        p = ev_part[i]
+        ts = ev_ts[i]
+        p_max[p] = max(p_max[p], ts)
+        slide = zi[z, ZI_SLIDE]
+        target = _floordiv(p_max[p] - grace, slide) - 1
+        if zi[z, ZI_CLOSED] == NEVER:
+            zi[z, ZI_CLOSED] = target
+        zi[z, ZI_PART] = p
+        n_out = _close_upto(z, target, zf, zi, ring, oi, of, n_out)
+        s = ev_sensor[i]
+        h = ev_hash[i]
+        dup = False
+        for j in range(depth):
+            if dedup[s, j] == h:
+                dup = True
+                break
+        if dup:
+            status[i] = DUP
+            continue
+        b = _floordiv(ts, slide)
+        if b <= zi[z, ZI_CLOSED]:
+            status[i] = LATE
+            continue
+        pos = si[s, SI_DPOS]
+        dedup[s, pos] = h
+        si[s, SI_DPOS] = (pos + 1) % depth
+        slot = b % r
+        kind = ev_kind[i]
+        if kind == OCC:
+            cov = ev_cov[i]
+            if not cov > 0.0:
+                cov = sf[s, SF_COV]
+            if not cov > 0.0:
+                cov = zf[z, ZF_AREA]
+            ring[z, slot, R_CAM_COUNT] += ev_a[i]
+            ring[z, slot, R_CAM_COV] += cov
+        elif kind == LINE:
+            ring[z, slot, R_LINE_IN] += ev_a[i]
+            ring[z, slot, R_LINE_OUT] += ev_b[i]
+            ring[z, slot, R_LINE_N] += 1.0
+        else:
+            ring[z, slot, R_DEV_OCC] += ev_a[i] * sf[s, SF_CALIB]
+            ring[z, slot, R_DEV_N] += 1.0
+        ring[z, slot, R_READS] += 1.0
+        ring[z, slot, R_MAX_TS] = max(ring[z, slot, R_MAX_TS], ts)
+        si[s, SI_LAST_TS] = max(si[s, SI_LAST_TS], ts)
+        zi[z, ZI_LAST_B] = max(zi[z, ZI_LAST_B], b)
+        zi[z, ZI_EMPTY_SENT] = 0
+        status[i] = OK
+    return n, n_out
+
+
+@njit(cache=True, nogil=True)
+def close_kernel(
+    start: int, zf: np.ndarray, zi: np.ndarray, ring: np.ndarray, p_max: np.ndarray,
+    grace: int, oi: np.ndarray, of: np.ndarray, n_out: int,
+) -> tuple[int, int]:
+    """Close every active zone up to its partition's watermark, zones ``start..``."""
+    nz = zi.shape[0]
+    cap = oi.shape[0]
+    r = ring.shape[1]
+    for z in range(start, nz):
+        if zi[z, ZI_ACTIVE] == 0 or zi[z, ZI_CLOSED] == NEVER:
+            continue
+        if n_out + r + 2 > cap:
+            return z, n_out
+        p = zi[z, ZI_PART]
+        target = _floordiv(p_max[p] - grace, zi[z, ZI_SLIDE]) - 1
+        n_out = _close_upto(z, target, zf, zi, ring, oi, of, n_out)
+    return nz, n_out

@@ -1,0 +1,180 @@
+"""Pure-Python twin of ``streams/kernels.py``: the same model, written plainly.
+
+Buckets live in a dict keyed by bucket index instead of a ring, zones and sensors are small
+objects instead of array rows. The parity tests run random streams through both and require
+the same rows (integers equal, floats to 1e-12 relative). It is also the baseline of the
+kernel benchmark.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+LINE, OCC, DEV = 0, 1, 2
+OK, LATE, DUP = 0, 1, 2
+
+
+@dataclass(slots=True)
+class Bucket:
+    cam_count: float = 0.0
+    cam_cov: float = 0.0
+    line_in: float = 0.0
+    line_out: float = 0.0
+    line_n: int = 0
+    dev_occ: float = 0.0
+    dev_n: int = 0
+    n: int = 0
+    max_ts: int = -1
+    dens: float = math.nan
+
+
+@dataclass(slots=True)
+class ZoneState:
+    area: float
+    slide: int
+    k: int
+    ndev: int
+    closed: int | None = None
+    part: int = 0
+    line_occ: float = 0.0
+    last_b: int | None = None
+    empty_sent: bool = False
+    buckets: dict[int, Bucket] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class SensorState:
+    calib: float
+    cov: float
+    depth: int
+    last_ts: int = -1
+    recent: list[int] = field(default_factory=list)
+
+
+Row = tuple[int, int, int, int, int, float, float, float, float]
+"""(zone, end_ms, src, fresh_ms, n_readings, occupancy, density, trend, flow)"""
+
+
+class TwinEngine:
+    def __init__(self, grace: int) -> None:
+        self.grace = grace
+        self.zones: dict[int, ZoneState] = {}
+        self.sensors: dict[int, SensorState] = {}
+        self.p_max: dict[int, int] = {}
+
+    def _close(self, zi: int, z: ZoneState, c: int, out: list[Row]) -> None:
+        window = [z.buckets.get(c - j, Bucket()) for j in range(z.k)]
+        cur = window[0]
+        cam_count = sum(b.cam_count for b in window)
+        cam_cov = sum(b.cam_cov for b in window)
+        line_in = sum(b.line_in for b in window)
+        line_n = sum(b.line_n for b in window)
+        dev_occ = sum(b.dev_occ for b in window)
+        dev_n = sum(b.dev_n for b in window)
+        n = sum(b.n for b in window)
+        max_ts = max(b.max_ts for b in window)
+        if cur.cam_cov > 0:
+            z.line_occ = cur.cam_count / cur.cam_cov * z.area
+        elif cur.line_n > 0:
+            z.line_occ = max(0.0, z.line_occ + cur.line_in - cur.line_out)
+        if cur.cam_cov > 0:
+            cur.dens = cur.cam_count / cur.cam_cov
+        elif line_n > 0:
+            cur.dens = z.line_occ / z.area
+        elif cur.dev_n > 0:
+            cur.dens = cur.dev_occ / cur.dev_n * z.ndev / z.area
+        else:
+            cur.dens = math.nan
+        if c not in z.buckets:
+            z.buckets[c] = cur
+        if cam_cov > 0:
+            dens, src = cam_count / cam_cov, OCC
+        elif line_n > 0:
+            dens, src = z.line_occ / z.area, LINE
+        elif dev_n > 0:
+            dens, src = dev_occ / dev_n * z.ndev / z.area, DEV
+        else:
+            dens, src = math.nan, -1
+        emit = not (n == 0 and z.empty_sent)
+        z.empty_sent = n == 0
+        if emit:
+            pts = [(-j * z.slide / 60000.0, b.dens) for j, b in enumerate(window)
+                   if not math.isnan(b.dens)]
+            trend = math.nan
+            if len(pts) >= 2:
+                m = float(len(pts))
+                sx = sum(x for x, _ in pts)
+                sy = sum(y for _, y in pts)
+                sxx = sum(x * x for x, _ in pts)
+                sxy = sum(x * y for x, y in pts)
+                den = m * sxx - sx * sx
+                if den > 0:
+                    trend = (m * sxy - sx * sy) / den
+            end = (c + 1) * z.slide
+            out.append((zi, end, src, end - max_ts if max_ts >= 0 else -1, n,
+                        dens * z.area, dens, trend, line_in / (z.k * z.slide / 60000.0)))
+        z.buckets.pop(c - z.k + 1, None)
+        z.closed = c
+
+    def _close_upto(self, zi: int, z: ZoneState, target: int, out: list[Row]) -> None:
+        assert z.closed is not None
+        while z.closed < target:
+            if z.empty_sent and (z.last_b is None or z.closed >= z.last_b + z.k - 1):
+                z.buckets.clear()  # history before a jump never reaches a later window
+                z.closed = target
+                break
+            self._close(zi, z, z.closed + 1, out)
+
+    def ingest(
+        self, events: list[tuple[int, int, int, int, float, float, float, int, int]],
+        out: list[Row],
+    ) -> list[int]:
+        """events: (zone, sensor, kind, ts, a, b, coverage, hash, partition) -> statuses."""
+        statuses = []
+        for zi, si, kind, ts, a, b, cov, h, p in events:
+            self.p_max[p] = max(self.p_max.get(p, ts), ts)
+            z = self.zones[zi]
+            target = (self.p_max[p] - self.grace) // z.slide - 1
+            if z.closed is None:
+                z.closed = target
+            z.part = p
+            self._close_upto(zi, z, target, out)
+            s = self.sensors[si]
+            if h in s.recent:
+                statuses.append(DUP)
+                continue
+            bucket = ts // z.slide
+            if bucket <= z.closed:
+                statuses.append(LATE)
+                continue
+            s.recent.append(h)
+            if len(s.recent) > s.depth:
+                s.recent.pop(0)
+            bk = z.buckets.setdefault(bucket, Bucket())
+            if kind == OCC:
+                c = cov if cov > 0 else (s.cov if s.cov > 0 else z.area)
+                bk.cam_count += a
+                bk.cam_cov += c
+            elif kind == LINE:
+                bk.line_in += a
+                bk.line_out += b
+                bk.line_n += 1
+            else:
+                bk.dev_occ += a * s.calib
+                bk.dev_n += 1
+            bk.n += 1
+            bk.max_ts = max(bk.max_ts, ts)
+            s.last_ts = max(s.last_ts, ts)
+            z.last_b = bucket if z.last_b is None else max(z.last_b, bucket)
+            z.empty_sent = False
+            statuses.append(OK)
+        return statuses
+
+    def close_all(self, out: list[Row]) -> None:
+        for zi in sorted(self.zones):
+            z = self.zones[zi]
+            if z.closed is None:
+                continue
+            target = (self.p_max[z.part] - self.grace) // z.slide - 1
+            self._close_upto(zi, z, target, out)
