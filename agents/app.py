@@ -12,12 +12,14 @@ per batch (see ``shared/PERF-NOTES.md``).
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import faust
 
 from schemas import load_zones
-from streams.pipeline import OutRecord, Pipeline, SourceMessage
+from streams import WindowedDensityEngine
+from streams.pipeline import Outputs, OutRecord, Pipeline, SourceMessage
 
 from .config import Settings
 from .topics import DLQ_MAX_MESSAGE_BYTES
@@ -40,7 +42,8 @@ def _source(event: Any) -> SourceMessage:
 
 def build_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.App:
     zones = load_zones(settings.zones_file)
-    pipe = pipeline or Pipeline(zones, window_ms=round(settings.window_s * 1000))
+    pipe = pipeline or Pipeline(
+        zones, engine=WindowedDensityEngine(zones, **settings.engine_kwargs()))
     datadir = settings.state_dir / "faust" / settings.app_id
     datadir.parent.mkdir(parents=True, exist_ok=True)
     app = faust.App(
@@ -75,18 +78,26 @@ def build_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.App
         for r in records:
             await topic.send(key=r.key, value=r.value, headers=r.headers or None)
 
+    async def publish_all(out: Outputs) -> None:
+        await publish(dlq_topic, out.dlq)
+        await publish(density_topic, out.density)
+        await publish(alerts_topic, out.alerts)
+        for r in out.alerts:
+            log.info("alert %s", r.value.decode())
+        if out.rejected:
+            log.warning("dead-lettered %s", dict(out.rejected))
+
     async def ingest(stream: Any) -> None:
         async for batch in stream.take_events(settings.batch_max, within=settings.batch_within_s):
-            out = pipe.process_sensor_batch([_source(e) for e in batch])
-            await publish(dlq_topic, out.dlq)
-            await publish(density_topic, out.density)
-            await publish(alerts_topic, out.alerts)
-            for r in out.alerts:
-                log.info("alert %s", r.value.decode())
-            if out.rejected:
-                log.warning("dead-lettered %s", dict(out.rejected))
+            await publish_all(pipe.process_sensor_batch([_source(e) for e in batch]))
 
     app.agent(sensor_topic, name="safetour.sensor-ingest")(ingest)
+
+    async def wall_clock() -> None:
+        # Quiet partitions: windows still close, so a silent zone does not freeze.
+        await publish_all(pipe.tick(int(time.time() * 1000)))
+
+    app.timer(interval=max(settings.slide_s / 2, 0.5), name="safetour.wall-clock")(wall_clock)
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:

@@ -85,10 +85,24 @@ class Settings:
     state_dir: Path = field(default_factory=lambda: repo_root() / ".safetour")
     web_host: str = "127.0.0.1"
     web_port: int = 6066
+    # Event-time windows (streams/density.py): length, emit interval, allowed lateness, and
+    # how long a partition may stay quiet before its watermark follows the wall clock.
     window_s: float = 60.0
+    slide_s: float = 5.0
+    grace_s: float = 10.0
+    idle_s: float = 30.0
     # The worker takes up to batch_max messages, or what arrived within batch_within_s.
     batch_max: int = 5000
     batch_within_s: float = 0.2
+
+    def engine_kwargs(self) -> dict[str, int]:
+        """Arguments of streams.WindowedDensityEngine, in milliseconds."""
+        return {
+            "window_ms": round(self.window_s * 1000),
+            "slide_ms": round(self.slide_s * 1000),
+            "grace_ms": round(self.grace_s * 1000),
+            "idle_ms": round(self.idle_s * 1000),
+        }
 
     @property
     def embedded(self) -> bool:
@@ -109,6 +123,9 @@ class Settings:
             web_host=e.get("SAFETOUR_WEB_HOST", "127.0.0.1"),
             web_port=_int(e, "SAFETOUR_WEB_PORT", 6066),
             window_s=_float(e, "SAFETOUR_WINDOW_S", 60.0),
+            slide_s=_float(e, "SAFETOUR_SLIDE_S", 5.0),
+            grace_s=_float(e, "SAFETOUR_GRACE_S", 10.0),
+            idle_s=_float(e, "SAFETOUR_IDLE_S", 30.0),
             batch_max=_int(e, "SAFETOUR_BATCH_MAX", 5000),
             batch_within_s=_float(e, "SAFETOUR_BATCH_WITHIN_S", 0.2),
         )
@@ -116,8 +133,14 @@ class Settings:
             s = replace(s, zones_file=Path(e["SAFETOUR_ZONES"]))
         if e.get("SAFETOUR_STATE_DIR"):
             s = replace(s, state_dir=Path(e["SAFETOUR_STATE_DIR"]))
-        if s.window_s <= 0 or s.batch_max <= 0 or s.batch_within_s <= 0:
-            raise ConfigError("SAFETOUR_WINDOW_S, _BATCH_MAX and _BATCH_WITHIN_S must be > 0")
+        if min(s.window_s, s.slide_s, s.batch_max, s.batch_within_s) <= 0:
+            raise ConfigError(
+                "SAFETOUR_WINDOW_S, _SLIDE_S, _BATCH_MAX and _BATCH_WITHIN_S must be > 0")
+        if min(s.grace_s, s.idle_s) < 0:
+            raise ConfigError("SAFETOUR_GRACE_S and SAFETOUR_IDLE_S must be >= 0")
+        ratio = s.window_s / s.slide_s
+        if abs(ratio - round(ratio)) > 1e-9:
+            raise ConfigError("SAFETOUR_WINDOW_S must be a multiple of SAFETOUR_SLIDE_S")
         return s
 
 
@@ -131,6 +154,9 @@ environment:
   SAFETOUR_STATE_DIR        local state: broker jars and data, faust data (default .safetour/)
   SAFETOUR_WEB_HOST/_PORT   worker web server (default 127.0.0.1:6066)
   SAFETOUR_WINDOW_S         sliding window length in seconds (default 60)
+  SAFETOUR_SLIDE_S          emit interval of the window in seconds (default 5)
+  SAFETOUR_GRACE_S          allowed lateness of events in seconds (default 10)
+  SAFETOUR_IDLE_S           quiet time before a partition follows the wall clock (default 30)
   SAFETOUR_BATCH_MAX        most messages per processing batch (default 5000)
   SAFETOUR_BATCH_WITHIN_S   longest wait to fill a batch, seconds (default 0.2)
 """

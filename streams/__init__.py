@@ -7,12 +7,22 @@ without a broker.
 from __future__ import annotations
 
 from .alerts import AlertTracker, episode_id
-from .engine import DEFAULT_WINDOW_MS, DensityEngine, DensityUpdate, SimpleDensityEngine
+from .density import (
+    DEFAULT_GRACE_MS,
+    DEFAULT_IDLE_MS,
+    DEFAULT_SLIDE_MS,
+    DEFAULT_WINDOW_MS,
+    WindowedDensityEngine,
+)
+from .engine import DensityEngine, DensityUpdate
 from .levels import MOVING_DEFAULTS, STANDING_DEFAULTS, Level, level_for, resolve_thresholds
 from .messages import BANGKOK, density_message, english_datetime, thai_datetime
 
 __all__ = [
     "BANGKOK",
+    "DEFAULT_GRACE_MS",
+    "DEFAULT_IDLE_MS",
+    "DEFAULT_SLIDE_MS",
     "DEFAULT_WINDOW_MS",
     "MOVING_DEFAULTS",
     "STANDING_DEFAULTS",
@@ -20,7 +30,7 @@ __all__ = [
     "DensityEngine",
     "DensityUpdate",
     "Level",
-    "SimpleDensityEngine",
+    "WindowedDensityEngine",
     "density_message",
     "english_datetime",
     "episode_id",

@@ -15,6 +15,7 @@ replaces it with the full state machine behind the same ``observe`` call.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -58,7 +59,9 @@ class AlertTracker:
         return t
 
     def observe(self, u: DensityUpdate) -> dict[str, Any] | None:
-        if u.zone_id not in self._zones:
+        if u.zone_id not in self._zones or math.isnan(u.density):
+            # No sensor reported in the window: the level is unknown, not normal. The zone
+            # keeps its episode; a blind zone is reported through freshness, not resolved.
             return None
         level = level_for(u.density, self.thresholds(u.zone_id))
         ep = self._open.get(u.zone_id)
@@ -94,6 +97,7 @@ class AlertTracker:
             "window_end": format_ts(u.window_end_ms),
             "ts": format_ts(u.window_end_ms),
             "sensors": list(u.sensors),
+            "trend": None if math.isnan(u.trend_per_min) else round(u.trend_per_min, 4),
             "message": density_message(
                 name_th=z.name_th, name_en=z.name_en, level=level.wire, status=status,
                 density=u.density, ts_ms=u.window_end_ms,

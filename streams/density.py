@@ -275,7 +275,10 @@ class WindowedDensityEngine:
         of = self._of[:n].tolist()
         for (z, end, src, fresh, nread), (occ, dens, trend, flow) in zip(oi, of, strict=True):
             start = end - int(self.zi[z, K.ZI_K]) * int(self.zi[z, K.ZI_SLIDE])
-            sensors = [s for s in self.zone_sensors[z] if self.si[s, K.SI_LAST_TS] >= start]
+            # Sensors with a reading since the window start (newest reading per sensor; a
+            # sensor whose only readings are newer than the window end is listed too).
+            last = self.si[self.zone_sensors[z], K.SI_LAST_TS] if nread else ()
+            sensors = [s for s, t in zip(self.zone_sensors[z], last, strict=False) if t >= start]
             stale = [s for s in self.zone_sensors[z] if self.si[s, K.SI_LAST_TS] < start]
             self._pending.append(DensityUpdate(
                 zone_id=self.zone_ids[z], window_start_ms=start, window_end_ms=end,

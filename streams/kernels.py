@@ -260,7 +260,9 @@ def ingest_kernel(
         slide = zi[z, ZI_SLIDE]
         target = _floordiv(p_max[p] - grace, slide) - 1
         if zi[z, ZI_CLOSED] == NEVER:
+            # First sight: nothing to report until its first bucket closes.
             zi[z, ZI_CLOSED] = target
+            zi[z, ZI_EMPTY_SENT] = 1
         zi[z, ZI_PART] = p
         n_out = _close_upto(z, target, zf, zi, ring, oi, of, n_out)
         s = ev_sensor[i]

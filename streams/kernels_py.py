@@ -138,6 +138,7 @@ class TwinEngine:
             target = (self.p_max[p] - self.grace) // z.slide - 1
             if z.closed is None:
                 z.closed = target
+                z.empty_sent = True
             z.part = p
             self._close_upto(zi, z, target, out)
             s = self.sensors[si]

@@ -9,6 +9,7 @@ alerts.
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -29,7 +30,8 @@ from schemas import (
 )
 
 from .alerts import AlertTracker
-from .engine import DEFAULT_WINDOW_MS, DensityEngine, DensityUpdate, SimpleDensityEngine
+from .density import WindowedDensityEngine
+from .engine import DensityEngine, DensityUpdate
 
 log = logging.getLogger(__name__)
 
@@ -61,17 +63,29 @@ class Outputs:
     density: list[OutRecord] = field(default_factory=list)
     dlq: list[OutRecord] = field(default_factory=list)
     events_in: int = 0
+    duplicates: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
 
 
+def _num(x: float, digits: int) -> float | None:
+    return None if math.isnan(x) else round(x, digits)
+
+
 def density_record(u: DensityUpdate) -> bytes:
+    """A value on the density topic (keyed by zone_id); null numbers mean 'no data'."""
     return orjson.dumps({
         "zone_id": u.zone_id,
         "window_start": format_ts(u.window_start_ms),
         "window_end": format_ts(u.window_end_ms),
-        "occupancy": round(u.occupancy, 2),
-        "density": round(u.density, 4),
+        "occupancy": _num(u.occupancy, 2),
+        "density": _num(u.density, 4),
+        "trend_per_min": _num(u.trend_per_min, 4),
+        "flow_per_min": round(u.flow_per_min, 2),
+        "freshness_s": None if u.freshness_ms < 0 else u.freshness_ms / 1000,
+        "source": u.source,
+        "readings": u.readings,
         "sensors": list(u.sensors),
+        "stale_sensors": list(u.stale_sensors),
     })
 
 
@@ -81,12 +95,11 @@ class Pipeline:
         zones: Iterable[Zone],
         *,
         engine: DensityEngine | None = None,
-        window_ms: int = DEFAULT_WINDOW_MS,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
         zone_list = list(zones)
         self.zones = {z.zone_id: z for z in zone_list}
-        self.engine: DensityEngine = engine or SimpleDensityEngine(zone_list, window_ms=window_ms)
+        self.engine: DensityEngine = engine or WindowedDensityEngine(zone_list)
         self.alerts = AlertTracker(self.zones)
         self._clock = clock
 
@@ -120,13 +133,26 @@ class Pipeline:
         out.events_in = len(events)
         if events:
             position = {id(e): k for k, e in enumerate(events)}
-            for ev, rej in self.engine.ingest(events):
+            dup_before = self.engine.duplicates
+            refused = self.engine.ingest(events, [m.partition for m in origin])
+            out.duplicates = self.engine.duplicates - dup_before
+            for ev, rej in refused:
                 msg = origin[position[id(ev)]]
                 self._dead_letter(out, msg, replace(rej, detail=f"{ev.event_id}: {rej.detail}"))
+        self._emit(out)
+        return out
+
+    def tick(self, now_ms: int) -> Outputs:
+        """Wall-clock progress (call every few seconds): windows of quiet partitions close."""
+        out = Outputs()
+        self.engine.advance(now_ms)
+        self._emit(out)
+        return out
+
+    def _emit(self, out: Outputs) -> None:
         for u in self.engine.emit():
             key = u.zone_id.encode()
             out.density.append(OutRecord(key, density_record(u), []))
             alert = self.alerts.observe(u)
             if alert is not None:
                 out.alerts.append(OutRecord(key, orjson.dumps(alert), []))
-        return out

@@ -64,10 +64,16 @@ def test_bad_input_goes_to_dlq_with_reason_and_good_neighbours_are_processed() -
     assert "/1" in dlq[1]["detail"]
     assert out.events_in == 3  # a, c and the unknown-zone event were decoded
     assert dict(out.rejected) == {"not_json": 1, "schema": 1, "unknown_zone": 1, "too_large": 1}
-    # The good events a and c reached the engine: newest count 150 over 50 m² = 3 p/m².
-    (density,) = [orjson.loads(r.value) for r in out.density]
-    assert density["zone_id"] == "vihara"
-    assert density["density"] == pytest.approx(3.0)
+    # The good events a and c reached the engine; their windows close once the watermark
+    # passes (here the wall clock, 10 minutes on): (100 + 150) people over 2 x 50 m².
+    later = p.tick(T0 + 600_000)
+    densities = [orjson.loads(r.value) for r in later.density]
+    assert {d["zone_id"] for d in densities} == {"vihara"}
+    with_data = [d for d in densities if d["density"] is not None]
+    assert with_data
+    assert with_data[0]["density"] == pytest.approx(2.5)
+    assert with_data[0]["readings"] == 2
+    assert densities[-1]["density"] is None  # then the zone went quiet: reported blind, once
     assert ("safetour-reason", b"not_json") in [r.headers[0] for r in out.dlq]
 
 
@@ -80,6 +86,8 @@ def test_surge_produces_one_episode_with_lifecycle() -> None:
     for i, count in enumerate([50, 125, 200, 300, 200, 50]):
         # One reading every 2 minutes, so the previous one has left the 60 s window.
         out = p.process_sensor_batch([msg(occ(f"e{i}", count, T0 + i * 120_000), offset=i)])
+        if i == 5:
+            out.alerts += p.tick(T0 + 30 * 60_000).alerts
         for r in out.alerts:
             a = orjson.loads(r.value)
             validator.validate(a)
@@ -99,9 +107,10 @@ def test_replaying_the_same_input_gives_identical_alerts() -> None:
         for i, c in enumerate([50, 300, 50, 300, 50]):
             out += [r.value for r in p.process_sensor_batch(
                 [msg(occ(f"e{i}", c, T0 + i * 120_000), offset=i)]).alerts]
-        return out
+        return out + [r.value for r in p.tick(T0 + 3_600_000).alerts]
 
     first, second = run(), run()
     assert first == second
     ids = {orjson.loads(v)["alert_id"] for v in first}
     assert len(ids) == 2  # two separate episodes, each with its own stable id
+    assert [orjson.loads(v)["status"] for v in first] == ["raised", "resolved"] * 2
