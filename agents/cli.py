@@ -159,8 +159,11 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         _echo(f"worker starting (pid {worker.pid}, log {log_path})...")
         _wait_for_line(log_path, "Ready", worker, timeout=120)
         _echo(f"worker ready; web http://{settings.web_host}:{settings.web_port}/healthz")
-        _echo(f"generating {args.duration:.0f}s of readings; zone "
-              f"{args.zone or 'first standing zone'} surges to {args.peak} p/m². Ctrl-C stops.")
+        # After the surge, base-level readings for one window + grace + two slides, so the
+        # windows see the crowd thin out and the episode resolves on screen.
+        tail_s = settings.window_s + settings.grace_s + 2 * settings.slide_s
+        _echo(f"generating {args.duration:.0f}s of surge + {tail_s:.0f}s of calm; zone "
+              f"{args.zone or 'first standing zone'} peaks at {args.peak} p/m². Ctrl-C stops.")
 
         async def demo() -> int:
             stop = asyncio.Event()
@@ -170,7 +173,8 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
             try:
                 await run_generator(
                     settings.bootstrap_servers, settings.topics.sensor_events, zones,
-                    duration_s=args.duration, surge_zone=args.zone, peak=args.peak,
+                    duration_s=args.duration + tail_s, surge_s=args.duration,
+                    surge_zone=args.zone, peak=args.peak,
                 )
                 # Let the last window close and its alerts arrive.
                 await asyncio.sleep(settings.batch_within_s + 3)
@@ -201,9 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="demo: broker, topics, worker, generator, live alerts")
-    run.add_argument("--duration", type=float, default=150.0, help="seconds of readings")
+    run.add_argument("--duration", type=float, default=150.0, help="seconds of surge")
     run.add_argument("--zone", help="zone that surges (default: first standing zone)")
-    run.add_argument("--peak", type=float, default=6.0, help="peak density, p/m² (default 6)")
+    run.add_argument("--peak", type=float, default=7.5, help="peak density, p/m² (default 7.5)")
     run.add_argument("--keep-broker", action="store_true", help="leave the broker running")
     run.add_argument("--expect-alerts", action="store_true", help="exit 1 if no alert arrived")
     run.set_defaults(func=cmd_run)

@@ -91,6 +91,7 @@ async def run_generator(
     zones: Sequence[Zone],
     *,
     duration_s: float = 120.0,
+    surge_s: float | None = None,
     surge_zone: str | None = None,
     peak: float = 6.0,
     base: float = 0.4,
@@ -98,7 +99,11 @@ async def run_generator(
     seed: int = 7,
     stop: asyncio.Event | None = None,
 ) -> int:
-    """Publish readings for ``duration_s`` seconds; return how many events were sent."""
+    """Publish readings for ``duration_s`` seconds; return how many events were sent.
+
+    The surge takes the first ``surge_s`` seconds (default: all of ``duration_s``); the rest
+    is at ``base`` density, long enough for windows to see the crowd thin out.
+    """
     target = surge_zone or next((z.zone_id for z in zones if z.crowd == "standing"), None)
     if target is not None and target not in {z.zone_id for z in zones}:
         raise ValueError(f"surge zone {target!r} is not in the registry")
@@ -114,7 +119,7 @@ async def run_generator(
             if elapsed > duration_s or (stop is not None and stop.is_set()):
                 break
             ts_ms = int(time.time() * 1000)
-            level = surge_density(elapsed, duration_s, base, peak)
+            level = surge_density(elapsed, surge_s or duration_s, base, peak)
 
             def density(z: Zone, surge: float = level) -> float:
                 return surge if z.zone_id == target else base

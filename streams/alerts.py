@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +57,19 @@ class AlertTracker:
             z = self._zones[zone_id]
             t = self._thresholds[zone_id] = resolve_thresholds(z.crowd, z.thresholds)
         return t
+
+    def export_state(self, zone_ids: Iterable[str]) -> dict[str, list[Any]]:
+        """Open episodes of these zones, for a snapshot."""
+        return {z: [ep.alert_id, int(ep.level)] for z in zone_ids
+                if (ep := self._open.get(z)) is not None}
+
+    def import_state(self, zone_ids: Iterable[str], state: Mapping[str, list[Any]]) -> None:
+        """Replace these zones' episodes with a snapshot's (absent = no open episode)."""
+        for z in zone_ids:
+            self._open.pop(z, None)
+            if z in state:
+                alert_id, level = state[z]
+                self._open[z] = _Episode(str(alert_id), Level(int(level)))
 
     def observe(self, u: DensityUpdate) -> dict[str, Any] | None:
         if u.zone_id not in self._zones or math.isnan(u.density):

@@ -8,12 +8,12 @@ Defaults (override per engine, or per zone with ``window_s`` / ``slide_s`` in th
 | slide        | 5 s     | one output per zone every 5 s of event time (the emit tick)      |
 | grace        | 10 s    | watermark = newest event time on the partition - 10 s            |
 | idle         | 30 s    | a quiet partition's watermark follows the wall clock - idle      |
-| dedup depth  | 32      | event ids remembered per sensor to drop duplicates               |
+| dedup depth  | 16      | event ids remembered per sensor to drop duplicates               |
 | stale sensor | window  | a sensor with no reading in the window is listed as stale        |
 
 Memory: with ``R`` ring slots (window/slide + grace/slide + 3 = 17 by default) a zone costs
-``R x 10 x 8`` bytes of ring + 80 bytes of zone fields = 1,440 bytes; a sensor costs
-``32 x 8 + 40`` = 296 bytes. 100,000 zones with 3 sensors each: about 233 MB.
+``R x 10 x 8`` bytes of ring + 96 bytes of zone fields = 1,456 bytes; a sensor costs
+``16 x 8 + 40`` = 168 bytes. 100,000 zones with 3 sensors each: about 196 MB.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import logging
 import math
 import zlib
 from collections.abc import Iterable, Sequence
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -38,7 +38,7 @@ DEFAULT_WINDOW_MS: Final = 60_000
 DEFAULT_SLIDE_MS: Final = 5_000
 DEFAULT_GRACE_MS: Final = 10_000
 DEFAULT_IDLE_MS: Final = 30_000
-DEFAULT_DEDUP_DEPTH: Final = 32
+DEFAULT_DEDUP_DEPTH: Final = 16
 MAX_PARTITIONS: Final = 4096
 _HASH_MASK: Final = (1 << 62) - 1
 SOURCE_NAMES: Final = {K.LINE: "line_count", K.OCC: "occupancy", K.DEV: "device_count"}
@@ -101,10 +101,15 @@ class WindowedDensityEngine:
         self.sf: F64 = np.zeros((0, K.SF_N))
         self.si: I64 = np.zeros((0, K.SI_N), dtype=np.int64)
         self.dedup: I64 = np.zeros((0, dedup_depth), dtype=np.int64)
+        # Per partition: watermark base (newest event time, or its wall-clock extrapolation
+        # while idle), newest real event time, and wall-clock time of the last arrival.
         self.p_max: I64 = np.full(MAX_PARTITIONS, K.NEVER, dtype=np.int64)
+        self.p_event_max: I64 = np.full(MAX_PARTITIONS, K.NEVER, dtype=np.int64)
+        self.p_wall: I64 = np.full(MAX_PARTITIONS, K.NEVER, dtype=np.int64)
         self._oi: I64 = np.zeros((out_rows, K.OI_COLS), dtype=np.int64)
         self._of: F64 = np.zeros((out_rows, K.OF_COLS))
-        self._pending: list[DensityUpdate] = []
+        # Closed windows not yet emitted, as copies of the kernel's output rows.
+        self._pending: list[tuple[I64, F64]] = []
         self._closed_wm: I64 = np.full(MAX_PARTITIONS, K.NEVER, dtype=np.int64)
         self.late = 0
         self.duplicates = 0
@@ -144,7 +149,7 @@ class WindowedDensityEngine:
                 self.ring[old:, :, K.R_MAX_TS] = -1.0
                 self.ring[old:, :, K.R_DENS] = np.nan
             self.zi[idx, K.ZI_CLOSED] = K.NEVER
-            self.zi[idx, K.ZI_LAST_B] = K.NEVER
+            self.zi[idx, K.ZI_LAST_TS] = K.NEVER
         elif self.zi[idx, K.ZI_SLIDE] not in (0, slide):
             raise ValueError(f"zone {zone.zone_id}: slide cannot change while running")
         self.zf[idx, K.ZF_AREA] = zone.area_m2
@@ -180,9 +185,14 @@ class WindowedDensityEngine:
 
     # -- processing -------------------------------------------------------------------------
     def ingest(
-        self, events: Sequence[SensorEvent], partitions: Sequence[int] | None = None
+        self, events: Sequence[SensorEvent], partitions: Sequence[int] | None = None,
+        arrival_ms: int | None = None,
     ) -> list[tuple[SensorEvent, Rejection]]:
-        """Add a batch (in arrival order); return the events refused (unknown zone, late)."""
+        """Add a batch (in arrival order); return the events refused (unknown zone, late).
+
+        ``arrival_ms`` is the wall-clock time the batch arrived (for idleness); replay leaves
+        it out and stays purely in event time.
+        """
         refused: list[tuple[SensorEvent, Rejection]] = []
         rows: list[int] = []
         zidx: list[int] = []
@@ -221,6 +231,10 @@ class WindowedDensityEngine:
                 raise ValueError(f"partition numbers must be in 0..{MAX_PARTITIONS - 1}")
         status = self.ingest_arrays(ev_zone, ev_sensor, ev_kind, ev_ts, ev_a, ev_b, ev_cov,
                                     ev_hash, ev_part)
+        parts = np.unique(ev_part)
+        np.maximum.at(self.p_event_max, ev_part, ev_ts)
+        if arrival_ms is not None:
+            self.p_wall[parts] = arrival_ms
         for j in np.flatnonzero(status == K.LATE):
             ev = evs[j]
             self.late += 1
@@ -250,13 +264,18 @@ class WindowedDensityEngine:
                 return status
 
     def advance(self, now_ms: int) -> None:
-        """Wall-clock progress: a partition quiet for ``idle_ms`` moves its watermark on, so a
-        silent zone does not freeze at its last density."""
-        seen = self.p_max > K.NEVER
-        self.p_max[seen] = np.maximum(self.p_max[seen], now_ms - self.idle_ms)
+        """Wall-clock progress: a partition that received nothing for ``idle_ms`` of wall time
+        moves its event-time clock on by the wall time that passed beyond ``idle_ms``, so a
+        silent zone does not freeze at its last density. A partition being read as fast as it
+        can be (a backlog, a replay) keeps arriving, so its history is never made late."""
+        seen = (self.p_wall > K.NEVER) & (self.p_event_max > K.NEVER)
+        quiet = now_ms - self.p_wall[seen] - self.idle_ms
+        moved = self.p_event_max[seen] + np.maximum(quiet, 0)
+        self.p_max[seen] = np.maximum(self.p_max[seen], moved)
 
-    def emit(self) -> list[DensityUpdate]:
-        """Windows closed since the previous call, in close order."""
+    def emit_arrays(self) -> tuple[I64, F64]:
+        """Windows closed since the previous call, as the kernels' output rows (columns
+        ``kernels.OI_*`` and ``kernels.OF_*``), in close order."""
         wm = (self.p_max - self.grace_ms) // self._min_slide
         if np.any(wm != self._closed_wm):
             self._closed_wm = wm
@@ -265,14 +284,26 @@ class WindowedDensityEngine:
                 start, n_out = K.close_kernel(start, self.zf, self.zi, self.ring, self.p_max,
                                               self.grace_ms, self._oi, self._of, 0)
                 self._collect(n_out)
-        out, self._pending = self._pending, []
-        return out
+        pending, self._pending = self._pending, []
+        if not pending:
+            return np.zeros((0, K.OI_COLS), dtype=np.int64), np.zeros((0, K.OF_COLS))
+        if len(pending) == 1:
+            return pending[0]
+        return np.concatenate([p[0] for p in pending]), np.concatenate([p[1] for p in pending])
+
+    def emit(self) -> list[DensityUpdate]:
+        """Windows closed since the previous call, in close order."""
+        oi_a, of_a = self.emit_arrays()
+        return self._updates(oi_a, of_a)
 
     def _collect(self, n: int) -> None:
-        if n == 0:
-            return
-        oi = self._oi[:n].tolist()
-        of = self._of[:n].tolist()
+        if n:
+            self._pending.append((self._oi[:n].copy(), self._of[:n].copy()))
+
+    def _updates(self, oi_a: I64, of_a: F64) -> list[DensityUpdate]:
+        out: list[DensityUpdate] = []
+        oi = oi_a.tolist()
+        of = of_a.tolist()
         for (z, end, src, fresh, nread), (occ, dens, trend, flow) in zip(oi, of, strict=True):
             start = end - int(self.zi[z, K.ZI_K]) * int(self.zi[z, K.ZI_SLIDE])
             # Sensors with a reading since the window start (newest reading per sensor; a
@@ -280,7 +311,7 @@ class WindowedDensityEngine:
             last = self.si[self.zone_sensors[z], K.SI_LAST_TS] if nread else ()
             sensors = [s for s, t in zip(self.zone_sensors[z], last, strict=False) if t >= start]
             stale = [s for s in self.zone_sensors[z] if self.si[s, K.SI_LAST_TS] < start]
-            self._pending.append(DensityUpdate(
+            out.append(DensityUpdate(
                 zone_id=self.zone_ids[z], window_start_ms=start, window_end_ms=end,
                 occupancy=occ, density=dens,
                 sensors=tuple(sorted(self.sensor_ids[s] for s in sensors)),
@@ -288,6 +319,64 @@ class WindowedDensityEngine:
                 source=SOURCE_NAMES.get(src), readings=nread,
                 stale_sensors=tuple(sorted(self.sensor_ids[s] for s in stale)),
             ))
+        return out
+
+    # -- recovery ---------------------------------------------------------------------------
+    def snapshot(self, partition: int) -> dict[str, npt.NDArray[Any]]:
+        """The state of every zone driven by ``partition``, as plain arrays (no pickles)."""
+        n = len(self.zone_ids)
+        zones = np.flatnonzero(
+            (self.zi[:n, K.ZI_PART] == partition) & (self.zi[:n, K.ZI_CLOSED] != K.NEVER))
+        sensors = [s for z in zones for s in self.zone_sensors[int(z)]]
+        return {
+            "zone_ids": np.array([self.zone_ids[z] for z in zones], dtype=str),
+            "zf": self.zf[zones], "zi": self.zi[zones], "ring": self.ring[zones],
+            "sensor_ids": np.array([self.sensor_ids[s] for s in sensors], dtype=str),
+            "sensor_zones": np.array(
+                [self.zone_ids[int(self.si[s, K.SI_ZONE])] for s in sensors], dtype=str),
+            "si": self.si[sensors], "dedup": self.dedup[sensors],
+            "partition": np.array([partition, self.p_max[partition],
+                                   self.p_event_max[partition], self.ring_slots,
+                                   self.grace_ms], dtype=np.int64),
+        }
+
+    def restore(self, snap: dict[str, npt.NDArray[Any]]) -> int:
+        """Put back a :meth:`snapshot`; return how many zones were restored. The registry
+        wins for configuration (areas, calibration); zones no longer in it are skipped."""
+        partition, p_max, p_event_max, ring_slots, grace = (int(v) for v in snap["partition"])
+        if ring_slots != self.ring_slots or grace != self.grace_ms:
+            log.warning("snapshot of partition %d was taken with another window/grace "
+                        "configuration; starting that partition from empty state", partition)
+            return 0
+        restored = 0
+        for row, zid in enumerate(snap["zone_ids"].tolist()):
+            z = self.zone_index.get(zid)
+            if z is None or not self.zi[z, K.ZI_ACTIVE]:
+                log.warning("snapshot zone %r is not in the registry; skipped", zid)
+                continue
+            saved = snap["zi"][row]
+            if saved[K.ZI_SLIDE] != self.zi[z, K.ZI_SLIDE] or saved[K.ZI_K] != self.zi[z, K.ZI_K]:
+                log.warning("zone %r changed its window since the snapshot; not restored", zid)
+                continue
+            self.zf[z, K.ZF_LINE_OCC] = snap["zf"][row][K.ZF_LINE_OCC]
+            for f in (K.ZI_CLOSED, K.ZI_PART, K.ZI_LAST_TS, K.ZI_EMPTY_SENT, K.ZI_OPEN_MS,
+                      K.ZI_OPEN_SLOT):
+                self.zi[z, f] = saved[f]
+            self.ring[z] = snap["ring"][row]
+            restored += 1
+        for row, (sid, zid) in enumerate(zip(snap["sensor_ids"].tolist(),
+                                             snap["sensor_zones"].tolist(), strict=True)):
+            z = self.zone_index.get(zid)
+            if z is None:
+                continue
+            s = self._sensor(sid, z)
+            self.si[s, K.SI_LAST_TS] = snap["si"][row][K.SI_LAST_TS]
+            self.si[s, K.SI_DPOS] = snap["si"][row][K.SI_DPOS]
+            self.dedup[s] = snap["dedup"][row]
+        self.p_max[partition] = max(int(self.p_max[partition]), p_max)
+        self.p_event_max[partition] = max(int(self.p_event_max[partition]), p_event_max)
+        self.p_wall[partition] = K.NEVER  # idleness restarts with the next arrival
+        return restored
 
     # -- introspection ----------------------------------------------------------------------
     def state_bytes(self) -> int:

@@ -9,7 +9,7 @@ import logging
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from schemas import Rejection, SensorEvent, Zone
 
@@ -40,10 +40,19 @@ class DensityEngine(Protocol):
     def set_zones(self, zones: Iterable[Zone]) -> None: ...
 
     def ingest(
-        self, events: Sequence[SensorEvent], partitions: Sequence[int] | None = None
+        self, events: Sequence[SensorEvent], partitions: Sequence[int] | None = None,
+        arrival_ms: int | None = None,
     ) -> list[tuple[SensorEvent, Rejection]]:
-        """Take a batch of events in arrival order (with the partition each came from);
-        return those it refused, with why."""
+        """Take a batch of events in arrival order (with the partition each came from, and
+        the wall-clock arrival time); return those it refused, with why."""
+        ...
+
+    def snapshot(self, partition: int) -> dict[str, Any]:
+        """State of the zones driven by ``partition`` (see :meth:`restore`)."""
+        ...
+
+    def restore(self, snap: dict[str, Any]) -> int:
+        """Put a snapshot back; return the number of zones restored."""
         ...
 
     def advance(self, now_ms: int) -> None:

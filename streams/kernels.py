@@ -57,10 +57,15 @@ ZI_K = 1  # buckets per window
 ZI_NDEV = 2  # device sensors configured (>= 1)
 ZI_CLOSED = 3  # newest closed bucket index, or NEVER
 ZI_PART = 4  # partition whose watermark drives the zone
-ZI_LAST_B = 5  # newest bucket holding data, or NEVER
+ZI_LAST_TS = 5  # newest event time holding data, or NEVER
 ZI_EMPTY_SENT = 6  # 1 once an empty window was emitted (until data returns)
 ZI_ACTIVE = 7  # 1 if the zone is in the registry
-ZI_N = 8
+ZI_OPEN_MS = 8  # start of the oldest open bucket: (closed + 1) * slide
+ZI_OPEN_SLOT = 9  # ring slot of that bucket: (closed + 1) % R
+ZI_N = 10
+# The hot path divides nothing: lateness is ``ts < open_ms``, the next close is due when the
+# watermark reaches ``open_ms + slide``, and an event's slot is found by stepping from
+# ``open_slot`` (at most grace/slide + 2 steps).
 # Ring fields ring[z, slot, ...]
 R_CAM_COUNT = 0
 R_CAM_COV = 1
@@ -98,8 +103,10 @@ OF_COLS = 4
 
 
 @njit(cache=True, nogil=True)
-def _floordiv(a: int, b: int) -> int:
-    return a // b
+def _set_closed(zi: np.ndarray, z: int, c: int, r: int) -> None:
+    zi[z, ZI_CLOSED] = c
+    zi[z, ZI_OPEN_MS] = (c + 1) * zi[z, ZI_SLIDE]
+    zi[z, ZI_OPEN_SLOT] = (c + 1) % r
 
 
 @njit(cache=True, nogil=True)
@@ -120,7 +127,7 @@ def _close_bucket(
     k = zi[z, ZI_K]
     slide = zi[z, ZI_SLIDE]
     area = zf[z, ZF_AREA]
-    slot = c % r
+    slot = zi[z, ZI_OPEN_SLOT]  # bucket c is the oldest open one
     # Window sums over buckets c-k+1 .. c.
     cam_count = 0.0
     cam_cov = 0.0
@@ -129,8 +136,11 @@ def _close_bucket(
     dev_occ = 0.0
     dev_n = 0.0
     max_ts = -1.0
-    for j in range(k):
-        sj = (c - j) % r
+    n_readings = 0.0
+    # Walk the ring backwards from slot c without a modulo per step (signed % is slow).
+    sj = slot
+    for _ in range(k):
+        n_readings += ring[z, sj, R_READS]
         cam_count += ring[z, sj, R_CAM_COUNT]
         cam_cov += ring[z, sj, R_CAM_COV]
         line_in += ring[z, sj, R_LINE_IN]
@@ -138,6 +148,7 @@ def _close_bucket(
         dev_occ += ring[z, sj, R_DEV_OCC]
         dev_n += ring[z, sj, R_DEV_N]
         max_ts = max(max_ts, ring[z, sj, R_MAX_TS])
+        sj = sj - 1 if sj > 0 else r - 1
     # Line occupancy as of the end of bucket c.
     if ring[z, slot, R_CAM_COV] > 0.0:
         zf[z, ZF_LINE_OCC] = ring[z, slot, R_CAM_COUNT] / ring[z, slot, R_CAM_COV] * area
@@ -168,9 +179,6 @@ def _close_bucket(
     else:
         dens = np.nan
         src = -1
-    n_readings = 0.0
-    for j in range(k):
-        n_readings += ring[z, (c - j) % r, R_READS]
     emit = True
     if n_readings == 0.0:
         if zi[z, ZI_EMPTY_SENT] == 1:
@@ -185,10 +193,13 @@ def _close_bucket(
         sxx = 0.0
         sxy = 0.0
         m = 0.0
+        step = slide / 60000.0
+        sj = slot
         for j in range(k):
-            y = ring[z, (c - j) % r, R_DENS]
+            y = ring[z, sj, R_DENS]
+            sj = sj - 1 if sj > 0 else r - 1
             if not np.isnan(y):
-                x = -j * slide / 60000.0
+                x = -j * step
                 sx += x
                 sy += y
                 sxx += x * x
@@ -208,8 +219,11 @@ def _close_bucket(
         of[n_out, OF_FLOW] = line_in / (k * slide / 60000.0)
         n_out += 1
     # The oldest bucket leaves the window: its slot is free for bucket c - k + 1 + r.
-    _clear_slot(ring, z, (c - k + 1) % r)
+    old = slot - k + 1
+    _clear_slot(ring, z, old if old >= 0 else old + r)
     zi[z, ZI_CLOSED] = c
+    zi[z, ZI_OPEN_MS] += slide
+    zi[z, ZI_OPEN_SLOT] = slot + 1 if slot + 1 < r else 0
     return n_out
 
 
@@ -218,16 +232,19 @@ def _close_upto(
     z: int, target: int, zf: np.ndarray, zi: np.ndarray, ring: np.ndarray,
     oi: np.ndarray, of: np.ndarray, n_out: int,
 ) -> int:
+    r = ring.shape[1]
     while zi[z, ZI_CLOSED] < target:
         closed = zi[z, ZI_CLOSED]
-        last_b = zi[z, ZI_LAST_B]
+        last_ts = zi[z, ZI_LAST_TS]
         # Nothing left in the ring and the empty window already reported: jump.
-        if zi[z, ZI_EMPTY_SENT] == 1 and (last_b == NEVER or closed >= last_b + zi[z, ZI_K] - 1):
+        if zi[z, ZI_EMPTY_SENT] == 1 and (
+            last_ts == NEVER or closed >= last_ts // zi[z, ZI_SLIDE] + zi[z, ZI_K] - 1
+        ):
             # No readings remain, but closed buckets may still hold carried densities: clear
             # every slot, or they would alias into the windows after the jump.
-            for slot in range(ring.shape[1]):
+            for slot in range(r):
                 _clear_slot(ring, z, slot)
-            zi[z, ZI_CLOSED] = target
+            _set_closed(zi, z, target, r)
             break
         n_out = _close_bucket(z, closed + 1, zf, zi, ring, oi, of, n_out)
     return n_out
@@ -258,31 +275,34 @@ def ingest_kernel(
         ts = ev_ts[i]
         p_max[p] = max(p_max[p], ts)
         slide = zi[z, ZI_SLIDE]
-        target = _floordiv(p_max[p] - grace, slide) - 1
+        wm = p_max[p] - grace
         if zi[z, ZI_CLOSED] == NEVER:
             # First sight: nothing to report until its first bucket closes.
-            zi[z, ZI_CLOSED] = target
+            _set_closed(zi, z, wm // slide - 1, r)
             zi[z, ZI_EMPTY_SENT] = 1
         zi[z, ZI_PART] = p
-        n_out = _close_upto(z, target, zf, zi, ring, oi, of, n_out)
+        if wm >= zi[z, ZI_OPEN_MS] + slide:  # the oldest open bucket is due
+            n_out = _close_upto(z, wm // slide - 1, zf, zi, ring, oi, of, n_out)
         s = ev_sensor[i]
         h = ev_hash[i]
-        dup = False
+        # No early exit: a branch-free scan vectorises (a duplicate is the rare case).
+        hits = 0
         for j in range(depth):
-            if dedup[s, j] == h:
-                dup = True
-                break
-        if dup:
+            hits += dedup[s, j] == h
+        if hits:
             status[i] = DUP
             continue
-        b = _floordiv(ts, slide)
-        if b <= zi[z, ZI_CLOSED]:
+        t = ts - zi[z, ZI_OPEN_MS]
+        if t < 0:
             status[i] = LATE
             continue
         pos = si[s, SI_DPOS]
         dedup[s, pos] = h
-        si[s, SI_DPOS] = (pos + 1) % depth
-        slot = b % r
+        si[s, SI_DPOS] = pos + 1 if pos + 1 < depth else 0
+        slot = zi[z, ZI_OPEN_SLOT]
+        while t >= slide:
+            t -= slide
+            slot = slot + 1 if slot + 1 < r else 0
         kind = ev_kind[i]
         if kind == OCC:
             cov = ev_cov[i]
@@ -302,7 +322,7 @@ def ingest_kernel(
         ring[z, slot, R_READS] += 1.0
         ring[z, slot, R_MAX_TS] = max(ring[z, slot, R_MAX_TS], ts)
         si[s, SI_LAST_TS] = max(si[s, SI_LAST_TS], ts)
-        zi[z, ZI_LAST_B] = max(zi[z, ZI_LAST_B], b)
+        zi[z, ZI_LAST_TS] = max(zi[z, ZI_LAST_TS], ts)
         zi[z, ZI_EMPTY_SENT] = 0
         status[i] = OK
     return n, n_out
@@ -323,6 +343,6 @@ def close_kernel(
         if n_out + r + 2 > cap:
             return z, n_out
         p = zi[z, ZI_PART]
-        target = _floordiv(p_max[p] - grace, zi[z, ZI_SLIDE]) - 1
+        target = (p_max[p] - grace) // zi[z, ZI_SLIDE] - 1
         n_out = _close_upto(z, target, zf, zi, ring, oi, of, n_out)
     return nz, n_out

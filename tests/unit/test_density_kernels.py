@@ -95,7 +95,7 @@ def run_twin(stream: list[tuple[SensorEvent, int]]) -> tuple[list[tuple], list[s
         for s in z.sensors:
             sidx[s.sensor_id] = len(sidx)
             twin.sensors[sidx[s.sensor_id]] = SensorState(
-                s.calibration or 1.0, s.coverage_m2 or math.nan, 32)
+                s.calibration or 1.0, s.coverage_m2 or math.nan, 16)
     rows = []
     evs = []
     for e, p in stream:
@@ -162,7 +162,7 @@ def reference_windows(stream: list[tuple[SensorEvent, int]]) -> tuple[dict, set[
             late.add(ev.event_id)
             continue
         recent.append(ev.event_id)
-        del recent[:-32]
+        del recent[:-16]
         accepted.append(ev)
     accepted.sort(key=lambda e: e.ts_ms)
     return {"events": accepted}, late
@@ -220,5 +220,5 @@ def test_ring_is_sized_for_window_and_grace() -> None:
     eng = WindowedDensityEngine(ZONES)
     assert eng.ring_slots == 60 // 5 + 10 // 5 + 3
     per_zone = eng.ring_slots * K.R_FIELDS * 8 + (K.ZF_N + K.ZI_N) * 8
-    assert per_zone == 1440  # the figure documented in streams/density.py
+    assert per_zone == 1456  # the figure documented in streams/density.py
     assert np.isnan(eng.ring[0, :, K.R_DENS]).all()

@@ -47,7 +47,7 @@ def test_bad_input_goes_to_dlq_with_reason_and_good_neighbours_are_processed() -
         msg(batch, offset=11),
         msg(occ("d", 10, T0, zone_id="nowhere"), offset=12),
         msg(b"x" * (schemas.MAX_MESSAGE_BYTES + 1), offset=13, raw=True),
-    ])
+    ], arrival_ms=T0)
     dlq = sorted((orjson.loads(r.value) for r in out.dlq), key=lambda d: d["source"]["offset"])
     assert [(d["reason"], d["source"]["offset"], d["index"]) for d in dlq] == [
         ("not_json", 10, None), ("schema", 11, 1), ("unknown_zone", 12, None),
@@ -85,7 +85,8 @@ def test_surge_produces_one_episode_with_lifecycle() -> None:
     # density = count / 50 m²: 1 -> 2.5 (elevated) -> 4 (high) -> 6 (critical) -> 4 -> 1
     for i, count in enumerate([50, 125, 200, 300, 200, 50]):
         # One reading every 2 minutes, so the previous one has left the 60 s window.
-        out = p.process_sensor_batch([msg(occ(f"e{i}", count, T0 + i * 120_000), offset=i)])
+        out = p.process_sensor_batch([msg(occ(f"e{i}", count, T0 + i * 120_000), offset=i)],
+                                     arrival_ms=T0 + i * 120_000)
         if i == 5:
             out.alerts += p.tick(T0 + 30 * 60_000).alerts
         for r in out.alerts:
@@ -106,7 +107,8 @@ def test_replaying_the_same_input_gives_identical_alerts() -> None:
         out = []
         for i, c in enumerate([50, 300, 50, 300, 50]):
             out += [r.value for r in p.process_sensor_batch(
-                [msg(occ(f"e{i}", c, T0 + i * 120_000), offset=i)]).alerts]
+                [msg(occ(f"e{i}", c, T0 + i * 120_000), offset=i)],
+                arrival_ms=T0 + i * 120_000).alerts]
         return out + [r.value for r in p.tick(T0 + 3_600_000).alerts]
 
     first, second = run(), run()
