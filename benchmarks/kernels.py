@@ -125,10 +125,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.readings, args.twin_readings, args.repeat = 60_000, 6_000, 1
         sizes = [100, 1_000]
-    print(f"# Density kernel benchmark ({time.strftime('%Y-%m-%d')}, {platform.processor() or platform.machine()}, "
+    machine = platform.processor() or platform.machine()
+    print(f"# Density kernel benchmark ({time.strftime('%Y-%m-%d')}, {machine}, "
           f"Python {platform.python_version()}, numpy {np.__version__})")
     print()
-    print("| zones | numba readings/s | twin readings/s | numba / twin | ns per reading | state MB |")
+    print("| zones | numba readings/s | twin readings/s | numba / twin | ns per reading "
+          "| state MB |")
     print("|---:|---:|---:|---:|---:|---:|")
     base_ns = None
     for nz in sizes:
