@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 import faust
+from faust.types import TP
 
 from schemas import load_zones
 from streams import WindowedDensityEngine
 from streams.pipeline import Outputs, OutRecord, Pipeline, SourceMessage
 
 from .config import Settings
+from .state import Snapshot, read_snapshots, write_snapshot
 from .topics import DLQ_MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
@@ -63,6 +65,8 @@ def build_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.App
         topic_partitions=8,
         topic_replication_factor=1,
         broker_commit_interval=1.0,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=max(settings.session_timeout_s / 4, 1.0),
     )
 
     def raw_topic(name: str) -> Any:
@@ -70,6 +74,7 @@ def build_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.App
                          key_serializer="raw", value_serializer="raw")
 
     sensor_topic = raw_topic(settings.topics.sensor_events)
+    state_topic = raw_topic(settings.topics.state)
     alerts_topic = raw_topic(settings.topics.alerts)
     density_topic = raw_topic(settings.topics.density)
     dlq_topic = raw_topic(settings.topics.dlq)
@@ -87,11 +92,71 @@ def build_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.App
         if out.rejected:
             log.warning("dead-lettered %s", dict(out.rejected))
 
+    # Recovery (agents/state.py): the next offset of every sensor partition this worker holds,
+    # advanced together with the pipeline's state, and snapshotted with it.
+    next_offset: dict[int, int] = {}
+    restored: set[int] = set()
+    last_snapshot = [time.monotonic()]
+
+    async def send_state(key: bytes, value: bytes) -> None:
+        await state_topic.send(key=key, value=value)
+
+    async def take_snapshots(partitions: set[int]) -> None:
+        for p in sorted(partitions & set(next_offset)):
+            snap = Snapshot(p, next_offset[p], pipe.snapshot(p))
+            await write_snapshot(send_state, settings.app_id, snap)
+        last_snapshot[0] = time.monotonic()
+
     async def ingest(stream: Any) -> None:
         async for batch in stream.take_events(settings.batch_max, within=settings.batch_within_s):
-            await publish_all(pipe.process_sensor_batch([_source(e) for e in batch]))
+            sources = [_source(e) for e in batch]
+            out = pipe.process_sensor_batch(sources, arrival_ms=int(time.time() * 1000))
+            for s in sources:
+                next_offset[s.partition] = max(next_offset.get(s.partition, 0), s.offset + 1)
+            await publish_all(out)
+            if time.monotonic() - last_snapshot[0] >= settings.snapshot_s:
+                await take_snapshots(set(next_offset))
 
     app.agent(sensor_topic, name="safetour.sensor-ingest")(ingest)
+
+    def sensor_partitions(tps: Any) -> set[int]:
+        return {tp.partition for tp in tps if tp.topic == settings.topics.sensor_events}
+
+    async def on_revoked(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+        # Hand over a fresh snapshot, so the next owner replays as little as possible.
+        gone = sensor_partitions(args[0] if args else kwargs.get("revoked", ()))
+        await take_snapshots(gone)
+        for p in gone:
+            next_offset.pop(p, None)
+            restored.discard(p)
+
+    async def on_rebalanced(
+        sender: Any, *args: Any, signal: Any = None, **kwargs: Any
+    ) -> None:
+        # Runs just before faust seeks every partition to its committed offset: restore the
+        # newest snapshot of each newly assigned partition and commit the snapshot's offset,
+        # so the seek resumes exactly where the restored state ends. No snapshot: replay the
+        # partition from its beginning (offset 0, or the oldest retained).
+        new = sensor_partitions(app.consumer.assignment()) - restored
+        if not new:
+            return
+        snaps = await read_snapshots(settings.bootstrap_servers, settings.topics.state,
+                                     settings.app_id, new)
+        offsets = {}
+        for p in sorted(new):
+            snap = snaps.get(p)
+            if snap is not None:
+                zones = pipe.restore(snap.blob)
+                log.info("partition %d: restored %d zones; resuming at offset %d",
+                         p, zones, snap.offset)
+            offsets[TP(settings.topics.sensor_events, p)] = snap.offset if snap else 0
+        # faust's public commit() takes only offsets it saw acked; _commit takes ours.
+        await cast(Any, app.consumer)._commit(offsets)
+        restored.update(new)
+
+    # mode's Signal.connect is typed for one receiver shape; these are the documented ones.
+    app.on_partitions_revoked.connect(cast(Any, on_revoked))
+    app.on_rebalance_complete.connect(cast(Any, on_rebalanced))
 
     async def wall_clock() -> None:
         # Quiet partitions: windows still close, so a silent zone does not freeze.

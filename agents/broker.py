@@ -261,8 +261,16 @@ class EmbeddedBroker:
         if proc is not None:
             proc.wait()
             self._proc = None
-        self.pid_file.unlink(missing_ok=True)
+        self._forget(pid)
         return True
+
+    def _forget(self, pid: int) -> None:
+        """Remove the pid file if it still names ``pid`` (another process may own it now)."""
+        try:
+            if int(self.pid_file.read_text().strip()) == pid:
+                self.pid_file.unlink()
+        except (OSError, ValueError):
+            pass
 
     def log_tail(self, lines: int = 40) -> str:
         return _tail(self.log_file, lines)

@@ -48,6 +48,10 @@ class Topics:
     def dlq(self) -> str:
         return f"{self.prefix}dlq.v1"
 
+    @property
+    def state(self) -> str:
+        return f"{self.prefix}state.v1"
+
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name)
@@ -91,6 +95,11 @@ class Settings:
     slide_s: float = 5.0
     grace_s: float = 10.0
     idle_s: float = 30.0
+    # Seconds between state snapshots (recovery replays at most this much input).
+    snapshot_s: float = 10.0
+    # A worker that dies without leaving the group holds its partitions this long; faust's
+    # default (60 s) would blind its zones for a minute. Kafka's minimum is 6 s.
+    session_timeout_s: float = 10.0
     # The worker takes up to batch_max messages, or what arrived within batch_within_s.
     batch_max: int = 5000
     batch_within_s: float = 0.2
@@ -126,6 +135,8 @@ class Settings:
             slide_s=_float(e, "SAFETOUR_SLIDE_S", 5.0),
             grace_s=_float(e, "SAFETOUR_GRACE_S", 10.0),
             idle_s=_float(e, "SAFETOUR_IDLE_S", 30.0),
+            snapshot_s=_float(e, "SAFETOUR_SNAPSHOT_S", 10.0),
+            session_timeout_s=_float(e, "SAFETOUR_SESSION_TIMEOUT_S", 10.0),
             batch_max=_int(e, "SAFETOUR_BATCH_MAX", 5000),
             batch_within_s=_float(e, "SAFETOUR_BATCH_WITHIN_S", 0.2),
         )
@@ -157,6 +168,9 @@ environment:
   SAFETOUR_SLIDE_S          emit interval of the window in seconds (default 5)
   SAFETOUR_GRACE_S          allowed lateness of events in seconds (default 10)
   SAFETOUR_IDLE_S           quiet time before a partition follows the wall clock (default 30)
+  SAFETOUR_SNAPSHOT_S       seconds between state snapshots for recovery (default 10)
+  SAFETOUR_SESSION_TIMEOUT_S  consumer-group session timeout: failover time of a dead worker
+                            (default 10, minimum 6)
   SAFETOUR_BATCH_MAX        most messages per processing batch (default 5000)
   SAFETOUR_BATCH_WITHIN_S   longest wait to fill a batch, seconds (default 0.2)
 """

@@ -8,6 +8,7 @@
 | safetour.density.v1       | 8     | delete  | 1 day     | dashboards; keyed by zone_id        |
 | safetour.alerts.v1        | 4     | delete  | 90 days   | audit trail of every alert          |
 | safetour.dlq.v1           | 4     | delete  | 14 days   | rejected input with reasons         |
+| safetour.state.v1         | 1     | compact | forever   | worker snapshots for recovery       |
 
 Partition counts bound parallelism: a consumer group uses at most one worker per partition.
 """
@@ -59,6 +60,9 @@ def topic_specs(topics: Topics, *, replication: int = 1) -> list[TopicSpec]:
         spec(topics.alerts, 4, cleanup_policy="delete", retention_ms=str(90 * DAY_MS)),
         spec(topics.dlq, 4, cleanup_policy="delete", retention_ms=str(14 * DAY_MS),
              max_message_bytes=str(DLQ_MAX_MESSAGE_BYTES)),
+        # Snapshots are rewritten every few seconds: compact often so the topic stays small.
+        spec(topics.state, 1, cleanup_policy="compact", retention_ms="-1",
+             segment_ms=str(10 * 60 * 1000), min_cleanable_dirty_ratio="0.1"),
     ]
 
 

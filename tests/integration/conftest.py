@@ -75,8 +75,32 @@ def settings_env(s: Settings) -> dict[str, str]:
         SAFETOUR_BATCH_WITHIN_S="0.05",
         # Short windows so tests see outputs within seconds (defaults: 60/5/10/30 s).
         SAFETOUR_WINDOW_S="10", SAFETOUR_SLIDE_S="1", SAFETOUR_GRACE_S="1",
-        SAFETOUR_IDLE_S="2",
+        SAFETOUR_IDLE_S="2", SAFETOUR_SESSION_TIMEOUT_S="6",
     )
+
+
+def start_worker(
+    s: Settings, log_path: Path, **env: str
+) -> subprocess.Popen[bytes]:
+    """Start `safetour worker` on these settings and wait until faust says it is ready."""
+    with log_path.open("ab") as out:
+        mark = out.tell()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "agents", "worker"], env=settings_env(s) | env,
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )
+    poll_until(lambda: "[^Worker]: Ready" in log_path.read_text(errors="replace")[mark:],
+               timeout=90, what="worker ready", proc=proc, log=log_path)
+    return proc
+
+
+def stop_worker(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 @pytest.fixture(scope="module")
@@ -84,23 +108,11 @@ def stack(kafka: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sett
     """Fresh topics and a running `safetour worker` process on them."""
     s = make_settings(kafka, tmp_path_factory.mktemp("state"))
     asyncio.run(create_topics(kafka, topic_specs(s.topics)))
-    log_path = s.state_dir / "worker.log"
-    with log_path.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "agents", "worker"], env=settings_env(s), stdout=out,
-            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )
+    proc = start_worker(s, s.state_dir / "worker.log")
     try:
-        poll_until(lambda: "[^Worker]: Ready" in log_path.read_text(errors="replace"),
-                   timeout=90, what="worker ready", proc=proc, log=log_path)
         yield s
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_worker(proc)
 
 
 def poll_until(
@@ -146,3 +158,12 @@ def kcat_read(kafka: str, topic: str) -> list[dict[str, Any]]:
 
 def payloads(kafka: str, topic: str) -> list[dict[str, Any]]:
     return [orjson.loads(m["payload"]) for m in kcat_read(kafka, topic) if m.get("payload")]
+
+
+def kcat_count(kafka: str, topic: str) -> int:
+    """How many messages ``topic`` holds so far (values never decoded: they may be binary)."""
+    out = subprocess.run(
+        [KCAT, "-b", kafka, "-C", "-t", topic, "-o", "beginning", "-e", "-q", "-f", "%o\\n"],
+        check=True, capture_output=True, timeout=60,
+    ).stdout
+    return len(out.splitlines())
