@@ -251,31 +251,63 @@ def _close_upto(
 
 
 @njit(cache=True, nogil=True)
+def arrival_kernel(
+    ev_zone: np.ndarray, ev_part: np.ndarray, ev_ts: np.ndarray, p_max: np.ndarray,
+    n_zones: int, pmax_at: np.ndarray, order: np.ndarray, group: bool,
+) -> None:
+    """First pass over a batch, in arrival order: the partition clock each event saw on
+    arrival (``pmax_at``), and a stable order of the events grouped by zone (``order``).
+
+    Zones share nothing but their partition's clock, so processing a batch zone by zone, each
+    event with the clock it saw, gives exactly the sequential result, while the zone state is
+    walked in memory order instead of at random (a cache miss per reading at 100k zones).
+    Without ``group`` the order is the arrival order (best while the state fits in cache).
+    """
+    n = ev_zone.shape[0]
+    for i in range(n):
+        p = ev_part[i]
+        p_max[p] = max(p_max[p], ev_ts[i])
+        pmax_at[i] = p_max[p]
+    if not group:
+        for i in range(n):
+            order[i] = i
+        return
+    counts = np.zeros(n_zones + 1, dtype=np.int64)
+    for i in range(n):
+        counts[ev_zone[i] + 1] += 1
+    for z in range(n_zones):
+        counts[z + 1] += counts[z]
+    for i in range(n):
+        z = ev_zone[i]
+        order[counts[z]] = i
+        counts[z] += 1
+
+
+@njit(cache=True, nogil=True)
 def ingest_kernel(
     ev_zone: np.ndarray, ev_sensor: np.ndarray, ev_kind: np.ndarray, ev_ts: np.ndarray,
     ev_a: np.ndarray, ev_b: np.ndarray, ev_cov: np.ndarray, ev_hash: np.ndarray,
-    ev_part: np.ndarray, status: np.ndarray, start: int,
-    zf: np.ndarray, zi: np.ndarray, ring: np.ndarray,
-    sf: np.ndarray, si: np.ndarray, dedup: np.ndarray, p_max: np.ndarray, grace: int,
+    ev_part: np.ndarray, pmax_at: np.ndarray, order: np.ndarray, status: np.ndarray,
+    start: int, zf: np.ndarray, zi: np.ndarray, ring: np.ndarray,
+    sf: np.ndarray, si: np.ndarray, dedup: np.ndarray, grace: int,
     oi: np.ndarray, of: np.ndarray, n_out: int,
 ) -> tuple[int, int]:
-    """Process events ``start..``; return (next event index, rows written).
-
-    Stops early, to be called again, when the output buffer might overflow.
+    """Process events ``order[start:]`` (see :func:`arrival_kernel`); return (next position,
+    rows written). Stops early, to be called again, when the output buffer might overflow.
     """
     n = ev_zone.shape[0]
     cap = oi.shape[0]
     r = ring.shape[1]
     depth = dedup.shape[1]
-    for i in range(start, n):
+    for ii in range(start, n):
         if n_out + r + 2 > cap:
-            return i, n_out
+            return ii, n_out
+        i = order[ii]
         z = ev_zone[i]
         p = ev_part[i]
         ts = ev_ts[i]
-        p_max[p] = max(p_max[p], ts)
         slide = zi[z, ZI_SLIDE]
-        wm = p_max[p] - grace
+        wm = pmax_at[i] - grace
         if zi[z, ZI_CLOSED] == NEVER:
             # First sight: nothing to report until its first bucket closes.
             _set_closed(zi, z, wm // slide - 1, r)
