@@ -19,7 +19,6 @@ import faust
 from faust.types import TP
 
 from schemas import load_zones
-from streams import WindowedDensityEngine
 from streams.pipeline import Outputs, OutRecord, Pipeline, SourceMessage
 
 from .config import Settings
@@ -44,8 +43,7 @@ def _source(event: Any) -> SourceMessage:
 
 def build_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.App:
     zones = load_zones(settings.zones_file)
-    pipe = pipeline or Pipeline(
-        zones, engine=WindowedDensityEngine(zones, **settings.engine_kwargs()))
+    pipe = pipeline or Pipeline(zones, engine=settings.density_engine(zones))
     datadir = settings.state_dir / "faust" / settings.app_id
     datadir.parent.mkdir(parents=True, exist_ok=True)
     app = faust.App(

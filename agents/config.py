@@ -6,11 +6,12 @@ Every setting has a ``SAFETOUR_*`` variable; ``safetour --help`` and the README 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from schemas import ConfigError
+from schemas import ConfigError, Zone
+from streams import WindowedDensityEngine
 
 
 def repo_root() -> Path:
@@ -104,14 +105,15 @@ class Settings:
     batch_max: int = 5000
     batch_within_s: float = 0.2
 
-    def engine_kwargs(self) -> dict[str, int]:
-        """Arguments of streams.WindowedDensityEngine, in milliseconds."""
-        return {
-            "window_ms": round(self.window_s * 1000),
-            "slide_ms": round(self.slide_s * 1000),
-            "grace_ms": round(self.grace_s * 1000),
-            "idle_ms": round(self.idle_s * 1000),
-        }
+    def density_engine(self, zones: Iterable[Zone]) -> WindowedDensityEngine:
+        """The density engine these settings describe."""
+        return WindowedDensityEngine(
+            zones,
+            window_ms=round(self.window_s * 1000),
+            slide_ms=round(self.slide_s * 1000),
+            grace_ms=round(self.grace_s * 1000),
+            idle_ms=round(self.idle_s * 1000),
+        )
 
     @property
     def embedded(self) -> bool:
