@@ -155,6 +155,7 @@ class WindowedDensityEngine:
                 self.ring[old:, :, K.R_DENS] = np.nan
             self.zi[idx, K.ZI_CLOSED] = K.NEVER
             self.zi[idx, K.ZI_LAST_TS] = K.NEVER
+            self.zi[idx, K.ZI_EMPTY_SENT] = 1
         elif self.zi[idx, K.ZI_SLIDE] not in (0, slide):
             raise ValueError(f"zone {zone.zone_id}: slide cannot change while running")
         self.zf[idx, K.ZF_AREA] = zone.area_m2

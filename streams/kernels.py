@@ -23,9 +23,9 @@ Closing bucket ``c`` of a zone:
 - trend: least-squares slope of the bucket densities in the window, persons/m² per minute;
 - flow: entries per minute over the window; freshness: ``end`` - newest reading in the window.
 
-An emitted window with no readings at all is emitted once (density NaN: the zone went blind),
-then suppressed until data returns. A zone whose ring is empty jumps straight to the
-watermark, so a long silence costs O(1).
+A window with no readings is emitted only right after a window that had some (density NaN:
+the zone went blind), so silence is reported once, and never before a zone's first data. A
+zone whose ring is empty jumps straight to the watermark, so a long silence costs O(1).
 
 State layout: struct-of-arrays in plain numpy (see ``streams/density.py`` for sizes).
 """
@@ -58,7 +58,7 @@ ZI_NDEV = 2  # device sensors configured (>= 1)
 ZI_CLOSED = 3  # newest closed bucket index, or NEVER
 ZI_PART = 4  # partition whose watermark drives the zone
 ZI_LAST_TS = 5  # newest event time holding data, or NEVER
-ZI_EMPTY_SENT = 6  # 1 once an empty window was emitted (until data returns)
+ZI_EMPTY_SENT = 6  # 1 unless the last emitted window had readings (so: quiet, say nothing)
 ZI_ACTIVE = 7  # 1 if the zone is in the registry
 ZI_OPEN_MS = 8  # start of the oldest open bucket: (closed + 1) * slide
 ZI_OPEN_SLOT = 9  # ring slot of that bucket: (closed + 1) % R
@@ -355,7 +355,6 @@ def ingest_kernel(
         ring[z, slot, R_MAX_TS] = max(ring[z, slot, R_MAX_TS], ts)
         si[s, SI_LAST_TS] = max(si[s, SI_LAST_TS], ts)
         zi[z, ZI_LAST_TS] = max(zi[z, ZI_LAST_TS], ts)
-        zi[z, ZI_EMPTY_SENT] = 0
         status[i] = OK
     return n, n_out
 

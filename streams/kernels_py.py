@@ -39,7 +39,7 @@ class ZoneState:
     part: int = 0
     line_occ: float = 0.0
     last_b: int | None = None
-    empty_sent: bool = False
+    empty_sent: bool = True  # the last emitted window had no readings (or none was emitted)
     buckets: dict[int, Bucket] = field(default_factory=dict)
 
 
@@ -168,7 +168,6 @@ class TwinEngine:
             bk.max_ts = max(bk.max_ts, ts)
             s.last_ts = max(s.last_ts, ts)
             z.last_b = bucket if z.last_b is None else max(z.last_b, bucket)
-            z.empty_sent = False
             statuses.append(OK)
         return statuses
 
