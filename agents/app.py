@@ -24,6 +24,7 @@ from streams.pipeline import Outputs, OutRecord, Pipeline, SourceMessage
 from .config import Settings
 from .state import Snapshot, read_snapshots, write_snapshot
 from .topics import DLQ_MAX_MESSAGE_BYTES
+from .zones import follow_zone_topic
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +162,15 @@ def build_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.App
         await publish_all(pipe.tick(int(time.time() * 1000)))
 
     app.timer(interval=max(settings.slide_s / 2, 0.5), name="safetour.wall-clock")(wall_clock)
+
+    # Live registry: every worker reads the whole compacted zones topic (no consumer group)
+    # and applies each record on top of the registry file; a null value deletes a zone.
+    registry = {z.zone_id: z for z in zones}
+
+    async def follow_zones() -> None:
+        await follow_zone_topic(settings, registry, pipe, dlq_topic)
+
+    app.task(follow_zones)
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:

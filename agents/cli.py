@@ -3,6 +3,7 @@
     safetour run                   the demo: broker, topics, worker, generator, live alerts
     safetour broker start|stop|status|logs
     safetour topics create|list
+    safetour zones publish         push a registry file to the zones topic (applied live)
     safetour worker                the faust worker (consumes sensor events, emits alerts)
     safetour alerts tail           print alerts as they arrive
     safetour generate              publish synthetic sensor events (one zone surges)
@@ -75,6 +76,16 @@ def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
     else:
         for name in asyncio.run(list_topics(settings.bootstrap_servers)):
             print(name)
+    return 0
+
+
+def cmd_zones(args: argparse.Namespace, settings: Settings) -> int:
+    from .zones import publish_zones  # noqa: PLC0415
+
+    path = Path(args.file) if args.file else settings.zones_file
+    zones = load_zones(path)
+    n = asyncio.run(publish_zones(settings.bootstrap_servers, settings.topics.zones, zones))
+    _echo(f"published {n} zones from {path} to {settings.topics.zones}")
     return 0
 
 
@@ -223,6 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--replication", type=int, default=1, help="replication factor (create)")
     t.add_argument("--start-broker", action="store_true", help="start the embedded broker first")
     t.set_defaults(func=cmd_topics)
+
+    zn = sub.add_parser("zones", help="publish a zone registry file to the zones topic")
+    zn.add_argument("action", choices=["publish"])
+    zn.add_argument("--file", help="registry file (default: SAFETOUR_ZONES)")
+    zn.set_defaults(func=cmd_zones)
 
     w = sub.add_parser("worker", help="run the faust worker")
     w.set_defaults(func=cmd_worker)

@@ -86,3 +86,34 @@ def test_garbage_goes_to_dlq_with_reasons_while_valid_events_flow(
     assert both
     assert {u["density"] for u in both} == {0.25}
     assert {u["density"] for u in station if u["density"] is not None} == {0.5}  # 600 / 1200
+
+
+def test_zone_registry_updates_apply_live(stack: Settings, tmp_path: Path) -> None:
+    """A zone published to the compacted zones topic is used at once, without a restart;
+    a broken zones record is dead-lettered and changes nothing."""
+    now = int(time.time() * 1000)
+    event = occ("popup-1", "popup-stage", "popup-cam", 40, now)
+    kcat_produce(stack.bootstrap, stack.topics.sensor_events, [orjson.dumps(event)],
+                 "popup-stage", tmp_path)
+    poll_until(lambda: [r for r in payloads(stack.bootstrap, stack.topics.dlq)
+                        if r["reason"] == "unknown_zone"], timeout=30, what="unknown_zone")
+    zone = {"zone_id": "popup-stage", "name": {"th": "เวทีชั่วคราว", "en": "Pop-up stage"},
+            "area_m2": 200, "crowd": "standing",
+            "sensors": [{"sensor_id": "popup-cam", "kind": "occupancy", "coverage_m2": 100}]}
+    kcat_produce(stack.bootstrap, stack.topics.zones, [b"{not a zone"], "broken", tmp_path)
+    kcat_produce(stack.bootstrap, stack.topics.zones, [orjson.dumps(zone)], "popup-stage",
+                 tmp_path)
+
+    def density() -> Any:
+        event["event_id"] = f"popup-{time.monotonic_ns()}"
+        event["ts"] = int(time.time() * 1000)
+        kcat_produce(stack.bootstrap, stack.topics.sensor_events, [orjson.dumps(event)],
+                     "popup-stage", tmp_path)
+        return [u for u in payloads(stack.bootstrap, stack.topics.density)
+                if u["zone_id"] == "popup-stage" and u["density"] is not None]
+
+    (first, *_) = poll_until(density, timeout=40, what="density of the new zone", every=1.0)
+    assert first["density"] == 0.4  # 40 people over the camera's 100 m²
+    broken = [r for r in payloads(stack.bootstrap, stack.topics.dlq)
+              if r["source"]["topic"] == stack.topics.zones]
+    assert [r["reason"] for r in broken] == ["schema"]
