@@ -3,12 +3,14 @@
     python -m benchmarks.kernels [--quick] [--repeat 5] [--readings 3000000]
 
 For 100, 10,000 and 100,000 zones (3 sensors each: a camera, a line counter, a Wi-Fi counter),
-readings are generated as gateways send them: every 5 s of event time each zone reports its 3
-sensors together, zones in a shuffled order, with 0-2 s of jitter. Columns are built before the
-clock starts; the timed part is ``WindowedDensityEngine.ingest_arrays`` (the numba kernel,
-including every window close it triggers) in batches of 100,000, after a warm-up run that also
-compiles. The baseline in the same run is the pure-Python twin (``streams/kernels_py.py``) on
-a prefix of the same readings. Medians of ``--repeat`` runs.
+readings are generated as gateways send them: every ``interval`` of event time each zone
+reports its 3 sensors together, zones in a shuffled order, with jitter. Two workloads: every
+5 s (3 readings per window close, the costly case) and every 1 s (15 readings per close).
+Columns are built before the clock starts; the timed part is
+``WindowedDensityEngine.ingest_arrays`` (the numba kernel, including every window close it
+triggers) in batches of 100,000, after a warm-up run that also compiles. The baseline in the
+same run is the pure-Python twin (``streams/kernels_py.py``) on a prefix of the same
+readings. Medians of ``--repeat`` runs.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ def make_zones(n: int) -> list[Zone]:
     ]
 
 
-def make_readings(n_zones: int, n_readings: int, seed: int = 1) -> Columns:
+def make_readings(n_zones: int, n_readings: int, interval_ms: int = 5000, seed: int = 1) -> Columns:
     rng = np.random.default_rng(seed)
     ticks = -(-n_readings // (3 * n_zones))
     zone = np.empty((ticks, n_zones, 3), dtype=np.int32)
@@ -69,8 +71,8 @@ def make_readings(n_zones: int, n_readings: int, seed: int = 1) -> Columns:
     zone[:] = order[:, :, None]
     sensor = zone * 3 + np.arange(3, dtype=np.int32)
     kind = np.broadcast_to(np.array([1, 0, 2], dtype=np.int8), zone.shape)
-    ts = (T0 + np.arange(ticks, dtype=np.int64)[:, None, None] * 5000
-          + rng.integers(0, 2000, size=zone.shape))
+    ts = (T0 + np.arange(ticks, dtype=np.int64)[:, None, None] * interval_ms
+          + rng.integers(0, interval_ms // 2, size=zone.shape))
     a = rng.integers(0, 400, size=zone.shape).astype(np.float64)
     b = rng.integers(0, 400, size=zone.shape).astype(np.float64)
     n = zone.size
@@ -129,13 +131,18 @@ def main(argv: list[str] | None = None) -> None:
     print(f"# Density kernel benchmark ({time.strftime('%Y-%m-%d')}, {machine}, "
           f"Python {platform.python_version()}, numpy {np.__version__})")
     print()
-    print("| zones | numba readings/s | twin readings/s | numba / twin | ns per reading "
-          "| state MB |")
-    print("|---:|---:|---:|---:|---:|---:|")
+    print("| report every | zones | numba readings/s | twin readings/s | numba / twin "
+          "| ns per reading | state MB |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for interval in (5000, 1000):
+        run_sizes(sizes, interval, args)
+
+
+def run_sizes(sizes: list[int], interval: int, args: argparse.Namespace) -> None:
     base_ns = None
     for nz in sizes:
         zones = make_zones(nz)
-        cols = make_readings(nz, args.readings)
+        cols = make_readings(nz, args.readings, interval)
         run_kernel(zones, cols.slice(0, min(len(cols), 4 * BATCH)))  # warm-up + compile
         rate = median_rate(lambda z=zones, c=cols: run_kernel(z, c), len(cols), args.repeat)
         tcols = cols.slice(0, args.twin_readings)
@@ -144,7 +151,8 @@ def main(argv: list[str] | None = None) -> None:
         ns = 1e9 / rate
         base_ns = base_ns or ns
         eng = WindowedDensityEngine(zones)
-        print(f"| {nz:,} | {rate:,.0f} | {twin:,.0f} | {rate / twin:,.0f}x | {ns:.1f} "
+        print(f"| {interval / 1000:g} s | {nz:,} | {rate:,.0f} | {twin:,.0f} | "
+              f"{rate / twin:,.0f}x | {ns:.1f} "
               f"({ns / base_ns:.2f}x of {sizes[0]} zones) | {eng.state_bytes() / 1e6:.1f} |",
               flush=True)
 

@@ -12,8 +12,8 @@ Defaults (override per engine, or per zone with ``window_s`` / ``slide_s`` in th
 | stale sensor | window  | a sensor with no reading in the window is listed as stale        |
 
 Memory: with ``R`` ring slots (window/slide + grace/slide + 3 = 17 by default) a zone costs
-``R x 10 x 8`` bytes of ring + 96 bytes of zone fields = 1,456 bytes; a sensor costs
-``16 x 8 + 40`` = 168 bytes. 100,000 zones with 3 sensors each: about 196 MB.
+``R x 11 x 8`` bytes of ring + 160 bytes of zone fields = 1,656 bytes; a sensor costs
+``16 x 8 + 40`` = 168 bytes. 100,000 zones with 3 sensors each: about 216 MB.
 """
 
 from __future__ import annotations
@@ -372,7 +372,7 @@ class WindowedDensityEngine:
             if saved[K.ZI_SLIDE] != self.zi[z, K.ZI_SLIDE] or saved[K.ZI_K] != self.zi[z, K.ZI_K]:
                 log.warning("zone %r changed its window since the snapshot; not restored", zid)
                 continue
-            self.zf[z, K.ZF_LINE_OCC] = snap["zf"][row][K.ZF_LINE_OCC]
+            self.zf[z, K.ZF_LINE_OCC:] = snap["zf"][row][K.ZF_LINE_OCC:]
             for f in (K.ZI_CLOSED, K.ZI_PART, K.ZI_LAST_TS, K.ZI_EMPTY_SENT, K.ZI_OPEN_MS,
                       K.ZI_OPEN_SLOT):
                 self.zi[z, f] = saved[f]

@@ -50,7 +50,18 @@ NEVER = np.iinfo(np.int64).min // 4  # "no bucket closed yet" / "no event time y
 # Zone float fields zf[z, ...]
 ZF_AREA = 0
 ZF_LINE_OCC = 1
-ZF_N = 2
+# Running sums over the zone's current window (closed buckets c-k+1 .. c): a close adds the
+# new bucket and subtracts the one leaving, instead of re-adding k buckets. Presence is
+# judged by the reading counts (exact integers), never by a float sum that may keep residue.
+ZF_S_CAM_COUNT = 2
+ZF_S_CAM_COV = 3
+ZF_S_CAM_N = 4
+ZF_S_LINE_IN = 5
+ZF_S_LINE_N = 6
+ZF_S_DEV_OCC = 7
+ZF_S_DEV_N = 8
+ZF_S_READS = 9
+ZF_N = 10
 # Zone int fields zi[z, ...]
 ZI_SLIDE = 0  # slide (bucket) length in ms
 ZI_K = 1  # buckets per window
@@ -77,7 +88,8 @@ R_DEV_N = 6
 R_MAX_TS = 7
 R_DENS = 8
 R_READS = 9
-R_FIELDS = 10
+R_CAM_N = 10
+R_FIELDS = 11
 # Sensor float fields sf[s, ...]
 SF_CALIB = 0
 SF_COV = 1
@@ -128,26 +140,31 @@ def _close_bucket(
     slide = zi[z, ZI_SLIDE]
     area = zf[z, ZF_AREA]
     slot = zi[z, ZI_OPEN_SLOT]  # bucket c is the oldest open one
-    # Window sums over buckets c-k+1 .. c.
-    cam_count = 0.0
-    cam_cov = 0.0
-    line_in = 0.0
-    line_n = 0.0
-    dev_occ = 0.0
-    dev_n = 0.0
+    # Window sums over buckets c-k+1 .. c: the running sums plus bucket c.
+    zf[z, ZF_S_CAM_COUNT] += ring[z, slot, R_CAM_COUNT]
+    zf[z, ZF_S_CAM_COV] += ring[z, slot, R_CAM_COV]
+    zf[z, ZF_S_CAM_N] += ring[z, slot, R_CAM_N]
+    zf[z, ZF_S_LINE_IN] += ring[z, slot, R_LINE_IN]
+    zf[z, ZF_S_LINE_N] += ring[z, slot, R_LINE_N]
+    zf[z, ZF_S_DEV_OCC] += ring[z, slot, R_DEV_OCC]
+    zf[z, ZF_S_DEV_N] += ring[z, slot, R_DEV_N]
+    zf[z, ZF_S_READS] += ring[z, slot, R_READS]
+    cam_count = zf[z, ZF_S_CAM_COUNT]
+    cam_cov = zf[z, ZF_S_CAM_COV]
+    line_in = zf[z, ZF_S_LINE_IN]
+    dev_occ = zf[z, ZF_S_DEV_OCC]
+    dev_n = zf[z, ZF_S_DEV_N]
+    n_readings = zf[z, ZF_S_READS]
+    has_cam = zf[z, ZF_S_CAM_N] > 0.5
+    has_line = zf[z, ZF_S_LINE_N] > 0.5
+    has_dev = dev_n > 0.5
+    # Newest reading in the window: in the newest bucket that has one.
     max_ts = -1.0
-    n_readings = 0.0
-    # Walk the ring backwards from slot c without a modulo per step (signed % is slow).
     sj = slot
     for _ in range(k):
-        n_readings += ring[z, sj, R_READS]
-        cam_count += ring[z, sj, R_CAM_COUNT]
-        cam_cov += ring[z, sj, R_CAM_COV]
-        line_in += ring[z, sj, R_LINE_IN]
-        line_n += ring[z, sj, R_LINE_N]
-        dev_occ += ring[z, sj, R_DEV_OCC]
-        dev_n += ring[z, sj, R_DEV_N]
-        max_ts = max(max_ts, ring[z, sj, R_MAX_TS])
+        if ring[z, sj, R_READS] > 0.0:
+            max_ts = ring[z, sj, R_MAX_TS]
+            break
         sj = sj - 1 if sj > 0 else r - 1
     # Line occupancy as of the end of bucket c.
     if ring[z, slot, R_CAM_COV] > 0.0:
@@ -159,7 +176,7 @@ def _close_bucket(
     ndev = zi[z, ZI_NDEV]
     if ring[z, slot, R_CAM_COV] > 0.0:
         d = ring[z, slot, R_CAM_COUNT] / ring[z, slot, R_CAM_COV]
-    elif line_n > 0.0:
+    elif has_line:
         d = zf[z, ZF_LINE_OCC] / area
     elif ring[z, slot, R_DEV_N] > 0.0:
         d = ring[z, slot, R_DEV_OCC] / ring[z, slot, R_DEV_N] * ndev / area
@@ -167,13 +184,13 @@ def _close_bucket(
         d = np.nan
     ring[z, slot, R_DENS] = d
     # Window density by precedence.
-    if cam_cov > 0.0:
+    if has_cam:
         dens = cam_count / cam_cov
         src = OCC
-    elif line_n > 0.0:
+    elif has_line:
         dens = zf[z, ZF_LINE_OCC] / area
         src = LINE
-    elif dev_n > 0.0:
+    elif has_dev:
         dens = dev_occ / dev_n * ndev / area
         src = DEV
     else:
@@ -218,9 +235,23 @@ def _close_bucket(
         of[n_out, OF_TREND] = trend
         of[n_out, OF_FLOW] = line_in / (k * slide / 60000.0)
         n_out += 1
-    # The oldest bucket leaves the window: its slot is free for bucket c - k + 1 + r.
+    # The oldest bucket leaves the window: out of the sums, and its slot is free for bucket
+    # c - k + 1 + r.
     old = slot - k + 1
-    _clear_slot(ring, z, old if old >= 0 else old + r)
+    old = old if old >= 0 else old + r
+    if n_readings - ring[z, old, R_READS] < 0.5:
+        for f in range(ZF_S_CAM_COUNT, ZF_N):  # window now empty: exact zeros, no residue
+            zf[z, f] = 0.0
+    else:
+        zf[z, ZF_S_CAM_COUNT] -= ring[z, old, R_CAM_COUNT]
+        zf[z, ZF_S_CAM_COV] -= ring[z, old, R_CAM_COV]
+        zf[z, ZF_S_CAM_N] -= ring[z, old, R_CAM_N]
+        zf[z, ZF_S_LINE_IN] -= ring[z, old, R_LINE_IN]
+        zf[z, ZF_S_LINE_N] -= ring[z, old, R_LINE_N]
+        zf[z, ZF_S_DEV_OCC] -= ring[z, old, R_DEV_OCC]
+        zf[z, ZF_S_DEV_N] -= ring[z, old, R_DEV_N]
+        zf[z, ZF_S_READS] -= ring[z, old, R_READS]
+    _clear_slot(ring, z, old)
     zi[z, ZI_CLOSED] = c
     zi[z, ZI_OPEN_MS] += slide
     zi[z, ZI_OPEN_SLOT] = slot + 1 if slot + 1 < r else 0
@@ -244,6 +275,8 @@ def _close_upto(
             # every slot, or they would alias into the windows after the jump.
             for slot in range(r):
                 _clear_slot(ring, z, slot)
+            for f in range(ZF_S_CAM_COUNT, ZF_N):
+                zf[z, f] = 0.0
             _set_closed(zi, z, target, r)
             break
         n_out = _close_bucket(z, closed + 1, zf, zi, ring, oi, of, n_out)
@@ -344,6 +377,7 @@ def ingest_kernel(
                 cov = zf[z, ZF_AREA]
             ring[z, slot, R_CAM_COUNT] += ev_a[i]
             ring[z, slot, R_CAM_COV] += cov
+            ring[z, slot, R_CAM_N] += 1.0
         elif kind == LINE:
             ring[z, slot, R_LINE_IN] += ev_a[i]
             ring[z, slot, R_LINE_OUT] += ev_b[i]

@@ -224,5 +224,5 @@ def test_ring_is_sized_for_window_and_grace() -> None:
     eng = WindowedDensityEngine(ZONES)
     assert eng.ring_slots == 60 // 5 + 10 // 5 + 3
     per_zone = eng.ring_slots * K.R_FIELDS * 8 + (K.ZF_N + K.ZI_N) * 8
-    assert per_zone == 1456  # the figure documented in streams/density.py
+    assert per_zone == 1656  # the figure documented in streams/density.py
     assert np.isnan(eng.ring[0, :, K.R_DENS]).all()
