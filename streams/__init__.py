@@ -16,7 +16,7 @@ from .density import (
 )
 from .engine import DensityEngine, DensityUpdate
 from .levels import MOVING_DEFAULTS, STANDING_DEFAULTS, Level, level_for, resolve_thresholds
-from .messages import BANGKOK, density_message, english_datetime, thai_datetime
+from .messages import BANGKOK, alert_message, english_datetime, thai_datetime
 
 __all__ = [
     "BANGKOK",
@@ -31,7 +31,7 @@ __all__ = [
     "DensityUpdate",
     "Level",
     "WindowedDensityEngine",
-    "density_message",
+    "alert_message",
     "english_datetime",
     "episode_id",
     "level_for",

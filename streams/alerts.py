@@ -1,30 +1,49 @@
-"""Alert episodes from density updates.
-
-An episode starts when a zone leaves ``normal`` and ends when it returns to it. Every change of
-level inside an episode is one alert message with the episode's ``alert_id``:
-
-    normal ──▶ raised ──▶ escalated / deescalated ... ──▶ resolved
+"""Alerts: density windows and human reports through each zone's alarm (``alarm.py``).
 
 ``alert_id`` is derived from the zone and the event time at which the episode started, so the
 same input replayed, or re-processed by a restarted worker, gives the same id.
 
-This is the walking skeleton's policy (no on-delay or dead-band yet); the "Alerting" issue
-replaces it with the full state machine behind the same ``observe`` call.
+Human reports (``report.v1.json``) by category, the level they hold the zone at for the report
+hold time (15 min); severity 4-5 raises some by one level:
+
+| category                 | level              | notes                                        |
+|--------------------------|--------------------|----------------------------------------------|
+| crush, fire              | critical           | at once, whatever the sensors say            |
+| violence                 | high (4-5: critical) |                                            |
+| injury, medical          | elevated (4-5: high) |                                            |
+| overcrowding             | corroborates       | no on-delay for 10 min, confidence +0.1 each; |
+|                          |                    | a zone without sensors: 3 reports in 10 min  |
+|                          |                    | raise elevated, 5 raise high                 |
+| lost_person, other       | none               | kept as evidence                             |
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from schemas import Thresholds, Zone, format_ts
+from schemas import Report, Thresholds, Zone, format_ts
 
+from .alarm import AlarmConfig, Transition, ZoneAlarm, eta_critical_s
 from .engine import DensityUpdate
-from .levels import Level, level_for, resolve_thresholds
-from .messages import density_message
+from .levels import Level, resolve_thresholds
+from .messages import alert_message
+
+REPORT_LEVELS: dict[str, tuple[Level, Level]] = {  # category -> (level, level at severity 4-5)
+    "crush": (Level.CRITICAL, Level.CRITICAL),
+    "fire": (Level.CRITICAL, Level.CRITICAL),
+    "violence": (Level.HIGH, Level.CRITICAL),
+    "injury": (Level.ELEVATED, Level.HIGH),
+    "medical": (Level.ELEVATED, Level.HIGH),
+}
+SOURCE_CONFIDENCE = {"occupancy": 0.9, "line_count": 0.7, "device_count": 0.5}
+REPORTER_CONFIDENCE = {"police": 0.95, "staff": 0.9, "operator": 0.9, "volunteer": 0.75,
+                       "tourist": 0.6, "citizen_app": 0.6}
+MAX_EVIDENCE_TEXT = 500
 
 
 def episode_id(zone_id: str, start_ms: int) -> str:
@@ -33,86 +52,190 @@ def episode_id(zone_id: str, start_ms: int) -> str:
     return f"{zone_id}:{start_ms}:{digest}"
 
 
+def report_level(report: Report) -> Level | None:
+    levels = REPORT_LEVELS.get(report.category)
+    if levels is None:
+        return None
+    return levels[1] if (report.severity or 0) >= 4 else levels[0]
+
+
+def point_in_polygon(lat: float, lon: float, polygon: Iterable[tuple[float, float]]) -> bool:
+    """Ray casting on (lat, lon) pairs; fine at the scale of a zone."""
+    pts = list(polygon)
+    inside = False
+    j = len(pts) - 1
+    for i, (yi, xi) in enumerate(pts):
+        yj, xj = pts[j]
+        if (yi > lat) != (yj > lat) and lon < (xj - xi) * (lat - yi) / (yj - yi) + xi:
+            inside = not inside
+        j = i
+    return inside
+
+
 @dataclass(slots=True)
-class _Episode:
-    alert_id: str
-    level: Level
+class _ZoneAlerts:
+    zone: Zone
+    alarm: ZoneAlarm
+    reports: deque[Report] = field(default_factory=deque)
+    last: DensityUpdate | None = None
 
 
 class AlertTracker:
-    """Turns density updates into alert dicts (alert.v1.json) for each change of level."""
+    """Turns density updates and reports into alert dicts (alert.v1.json)."""
 
-    def __init__(self, zones: Mapping[str, Zone]) -> None:
-        self._zones = dict(zones)
-        self._thresholds: dict[str, Thresholds] = {}
-        self._open: dict[str, _Episode] = {}
+    def __init__(self, zones: Mapping[str, Zone], config: AlarmConfig | None = None) -> None:
+        self.config = config or AlarmConfig()
+        self._zones: dict[str, _ZoneAlerts] = {}
+        self.set_zones(zones)
 
     def set_zones(self, zones: Mapping[str, Zone]) -> None:
-        self._zones = dict(zones)
-        self._thresholds.clear()
+        new: dict[str, _ZoneAlerts] = {}
+        for zid, z in zones.items():
+            t = resolve_thresholds(z.crowd, z.thresholds)
+            old = self._zones.get(zid)
+            if old is not None:
+                old.zone = z
+                old.alarm.thresholds = t
+                new[zid] = old
+            else:
+                new[zid] = _ZoneAlerts(z, ZoneAlarm(t, self.config))
+        self._zones = new
 
     def thresholds(self, zone_id: str) -> Thresholds:
-        t = self._thresholds.get(zone_id)
-        if t is None:
-            z = self._zones[zone_id]
-            t = self._thresholds[zone_id] = resolve_thresholds(z.crowd, z.thresholds)
-        return t
+        return self._zones[zone_id].alarm.thresholds
 
-    def export_state(self, zone_ids: Iterable[str]) -> dict[str, list[Any]]:
-        """Open episodes of these zones, for a snapshot."""
-        return {z: [ep.alert_id, int(ep.level)] for z in zone_ids
-                if (ep := self._open.get(z)) is not None}
-
-    def import_state(self, zone_ids: Iterable[str], state: Mapping[str, list[Any]]) -> None:
-        """Replace these zones' episodes with a snapshot's (absent = no open episode)."""
-        for z in zone_ids:
-            self._open.pop(z, None)
-            if z in state:
-                alert_id, level = state[z]
-                self._open[z] = _Episode(str(alert_id), Level(int(level)))
-
-    def observe(self, u: DensityUpdate) -> dict[str, Any] | None:
-        if u.zone_id not in self._zones or math.isnan(u.density):
-            # No sensor reported in the window: the level is unknown, not normal. The zone
-            # keeps its episode; a blind zone is reported through freshness, not resolved.
+    def zone_for(self, report: Report) -> str | None:
+        if report.zone_id is not None:
+            return report.zone_id if report.zone_id in self._zones else None
+        if report.lat is None or report.lon is None:
             return None
-        level = level_for(u.density, self.thresholds(u.zone_id))
-        ep = self._open.get(u.zone_id)
-        if ep is None:
-            if level is Level.NORMAL:
-                return None
-            ep = self._open[u.zone_id] = _Episode(episode_id(u.zone_id, u.window_end_ms), level)
-            return self._alert(u, ep.alert_id, level, Level.NORMAL, "raised")
-        if level == ep.level:
-            return None
-        previous = ep.level
-        if level is Level.NORMAL:
-            del self._open[u.zone_id]
-            status = "resolved"
+        for zid, za in self._zones.items():
+            if za.zone.polygon and point_in_polygon(report.lat, report.lon, za.zone.polygon):
+                return zid
+        return None
+
+    # -- inputs -----------------------------------------------------------------------------
+    def observe(self, u: DensityUpdate) -> list[dict[str, Any]]:
+        za = self._zones.get(u.zone_id)
+        if za is None:
+            return []
+        if not math.isnan(u.density):
+            za.last = u
+        self._expire(za, u.window_end_ms)
+        trs = za.alarm.observe(u.density, u.trend_per_min, u.window_end_ms)
+        return [self._alert(za, tr, u.window_end_ms) for tr in trs]
+
+    def report(self, report: Report, zone_id: str) -> list[dict[str, Any]]:
+        za = self._zones[zone_id]
+        self._expire(za, report.ts_ms)
+        za.reports.append(report)
+        trs: list[Transition] = []
+        level = report_level(report)
+        if level is not None:
+            trs += za.alarm.report_floor(level, report.ts_ms)
+        elif report.category == "overcrowding":
+            za.alarm.corroborate(report.ts_ms)
+            if not za.zone.sensors:
+                n = sum(1 for r in za.reports if r.category == "overcrowding")
+                if n >= 5:
+                    trs += za.alarm.report_floor(Level.HIGH, report.ts_ms)
+                elif n >= 3:
+                    trs += za.alarm.report_floor(Level.ELEVATED, report.ts_ms)
+        return [self._alert(za, tr, report.ts_ms) for tr in trs]
+
+    def _expire(self, za: _ZoneAlerts, now_ms: int) -> None:
+        horizon = now_ms - round(self.config.corroboration_s * 1000)
+        while za.reports and za.reports[0].ts_ms < horizon:
+            za.reports.popleft()
+
+    # -- snapshot ---------------------------------------------------------------------------
+    def export_state(self, zone_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        out = {}
+        for zid in zone_ids:
+            za = self._zones.get(zid)
+            if za is None:
+                continue
+            a = za.alarm
+            out[zid] = {
+                "level": int(a.level), "episode_start_ms": a.episode_start_ms,
+                "reason": a.reason, "last_sent_ms": a.last_sent_ms,
+                "up_since": {str(k): v for k, v in a.up_since.items()},
+                "down_since": a.down_since, "forecast_since": a.forecast_since,
+                "floor": int(a.floor), "floor_until_ms": a.floor_until_ms,
+                "corroborated_until_ms": a.corroborated_until_ms,
+                "reports": [r._asdict() for r in za.reports],
+            }
+        return out
+
+    def import_state(self, zone_ids: Iterable[str], state: Mapping[str, Any]) -> None:
+        for zid in zone_ids:
+            za = self._zones.get(zid)
+            s = state.get(zid)
+            if za is None or s is None:
+                continue
+            a = za.alarm
+            a.level = Level(s["level"])
+            a.episode_start_ms = s["episode_start_ms"]
+            a.reason = s["reason"]
+            a.last_sent_ms = s["last_sent_ms"]
+            a.up_since = {int(k): v for k, v in s["up_since"].items()}
+            a.down_since = s["down_since"]
+            a.forecast_since = s["forecast_since"]
+            a.floor = Level(s["floor"])
+            a.floor_until_ms = s["floor_until_ms"]
+            a.corroborated_until_ms = s["corroborated_until_ms"]
+            za.reports = deque(Report(**r) for r in s["reports"])
+
+    # -- output -----------------------------------------------------------------------------
+    def _alert(self, za: _ZoneAlerts, tr: Transition, ts_ms: int) -> dict[str, Any]:
+        z = za.zone
+        u = za.last
+        density = u.density if u is not None else math.nan
+        trend = u.trend_per_min if u is not None else math.nan
+        eta = eta_critical_s(density, trend, za.alarm.thresholds.critical)
+        reports = list(za.reports)
+        corroborating = sum(1 for r in reports if r.category == "overcrowding")
+        if tr.reason == "report" and reports:
+            confidence = max(REPORTER_CONFIDENCE.get(r.source, 0.6) for r in reports)
         else:
-            status = "escalated" if level > previous else "deescalated"
-            ep.level = level
-        return self._alert(u, ep.alert_id, level, previous, status)
-
-    def _alert(
-        self, u: DensityUpdate, alert_id: str, level: Level, previous: Level, status: str
-    ) -> dict[str, Any]:
-        z = self._zones[u.zone_id]
-        return {
-            "alert_id": alert_id,
-            "zone_id": u.zone_id,
-            "level": level.wire,
-            "previous_level": previous.wire,
+            confidence = SOURCE_CONFIDENCE.get(u.source or "", 0.5) if u is not None else 0.5
+        confidence = min(0.99, confidence + 0.1 * corroborating)
+        window_end = u.window_end_ms if u is not None else ts_ms
+        window_start = u.window_start_ms if u is not None else ts_ms
+        status = tr.status
+        alert: dict[str, Any] = {
+            "alert_id": episode_id(z.zone_id, tr.episode_start_ms),
+            "zone_id": z.zone_id,
+            "level": tr.level.wire,
+            "previous_level": tr.previous.wire,
             "status": status,
-            "density": round(u.density, 4),
-            "occupancy": round(u.occupancy, 2),
-            "window_start": format_ts(u.window_start_ms),
-            "window_end": format_ts(u.window_end_ms),
-            "ts": format_ts(u.window_end_ms),
-            "sensors": list(u.sensors),
-            "trend": None if math.isnan(u.trend_per_min) else round(u.trend_per_min, 4),
-            "message": density_message(
-                name_th=z.name_th, name_en=z.name_en, level=level.wire, status=status,
-                density=u.density, ts_ms=u.window_end_ms,
-            ),
+            "reason": tr.reason,
+            "density": 0.0 if math.isnan(density) else round(density, 4),
+            "occupancy": 0.0 if u is None or math.isnan(u.occupancy) else round(u.occupancy, 2),
+            "trend": None if math.isnan(trend) else round(trend, 4),
+            "eta_critical_s": None if eta is None else round(eta, 1),
+            "confidence": round(confidence, 2),
+            "window_start": format_ts(window_start),
+            "window_end": format_ts(window_end),
+            "ts": format_ts(ts_ms),
+            "episode_start": format_ts(tr.episode_start_ms),
+            "evidence": {
+                "sensors": [] if u is None else [
+                    {"sensor_id": s, "age_s": round(max(a, 0) / 1000, 1)}
+                    for s, a in zip(u.sensors, u.sensor_age_ms, strict=True)],
+                "stale_sensors": [] if u is None else list(u.stale_sensors),
+                "reports": [
+                    {"report_id": r.report_id, "category": r.category, "source": r.source,
+                     "severity": r.severity, "ts": format_ts(r.ts_ms),
+                     "text": (r.text or "")[:MAX_EVIDENCE_TEXT]}
+                    for r in reports],
+            },
+            "message": alert_message(
+                name_th=z.name_th, name_en=z.name_en, level=tr.level.wire, status=status,
+                reason=tr.reason, density=None if math.isnan(density) else density,
+                eta_s=eta, ts_ms=ts_ms,
+                report=next((r.category for r in reversed(reports)), None)),
         }
+        if tr.reminder:
+            alert["reminder"] = True
+        return alert

@@ -323,12 +323,14 @@ class WindowedDensityEngine:
             # Sensors with a reading since the window start (newest reading per sensor; a
             # sensor whose only readings are newer than the window end is listed too).
             last = self.si[self.zone_sensors[z], K.SI_LAST_TS] if nread else ()
-            sensors = [s for s, t in zip(self.zone_sensors[z], last, strict=False) if t >= start]
+            sensors = sorted((self.sensor_ids[s], int(t)) for s, t in
+                             zip(self.zone_sensors[z], last, strict=False) if t >= start)
             stale = [s for s in self.zone_sensors[z] if self.si[s, K.SI_LAST_TS] < start]
             out.append(DensityUpdate(
                 zone_id=self.zone_ids[z], window_start_ms=start, window_end_ms=end,
                 occupancy=occ, density=dens,
-                sensors=tuple(sorted(self.sensor_ids[s] for s in sensors)),
+                sensors=tuple(s for s, _ in sensors),
+                sensor_age_ms=tuple(end - t for _, t in sensors),
                 trend_per_min=trend, flow_per_min=flow, freshness_ms=fresh,
                 source=SOURCE_NAMES.get(src), readings=nread,
                 stale_sensors=tuple(sorted(self.sensor_ids[s] for s in stale)),

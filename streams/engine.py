@@ -32,6 +32,7 @@ class DensityUpdate:
     source: str | None = None  # sensor kind the density came from (fusion precedence)
     readings: int = 0  # readings in the window
     stale_sensors: tuple[str, ...] = ()  # registered sensors with no reading in the window
+    sensor_age_ms: tuple[int, ...] = ()  # per entry of ``sensors``: window end - newest reading
 
 
 class DensityEngine(Protocol):

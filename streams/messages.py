@@ -40,16 +40,37 @@ def english_datetime(ts_ms: int) -> str:
     return f"{t:%H:%M} ICT, {t.day} {t:%b %Y}"
 
 
-def density_message(
-    *, name_th: str, name_en: str, level: str, status: str, density: float, ts_ms: int
+CATEGORY_TH: Final = {
+    "crush": "ฝูงชนเบียดอัด", "fire": "ไฟไหม้", "violence": "เหตุทะเลาะวิวาท",
+    "injury": "ผู้บาดเจ็บ", "medical": "เหตุฉุกเฉินทางการแพทย์", "overcrowding": "คนแออัด",
+    "lost_person": "คนพลัดหลง", "other": "เหตุอื่น ๆ",
+}
+CATEGORY_EN: Final = {
+    "crush": "crowd crush", "fire": "fire", "violence": "violence", "injury": "injury",
+    "medical": "medical emergency", "overcrowding": "overcrowding", "lost_person": "lost person",
+    "other": "incident",
+}
+
+
+def alert_message(
+    *, name_th: str, name_en: str, level: str, status: str, reason: str,
+    density: float | None, eta_s: float | None, ts_ms: int, report: str | None = None,
 ) -> dict[str, str]:
-    """The ``message`` object of a density alert."""
-    th = (
-        f"{name_th}: ความหนาแน่นของฝูงชน {density:.1f} คน/ตร.ม. ระดับ{LEVEL_TH[level]} "
-        f"({STATUS_TH[status]}) {thai_datetime(ts_ms)}"
-    )
-    en = (
-        f"{name_en}: crowd density {density:.1f} persons/m², level {level.upper()} "
-        f"({status}) at {english_datetime(ts_ms)}"
-    )
-    return {"th": th, "en": en}
+    """The ``message`` object of an alert: what, where, how bad, since when, what next."""
+    th_parts = [f"{name_th}:"]
+    en_parts = [f"{name_en}:"]
+    if reason == "report" and report is not None:
+        th_parts.append(f"มีรายงาน{CATEGORY_TH.get(report, 'เหตุ')}")
+        en_parts.append(f"{CATEGORY_EN.get(report, 'incident')} reported,")
+    if density is not None:
+        th_parts.append(f"ความหนาแน่นของฝูงชน {density:.1f} คน/ตร.ม.")
+        en_parts.append(f"crowd density {density:.1f} persons/m²,")
+    th_parts.append(f"ระดับ{LEVEL_TH[level]} ({STATUS_TH[status]})")
+    en_parts.append(f"level {level.upper()} ({status})")
+    if eta_s is not None and status != "resolved":
+        minutes = max(1, round(eta_s / 60))
+        th_parts.append(f"หากยังเพิ่มขึ้นในอัตรานี้ จะถึงระดับวิกฤตในอีกประมาณ {minutes} นาที")
+        en_parts.append(f"- at this trend critical in about {minutes} min")
+    th_parts.append(thai_datetime(ts_ms))
+    en_parts.append(f"at {english_datetime(ts_ms)}")
+    return {"th": " ".join(th_parts), "en": " ".join(en_parts)}

@@ -22,9 +22,11 @@ import numpy as np
 import orjson
 
 from schemas import (
+    Reason,
     Rejection,
     SensorEvent,
     Zone,
+    decode_report,
     decode_sensor_message,
     dlq_headers,
     dlq_record,
@@ -172,6 +174,26 @@ class Pipeline:
         self._emit(out)
         return out
 
+    def process_report_batch(self, messages: Sequence[SourceMessage]) -> Outputs:
+        """Human reports: each maps to a zone (by zone_id, or lat/lon inside a zone polygon)
+        and may raise or corroborate an alert at once, without waiting for a window."""
+        out = Outputs()
+        for msg in messages:
+            rep = decode_report(msg.value)
+            if isinstance(rep, Rejection):
+                self._dead_letter(out, msg, rep)
+                continue
+            zone_id = self.alerts.zone_for(rep)
+            if zone_id is None:
+                where = rep.zone_id or f"({rep.lat}, {rep.lon})"
+                self._dead_letter(out, msg, Rejection(
+                    Reason.UNKNOWN_ZONE, f"{rep.report_id}: no zone at {where}"))
+                continue
+            out.events_in += 1
+            for alert in self.alerts.report(rep, zone_id):
+                out.alerts.append(OutRecord(zone_id.encode(), orjson.dumps(alert), []))
+        return out
+
     def tick(self, now_ms: int) -> Outputs:
         """Wall-clock progress (call every few seconds): windows of quiet partitions close."""
         out = Outputs()
@@ -183,6 +205,5 @@ class Pipeline:
         for u in self.engine.emit():
             key = u.zone_id.encode()
             out.density.append(OutRecord(key, density_record(u), []))
-            alert = self.alerts.observe(u)
-            if alert is not None:
+            for alert in self.alerts.observe(u):
                 out.alerts.append(OutRecord(key, orjson.dumps(alert), []))
