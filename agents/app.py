@@ -118,6 +118,15 @@ def build_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.App
 
     app.agent(sensor_topic, name="safetour.sensor-ingest")(ingest)
 
+    reports_topic = raw_topic(settings.topics.reports)
+
+    async def reports(stream: Any) -> None:
+        # Reports are few and urgent: published as soon as they arrive, no window to wait for.
+        async for batch in stream.take_events(100, within=0.05):
+            await publish_all(pipe.process_report_batch([_source(e) for e in batch]))
+
+    app.agent(reports_topic, name="safetour.reports")(reports)
+
     def sensor_partitions(tps: Any) -> set[int]:
         return {tp.partition for tp in tps if tp.topic == settings.topics.sensor_events}
 
