@@ -4,6 +4,7 @@
     safetour broker start|stop|status|logs
     safetour topics create|list
     safetour zones publish         push a registry file to the zones topic (applied live)
+    safetour replay                recorded JSONL files through the pipeline, no broker
     safetour worker                the faust worker (consumes sensor events, emits alerts)
     safetour alerts tail           print alerts as they arrive
     safetour generate              publish synthetic sensor events (one zone surges)
@@ -86,6 +87,37 @@ def cmd_zones(args: argparse.Namespace, settings: Settings) -> int:
     zones = load_zones(path)
     n = asyncio.run(publish_zones(settings.bootstrap_servers, settings.topics.zones, zones))
     _echo(f"published {n} zones from {path} to {settings.topics.zones}")
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    import contextlib  # noqa: PLC0415
+
+    from streams.replay import replay, replay_pipeline  # noqa: PLC0415
+
+    zones = load_zones(args.zones)
+    pipe = replay_pipeline(zones, settings.density_engine(zones))
+    show = sys.stderr.isatty() and not args.quiet
+    t0 = time.monotonic()
+
+    def progress(st: object) -> None:
+        if show:
+            lines = getattr(st, "lines", 0)
+            rate = lines / max(time.monotonic() - t0, 1e-9)
+            print(f"\rreplay: {lines:,} lines, {getattr(st, 'alerts', 0):,} alerts, "
+                  f"{rate:,.0f} lines/s", end="", file=sys.stderr, flush=True)
+
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(Path(args.out).open("wb"))
+        dens = stack.enter_context(Path(args.density).open("wb")) if args.density else None
+        dlq = stack.enter_context(Path(args.dlq).open("wb")) if args.dlq else None
+        stats = replay(pipe, Path(args.events), out, reports=Path(args.reports)
+                       if args.reports else None, density_out=dens, dlq_out=dlq,
+                       progress=progress)
+    if show:
+        print(file=sys.stderr)
+    _echo(f"replayed {stats.lines:,} lines ({stats.events:,} events): {stats.alerts:,} alerts "
+          f"-> {args.out}; {stats.dead_lettered:,} dead-lettered")
     return 0
 
 
@@ -234,6 +266,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--replication", type=int, default=1, help="replication factor (create)")
     t.add_argument("--start-broker", action="store_true", help="start the embedded broker first")
     t.set_defaults(func=cmd_topics)
+
+    rp = sub.add_parser("replay", help="run recorded JSONL files through the pipeline offline")
+    rp.add_argument("--zones", required=True, help="zone registry file (YAML or JSON)")
+    rp.add_argument("--events", required=True, help="sensor messages, one JSON value a line")
+    rp.add_argument("--reports", help="human reports, one JSON object a line")
+    rp.add_argument("--out", required=True, help="alerts written here, one JSON object a line")
+    rp.add_argument("--density", help="also write every density window here")
+    rp.add_argument("--dlq", help="also write dead-letter records here")
+    rp.add_argument("--quiet", action="store_true", help="no progress line")
+    rp.set_defaults(func=cmd_replay)
 
     zn = sub.add_parser("zones", help="publish a zone registry file to the zones topic")
     zn.add_argument("action", choices=["publish"])

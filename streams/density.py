@@ -287,6 +287,17 @@ class WindowedDensityEngine:
         moved = self.p_event_max[seen] + np.maximum(quiet, 0)
         self.p_max[seen] = np.maximum(self.p_max[seen], moved)
 
+    def finish(self) -> None:
+        """End of input: move every partition's clock past its last reading, so each window
+        with data closes (offline replay)."""
+        seen = self.p_event_max > K.NEVER
+        horizon = self.max_k * int(self.zi[:, K.ZI_SLIDE].max(initial=self.slide_ms))
+        self.p_max[seen] = self.p_event_max[seen] + self.grace_ms + horizon + self.slide_ms
+
+    def newest_event_ms(self) -> int:
+        """The newest event time seen on any partition (or a very small number)."""
+        return int(self.p_event_max.max())
+
     def emit_arrays(self) -> tuple[I64, F64]:
         """Windows closed since the previous call, as the kernels' output rows (columns
         ``kernels.OI_*`` and ``kernels.OF_*``), in close order."""

@@ -60,6 +60,14 @@ class DensityEngine(Protocol):
         """Wall-clock progress, for partitions that went quiet."""
         ...
 
+    def finish(self) -> None:
+        """End of input: close every window that holds data."""
+        ...
+
+    def newest_event_ms(self) -> int:
+        """The newest event time seen."""
+        ...
+
     def emit(self) -> list[DensityUpdate]:
         """Windows closed since the previous call."""
         ...

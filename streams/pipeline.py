@@ -201,6 +201,13 @@ class Pipeline:
         self._emit(out)
         return out
 
+    def finish(self) -> Outputs:
+        """End of input (offline replay): close every open window."""
+        out = Outputs()
+        self.engine.finish()
+        self._emit(out)
+        return out
+
     def _emit(self, out: Outputs) -> None:
         for u in self.engine.emit():
             key = u.zone_id.encode()
