@@ -44,7 +44,7 @@ def _source(event: Any) -> SourceMessage:
 
 def build_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.App:
     zones = load_zones(settings.zones_file)
-    pipe = pipeline or Pipeline(zones, engine=settings.density_engine(zones))
+    pipe = pipeline or settings.pipeline(zones)
     datadir = settings.state_dir / "faust" / settings.app_id
     datadir.parent.mkdir(parents=True, exist_ok=True)
     app = faust.App(
@@ -75,6 +75,7 @@ def build_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.App
     sensor_topic = raw_topic(settings.topics.sensor_events)
     state_topic = raw_topic(settings.topics.state)
     alerts_topic = raw_topic(settings.topics.alerts)
+    cap_topic = raw_topic(settings.topics.alerts_cap)
     density_topic = raw_topic(settings.topics.density)
     dlq_topic = raw_topic(settings.topics.dlq)
 
@@ -86,6 +87,7 @@ def build_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.App
         await publish(dlq_topic, out.dlq)
         await publish(density_topic, out.density)
         await publish(alerts_topic, out.alerts)
+        await publish(cap_topic, out.cap)
         for r in out.alerts:
             log.info("alert %s", r.value.decode())
         if out.rejected:

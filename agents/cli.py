@@ -96,7 +96,8 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     from streams.replay import replay, replay_pipeline  # noqa: PLC0415
 
     zones = load_zones(args.zones)
-    pipe = replay_pipeline(zones, settings.density_engine(zones))
+    configured = settings.pipeline(zones)
+    pipe = replay_pipeline(zones, configured.engine, configured.alerts.config)
     show = sys.stderr.isatty() and not args.quiet
     t0 = time.monotonic()
 

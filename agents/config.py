@@ -12,6 +12,8 @@ from pathlib import Path
 
 from schemas import ConfigError, Zone
 from streams import WindowedDensityEngine
+from streams.alarm import AlarmConfig
+from streams.pipeline import Pipeline
 
 
 def repo_root() -> Path:
@@ -40,6 +42,10 @@ class Topics:
     @property
     def alerts(self) -> str:
         return f"{self.prefix}alerts.v1"
+
+    @property
+    def alerts_cap(self) -> str:
+        return f"{self.prefix}alerts-cap.v1"
 
     @property
     def density(self) -> str:
@@ -98,12 +104,26 @@ class Settings:
     idle_s: float = 30.0
     # Seconds between state snapshots (recovery replays at most this much input).
     snapshot_s: float = 10.0
+    # Alarm discipline (streams/alarm.py).
+    on_delay_s: float = 10.0
+    off_delay_s: float = 30.0
+    dead_band: float = 0.10
+    realarm_s: float = 300.0
+    horizon_s: float = 600.0
     # A worker that dies without leaving the group holds its partitions this long; faust's
     # default (60 s) would blind its zones for a minute. Kafka's minimum is 6 s.
     session_timeout_s: float = 10.0
     # The worker takes up to batch_max messages, or what arrived within batch_within_s.
     batch_max: int = 5000
     batch_within_s: float = 0.2
+
+    def pipeline(self, zones: Iterable[Zone]) -> Pipeline:
+        """The processing pipeline these settings describe."""
+        zone_list = list(zones)
+        alarm = AlarmConfig(on_delay_s=self.on_delay_s, off_delay_s=self.off_delay_s,
+                            dead_band=self.dead_band, realarm_s=self.realarm_s,
+                            horizon_s=self.horizon_s)
+        return Pipeline(zone_list, engine=self.density_engine(zone_list), alarm=alarm)
 
     def density_engine(self, zones: Iterable[Zone]) -> WindowedDensityEngine:
         """The density engine these settings describe."""
@@ -139,6 +159,11 @@ class Settings:
             idle_s=_float(e, "SAFETOUR_IDLE_S", 30.0),
             snapshot_s=_float(e, "SAFETOUR_SNAPSHOT_S", 10.0),
             session_timeout_s=_float(e, "SAFETOUR_SESSION_TIMEOUT_S", 10.0),
+            on_delay_s=_float(e, "SAFETOUR_ON_DELAY_S", 10.0),
+            off_delay_s=_float(e, "SAFETOUR_OFF_DELAY_S", 30.0),
+            dead_band=_float(e, "SAFETOUR_DEAD_BAND", 0.10),
+            realarm_s=_float(e, "SAFETOUR_REALARM_S", 300.0),
+            horizon_s=_float(e, "SAFETOUR_FORECAST_HORIZON_S", 600.0),
             batch_max=_int(e, "SAFETOUR_BATCH_MAX", 5000),
             batch_within_s=_float(e, "SAFETOUR_BATCH_WITHIN_S", 0.2),
         )
@@ -171,6 +196,11 @@ environment:
   SAFETOUR_GRACE_S          allowed lateness of events in seconds (default 10)
   SAFETOUR_IDLE_S           quiet time before a partition follows the wall clock (default 30)
   SAFETOUR_SNAPSHOT_S       seconds between state snapshots for recovery (default 10)
+  SAFETOUR_ON_DELAY_S       a level must hold this long before it is raised (default 10)
+  SAFETOUR_OFF_DELAY_S      ... and be cleared this long before it is lowered (default 30)
+  SAFETOUR_DEAD_BAND        a level clears below (1 - band) x its threshold (default 0.10)
+  SAFETOUR_REALARM_S        re-send a critical alert this often while it lasts (default 300)
+  SAFETOUR_FORECAST_HORIZON_S  early warning when critical is this close at the trend (600)
   SAFETOUR_SESSION_TIMEOUT_S  consumer-group session timeout: failover time of a dead worker
                             (default 10, minimum 6)
   SAFETOUR_BATCH_MAX        most messages per processing batch (default 5000)

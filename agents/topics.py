@@ -7,6 +7,7 @@
 | safetour.zones.v1         | 1     | compact | forever   | registry: latest record per zone_id |
 | safetour.density.v1       | 8     | delete  | 1 day     | dashboards; keyed by zone_id        |
 | safetour.alerts.v1        | 4     | delete  | 90 days   | audit trail of every alert          |
+| safetour.alerts-cap.v1    | 4     | delete  | 90 days   | the same alerts as CAP 1.2 XML      |
 | safetour.dlq.v1           | 4     | delete  | 14 days   | rejected input with reasons         |
 | safetour.state.v1         | 1     | compact | forever   | worker snapshots for recovery       |
 
@@ -58,6 +59,7 @@ def topic_specs(topics: Topics, *, replication: int = 1) -> list[TopicSpec]:
         spec(topics.zones, 1, cleanup_policy="compact", retention_ms="-1"),
         spec(topics.density, 8, cleanup_policy="delete", retention_ms=str(DAY_MS)),
         spec(topics.alerts, 4, cleanup_policy="delete", retention_ms=str(90 * DAY_MS)),
+        spec(topics.alerts_cap, 4, cleanup_policy="delete", retention_ms=str(90 * DAY_MS)),
         spec(topics.dlq, 4, cleanup_policy="delete", retention_ms=str(14 * DAY_MS),
              max_message_bytes=str(DLQ_MAX_MESSAGE_BYTES)),
         # Snapshots are rewritten every few seconds: compact often so the topic stays small.

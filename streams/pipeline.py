@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -34,7 +34,9 @@ from schemas import (
     format_ts,
 )
 
+from .alarm import AlarmConfig
 from .alerts import AlertTracker
+from .cap import to_cap
 from .density import WindowedDensityEngine
 from .engine import DensityEngine, DensityUpdate
 
@@ -66,6 +68,7 @@ class Outputs:
     """What one batch produces, per destination topic, plus counters for metrics."""
 
     alerts: list[OutRecord] = field(default_factory=list)
+    cap: list[OutRecord] = field(default_factory=list)  # the same alerts as CAP 1.2 XML
     density: list[OutRecord] = field(default_factory=list)
     dlq: list[OutRecord] = field(default_factory=list)
     events_in: int = 0
@@ -102,11 +105,12 @@ class Pipeline:
         *,
         engine: DensityEngine | None = None,
         clock: Callable[[], datetime] | None = None,
+        alarm: AlarmConfig | None = None,
     ) -> None:
         zone_list = list(zones)
         self.zones = {z.zone_id: z for z in zone_list}
         self.engine: DensityEngine = engine or WindowedDensityEngine(zone_list)
-        self.alerts = AlertTracker(self.zones)
+        self.alerts = AlertTracker(self.zones, alarm)
         self._clock = clock
 
     def set_zones(self, zones: Iterable[Zone]) -> None:
@@ -191,7 +195,7 @@ class Pipeline:
                 continue
             out.events_in += 1
             for alert in self.alerts.report(rep, zone_id):
-                out.alerts.append(OutRecord(zone_id.encode(), orjson.dumps(alert), []))
+                self._alert(out, zone_id.encode(), alert)
         return out
 
     def tick(self, now_ms: int) -> Outputs:
@@ -208,9 +212,19 @@ class Pipeline:
         self._emit(out)
         return out
 
+    def _alert(self, out: Outputs, key: bytes, alert: dict[str, Any]) -> None:
+        out.alerts.append(OutRecord(key, orjson.dumps(alert), []))
+        z = self.zones.get(alert["zone_id"])
+        if z is not None:
+            circle = z.extra.get("circle")  # optional [lat, lon, radius km] for zones
+            xml = to_cap(alert, zone_names={"th": z.name_th, "en": z.name_en},
+                         polygon=z.polygon,
+                         circle=tuple(circle) if isinstance(circle, list) else None)
+            out.cap.append(OutRecord(key, xml, [("content-type", b"application/cap+xml")]))
+
     def _emit(self, out: Outputs) -> None:
         for u in self.engine.emit():
             key = u.zone_id.encode()
             out.density.append(OutRecord(key, density_record(u), []))
             for alert in self.alerts.observe(u):
-                out.alerts.append(OutRecord(key, orjson.dumps(alert), []))
+                self._alert(out, key, alert)

@@ -22,6 +22,7 @@ import orjson
 
 from schemas import Zone
 
+from .alarm import AlarmConfig
 from .engine import DensityEngine
 from .pipeline import Outputs, OutRecord, Pipeline, SourceMessage
 
@@ -121,7 +122,9 @@ def _dump(f: IO[bytes] | None, records: list[OutRecord]) -> int:
     return len(records)
 
 
-def replay_pipeline(zones: Iterable[Zone], engine: DensityEngine) -> Pipeline:
+def replay_pipeline(
+    zones: Iterable[Zone], engine: DensityEngine, alarm: AlarmConfig | None = None
+) -> Pipeline:
     """A pipeline for replay: its DLQ records are stamped with the newest event time seen,
     not the wall clock, so the output is repeatable."""
     epoch = datetime(1970, 1, 1, tzinfo=UTC)
@@ -129,4 +132,4 @@ def replay_pipeline(zones: Iterable[Zone], engine: DensityEngine) -> Pipeline:
     def now() -> datetime:
         return epoch + timedelta(milliseconds=max(engine.newest_event_ms(), 0))
 
-    return Pipeline(zones, engine=engine, clock=now)
+    return Pipeline(zones, engine=engine, clock=now, alarm=alarm)

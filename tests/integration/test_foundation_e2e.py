@@ -24,8 +24,10 @@ def test_valid_event_published_with_kcat_raises_alert_read_with_kcat(
 ) -> None:
     now = int(time.time() * 1000)
     # wy-vihara-cam-1 covers 300 m² of the vihara: 1800 people there is 6 p/m² (critical).
-    event = occ("kcat-1", "wat-yai-vihara", "wy-vihara-cam-1", 1800, now)
-    kcat_produce(stack.bootstrap, stack.topics.sensor_events, [orjson.dumps(event)],
+    # A gateway batch of the last 20 s, one reading a second: long enough for the on-delay.
+    batch = [occ(f"kcat-{i}", "wat-yai-vihara", "wy-vihara-cam-1", 1800, now - (20 - i) * 1000)
+             for i in range(21)]
+    kcat_produce(stack.bootstrap, stack.topics.sensor_events, [orjson.dumps(batch)],
                  "wat-yai-vihara", tmp_path)
 
     def alert() -> Any:
