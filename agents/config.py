@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from schemas import ConfigError, Zone
+from schemas import ConfigError, Thresholds, Zone
 from streams import WindowedDensityEngine
 from streams.alarm import AlarmConfig
 from streams.pipeline import Pipeline
@@ -80,6 +80,21 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise ConfigError(f"{name}={raw!r} is not a number") from None
 
 
+def _levels(
+    env: Mapping[str, str], name: str, default: tuple[float, float, float]
+) -> tuple[float, float, float]:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        e, h, c = (float(x) for x in raw.split(","))
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r}: give three numbers, elevated,high,critical") from None
+    if not 0 < e < h < c:
+        raise ConfigError(f"{name}={raw!r}: levels must rise: 0 < elevated < high < critical")
+    return e, h, c
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     """Everything a safetour process needs to know, with documented defaults."""
@@ -110,6 +125,9 @@ class Settings:
     dead_band: float = 0.10
     realarm_s: float = 300.0
     horizon_s: float = 600.0
+    # Default density levels (elevated, high, critical), p/m²; zones may override them.
+    standing_levels: tuple[float, float, float] = (2.0, 3.5, 5.0)
+    moving_levels: tuple[float, float, float] = (1.08, 2.17, 3.5)
     # A worker that dies without leaving the group holds its partitions this long; faust's
     # default (60 s) would blind its zones for a minute. Kafka's minimum is 6 s.
     session_timeout_s: float = 10.0
@@ -122,7 +140,9 @@ class Settings:
         zone_list = list(zones)
         alarm = AlarmConfig(on_delay_s=self.on_delay_s, off_delay_s=self.off_delay_s,
                             dead_band=self.dead_band, realarm_s=self.realarm_s,
-                            horizon_s=self.horizon_s)
+                            horizon_s=self.horizon_s,
+                            standing=Thresholds(*self.standing_levels),
+                            moving=Thresholds(*self.moving_levels))
         return Pipeline(zone_list, engine=self.density_engine(zone_list), alarm=alarm)
 
     def density_engine(self, zones: Iterable[Zone]) -> WindowedDensityEngine:
@@ -164,6 +184,8 @@ class Settings:
             dead_band=_float(e, "SAFETOUR_DEAD_BAND", 0.10),
             realarm_s=_float(e, "SAFETOUR_REALARM_S", 300.0),
             horizon_s=_float(e, "SAFETOUR_FORECAST_HORIZON_S", 600.0),
+            standing_levels=_levels(e, "SAFETOUR_STANDING_LEVELS", (2.0, 3.5, 5.0)),
+            moving_levels=_levels(e, "SAFETOUR_MOVING_LEVELS", (1.08, 2.17, 3.5)),
             batch_max=_int(e, "SAFETOUR_BATCH_MAX", 5000),
             batch_within_s=_float(e, "SAFETOUR_BATCH_WITHIN_S", 0.2),
         )
@@ -201,6 +223,8 @@ environment:
   SAFETOUR_DEAD_BAND        a level clears below (1 - band) x its threshold (default 0.10)
   SAFETOUR_REALARM_S        re-send a critical alert this often while it lasts (default 300)
   SAFETOUR_FORECAST_HORIZON_S  early warning when critical is this close at the trend (600)
+  SAFETOUR_STANDING_LEVELS  elevated,high,critical p/m² for standing crowds (2.0,3.5,5.0)
+  SAFETOUR_MOVING_LEVELS    elevated,high,critical p/m² for moving crowds (1.08,2.17,3.5)
   SAFETOUR_SESSION_TIMEOUT_S  consumer-group session timeout: failover time of a dead worker
                             (default 10, minimum 6)
   SAFETOUR_BATCH_MAX        most messages per processing batch (default 5000)

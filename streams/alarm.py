@@ -15,7 +15,9 @@ alarm practice (``shared/DOMAIN.md`` section 1, "Product practice"):
   (600 s) and that has held for the on-delay, an episode is raised early (``reason:
   forecast``) at ``elevated`` or the current level, whichever is higher;
 - **report floor**: a human report can hold a zone at a level for ``report_hold_s``
-  (900 s) whatever the sensors say (``reason: report``).
+  (900 s) whatever the sensors say (``reason: report``);
+- **capacity**: a zone with a ``capacity`` also reaches elevated / high / critical at 85 % /
+  100 % / 115 % of it in occupancy (``reason: capacity`` when occupancy alone gets it there).
 
     level ─┐   normal ──(≥ thr, on-delay)──▶ raised ──▶ escalated / deescalated ──▶ resolved
            └─ one alert_id per episode: zone + event time of the episode start
@@ -28,7 +30,10 @@ from dataclasses import dataclass, field
 
 from schemas import Thresholds
 
-from .levels import Level, level_for
+from .levels import MOVING_DEFAULTS, STANDING_DEFAULTS, Level, level_for
+
+CAPACITY_LEVELS = Thresholds(elevated=0.85, high=1.0, critical=1.15)
+"""Occupancy / capacity at which a zone with a capacity reaches each level."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +45,8 @@ class AlarmConfig:
     horizon_s: float = 600.0
     report_hold_s: float = 900.0
     corroboration_s: float = 600.0
+    standing: Thresholds = STANDING_DEFAULTS
+    moving: Thresholds = MOVING_DEFAULTS
 
     def __post_init__(self) -> None:
         if not 0 <= self.dead_band < 1:
@@ -66,6 +73,7 @@ class ZoneAlarm:
 
     thresholds: Thresholds
     config: AlarmConfig = field(default_factory=AlarmConfig)
+    capacity: int | None = None
     level: Level = Level.NORMAL
     episode_start_ms: int | None = None
     reason: str = "density"
@@ -95,7 +103,21 @@ class ZoneAlarm:
         """An overcrowding report: sensors' rises need no on-delay for a while."""
         self.corroborated_until_ms = ts_ms + round(self.config.corroboration_s * 1000)
 
-    def observe(self, density: float, trend_per_min: float, ts_ms: int) -> list[Transition]:
+    def _ratio_level(self, ratio: float) -> Level:
+        return Level.NORMAL if math.isnan(ratio) else level_for(ratio, CAPACITY_LEVELS)
+
+    def _reached(self, lv: Level, density: float, ratio: float) -> bool:
+        return density >= self._threshold(lv) or (
+            not math.isnan(ratio) and ratio >= getattr(CAPACITY_LEVELS, lv.wire))
+
+    def _cleared(self, lv: Level, density: float, ratio: float) -> bool:
+        band = 1 - self.config.dead_band
+        by_capacity = math.isnan(ratio) or ratio < getattr(CAPACITY_LEVELS, lv.wire) * band
+        return density < self._threshold(lv) * band and by_capacity
+
+    def observe(
+        self, density: float, trend_per_min: float, ts_ms: int, occupancy: float = math.nan
+    ) -> list[Transition]:
         """One density window ending at ``ts_ms``. NaN (no sensor reported) changes nothing
         but a report floor's expiry: a blind zone is not a calm zone."""
         cfg = self.config
@@ -105,11 +127,13 @@ class ZoneAlarm:
             if floor < self.level and self.reason == "report":
                 out.append(self._move(floor, ts_ms, "report"))
             return out
-        raw = level_for(density, self.thresholds)
+        ratio = occupancy / self.capacity if self.capacity else math.nan
+        by_density = level_for(density, self.thresholds)
+        raw = max(by_density, self._ratio_level(ratio))
         on_delay = 0 if ts_ms < self.corroborated_until_ms else round(cfg.on_delay_s * 1000)
         # Upward: the highest level held for the on-delay.
         for lv in (Level.ELEVATED, Level.HIGH, Level.CRITICAL):
-            if density >= self._threshold(lv):
+            if self._reached(lv, density, ratio):
                 self.up_since.setdefault(lv, ts_ms)
             else:
                 self.up_since.pop(lv, None)
@@ -125,14 +149,14 @@ class ZoneAlarm:
         forecasting = self.forecast_since is not None and ts_ms - self.forecast_since >= on_delay
         target = max(up, floor)
         if target > self.level:
-            reason = "density" if up >= floor else "report"
+            reason = ("report" if up < floor
+                      else "density" if by_density >= up else "capacity")
             out.append(self._move(target, ts_ms, reason))
             self.down_since = None
         elif self.level > Level.NORMAL:
             # Downward: below the current level's threshold minus the dead-band, for the
             # off-delay; then to the level the density is at now (never below the floor).
-            cleared = (self.level > floor and
-                       density < self._threshold(self.level) * (1 - cfg.dead_band)
+            cleared = (self.level > floor and self._cleared(self.level, density, ratio)
                        and not (forecasting and self.reason == "forecast"))
             if cleared:
                 if self.down_since is None:

@@ -91,14 +91,16 @@ class AlertTracker:
     def set_zones(self, zones: Mapping[str, Zone]) -> None:
         new: dict[str, _ZoneAlerts] = {}
         for zid, z in zones.items():
-            t = resolve_thresholds(z.crowd, z.thresholds)
+            defaults = self.config.standing if z.crowd == "standing" else self.config.moving
+            t = resolve_thresholds(z.crowd, z.thresholds, defaults)
             old = self._zones.get(zid)
             if old is not None:
                 old.zone = z
                 old.alarm.thresholds = t
+                old.alarm.capacity = z.capacity
                 new[zid] = old
             else:
-                new[zid] = _ZoneAlerts(z, ZoneAlarm(t, self.config))
+                new[zid] = _ZoneAlerts(z, ZoneAlarm(t, self.config, z.capacity))
         self._zones = new
 
     def thresholds(self, zone_id: str) -> Thresholds:
@@ -122,7 +124,7 @@ class AlertTracker:
         if not math.isnan(u.density):
             za.last = u
         self._expire(za, u.window_end_ms)
-        trs = za.alarm.observe(u.density, u.trend_per_min, u.window_end_ms)
+        trs = za.alarm.observe(u.density, u.trend_per_min, u.window_end_ms, u.occupancy)
         return [self._alert(za, tr, u.window_end_ms) for tr in trs]
 
     def report(self, report: Report, zone_id: str) -> list[dict[str, Any]]:

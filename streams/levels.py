@@ -40,9 +40,12 @@ def defaults_for(crowd: str) -> Thresholds:
     return STANDING_DEFAULTS if crowd == "standing" else MOVING_DEFAULTS
 
 
-def resolve_thresholds(crowd: str, override: Thresholds | None) -> Thresholds:
-    """The crowd type's defaults, with any levels the zone sets (a 0 means 'not set')."""
-    base = defaults_for(crowd)
+def resolve_thresholds(
+    crowd: str, override: Thresholds | None, defaults: Thresholds | None = None
+) -> Thresholds:
+    """The crowd type's defaults (or ``defaults``), with any levels the zone sets (a 0 means
+    'not set')."""
+    base = defaults or defaults_for(crowd)
     if override is None:
         return base
     t = Thresholds(

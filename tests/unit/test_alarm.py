@@ -106,3 +106,22 @@ def test_every_episode_resolves_when_density_returns_to_normal(densities: list[f
             assert open_
             open_ = status != "resolved"
     assert not open_
+
+
+def test_capacity_rule_raises_with_its_own_reason() -> None:
+    alarm = ZoneAlarm(STANDING_DEFAULTS, AlarmConfig(on_delay_s=0), capacity=1000)
+    # 1.0 p/m² is normal by density; 1,050 people is 105 % of capacity: high.
+    (tr,) = alarm.observe(1.0, 0.0, 0, occupancy=1050.0)
+    assert (tr.status, tr.level, tr.reason) == ("raised", Level.HIGH, "capacity")
+    # Density takes over once it is the higher of the two.
+    (tr,) = alarm.observe(5.5, 0.0, 5_000, occupancy=1050.0)
+    assert (tr.level, tr.reason) == (Level.CRITICAL, "density")
+
+
+def test_global_levels_are_configurable() -> None:
+    from schemas import Thresholds, Zone  # noqa: PLC0415
+    from streams.alerts import AlertTracker  # noqa: PLC0415
+
+    z = Zone("z", "z", "z", 100.0, "standing")
+    tracker = AlertTracker({"z": z}, AlarmConfig(standing=Thresholds(1.0, 2.0, 3.0)))
+    assert tracker.thresholds("z") == Thresholds(1.0, 2.0, 3.0)

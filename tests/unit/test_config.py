@@ -48,3 +48,11 @@ def test_cluster_ids_never_start_with_a_dash() -> None:
     ids = {new_cluster_id() for _ in range(3000)}  # ~1 in 64 raw ids would start with '-'
     assert len(ids) == 3000
     assert all(len(i) == 22 and not i.startswith("-") for i in ids)
+
+
+def test_levels_from_the_environment() -> None:
+    s = Settings.from_env({"SAFETOUR_STANDING_LEVELS": "1.5,3,4.5"})
+    assert s.standing_levels == (1.5, 3.0, 4.5)
+    assert s.pipeline([]).alerts.config.standing.critical == 4.5
+    with pytest.raises(ConfigError, match="must rise"):
+        Settings.from_env({"SAFETOUR_MOVING_LEVELS": "3,2,1"})
