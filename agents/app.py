@@ -16,17 +16,22 @@ import time
 from typing import Any, cast
 
 import faust
+import orjson
 from faust.types import TP
+from prometheus_client import generate_latest
 
-from schemas import load_zones
+from schemas import load_zones, parse_ts
 from streams.pipeline import Outputs, OutRecord, Pipeline, SourceMessage
 
 from .config import Settings
+from .metrics import Metrics
 from .state import Snapshot, read_snapshots, write_snapshot
 from .topics import DLQ_MAX_MESSAGE_BYTES
 from .zones import follow_zone_topic
 
 log = logging.getLogger(__name__)
+
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4"
 
 
 def kafka_url(bootstrap: str) -> str:
@@ -42,9 +47,12 @@ def _source(event: Any) -> SourceMessage:
     )
 
 
-def build_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.App:
+def build_app(
+    settings: Settings, pipeline: Pipeline | None = None, metrics: Metrics | None = None
+) -> faust.App:
     zones = load_zones(settings.zones_file)
     pipe = pipeline or settings.pipeline(zones)
+    m = metrics or Metrics()
     datadir = settings.state_dir / "faust" / settings.app_id
     datadir.parent.mkdir(parents=True, exist_ok=True)
     app = faust.App(
@@ -83,13 +91,25 @@ def build_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.App
         for r in records:
             await topic.send(key=r.key, value=r.value, headers=r.headers or None)
 
-    async def publish_all(out: Outputs) -> None:
+    async def publish_all(
+        out: Outputs, topic: str = settings.topics.sensor_events, append_ms: int | None = None
+    ) -> None:
         await publish(dlq_topic, out.dlq)
         await publish(density_topic, out.density)
         await publish(alerts_topic, out.alerts)
         await publish(cap_topic, out.cap)
+        now = time.time()
+        for kind, n in out.kinds.items():
+            m.events_in.labels(topic, kind).inc(n)
+        m.count_rejections(topic, out.rejected.items())
+        m.duplicates.inc(out.duplicates)
         for r in out.alerts:
             log.info("alert %s", r.value.decode())
+            a = orjson.loads(r.value)
+            m.alerts.labels(a["level"], a["status"], a.get("reason", "density")).inc()
+            m.latency.labels("event").observe(max(now - parse_ts(a["ts"]) / 1000, 0))
+            if append_ms is not None:
+                m.latency.labels("append").observe(max(now - append_ms / 1000, 0))
         if out.rejected:
             log.warning("dead-lettered %s", dict(out.rejected))
 
@@ -106,15 +126,21 @@ def build_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.App
         for p in sorted(partitions & set(next_offset)):
             snap = Snapshot(p, next_offset[p], pipe.snapshot(p))
             await write_snapshot(send_state, settings.app_id, snap)
+            m.snapshots.inc()
+            m.snapshot_bytes.labels(str(p)).set(len(snap.blob))
         last_snapshot[0] = time.monotonic()
 
     async def ingest(stream: Any) -> None:
         async for batch in stream.take_events(settings.batch_max, within=settings.batch_within_s):
             sources = [_source(e) for e in batch]
+            started = time.perf_counter()
             out = pipe.process_sensor_batch(sources, arrival_ms=int(time.time() * 1000))
+            m.batch_seconds.observe(time.perf_counter() - started)
+            m.batch_messages.observe(len(sources))
             for s in sources:
                 next_offset[s.partition] = max(next_offset.get(s.partition, 0), s.offset + 1)
-            await publish_all(out)
+            appended = [s.timestamp_ms for s in sources if s.timestamp_ms is not None]
+            await publish_all(out, append_ms=max(appended) if appended else None)
             if time.monotonic() - last_snapshot[0] >= settings.snapshot_s:
                 await take_snapshots(set(next_offset))
 
@@ -125,7 +151,10 @@ def build_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.App
     async def reports(stream: Any) -> None:
         # Reports are few and urgent: published as soon as they arrive, no window to wait for.
         async for batch in stream.take_events(100, within=0.05):
-            await publish_all(pipe.process_report_batch([_source(e) for e in batch]))
+            sources = [_source(e) for e in batch]
+            appended = [s.timestamp_ms for s in sources if s.timestamp_ms is not None]
+            await publish_all(pipe.process_report_batch(sources), settings.topics.reports,
+                              max(appended) if appended else None)
 
     app.agent(reports_topic, name="safetour.reports")(reports)
 
@@ -183,8 +212,49 @@ def build_app(settings: Settings, pipeline: Pipeline | None = None) -> faust.App
 
     app.task(follow_zones)
 
+    async def gauges() -> None:
+        # Lag and freshness, every few seconds: consumer lag from the log end offsets and
+        # what this worker processed (faust's own Prometheus sensor has no lag gauge).
+        assigned = [tp for tp in app.consumer.assignment()
+                    if tp.topic == settings.topics.sensor_events]
+        if assigned:
+            ends = await app.consumer.highwaters(*assigned)
+            for tp in assigned:
+                done = next_offset.get(tp.partition)
+                if done is not None and ends.get(tp) is not None:
+                    m.consumer_lag.labels(tp.topic, str(tp.partition)).set(
+                        max(ends[tp] - done, 0))
+                wm = pipe.engine.watermark(tp.partition)
+                if wm is not None:
+                    m.watermark_lag.labels(str(tp.partition)).set(time.time() - wm / 1000)
+        m.zones.set(len(pipe.zones))
+        m.stale_sensors.set(pipe.engine.stale_sensor_count())
+        m.ready.set(1 if is_ready() else 0)
+
+    app.timer(interval=5.0, name="safetour.gauges")(gauges)
+
+    def is_ready() -> bool:
+        tps = {tp.partition for tp in app.consumer.assignment()
+               if tp.topic == settings.topics.sensor_events}
+        return bool(tps) and tps <= restored
+
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
+        """The process is alive and serving."""
         return web.json({"status": "ok"})
+
+    @app.page("/readyz")
+    async def readyz(web: Any, request: Any) -> Any:
+        """Partitions assigned and their state recovered: the worker is doing its job."""
+        tps = sorted(tp.partition for tp in app.consumer.assignment()
+                     if tp.topic == settings.topics.sensor_events)
+        ready = is_ready()
+        body = {"ready": ready, "partitions": tps, "recovered": sorted(restored)}
+        return web.json(body, status=200 if ready else 503)
+
+    @app.page("/metrics")
+    async def metrics_page(web: Any, request: Any) -> Any:
+        # aiohttp takes the charset separately; the exposition format is UTF-8 text.
+        return web.bytes(generate_latest(m.registry), content_type=METRICS_CONTENT_TYPE)
 
     return app

@@ -126,7 +126,13 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     import faust  # noqa: PLC0415  (heavy; only the worker needs it)
 
     from .app import build_app  # noqa: PLC0415
+    from .topics import wait_for_topics  # noqa: PLC0415
 
+    # Join the group only once the input topics have leaders: joining earlier gets an empty
+    # assignment that lasts until the next metadata refresh.
+    t = settings.topics
+    asyncio.run(wait_for_topics(settings.bootstrap_servers,
+                                [t.sensor_events, t.reports, t.zones, t.state]))
     app = build_app(settings)
     worker = faust.Worker(app, loglevel=args.log_level, quiet=True)
     worker.execute_from_commandline()  # runs until SIGTERM/Ctrl-C, then exits the process

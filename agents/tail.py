@@ -29,9 +29,15 @@ def format_alert(alert: dict[str, Any], *, colour: bool) -> str:
     if colour:
         head = f"\x1b[{COLOURS.get(level, '0')}m{head}\x1b[0m"
     msg = alert.get("message") or {}
+    why = alert.get("reason", "density")
+    extra = "" if why == "density" else f"  [{why}]"
+    if alert.get("eta_critical_s") is not None and alert.get("status") != "resolved":
+        extra += f"  critical in ~{round(alert['eta_critical_s'] / 60)} min"
+    if alert.get("reminder"):
+        extra += "  (reminder)"
     return (
         f"{when} ICT {head}{alert.get('status', '?'):<12}{alert.get('zone_id', '?'):<20}"
-        f"{float(alert.get('density', 0)):6.2f} p/m²\n"
+        f"{float(alert.get('density', 0)):6.2f} p/m²{extra}\n"
         f"    {msg.get('th', '')}\n    {msg.get('en', '')}"
     )
 

@@ -94,6 +94,7 @@ async def create_topics(
                 else:
                     msg = rest[0] if rest else ""
                     raise TopicError(f"creating {name} failed: error {code} {msg}")
+            await wait_for_leaders(admin, {s.name: s.partitions for s in specs}, deadline)
             return result
         except (KafkaConnectionError, KafkaError, OSError) as exc:
             if time.monotonic() > deadline:
@@ -102,6 +103,50 @@ async def create_topics(
             await asyncio.sleep(0.5)
         finally:
             await admin.close()
+
+
+async def wait_for_leaders(
+    admin: AIOKafkaAdminClient, expected: dict[str, int], deadline: float
+) -> None:
+    """Until every partition of ``expected`` has a leader in the cluster metadata. A
+    consumer that joins its group before that is assigned nothing, and would stay idle until
+    its next metadata refresh (five minutes by default)."""
+    while True:
+        described = await admin.describe_topics(list(expected))
+        ready = all(
+            d["error_code"] == 0
+            and len([p for p in d["partitions"] if p["leader"] >= 0]) == expected[d["topic"]]
+            for d in described
+        )
+        if ready:
+            return
+        if time.monotonic() > deadline:
+            raise TopicError(f"topics have no leaders yet: {sorted(expected)}")
+        await asyncio.sleep(0.2)
+
+
+async def wait_for_topics(bootstrap: str, names: Sequence[str], *, wait_s: float = 60.0) -> None:
+    """Wait until ``names`` exist with leaders (the worker calls this before joining)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        try:
+            await admin.start()
+            described = await admin.describe_topics(list(names))
+            counts = {d["topic"]: len(d["partitions"]) for d in described
+                      if d["error_code"] == 0 and d["partitions"]}
+            if len(counts) == len(names):
+                await wait_for_leaders(admin, counts, deadline)
+                return
+        except (KafkaConnectionError, KafkaError, OSError) as exc:
+            log.info("waiting for Kafka at %s: %r", bootstrap, exc)
+        finally:
+            await admin.close()
+        if time.monotonic() > deadline:
+            missing = sorted(set(names))
+            raise TopicError(f"topics {missing} do not exist at {bootstrap}; run "
+                             "`safetour topics create`")
+        await asyncio.sleep(0.5)
 
 
 async def list_topics(bootstrap: str) -> list[str]:

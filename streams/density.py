@@ -294,6 +294,17 @@ class WindowedDensityEngine:
         horizon = self.max_k * int(self.zi[:, K.ZI_SLIDE].max(initial=self.slide_ms))
         self.p_max[seen] = self.p_event_max[seen] + self.grace_ms + horizon + self.slide_ms
 
+    def stale_sensor_count(self) -> int:
+        """Registered sensors of active zones with no reading in their zone's window."""
+        n = len(self.sensor_ids)
+        if n == 0:
+            return 0
+        zone = self.si[:n, K.SI_ZONE]
+        active = self.zi[zone, K.ZI_ACTIVE] == 1
+        window = self.zi[zone, K.ZI_K] * self.zi[zone, K.ZI_SLIDE]
+        horizon = self.zi[zone, K.ZI_OPEN_MS] - window
+        return int(np.count_nonzero(active & (self.si[:n, K.SI_LAST_TS] < horizon)))
+
     def newest_event_ms(self) -> int:
         """The newest event time seen on any partition (or a very small number)."""
         return int(self.p_event_max.max())

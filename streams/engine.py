@@ -64,6 +64,14 @@ class DensityEngine(Protocol):
         """End of input: close every window that holds data."""
         ...
 
+    def watermark(self, partition: int) -> int | None:
+        """The partition's watermark (event time, ms), or None before its first reading."""
+        ...
+
+    def stale_sensor_count(self) -> int:
+        """Registered sensors with no reading in their zone's window."""
+        ...
+
     def newest_event_ms(self) -> int:
         """The newest event time seen."""
         ...

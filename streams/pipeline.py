@@ -72,6 +72,7 @@ class Outputs:
     density: list[OutRecord] = field(default_factory=list)
     dlq: list[OutRecord] = field(default_factory=list)
     events_in: int = 0
+    kinds: Counter[str] = field(default_factory=Counter)  # decoded inputs by kind/category
     duplicates: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
 
@@ -167,6 +168,7 @@ class Pipeline:
             events.extend(evs)
             origin.extend([msg] * len(evs))
         out.events_in = len(events)
+        out.kinds.update(e.kind.wire for e in events)
         if events:
             position = {id(e): k for k, e in enumerate(events)}
             dup_before = self.engine.duplicates
@@ -194,6 +196,7 @@ class Pipeline:
                     Reason.UNKNOWN_ZONE, f"{rep.report_id}: no zone at {where}"))
                 continue
             out.events_in += 1
+            out.kinds[rep.category] += 1
             for alert in self.alerts.report(rep, zone_id):
                 self._alert(out, zone_id.encode(), alert)
         return out

@@ -56,3 +56,14 @@ def test_levels_from_the_environment() -> None:
     assert s.pipeline([]).alerts.config.standing.critical == 4.5
     with pytest.raises(ConfigError, match="must rise"):
         Settings.from_env({"SAFETOUR_MOVING_LEVELS": "3,2,1"})
+
+
+def test_alert_line_shows_reason_and_eta() -> None:
+    from agents.tail import format_alert  # noqa: PLC0415
+
+    line = format_alert({"ts": "2026-02-15T12:30:00Z", "level": "elevated", "status": "raised",
+                         "zone_id": "z", "density": 1.3, "reason": "forecast",
+                         "eta_critical_s": 420.0, "message": {"th": "ท", "en": "e"}},
+                        colour=False)
+    assert line.splitlines()[0].endswith("1.30 p/m²  [forecast]  critical in ~7 min")
+    assert line.startswith("19:30:00 ICT ELEVATED")

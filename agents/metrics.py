@@ -1,0 +1,85 @@
+"""Prometheus metrics of a safetour worker, defined in one place.
+
+Every metric lives on the :class:`Metrics` object built for one registry (tests pass their
+own; the worker uses a fresh :class:`prometheus_client.CollectorRegistry`, never the global
+one). Names follow Prometheus conventions: base units, ``_total`` for counters.
+
+| metric                                   | type      | labels            |
+|------------------------------------------|-----------|-------------------|
+| safetour_events_in_total                 | counter   | topic, kind       |
+| safetour_dead_letters_total              | counter   | topic, reason     |
+| safetour_late_events_total               | counter   |                   |
+| safetour_duplicates_total                | counter   |                   |
+| safetour_batch_messages                  | histogram |                   |
+| safetour_batch_processing_seconds        | histogram |                   |
+| safetour_end_to_end_latency_seconds      | histogram | clock (event, append) |
+| safetour_alerts_total                    | counter   | level, status, reason |
+| safetour_zones_tracked                   | gauge     |                   |
+| safetour_stale_sensors                   | gauge     |                   |
+| safetour_watermark_lag_seconds           | gauge     | partition         |
+| safetour_consumer_lag_messages           | gauge     | topic, partition  |
+| safetour_snapshots_total                 | counter   |                   |
+| safetour_snapshot_bytes                  | gauge     | partition         |
+| safetour_ready                           | gauge     |                   |
+
+Per-zone series are deliberately absent: zone counts reach 100,000 and each would be a
+series. Zone densities go to ``safetour.density.v1`` (and dashboards) instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120)
+BATCH_BUCKETS = (1, 10, 50, 100, 500, 1000, 2000, 5000)
+SECONDS_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.events_in = Counter("safetour_events_in", "Readings and reports decoded",
+                                 ["topic", "kind"], registry=r)
+        self.dead_letters = Counter("safetour_dead_letters", "Inputs sent to the DLQ",
+                                    ["topic", "reason"], registry=r)
+        self.late = Counter("safetour_late_events", "Readings later than the grace",
+                            registry=r)
+        self.duplicates = Counter("safetour_duplicates", "Duplicate readings dropped",
+                                  registry=r)
+        self.batch_messages = Histogram("safetour_batch_messages", "Messages per batch",
+                                        buckets=BATCH_BUCKETS, registry=r)
+        self.batch_seconds = Histogram("safetour_batch_processing_seconds",
+                                       "Time to process one batch (decode to outputs)",
+                                       buckets=SECONDS_BUCKETS, registry=r)
+        self.latency = Histogram(
+            "safetour_end_to_end_latency_seconds",
+            "From event time (clock=event) or broker append time (clock=append) of the "
+            "newest input to the alert being published", ["clock"],
+            buckets=LATENCY_BUCKETS, registry=r)
+        self.alerts = Counter("safetour_alerts", "Alerts published",
+                              ["level", "status", "reason"], registry=r)
+        self.zones = Gauge("safetour_zones_tracked", "Zones in the registry", registry=r)
+        self.stale_sensors = Gauge("safetour_stale_sensors",
+                                   "Registered sensors with no reading in their window",
+                                   registry=r)
+        self.watermark_lag = Gauge("safetour_watermark_lag_seconds",
+                                   "Wall clock minus the partition's watermark",
+                                   ["partition"], registry=r)
+        self.consumer_lag = Gauge("safetour_consumer_lag_messages",
+                                  "Messages between the log end and what was processed",
+                                  ["topic", "partition"], registry=r)
+        self.snapshots = Counter("safetour_snapshots", "Recovery snapshots written",
+                                 registry=r)
+        self.snapshot_bytes = Gauge("safetour_snapshot_bytes",
+                                    "Size of the newest snapshot", ["partition"], registry=r)
+        self.ready = Gauge("safetour_ready", "1 when the worker is ready (see /readyz)",
+                           registry=r)
+
+    def count_rejections(self, topic: str, reasons: Iterable[tuple[str, int]]) -> None:
+        for reason, n in reasons:
+            self.dead_letters.labels(topic, reason).inc(n)
+            if reason == "late":
+                self.late.inc(n)
