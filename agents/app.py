@@ -99,6 +99,11 @@ def build_app(
         await publish(alerts_topic, out.alerts)
         await publish(cap_topic, out.cap)
         now = time.time()
+        if len(pipe.zones) <= settings.zone_metrics_max:
+            for r in out.density:
+                d = orjson.loads(r.value)
+                if d["density"] is not None:
+                    m.zone_density.labels(d["zone_id"]).set(d["density"])
         for kind, n in out.kinds.items():
             m.events_in.labels(topic, kind).inc(n)
         m.count_rejections(topic, out.rejected.items())

@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import logging.config
 import os
 import signal
 import subprocess
@@ -28,6 +29,7 @@ from schemas import SafetourError, load_zones
 
 from .broker import BrokerError, EmbeddedBroker
 from .config import ENV_HELP, Settings
+from .logs import logging_config
 from .topics import create_topics, list_topics, topic_specs
 
 log = logging.getLogger("safetour.cli")
@@ -134,7 +136,10 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     asyncio.run(wait_for_topics(settings.bootstrap_servers,
                                 [t.sensor_events, t.reports, t.zones, t.state]))
     app = build_app(settings)
-    worker = faust.Worker(app, loglevel=args.log_level, quiet=True)
+    config = None
+    if os.environ.get("SAFETOUR_LOG_FORMAT", "text") == "json":
+        config = logging_config("json", args.log_level)
+    worker = faust.Worker(app, loglevel=args.log_level, quiet=True, logging_config=config)
     worker.execute_from_commandline()  # runs until SIGTERM/Ctrl-C, then exits the process
 
 
@@ -313,10 +318,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Our loggers at the chosen level; third-party libraries only when they warn.
-    logging.basicConfig(level=logging.WARNING,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for name in ("agents", "streams", "schemas", "safetour"):
-        logging.getLogger(name).setLevel(args.log_level)
+    fmt = os.environ.get("SAFETOUR_LOG_FORMAT", "text")
+    if fmt not in ("text", "json"):
+        print(f"safetour: error: SAFETOUR_LOG_FORMAT={fmt!r}: use text or json",
+              file=sys.stderr)
+        return 2
+    logging.config.dictConfig(logging_config(fmt, args.log_level))
+    logging.getLogger("safetour").setLevel(args.log_level)
     try:
         settings = Settings.from_env()
         rc: int = args.func(args, settings)

@@ -119,6 +119,8 @@ class Settings:
     idle_s: float = 30.0
     # Seconds between state snapshots (recovery replays at most this much input).
     snapshot_s: float = 10.0
+    # Export a per-zone density gauge only up to this many zones (cardinality).
+    zone_metrics_max: int = 500
     # Alarm discipline (streams/alarm.py).
     on_delay_s: float = 10.0
     off_delay_s: float = 30.0
@@ -179,6 +181,7 @@ class Settings:
             idle_s=_float(e, "SAFETOUR_IDLE_S", 30.0),
             snapshot_s=_float(e, "SAFETOUR_SNAPSHOT_S", 10.0),
             session_timeout_s=_float(e, "SAFETOUR_SESSION_TIMEOUT_S", 10.0),
+            zone_metrics_max=_int(e, "SAFETOUR_ZONE_METRICS_MAX", 500),
             on_delay_s=_float(e, "SAFETOUR_ON_DELAY_S", 10.0),
             off_delay_s=_float(e, "SAFETOUR_OFF_DELAY_S", 30.0),
             dead_band=_float(e, "SAFETOUR_DEAD_BAND", 0.10),
@@ -213,6 +216,9 @@ environment:
   SAFETOUR_ZONES            zone registry file (default deploy/zones/phitsanulok.yaml)
   SAFETOUR_STATE_DIR        local state: broker jars and data, faust data (default .safetour/)
   SAFETOUR_WEB_HOST/_PORT   worker web server (default 127.0.0.1:6066)
+  SAFETOUR_LOG_FORMAT       text (default) or json: one JSON object a log line
+  SAFETOUR_ZONE_METRICS_MAX per-zone density gauges only up to this many zones (default 500)
+  SAFETOUR_LOG_LEVEL        DEBUG, INFO (default), WARNING or ERROR
   SAFETOUR_WINDOW_S         sliding window length in seconds (default 60)
   SAFETOUR_SLIDE_S          emit interval of the window in seconds (default 5)
   SAFETOUR_GRACE_S          allowed lateness of events in seconds (default 10)

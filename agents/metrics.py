@@ -21,9 +21,14 @@ one). Names follow Prometheus conventions: base units, ``_total`` for counters.
 | safetour_snapshots_total                 | counter   |                   |
 | safetour_snapshot_bytes                  | gauge     | partition         |
 | safetour_ready                           | gauge     |                   |
+| safetour_zone_density_persons_per_square_meter | gauge | zone (see below)  |
+| safetour_notifier_deliveries_total       | counter   | channel           |
+| safetour_notifier_retries_total          | counter   | channel           |
+| safetour_notifier_failures_total         | counter   | channel           |
 
-Per-zone series are deliberately absent: zone counts reach 100,000 and each would be a
-series. Zone densities go to ``safetour.density.v1`` (and dashboards) instead.
+Per-zone series only while the registry is small: zone counts reach 100,000 and each would be
+a series. ``SAFETOUR_ZONE_METRICS_MAX`` (default 500) is the switch: with more zones than that
+the per-zone gauge is not exported, and zone densities are read from ``safetour.density.v1``.
 """
 
 from __future__ import annotations
@@ -77,6 +82,16 @@ class Metrics:
                                     "Size of the newest snapshot", ["partition"], registry=r)
         self.ready = Gauge("safetour_ready", "1 when the worker is ready (see /readyz)",
                            registry=r)
+        self.notifier_deliveries = Counter("safetour_notifier_deliveries",
+                                           "Alerts delivered", ["channel"], registry=r)
+        self.notifier_retries = Counter("safetour_notifier_retries", "Delivery retries",
+                                        ["channel"], registry=r)
+        self.notifier_failures = Counter("safetour_notifier_failures",
+                                         "Alerts dead-lettered after their last retry",
+                                         ["channel"], registry=r)
+        self.zone_density = Gauge("safetour_zone_density_persons_per_square_meter",
+                                  "Newest window density per zone (small registries only)",
+                                  ["zone"], registry=r)
 
     def count_rejections(self, topic: str, reasons: Iterable[tuple[str, int]]) -> None:
         for reason, n in reasons:

@@ -67,3 +67,24 @@ def test_alert_line_shows_reason_and_eta() -> None:
                         colour=False)
     assert line.splitlines()[0].endswith("1.30 p/m²  [forecast]  critical in ~7 min")
     assert line.startswith("19:30:00 ICT ELEVATED")
+
+
+def test_json_log_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    import logging  # noqa: PLC0415
+    import logging.config  # noqa: PLC0415
+
+    import orjson  # noqa: PLC0415
+
+    from agents.logs import logging_config  # noqa: PLC0415
+
+    logging.config.dictConfig(logging_config("json", "INFO"))
+    try:
+        logging.getLogger("agents.test").info("zone %s at %.1f", "วัดใหญ่", 5.25)
+        line = capsys.readouterr().err.strip().splitlines()[-1]
+    finally:
+        logging.config.dictConfig({"version": 1, "disable_existing_loggers": False,
+                                   "root": {"handlers": []}})
+    doc = orjson.loads(line)
+    assert doc["message"] == "zone วัดใหญ่ at 5.2"
+    assert (doc["level"], doc["logger"]) == ("INFO", "agents.test")
+    assert doc["ts"].endswith("Z")
