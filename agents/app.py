@@ -158,7 +158,8 @@ def build_app(
         async for batch in stream.take_events(100, within=0.05):
             sources = [_source(e) for e in batch]
             appended = [s.timestamp_ms for s in sources if s.timestamp_ms is not None]
-            await publish_all(pipe.process_report_batch(sources), settings.topics.reports,
+            out = pipe.process_report_batch(sources, arrival_ms=int(time.time() * 1000))
+            await publish_all(out, settings.topics.reports,
                               max(appended) if appended else None)
 
     app.agent(reports_topic, name="safetour.reports")(reports)

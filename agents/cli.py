@@ -1,13 +1,13 @@
 """The ``safetour`` command.
 
-    safetour run                   the demo: broker, topics, worker, generator, live alerts
+    safetour run                   the demo: broker, topics, worker, a scenario, live alerts
     safetour broker start|stop|status|logs
     safetour topics create|list
     safetour zones publish         push a registry file to the zones topic (applied live)
     safetour replay                recorded JSONL files through the pipeline, no broker
     safetour worker                the faust worker (consumes sensor events, emits alerts)
     safetour alerts tail           print alerts as they arrive
-    safetour generate              publish synthetic sensor events (one zone surges)
+    safetour simulate              a Phitsanulok scenario with faults and ground truth
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+import orjson
 
 from schemas import SafetourError, load_zones
 
@@ -124,6 +126,47 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _sim_progress(sent: int, rate: float, scenario_ms: int) -> None:
+    from datetime import UTC, datetime  # noqa: PLC0415
+
+    from streams.messages import BANGKOK  # noqa: PLC0415
+
+    clock = datetime.fromtimestamp(scenario_ms / 1000, UTC).astimezone(BANGKOK)
+    print(f"\rsimulate: {sent:,} messages, {rate:,.0f}/s, scenario clock "
+          f"{clock:%Y-%m-%d %H:%M:%S} ICT", end="", file=sys.stderr, flush=True)
+
+
+def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
+    from . import simulate as sim  # noqa: PLC0415
+
+    if args.scenario not in sim.SCENARIOS:
+        raise SafetourError(f"unknown scenario {args.scenario!r}; choose from "
+                            f"{', '.join(sim.SCENARIOS)}")
+    zones = load_zones(settings.zones_file)
+    out = sim.simulate(sim.SCENARIOS[args.scenario], zones, seed=args.seed,
+                       grace_s=settings.grace_s)
+    if args.out_dir:
+        Path(args.out_dir).mkdir(parents=True, exist_ok=True)
+    if args.truth:
+        Path(args.truth).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.truth).write_bytes(orjson.dumps(out.truth, option=orjson.OPT_INDENT_2))
+    if args.out_dir:
+        d = Path(args.out_dir)
+        d.mkdir(parents=True, exist_ok=True)
+        sim.write_files(out, str(d / "events.jsonl"), str(d / "reports.jsonl"))
+        _echo(f"{args.scenario}: {len(out.events):,} sensor messages and {len(out.reports):,} "
+              f"reports -> {d}/events.jsonl, {d}/reports.jsonl")
+        return 0
+    progress = _sim_progress if sys.stderr.isatty() and not args.quiet else None
+    sent = asyncio.run(sim.publish_live(out, settings.bootstrap_servers,
+                                        settings.topics.sensor_events, settings.topics.reports,
+                                        speed=args.speed, progress=progress))
+    if progress is not None:
+        print(file=sys.stderr)
+    _echo(f"{args.scenario}: published {sent:,} messages")
+    return 0
+
+
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     import faust  # noqa: PLC0415  (heavy; only the worker needs it)
 
@@ -151,19 +194,6 @@ def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
         max_alerts=args.max, timeout_s=args.timeout, as_json=args.json,
     ))
     return 0 if n or args.max is None else 1
-
-
-def cmd_generate(args: argparse.Namespace, settings: Settings) -> int:
-    from .generate import run_generator  # noqa: PLC0415
-
-    zones = load_zones(settings.zones_file)
-    sent = asyncio.run(run_generator(
-        settings.bootstrap_servers, settings.topics.sensor_events, zones,
-        duration_s=args.duration, surge_zone=args.zone, peak=args.peak,
-        interval_s=args.interval, seed=args.seed,
-    ))
-    _echo(f"sent {sent} events")
-    return 0
 
 
 def _wait_for_line(path: Path, needle: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
@@ -199,10 +229,15 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from .generate import run_generator  # noqa: PLC0415
+    from . import simulate as sim  # noqa: PLC0415
     from .tail import tail_alerts  # noqa: PLC0415
 
+    if args.scenario not in sim.SCENARIOS:
+        raise SafetourError(f"unknown scenario {args.scenario!r}; choose from "
+                            f"{', '.join(sim.SCENARIOS)}")
+    scenario = sim.SCENARIOS[args.scenario]
     zones = load_zones(settings.zones_file)
+    simulated = sim.simulate(scenario, zones, seed=args.seed, grace_s=settings.grace_s)
     started = ensure_broker(settings)
     worker: subprocess.Popen[bytes] | None = None
     seen = 0
@@ -213,12 +248,12 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         worker = start_worker_process(settings, log_path)
         _echo(f"worker starting (pid {worker.pid}, log {log_path})...")
         _wait_for_line(log_path, "Ready", worker, timeout=120)
-        _echo(f"worker ready; web http://{settings.web_host}:{settings.web_port}/healthz")
-        # After the surge, base-level readings for one window + grace + two slides, so the
-        # windows see the crowd thin out and the episode resolves on screen.
-        tail_s = settings.window_s + settings.grace_s + 2 * settings.slide_s
-        _echo(f"generating {args.duration:.0f}s of surge + {tail_s:.0f}s of calm; zone "
-              f"{args.zone or 'first standing zone'} peaks at {args.peak} p/m². Ctrl-C stops.")
+        web = f"http://{settings.web_host}:{settings.web_port}"
+        _echo(f"worker ready; {web}/readyz and {web}/metrics")
+        minutes = scenario.duration_s / 60
+        _echo(f"scenario {scenario.name!r}: {scenario.title}, {minutes:.0f} minutes from "
+              f"{scenario.start:%Y-%m-%d %H:%M} ICT, played {args.speed:g}x "
+              f"({scenario.duration_s / args.speed:.0f} s). Ctrl-C stops.")
 
         async def demo() -> int:
             stop = asyncio.Event()
@@ -226,13 +261,11 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
                 settings.bootstrap_servers, settings.topics.alerts, stop=stop,
             ))
             try:
-                await run_generator(
-                    settings.bootstrap_servers, settings.topics.sensor_events, zones,
-                    duration_s=args.duration + tail_s, surge_s=args.duration,
-                    surge_zone=args.zone, peak=args.peak,
-                )
-                # Let the last window close and its alerts arrive.
-                await asyncio.sleep(settings.batch_within_s + 3)
+                await sim.publish_live(
+                    simulated, settings.bootstrap_servers, settings.topics.sensor_events,
+                    settings.topics.reports, speed=args.speed)
+                # Let the last windows close (the partitions go quiet) and their alerts arrive.
+                await asyncio.sleep(settings.idle_s + settings.grace_s + settings.slide_s + 3)
             finally:
                 stop.set()
             return await tail
@@ -259,10 +292,13 @@ def build_parser() -> argparse.ArgumentParser:
                    choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser("run", help="demo: broker, topics, worker, generator, live alerts")
-    run.add_argument("--duration", type=float, default=150.0, help="seconds of surge")
-    run.add_argument("--zone", help="zone that surges (default: first standing zone)")
-    run.add_argument("--peak", type=float, default=7.5, help="peak density, p/m² (default 7.5)")
+    run = sub.add_parser("run", help="demo: broker, topics, worker, a scenario, live alerts")
+    run.add_argument("--scenario", default="crush",
+                     help="ordinary-evening, wat-yai-fair, loy-krathong, songkran or crush "
+                          "(default crush)")
+    run.add_argument("--speed", type=float, default=10.0,
+                     help="times faster than real time (default 10: the crush in 2.5 minutes)")
+    run.add_argument("--seed", type=int, default=1)
     run.add_argument("--keep-broker", action="store_true", help="leave the broker running")
     run.add_argument("--expect-alerts", action="store_true", help="exit 1 if no alert arrived")
     run.set_defaults(func=cmd_run)
@@ -289,6 +325,17 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--quiet", action="store_true", help="no progress line")
     rp.set_defaults(func=cmd_replay)
 
+    sm = sub.add_parser("simulate", help="a Phitsanulok scenario with ground truth")
+    sm.add_argument("--scenario", default="crush",
+                    help="ordinary-evening, wat-yai-fair, loy-krathong, songkran or crush")
+    sm.add_argument("--speed", type=float, default=60.0,
+                    help="times faster than real time (60 = an hour a minute; 0 = flat out)")
+    sm.add_argument("--seed", type=int, default=1)
+    sm.add_argument("--out-dir", help="write events.jsonl and reports.jsonl here, not Kafka")
+    sm.add_argument("--truth", help="write the ground truth (JSON) here")
+    sm.add_argument("--quiet", action="store_true", help="no progress line")
+    sm.set_defaults(func=cmd_simulate)
+
     zn = sub.add_parser("zones", help="publish a zone registry file to the zones topic")
     zn.add_argument("action", choices=["publish"])
     zn.add_argument("--file", help="registry file (default: SAFETOUR_ZONES)")
@@ -305,13 +352,6 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--json", action="store_true", help="one JSON object a line")
     a.set_defaults(func=cmd_tail)
 
-    g = sub.add_parser("generate", help="publish synthetic sensor events")
-    g.add_argument("--duration", type=float, default=120.0)
-    g.add_argument("--zone", help="zone that surges")
-    g.add_argument("--peak", type=float, default=6.0)
-    g.add_argument("--interval", type=float, default=1.0, help="seconds between readings")
-    g.add_argument("--seed", type=int, default=7)
-    g.set_defaults(func=cmd_generate)
     return p
 
 

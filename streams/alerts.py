@@ -72,12 +72,18 @@ def point_in_polygon(lat: float, lon: float, polygon: Iterable[tuple[float, floa
     return inside
 
 
+REPORT_LEAD_MS = 120_000
+"""A report further ahead of its zone's window clock than this waits for the windows."""
+
+
 @dataclass(slots=True)
 class _ZoneAlerts:
     zone: Zone
     alarm: ZoneAlarm
     reports: deque[Report] = field(default_factory=deque)
     last: DensityUpdate | None = None
+    clock_ms: int | None = None  # newest window end observed
+    deferred: list[Report] = field(default_factory=list)  # reports from the zone's future
 
 
 class AlertTracker:
@@ -121,14 +127,38 @@ class AlertTracker:
         za = self._zones.get(u.zone_id)
         if za is None:
             return []
+        out = []
+        # Reports that were ahead of the windows act once the windows reach their time.
+        while za.deferred and za.deferred[0].ts_ms <= u.window_end_ms:
+            out += self._apply_report(za, za.deferred.pop(0))
+        za.clock_ms = u.window_end_ms
         if not math.isnan(u.density):
             za.last = u
         self._expire(za, u.window_end_ms)
         trs = za.alarm.observe(u.density, u.trend_per_min, u.window_end_ms, u.occupancy)
-        return [self._alert(za, tr, u.window_end_ms) for tr in trs]
+        return out + [self._alert(za, tr, u.window_end_ms) for tr in trs]
 
-    def report(self, report: Report, zone_id: str) -> list[dict[str, Any]]:
+    def report(
+        self, report: Report, zone_id: str, arrival_ms: int | None = None
+    ) -> list[dict[str, Any]]:
+        """A report acts at once: live, it is only seconds ahead of its zone's windows. One
+        far ahead of them (a backlog being read, a replay of two streams) waits until the
+        windows reach its time, so the zone's story stays in event-time order. Before the
+        zone has any window, a report older than its arrival (``arrival_ms``, wall clock) by
+        more than the lead is taken as part of a backlog too."""
         za = self._zones[zone_id]
+        if za.clock_ms is not None:
+            ahead = report.ts_ms - za.clock_ms > REPORT_LEAD_MS
+        else:
+            ahead = (arrival_ms is not None and bool(za.zone.sensors)
+                     and arrival_ms - report.ts_ms > REPORT_LEAD_MS)
+        if ahead:
+            za.deferred.append(report)
+            za.deferred.sort(key=lambda r: r.ts_ms)
+            return []
+        return self._apply_report(za, report)
+
+    def _apply_report(self, za: _ZoneAlerts, report: Report) -> list[dict[str, Any]]:
         self._expire(za, report.ts_ms)
         za.reports.append(report)
         trs: list[Transition] = []
@@ -166,6 +196,8 @@ class AlertTracker:
                 "floor": int(a.floor), "floor_until_ms": a.floor_until_ms,
                 "corroborated_until_ms": a.corroborated_until_ms,
                 "reports": [r._asdict() for r in za.reports],
+                "deferred": [r._asdict() for r in za.deferred],
+                "clock_ms": za.clock_ms,
             }
         return out
 
@@ -187,6 +219,8 @@ class AlertTracker:
             a.floor_until_ms = s["floor_until_ms"]
             a.corroborated_until_ms = s["corroborated_until_ms"]
             za.reports = deque(Report(**r) for r in s["reports"])
+            za.deferred = [Report(**r) for r in s.get("deferred", [])]
+            za.clock_ms = s.get("clock_ms")
 
     # -- output -----------------------------------------------------------------------------
     def _alert(self, za: _ZoneAlerts, tr: Transition, ts_ms: int) -> dict[str, Any]:

@@ -180,7 +180,9 @@ class Pipeline:
         self._emit(out)
         return out
 
-    def process_report_batch(self, messages: Sequence[SourceMessage]) -> Outputs:
+    def process_report_batch(
+        self, messages: Sequence[SourceMessage], arrival_ms: int | None = None
+    ) -> Outputs:
         """Human reports: each maps to a zone (by zone_id, or lat/lon inside a zone polygon)
         and may raise or corroborate an alert at once, without waiting for a window."""
         out = Outputs()
@@ -197,7 +199,7 @@ class Pipeline:
                 continue
             out.events_in += 1
             out.kinds[rep.category] += 1
-            for alert in self.alerts.report(rep, zone_id):
+            for alert in self.alerts.report(rep, zone_id, arrival_ms):
                 self._alert(out, zone_id.encode(), alert)
         return out
 

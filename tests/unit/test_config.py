@@ -37,7 +37,7 @@ def test_help_lists_commands_and_environment(capsys: pytest.CaptureFixture[str])
         build_parser().parse_args(["--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    for word in ("run", "broker", "topics", "worker", "alerts", "generate",
+    for word in ("run", "broker", "topics", "worker", "alerts", "simulate", "replay",
                  "SAFETOUR_KAFKA_BOOTSTRAP"):
         assert word in out
 

@@ -1,0 +1,378 @@
+"""Phitsanulok scenarios: a crowd model with ground truth, read by faulty sensors.
+
+The model, per zone and per second of scenario time:
+
+- **true occupancy** follows the scenario's target (people wanted in the zone at time t):
+  arrivals are Poisson with a rate that closes the gap to the target, departures binomial;
+  a *bottleneck* zone lets people out at most ``outflow`` per second (the Naresuan Bridge in
+  the crush scenario), so occupancy piles up when arrivals exceed it;
+- **sensors** read that truth with what real ones do (``shared/DOMAIN.md`` section 2):
+  cameras count the people in their view with ±5 % noise and a fixed coverage error per
+  camera; line counters report true entries/exits since their previous reading, with a
+  small undercount; Wi-Fi counters see people / calibration, with a calibration drift that
+  grows over the night; each reading leaves through its zone's gateway, which batches a few
+  seconds of readings into one message, with network jitter (out-of-order delivery), 2 %
+  duplicates, 0.5 % held back beyond the grace (late), one camera that falls silent midway
+  and one sensor whose clock runs 8 s fast;
+- **human reports** from tourists and staff, in Thai and English, more often as density
+  rises: ``overcrowding`` above 3 p/m², ``crush`` above 6.5 p/m² on the bottleneck;
+- **ground truth**: the true density per zone every 5 s, and for each level the episodes
+  when the truth was at or above it (start, end, peak), to score detection.
+
+Everything comes from one seeded ``random.Random``: the same scenario and seed give the same
+bytes.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+
+from schemas import Kind, Zone
+from streams.levels import Level, level_for, resolve_thresholds
+from streams.messages import BANGKOK
+
+Target = Callable[[float], float]  # seconds since start -> target density, p/m²
+
+
+def plateau(base: float, peak: float, rise_at: float, rise_s: float, hold_s: float,
+            fall_s: float) -> Target:
+    """``base``, then a linear rise to ``peak``, a hold, and a linear fall back."""
+    def f(t: float) -> float:
+        x = t - rise_at
+        if x <= 0:
+            return base
+        if x < rise_s:
+            return base + (peak - base) * x / rise_s
+        x -= rise_s
+        if x < hold_s:
+            return peak
+        x -= hold_s
+        return max(base, peak - (peak - base) * x / fall_s) if fall_s > 0 else base
+    return f
+
+
+def evening(base: float, amplitude: float, period_s: float) -> Target:
+    """A gentle daily rhythm: a slow swell around ``base``."""
+    return lambda t: max(0.05, base + amplitude * math.sin(2 * math.pi * t / period_s))
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    title: str
+    start: datetime  # Bangkok local time of t = 0
+    duration_s: int
+    targets: dict[str, Target]  # zone -> target density
+    bottleneck: dict[str, float] = field(default_factory=dict)  # zone -> outflow, people/s
+
+
+def _bkk(y: int, mo: int, d: int, h: int, mi: int = 0) -> datetime:
+    return datetime(y, mo, d, h, mi, tzinfo=BANGKOK)
+
+
+SCENARIOS: dict[str, Scenario] = {
+    "ordinary-evening": Scenario(
+        "ordinary-evening", "An ordinary Saturday evening", _bkk(2026, 3, 7, 18), 3600,
+        {"walking-street": evening(0.6, 0.3, 3600), "night-bazaar": evening(0.5, 0.2, 2400),
+         "wat-yai-grounds": evening(0.2, 0.1, 3600), "station-forecourt": evening(0.8, 0.3, 1800),
+         "suan-chom-nan": evening(0.4, 0.2, 3000)}),
+    "wat-yai-fair": Scenario(
+        "wat-yai-fair", "Wat Yai fair, February night", _bkk(2026, 2, 15, 18), 3600,
+        {"wat-yai-vihara": plateau(1.5, 4.2, 600, 900, 900, 900),
+         "wat-yai-grounds": plateau(0.4, 1.3, 300, 1200, 1200, 600),
+         "naresuan-bridge": plateau(0.5, 1.6, 400, 900, 900, 900)}),
+    "loy-krathong": Scenario(
+        "loy-krathong", "Loy Krathong night at the river", _bkk(2026, 11, 24, 19), 3600,
+        {"suan-chom-nan": plateau(1.0, 4.6, 300, 1200, 900, 900),
+         "naresuan-bridge": plateau(0.6, 2.4, 600, 900, 600, 900),
+         "wat-yai-vihara": plateau(1.0, 3.0, 900, 600, 600, 900)}),
+    "songkran": Scenario(
+        "songkran", "Songkran afternoon on the water street", _bkk(2026, 4, 13, 15), 3600,
+        {"songkran-street": plateau(0.5, 2.6, 300, 1200, 1200, 600),
+         "station-forecourt": plateau(1.0, 4.4, 600, 900, 600, 900)}),
+    "crush": Scenario(
+        "crush", "A crush developing on Naresuan Bridge", _bkk(2026, 2, 16, 20), 1500,
+        {"naresuan-bridge": plateau(0.8, 9.0, 120, 600, 300, 300),
+         "wat-yai-vihara": plateau(1.5, 2.8, 120, 600, 300, 300),
+         "wat-yai-grounds": evening(0.3, 0.05, 1500),
+         "station-forecourt": evening(0.7, 0.2, 1500)},
+        bottleneck={"naresuan-bridge": 40.0}),
+}
+
+REPORT_TEXT = {
+    ("overcrowding", "th"): ["คนแน่นมาก เดินแทบไม่ได้", "คนเยอะเกินไป ควรส่งเจ้าหน้าที่มาช่วย"],
+    ("overcrowding", "en"): ["Very crowded, hard to move", "Too many people here"],
+    ("crush", "th"): ["คนเบียดอัดกันจนหายใจไม่ออก มีคนล้ม", "ผลักกันแรงมาก ช่วยด่วน"],
+    ("crush", "en"): ["People are being crushed, someone fell", "Pushing, cannot breathe"],
+}
+
+
+@dataclass
+class _SensorSim:
+    zone: Zone
+    sensor_id: str
+    kind: Kind
+    interval_s: int
+    phase_s: int
+    coverage_true: float = 0.0  # cameras: the area actually seen
+    calibration: float = 1.0
+    silent_after_s: float | None = None
+    skew_ms: int = 0
+    seq: int = 0
+    entries_acc: int = 0
+    exits_acc: int = 0
+
+
+@dataclass
+class SimOutput:
+    """What a run produced: deliveries in delivery order, and the ground truth."""
+
+    events: list[tuple[int, bytes, bytes]]  # (delivery ms, key, message value)
+    reports: list[tuple[int, bytes, bytes]]
+    truth: dict[str, Any]
+
+
+def simulate(scenario: Scenario, zones: list[Zone], *, seed: int = 1,
+             grace_s: float = 10.0) -> SimOutput:
+    rng = random.Random(seed)
+    by_id = {z.zone_id: z for z in zones}
+    active = [by_id[z] for z in scenario.targets if z in by_id]
+    t0_ms = int(scenario.start.timestamp() * 1000)
+    sensors: list[_SensorSim] = []
+    cameras = []
+    for z in active:
+        for spec in z.sensors:
+            interval = {Kind.OCCUPANCY: 5, Kind.LINE_COUNT: 10, Kind.DEVICE_COUNT: 30}[spec.kind]
+            sim = _SensorSim(z, spec.sensor_id, spec.kind, interval, rng.randrange(interval),
+                             calibration=spec.calibration or 1.0)
+            if spec.kind is Kind.OCCUPANCY:
+                cov = spec.coverage_m2 or z.area_m2
+                sim.coverage_true = min(z.area_m2, cov * rng.uniform(0.92, 1.08))
+                cameras.append(sim)
+            sensors.append(sim)
+    # Faults that single out one sensor: a camera that dies midway (on a zone with more
+    # than one camera, so the zone is not blind), one sensor with a fast clock.
+    multi = [c for c in cameras if sum(o.zone is c.zone for o in cameras) > 1]
+    if multi:
+        rng.choice(multi).silent_after_s = scenario.duration_s * 0.5
+    if sensors:
+        rng.choice(sensors).skew_ms = 8000
+    occ = {z.zone_id: scenario.targets[z.zone_id](0) * z.area_m2 for z in active}
+    truth_series: dict[str, list[tuple[int, float]]] = {z.zone_id: [] for z in active}
+    events: list[tuple[int, bytes, bytes]] = []
+    reports: list[tuple[int, bytes, bytes]] = []
+    pending: dict[str, list[dict[str, Any]]] = {z.zone_id: [] for z in active}
+    report_seq = 0
+    for t in range(scenario.duration_s + 1):
+        now_ms = t0_ms + t * 1000
+        for z in active:
+            zid = z.zone_id
+            target = scenario.targets[zid](t) * z.area_m2
+            cur = occ[zid]
+            # Fewer get in as it fills: nobody enters a zone packed at ~11 p/m².
+            room = max(0.0, 1.0 - cur / z.area_m2 / 11.0)
+            arrivals = _poisson(rng, (max(0.0, target - cur) * 0.08 + target * 0.01) * room)
+            leave_p = min(1.0, 0.01 + max(0.0, cur - target) * 0.08 / max(cur, 1.0))
+            departures = _binomial(rng, int(cur), leave_p)
+            cap = scenario.bottleneck.get(zid)
+            if cap is not None:
+                departures = min(departures, _poisson(rng, cap))
+            occ[zid] = max(0.0, cur + arrivals - departures)
+            for s in sensors:
+                if s.zone is z and s.kind is Kind.LINE_COUNT:
+                    s.entries_acc += arrivals
+                    s.exits_acc += departures
+            if t % 5 == 0:
+                truth_series[zid].append((now_ms, occ[zid] / z.area_m2))
+            density = occ[zid] / z.area_m2
+            # Human reports, Poisson in the density over the level where people notice.
+            if density > 3.0 and rng.random() < (density - 3.0) * 0.004:
+                report_seq += 1
+                reports.append(_report(rng, report_seq, z, "overcrowding", now_ms))
+            if cap is not None and density > 6.5 and rng.random() < 0.01:
+                report_seq += 1
+                reports.append(_report(rng, report_seq, z, "crush", now_ms))
+        for s in sensors:
+            if (t - s.phase_s) % s.interval_s or t < s.phase_s:
+                continue
+            if s.silent_after_s is not None and t > s.silent_after_s:
+                continue
+            z = s.zone
+            s.seq += 1
+            ev: dict[str, Any] = {"event_id": f"{s.sensor_id}-{s.seq}", "sensor_id": s.sensor_id,
+                                  "zone_id": z.zone_id, "kind": s.kind.wire,
+                                  "ts": now_ms + s.skew_ms}
+            true_occ = occ[z.zone_id]
+            if s.kind is Kind.OCCUPANCY:
+                seen = true_occ * s.coverage_true / z.area_m2
+                ev["count"] = max(0, round(seen * rng.gauss(1.0, 0.05)))
+            elif s.kind is Kind.LINE_COUNT:
+                ev["entries"] = max(0, round(s.entries_acc * rng.uniform(0.96, 1.0)))
+                ev["exits"] = max(0, round(s.exits_acc * rng.uniform(0.96, 1.0)))
+                s.entries_acc = s.exits_acc = 0
+            else:
+                drift = 1.0 + 0.1 * t / max(scenario.duration_s, 1)
+                ev["devices"] = max(0, round(true_occ / s.calibration * drift
+                                             * rng.gauss(1.0, 0.08)))
+            pending[z.zone_id].append(ev)
+        if t % 3 == 0:  # gateways flush every 3 s
+            for zid, batch in pending.items():
+                if batch:
+                    events.extend(_deliver(rng, now_ms, zid, batch, grace_s))
+                    pending[zid] = []
+    events.sort(key=lambda d: d[0])
+    reports.sort(key=lambda d: d[0])
+    return SimOutput(events, reports, _truth(scenario, active, truth_series))
+
+
+def _poisson(rng: random.Random, lam: float) -> int:
+    if lam <= 0:
+        return 0
+    if lam > 50:
+        return max(0, round(rng.gauss(lam, math.sqrt(lam))))
+    k, p, limit = 0, 1.0, math.exp(-lam)
+    while True:
+        p *= rng.random()
+        if p <= limit:
+            return k
+        k += 1
+
+
+def _binomial(rng: random.Random, n: int, p: float) -> int:
+    if n <= 0 or p <= 0:
+        return 0
+    if n > 60:
+        mean = n * p
+        return min(n, max(0, round(rng.gauss(mean, math.sqrt(max(mean * (1 - p), 1e-9))))))
+    return sum(1 for _ in range(n) if rng.random() < p)
+
+
+def _deliver(rng: random.Random, now_ms: int, zone_id: str, batch: list[dict[str, Any]],
+             grace_s: float) -> Iterator[tuple[int, bytes, bytes]]:
+    key = zone_id.encode()
+    late = [e for e in batch if rng.random() < 0.005]
+    ontime = [e for e in batch if e not in late]
+    if ontime:
+        yield now_ms + rng.randint(0, 3000), key, orjson.dumps(ontime)
+        for e in ontime:
+            if rng.random() < 0.02:  # the gateway re-sends a reading
+                yield now_ms + rng.randint(500, 6000), key, orjson.dumps([e])
+    for e in late:  # held back past the grace: these must come out as late
+        yield now_ms + int((grace_s + rng.uniform(20, 40)) * 1000), key, orjson.dumps([e])
+
+
+def _report(rng: random.Random, seq: int, z: Zone, category: str,
+            now_ms: int) -> tuple[int, bytes, bytes]:
+    lang = rng.choice(["th", "th", "en"])
+    source = rng.choice(["tourist", "tourist", "citizen_app", "staff", "volunteer"])
+    doc: dict[str, Any] = {
+        "report_id": f"r{seq}", "ts": now_ms, "category": category, "source": source,
+        "lang": lang, "text": rng.choice(REPORT_TEXT[(category, lang)]),
+        "severity": 5 if category == "crush" else rng.randint(2, 4),
+    }
+    if z.polygon and rng.random() < 0.5:  # half locate themselves by GPS
+        lats = [p[0] for p in z.polygon]
+        lons = [p[1] for p in z.polygon]
+        doc["lat"] = round(sum(lats) / len(lats), 6)
+        doc["lon"] = round(sum(lons) / len(lons), 6)
+    else:
+        doc["zone_id"] = z.zone_id
+    return now_ms + rng.randint(1000, 20000), doc["report_id"].encode(), orjson.dumps(doc)
+
+
+def _truth(scenario: Scenario, zones: list[Zone],
+           series: dict[str, list[tuple[int, float]]]) -> dict[str, Any]:
+    out: dict[str, Any] = {"scenario": scenario.name, "title": scenario.title,
+                           "start": scenario.start.isoformat(), "zones": {}}
+    for z in zones:
+        t = resolve_thresholds(z.crowd, z.thresholds)
+        pts = series[z.zone_id]
+        episodes: dict[str, list[dict[str, Any]]] = {}
+        for lv in (Level.ELEVATED, Level.HIGH, Level.CRITICAL):
+            eps: list[dict[str, Any]] = []
+            cur: dict[str, Any] | None = None
+            for ts, d in pts:
+                if level_for(d, t) >= lv:
+                    if cur is None:
+                        cur = {"start_ms": ts, "end_ms": ts, "peak": d}
+                        eps.append(cur)
+                    cur["end_ms"] = ts
+                    cur["peak"] = round(max(cur["peak"], d), 3)
+                else:
+                    cur = None
+            episodes[lv.wire] = eps
+        out["zones"][z.zone_id] = {
+            "area_m2": z.area_m2, "crowd": z.crowd,
+            "thresholds": {"elevated": t.elevated, "high": t.high, "critical": t.critical},
+            "peak": round(max((d for _, d in pts), default=0.0), 3),
+            "episodes": episodes,
+            "series": [[ts, round(d, 4)] for ts, d in pts],
+        }
+    return out
+
+
+def scenario_start(name: str) -> datetime:
+    return SCENARIOS[name].start.astimezone(BANGKOK) + timedelta(0)
+
+
+def write_files(out: SimOutput, events_path: str, reports_path: str) -> None:
+    """JSONL files for ``safetour replay``: one message value a line, in delivery order."""
+    with open(events_path, "wb") as f:
+        for _, _, value in out.events:
+            f.write(value + b"\n")
+    with open(reports_path, "wb") as f:
+        for _, _, value in out.reports:
+            f.write(value + b"\n")
+
+
+async def publish_live(
+    out: SimOutput, bootstrap: str, sensor_topic: str, reports_topic: str, *,
+    speed: float, progress: Callable[[int, float, int], None] | None = None,
+    stop: Any = None,
+) -> int:
+    """Publish the deliveries to Kafka, ``speed`` times faster than scenario time (0: as
+    fast as possible). ``progress(sent, rate, scenario_ms)`` is called about once a second."""
+    import asyncio  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    from aiokafka import AIOKafkaProducer  # noqa: PLC0415
+
+    merged = sorted([(t, sensor_topic, k, v) for t, k, v in out.events]
+                    + [(t, reports_topic, k, v) for t, k, v in out.reports],
+                    key=lambda d: d[0])
+    if not merged:
+        return 0
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=10)
+    await producer.start()
+    sent = 0
+    wall0 = time.monotonic()
+    sim0 = merged[0][0]
+    last_report = wall0
+    try:
+        for when, topic, key, value in merged:
+            if stop is not None and stop.is_set():
+                break
+            if speed > 0:
+                delay = wall0 + (when - sim0) / 1000 / speed - time.monotonic()
+                if delay > 0:
+                    await producer.flush()
+                    await asyncio.sleep(delay)
+            await producer.send(topic, value, key=key)
+            sent += 1
+            now = time.monotonic()
+            if progress is not None and now - last_report >= 1.0:
+                progress(sent, sent / (now - wall0), when)
+                last_report = now
+        await producer.flush()
+    finally:
+        await producer.stop()
+    if progress is not None:
+        progress(sent, sent / max(time.monotonic() - wall0, 1e-9), merged[-1][0])
+    return sent
