@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import orjson
@@ -30,7 +31,7 @@ import orjson
 from schemas import SafetourError, load_zones
 
 from .broker import BrokerError, EmbeddedBroker
-from .config import ENV_HELP, Settings
+from .config import ENV_HELP, Settings, Topics
 from .logs import logging_config
 from .topics import create_topics, list_topics, topic_specs
 
@@ -210,7 +211,8 @@ def _wait_for_line(path: Path, needle: str, proc: subprocess.Popen[bytes], timeo
 
 def start_worker_process(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, SAFETOUR_KAFKA_BOOTSTRAP=settings.bootstrap_servers)
+    env = dict(os.environ, SAFETOUR_KAFKA_BOOTSTRAP=settings.bootstrap_servers,
+               SAFETOUR_TOPIC_PREFIX=settings.topics.prefix, SAFETOUR_APP_ID=settings.app_id)
     with log_path.open("wb") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "agents", "worker"], stdout=out, stderr=subprocess.STDOUT,
@@ -236,6 +238,12 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         raise SafetourError(f"unknown scenario {args.scenario!r}; choose from "
                             f"{', '.join(sim.SCENARIOS)}")
     scenario = sim.SCENARIOS[args.scenario]
+    # Each demo run gets topics and a consumer group of its own: a run must not restore the
+    # state (watermarks, open episodes) that an earlier run left in the broker.
+    if "SAFETOUR_TOPIC_PREFIX" not in os.environ:
+        run_id = time.strftime("%Y%m%d-%H%M%S")
+        settings = replace(settings, topics=Topics(f"demo-{run_id}.safetour."),
+                           app_id=f"safetour-demo-{run_id}")
     zones = load_zones(settings.zones_file)
     simulated = sim.simulate(scenario, zones, seed=args.seed, grace_s=settings.grace_s)
     started = ensure_broker(settings)
@@ -243,7 +251,8 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     seen = 0
     try:
         asyncio.run(create_topics(settings.bootstrap_servers, topic_specs(settings.topics)))
-        _echo("topics ready")
+        _echo(f"topics ready: {settings.topics.prefix}* (another terminal: "
+              f"SAFETOUR_TOPIC_PREFIX={settings.topics.prefix} safetour alerts tail)")
         log_path = settings.state_dir / "logs" / "worker.log"
         worker = start_worker_process(settings, log_path)
         _echo(f"worker starting (pid {worker.pid}, log {log_path})...")

@@ -228,7 +228,8 @@ class AlertTracker:
         u = za.last
         density = u.density if u is not None else math.nan
         trend = u.trend_per_min if u is not None else math.nan
-        eta = eta_critical_s(density, trend, za.alarm.thresholds.critical)
+        eta = (None if tr.level is Level.CRITICAL
+               else eta_critical_s(density, trend, za.alarm.thresholds.critical))
         reports = list(za.reports)
         corroborating = sum(1 for r in reports if r.category == "overcrowding")
         if tr.reason == "report" and reports:
