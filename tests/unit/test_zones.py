@@ -52,3 +52,18 @@ def test_thresholds_default_by_crowd_type_and_override_per_zone() -> None:
     assert (t.elevated, t.high, t.critical) == (2.0, 3.5, 4.0)
     with pytest.raises(ValueError, match="must rise"):
         resolve_thresholds("standing", Thresholds(0.0, 0.0, 3.0))
+
+
+def test_every_demo_zone_has_a_polygon_and_they_do_not_overlap() -> None:
+    from streams.alerts import point_in_polygon  # noqa: PLC0415
+
+    zones = load_zones(REPO / "deploy/zones/phitsanulok.yaml")
+    assert all(z.polygon and len(z.polygon) >= 3 for z in zones)
+    for z in zones:
+        assert z.polygon is not None
+        lat = sum(p[0] for p in z.polygon) / len(z.polygon)
+        lon = sum(p[1] for p in z.polygon) / len(z.polygon)
+        inside = [o.zone_id for o in zones if o.polygon and point_in_polygon(lat, lon, o.polygon)]
+        # Wat Yai's vihara stands inside its grounds; every other centre is in one zone only.
+        assert z.zone_id in inside
+        assert len(inside) == 1 or set(inside) == {"wat-yai-vihara", "wat-yai-grounds"}
