@@ -168,6 +168,30 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_notify(args: argparse.Namespace, settings: Settings) -> int:
+    import faust  # noqa: PLC0415
+
+    from .notify import (  # noqa: PLC0415
+        RetryPolicy,
+        Route,
+        WebhookNotifier,
+        build_notify_app,
+        read_secret,
+    )
+
+    if args.channel != "webhook":
+        raise SafetourError(f"channel {args.channel!r} is not available yet (webhook is)")
+    url = args.url or os.environ.get("SAFETOUR_WEBHOOK_URL")
+    if not url:
+        raise SafetourError("give --url or set SAFETOUR_WEBHOOK_URL")
+    secret = read_secret(os.environ, "SAFETOUR_WEBHOOK_SECRET")
+    zones = frozenset(args.zones.split(",")) if args.zones else None
+    app = build_notify_app(
+        settings, lambda session: WebhookNotifier(url, secret, session), "webhook",
+        Route(args.min_level, zones), RetryPolicy(max_attempts=args.attempts))
+    faust.Worker(app, loglevel=args.log_level, quiet=True).execute_from_commandline()
+
+
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     import faust  # noqa: PLC0415  (heavy; only the worker needs it)
 
@@ -349,6 +373,16 @@ def build_parser() -> argparse.ArgumentParser:
     zn.add_argument("action", choices=["publish"])
     zn.add_argument("--file", help="registry file (default: SAFETOUR_ZONES)")
     zn.set_defaults(func=cmd_zones)
+
+    nt = sub.add_parser("notify", help="deliver alerts to a channel (its own consumer group)")
+    nt.add_argument("--channel", default="webhook", choices=["webhook"])
+    nt.add_argument("--url", help="webhook URL (or SAFETOUR_WEBHOOK_URL); secret from "
+                                   "SAFETOUR_WEBHOOK_SECRET or SAFETOUR_WEBHOOK_SECRET_FILE")
+    nt.add_argument("--min-level", default="elevated",
+                    choices=["elevated", "high", "critical"])
+    nt.add_argument("--zones", help="only these zones, comma-separated")
+    nt.add_argument("--attempts", type=int, default=6, help="tries before the notify DLQ")
+    nt.set_defaults(func=cmd_notify)
 
     w = sub.add_parser("worker", help="run the faust worker")
     w.set_defaults(func=cmd_worker)

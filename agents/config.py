@@ -56,6 +56,10 @@ class Topics:
         return f"{self.prefix}dlq.v1"
 
     @property
+    def notify_dlq(self) -> str:
+        return f"{self.prefix}notify-dlq.v1"
+
+    @property
     def state(self) -> str:
         return f"{self.prefix}state.v1"
 

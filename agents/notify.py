@@ -1,0 +1,260 @@
+"""Notifiers: one small interface per channel, retries with backoff, a dead letter at the end.
+
+    Notifier.send(alert, key) -> Result(outcome, reason, retry_after_s)
+        DELIVERED   the channel has it (2xx; for LINE also 409 "already sent")
+        RETRY       worth another try (timeout, connection refused, 429, 5xx)
+        REJECTED    will never work as it is (4xx but 429): dead-letter at once
+
+``deliver`` retries RETRY outcomes with exponential backoff and full jitter (honouring a
+``Retry-After``) up to ``RetryPolicy.max_attempts``, then gives up with a FAILED result that the
+caller dead-letters to ``safetour.notify-dlq.v1``. Every attempt of one alert message carries
+the same idempotency key (``alert_id:status:ts``), so a receiver can drop repeats, including
+the identical alert a replay may publish again.
+
+``MemoryNotifier`` is the in-memory twin for tests; ``WebhookNotifier`` posts the alert JSON,
+signed: ``X-Safetour-Signature: v1=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`` with
+``X-Safetour-Timestamp`` (epoch seconds), as Slack and LINE sign theirs, so a receiver can
+reject forgeries and replays (check the timestamp is within 5 minutes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any, Protocol
+
+import aiohttp
+import orjson
+
+log = logging.getLogger(__name__)
+
+LEVEL_ORDER = {"normal": 0, "elevated": 1, "high": 2, "critical": 3}
+
+
+class Outcome(Enum):
+    DELIVERED = "delivered"
+    RETRY = "retry"
+    REJECTED = "rejected"
+    FAILED = "failed"  # retries exhausted
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    outcome: Outcome
+    reason: str = ""
+    retry_after_s: float | None = None
+    attempts: int = 1
+
+
+class Notifier(Protocol):
+    channel: str
+
+    async def send(self, alert: Mapping[str, Any], key: str) -> Result: ...
+
+
+def idempotency_key(alert: Mapping[str, Any]) -> str:
+    return f"{alert['alert_id']}:{alert['status']}:{alert['ts']}"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Which alerts go to a channel: a minimum level, and optionally only some zones.
+    Resolutions of routed episodes are always sent, whatever their level ('normal')."""
+
+    min_level: str = "elevated"
+    zones: frozenset[str] | None = None
+
+    def wants(self, alert: Mapping[str, Any]) -> bool:
+        if self.zones is not None and alert.get("zone_id") not in self.zones:
+            return False
+        if alert.get("status") == "resolved":
+            return LEVEL_ORDER.get(str(alert.get("previous_level")), 0) >= LEVEL_ORDER[
+                self.min_level]
+        return LEVEL_ORDER.get(str(alert.get("level")), 0) >= LEVEL_ORDER[self.min_level]
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    max_attempts: int = 6
+    base_s: float = 0.5
+    cap_s: float = 60.0
+
+    def delay(self, attempt: int, rng: random.Random, retry_after_s: float | None) -> float:
+        """Full jitter: uniform in [0, min(cap, base * 2^attempt)], at least Retry-After."""
+        backoff = rng.uniform(0, min(self.cap_s, self.base_s * 2 ** attempt))
+        return max(backoff, retry_after_s or 0.0)
+
+
+async def deliver(
+    notifier: Notifier,
+    alert: Mapping[str, Any],
+    policy: RetryPolicy,
+    *,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    rng: random.Random | None = None,
+    on_retry: Callable[[Result], None] | None = None,
+) -> Result:
+    """Send until delivered, rejected, or out of attempts."""
+    r = rng or random.Random()
+    key = idempotency_key(alert)
+    result = Result(Outcome.FAILED, "no attempt")
+    for attempt in range(policy.max_attempts):
+        result = await notifier.send(alert, key)
+        if result.outcome in (Outcome.DELIVERED, Outcome.REJECTED):
+            return Result(result.outcome, result.reason, attempts=attempt + 1)
+        if attempt + 1 < policy.max_attempts:
+            if on_retry is not None:
+                on_retry(result)
+            await sleep(policy.delay(attempt, r, result.retry_after_s))
+    return Result(Outcome.FAILED, f"gave up after {policy.max_attempts} attempts: "
+                  f"{result.reason}", attempts=policy.max_attempts)
+
+
+def notify_dlq_record(alert: Mapping[str, Any], channel: str, result: Result) -> dict[str, Any]:
+    """A value for safetour.notify-dlq.v1: the alert, the channel, why, and how many tries."""
+    return {
+        "channel": channel,
+        "outcome": result.outcome.value,
+        "reason": result.reason,
+        "attempts": result.attempts,
+        "idempotency_key": idempotency_key(alert),
+        "alert": dict(alert),
+        "dead_lettered_at": datetime.now(UTC).isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z"),
+    }
+
+
+@dataclass
+class MemoryNotifier:
+    """The in-memory twin: records deliveries; ``script`` scripts the next outcomes."""
+
+    channel: str = "memory"
+    script: list[Result] = field(default_factory=list)
+    delivered: dict[str, Mapping[str, Any]] = field(default_factory=dict)
+    calls: int = 0
+
+    async def send(self, alert: Mapping[str, Any], key: str) -> Result:
+        self.calls += 1
+        if self.script:
+            result = self.script.pop(0)
+            if result.outcome is not Outcome.DELIVERED:
+                return result
+        self.delivered.setdefault(key, alert)
+        return Result(Outcome.DELIVERED)
+
+
+def sign(secret: bytes, timestamp: str, body: bytes) -> str:
+    return "v1=" + hmac.new(secret, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+
+
+def verify(secret: bytes, timestamp: str, body: bytes, signature: str,
+           *, now: float | None = None, tolerance_s: float = 300) -> bool:
+    """What a receiver runs: constant-time compare, and no replays older than 5 minutes."""
+    if abs((now if now is not None else time.time()) - float(timestamp)) > tolerance_s:
+        return False
+    return hmac.compare_digest(sign(secret, timestamp, body), signature)
+
+
+@dataclass
+class WebhookNotifier:
+    url: str
+    secret: bytes
+    session: aiohttp.ClientSession
+    timeout_s: float = 5.0
+    channel: str = "webhook"
+
+    async def send(self, alert: Mapping[str, Any], key: str) -> Result:
+        body = orjson.dumps(alert)
+        ts = str(int(time.time()))
+        headers = {
+            "Content-Type": "application/json",
+            "Idempotency-Key": key,
+            "X-Safetour-Timestamp": ts,
+            "X-Safetour-Signature": sign(self.secret, ts, body),
+        }
+        try:
+            async with self.session.post(
+                self.url, data=body, headers=headers,
+                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+            ) as resp:
+                status = resp.status
+                retry_after = resp.headers.get("Retry-After")
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            return Result(Outcome.RETRY, f"{type(exc).__name__}: {exc}")
+        if 200 <= status < 300:
+            return Result(Outcome.DELIVERED, str(status))
+        if status == 429 or status >= 500:
+            after = float(retry_after) if retry_after and retry_after.isdigit() else None
+            return Result(Outcome.RETRY, f"HTTP {status}", after)
+        return Result(Outcome.REJECTED, f"HTTP {status}")
+
+
+def read_secret(env: Mapping[str, str], name: str) -> bytes:
+    """A secret from ``NAME`` or from the file named by ``NAME_FILE`` (never from the repo)."""
+    if env.get(f"{name}_FILE"):
+        with open(env[f"{name}_FILE"], "rb") as f:
+            return f.read().strip()
+    value = env.get(name)
+    if not value:
+        from schemas import ConfigError  # noqa: PLC0415
+
+        raise ConfigError(f"set {name} or {name}_FILE")
+    return value.encode()
+
+
+def build_notify_app(settings: Any, notifier_factory: Callable[[aiohttp.ClientSession], Notifier],
+                     channel: str, route: Route, policy: RetryPolicy) -> Any:
+    """A faust app of its own (consumer group ``<app_id>-notify-<channel>``): a slow channel
+    never holds back another, and a restarted notifier resumes from its committed offset.
+    Offsets commit after delivery (at least once); receivers drop repeats by idempotency key.
+    """
+    import faust  # noqa: PLC0415
+
+    from .app import kafka_url  # noqa: PLC0415
+    from .metrics import Metrics  # noqa: PLC0415
+
+    group = f"{settings.app_id}-notify-{channel}"
+    datadir = settings.state_dir / "faust" / group
+    datadir.parent.mkdir(parents=True, exist_ok=True)
+    app = faust.App(group, broker=kafka_url(settings.bootstrap_servers), store="memory://",
+                    autodiscover=False, datadir=str(datadir), web_enabled=False,
+                    consumer_auto_offset_reset="earliest",
+                    broker_session_timeout=settings.session_timeout_s)
+    alerts = app.topic(settings.topics.alerts, key_type=bytes, value_type=bytes,
+                       key_serializer="raw", value_serializer="raw")
+    dlq = app.topic(settings.topics.notify_dlq, key_type=bytes, value_type=bytes,
+                    key_serializer="raw", value_serializer="raw")
+    metrics = Metrics()
+    session: list[aiohttp.ClientSession] = []
+
+    async def notify(stream: Any) -> None:
+        if not session:
+            session.append(aiohttp.ClientSession())
+        notifier = notifier_factory(session[0])
+        async for event in stream.events():
+            alert = orjson.loads(event.value)
+            if not route.wants(alert):
+                continue
+            result = await deliver(notifier, alert, policy,
+                                   on_retry=lambda r: metrics.notifier_retries.labels(
+                                       channel).inc())
+            if result.outcome is Outcome.DELIVERED:
+                metrics.notifier_deliveries.labels(channel).inc()
+                log.info("%s delivered %s", channel, idempotency_key(alert))
+            else:
+                metrics.notifier_failures.labels(channel).inc()
+                log.warning("%s dead-lettered %s: %s", channel, idempotency_key(alert),
+                            result.reason)
+                await dlq.send(key=event.key, value=orjson.dumps(
+                    notify_dlq_record(alert, channel, result)))
+
+    app.agent(alerts, name=f"safetour.notify.{channel}")(notify)
+    return app

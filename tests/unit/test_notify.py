@@ -1,0 +1,162 @@
+"""Notifiers against a real local HTTP server (loopback), with the backoff's sleeps recorded
+instead of slept."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+import pytest_asyncio
+from aiohttp import web
+
+from agents.notify import (
+    MemoryNotifier,
+    Outcome,
+    Result,
+    RetryPolicy,
+    Route,
+    WebhookNotifier,
+    deliver,
+    idempotency_key,
+    notify_dlq_record,
+    verify,
+)
+
+SECRET = b"test-secret-not-for-production"
+ALERT = {"alert_id": "naresuan-bridge:1771247185000:ab", "zone_id": "naresuan-bridge",
+         "level": "critical", "previous_level": "high", "status": "escalated",
+         "ts": "2026-02-16T13:06:25.000Z", "message": {"th": "วิกฤต", "en": "critical"}}
+
+
+@dataclass
+class Receiver:
+    """A webhook receiver that fails its first ``fail`` calls, then records deliveries by
+    idempotency key after checking the signature."""
+
+    fail: int = 0
+    fail_status: int = 503
+    retry_after: str | None = None
+    calls: int = 0
+    deliveries: dict[str, Any] = field(default_factory=dict)
+    bad_signatures: int = 0
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.calls += 1
+        body = await request.read()
+        if not verify(SECRET, request.headers["X-Safetour-Timestamp"], body,
+                      request.headers["X-Safetour-Signature"]):
+            self.bad_signatures += 1
+            return web.Response(status=401)
+        if self.calls <= self.fail:
+            headers = {"Retry-After": self.retry_after} if self.retry_after else None
+            return web.Response(status=self.fail_status, headers=headers)
+        self.deliveries.setdefault(request.headers["Idempotency-Key"], orjson.loads(body))
+        return web.Response(status=204)
+
+
+@pytest_asyncio.fixture
+async def server() -> AsyncIterator[tuple[Receiver, str]]:
+    receiver = Receiver()
+    app = web.Application()
+    app.router.add_post("/hook", receiver.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield receiver, f"http://127.0.0.1:{port}/hook"
+    finally:
+        await runner.cleanup()
+
+
+class Sleeps(list[float]):
+    async def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+@pytest.mark.asyncio
+async def test_retries_until_the_receiver_recovers_and_delivers_once(
+    server: tuple[Receiver, str],
+) -> None:
+    receiver, url = server
+    receiver.fail = 3
+    sleeps = Sleeps()
+    async with aiohttp.ClientSession() as session:
+        hook = WebhookNotifier(url, SECRET, session)
+        result = await deliver(hook, ALERT, RetryPolicy(max_attempts=6), sleep=sleeps,
+                               rng=random.Random(1))
+        # A replay publishes the same alert again: same key, still one delivery.
+        again = await deliver(hook, ALERT, RetryPolicy(), sleep=sleeps)
+    assert (result.outcome, result.attempts) == (Outcome.DELIVERED, 4)
+    assert again.outcome is Outcome.DELIVERED
+    assert list(receiver.deliveries) == [idempotency_key(ALERT)]
+    assert receiver.deliveries[idempotency_key(ALERT)] == ALERT
+    assert receiver.bad_signatures == 0
+    assert len(sleeps) == 3
+    assert all(0 <= s <= 0.5 * 2 ** i for i, s in enumerate(sleeps))  # full jitter
+
+
+@pytest.mark.asyncio
+async def test_receiver_down_for_good_is_dead_lettered_after_the_retries() -> None:
+    sleeps = Sleeps()
+    async with aiohttp.ClientSession() as session:
+        hook = WebhookNotifier("http://127.0.0.1:9/hook", SECRET, session, timeout_s=1)
+        result = await deliver(hook, ALERT, RetryPolicy(max_attempts=4), sleep=sleeps)
+    assert (result.outcome, result.attempts) == (Outcome.FAILED, 4)
+    assert len(sleeps) == 3
+    record = notify_dlq_record(ALERT, "webhook", result)
+    assert record["reason"].startswith("gave up after 4 attempts")
+    assert record["idempotency_key"] == idempotency_key(ALERT)
+
+
+@pytest.mark.asyncio
+async def test_client_errors_are_not_retried_and_429_waits_retry_after(
+    server: tuple[Receiver, str],
+) -> None:
+    receiver, url = server
+    receiver.fail, receiver.fail_status = 1, 400
+    sleeps = Sleeps()
+    async with aiohttp.ClientSession() as session:
+        hook = WebhookNotifier(url, SECRET, session)
+        rejected = await deliver(hook, ALERT, RetryPolicy(), sleep=sleeps)
+        assert (rejected.outcome, rejected.attempts, sleeps) == (Outcome.REJECTED, 1, [])
+        receiver.calls, receiver.fail, receiver.fail_status = 0, 1, 429
+        receiver.retry_after = "7"
+        ok = await deliver(hook, ALERT, RetryPolicy(), sleep=sleeps)
+    assert ok.outcome is Outcome.DELIVERED
+    assert sleeps == [7.0]
+
+
+def test_signatures_reject_forgery_and_replay() -> None:
+    from agents.notify import sign  # noqa: PLC0415
+
+    body = orjson.dumps(ALERT)
+    sig = sign(SECRET, "1771247185", body)
+    assert verify(SECRET, "1771247185", body, sig, now=1771247185)
+    assert not verify(SECRET, "1771247185", body + b" ", sig, now=1771247185)
+    assert not verify(b"other", "1771247185", body, sig, now=1771247185)
+    assert not verify(SECRET, "1771247185", body, sig, now=1771247185 + 301)
+
+
+def test_routes_by_level_and_zone_and_always_send_resolutions() -> None:
+    route = Route(min_level="high", zones=frozenset({"naresuan-bridge"}))
+    assert route.wants(ALERT)
+    assert not route.wants(ALERT | {"level": "elevated"})
+    assert not route.wants(ALERT | {"zone_id": "night-bazaar"})
+    assert route.wants(ALERT | {"status": "resolved", "level": "normal",
+                                "previous_level": "critical"})
+
+
+@pytest.mark.asyncio
+async def test_memory_twin_follows_the_same_contract() -> None:
+    twin = MemoryNotifier(script=[Result(Outcome.RETRY, "busy")] * 2)
+    sleeps = Sleeps()
+    result = await deliver(twin, ALERT, RetryPolicy(), sleep=sleeps)
+    assert (result.outcome, result.attempts, twin.calls) == (Outcome.DELIVERED, 3, 3)
+    assert list(twin.delivered) == [idempotency_key(ALERT)]
