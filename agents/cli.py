@@ -25,6 +25,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -172,6 +173,7 @@ def cmd_notify(args: argparse.Namespace, settings: Settings) -> int:
     import faust  # noqa: PLC0415
 
     from .notify import (  # noqa: PLC0415
+        LineNotifier,
         RetryPolicy,
         Route,
         WebhookNotifier,
@@ -179,16 +181,27 @@ def cmd_notify(args: argparse.Namespace, settings: Settings) -> int:
         read_secret,
     )
 
-    if args.channel != "webhook":
-        raise SafetourError(f"channel {args.channel!r} is not available yet (webhook is)")
-    url = args.url or os.environ.get("SAFETOUR_WEBHOOK_URL")
-    if not url:
-        raise SafetourError("give --url or set SAFETOUR_WEBHOOK_URL")
-    secret = read_secret(os.environ, "SAFETOUR_WEBHOOK_SECRET")
     zones = frozenset(args.zones.split(",")) if args.zones else None
-    app = build_notify_app(
-        settings, lambda session: WebhookNotifier(url, secret, session), "webhook",
-        Route(args.min_level, zones), RetryPolicy(max_attempts=args.attempts))
+    factory: Any
+    if args.channel == "line":
+        token = read_secret(os.environ, "SAFETOUR_LINE_TOKEN")
+        to = os.environ.get("SAFETOUR_LINE_TO")
+        if not to:
+            raise SafetourError("set SAFETOUR_LINE_TO (a user, group or room id)")
+        base = os.environ.get("SAFETOUR_LINE_BASE_URL", "https://api.line.me")
+
+        def factory(session: Any) -> Any:
+            return LineNotifier(token, to, session, base_url=base)
+    else:
+        url = args.url or os.environ.get("SAFETOUR_WEBHOOK_URL")
+        if not url:
+            raise SafetourError("give --url or set SAFETOUR_WEBHOOK_URL")
+        secret = read_secret(os.environ, "SAFETOUR_WEBHOOK_SECRET")
+
+        def factory(session: Any) -> Any:
+            return WebhookNotifier(url, secret, session)
+    app = build_notify_app(settings, factory, args.channel, Route(args.min_level, zones),
+                           RetryPolicy(max_attempts=args.attempts))
     faust.Worker(app, loglevel=args.log_level, quiet=True).execute_from_commandline()
 
 
@@ -375,7 +388,9 @@ def build_parser() -> argparse.ArgumentParser:
     zn.set_defaults(func=cmd_zones)
 
     nt = sub.add_parser("notify", help="deliver alerts to a channel (its own consumer group)")
-    nt.add_argument("--channel", default="webhook", choices=["webhook"])
+    nt.add_argument("--channel", default="webhook", choices=["webhook", "line"],
+                    help="line: SAFETOUR_LINE_TOKEN(_FILE), SAFETOUR_LINE_TO, "
+                         "SAFETOUR_LINE_BASE_URL")
     nt.add_argument("--url", help="webhook URL (or SAFETOUR_WEBHOOK_URL); secret from "
                                    "SAFETOUR_WEBHOOK_SECRET or SAFETOUR_WEBHOOK_SECRET_FILE")
     nt.add_argument("--min-level", default="elevated",

@@ -258,3 +258,73 @@ def build_notify_app(settings: Any, notifier_factory: Callable[[aiohttp.ClientSe
 
     app.agent(alerts, name=f"safetour.notify.{channel}")(notify)
     return app
+
+
+LINE_MAX_UTF16 = 5000
+
+
+def utf16_units(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+def cap_utf16(text: str, limit: int = LINE_MAX_UTF16) -> str:
+    """Cut ``text`` to at most ``limit`` UTF-16 code units (LINE counts those), never in the
+    middle of a character, ending with an ellipsis when cut."""
+    if utf16_units(text) <= limit:
+        return text
+    out, used = [], 0
+    for ch in text:
+        n = utf16_units(ch)
+        if used + n > limit - 1:
+            break
+        out.append(ch)
+        used += n
+    return "".join(out) + "…"
+
+
+def line_text(alert: Mapping[str, Any]) -> str:
+    """Thai first, English after (LINE Messaging API push text, capped at 5,000 units)."""
+    msg = alert.get("message") or {}
+    return cap_utf16(f"{msg.get('th', '')}\n\n{msg.get('en', '')}".strip())
+
+
+@dataclass
+class LineNotifier:
+    """LINE Messaging API push (LINE Notify closed on 31 March 2025).
+
+    ``POST {base_url}/v2/bot/message/push`` with a Bearer channel token and
+    ``X-Line-Retry-Key``: a UUID derived from the alert, so a retry after a timeout is not a
+    second message; LINE answers a repeat with 409, which counts as delivered."""
+
+    token: bytes
+    to: str
+    session: aiohttp.ClientSession
+    base_url: str = "https://api.line.me"
+    timeout_s: float = 10.0
+    channel: str = "line"
+
+    async def send(self, alert: Mapping[str, Any], key: str) -> Result:
+        import uuid  # noqa: PLC0415
+
+        body = orjson.dumps({"to": self.to, "messages": [{"type": "text",
+                                                           "text": line_text(alert)}]})
+        headers = {
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {self.token.decode()}",
+            "X-Line-Retry-Key": str(uuid.uuid5(uuid.NAMESPACE_URL, f"safetour:{key}")),
+        }
+        try:
+            async with self.session.post(
+                f"{self.base_url}/v2/bot/message/push", data=body, headers=headers,
+                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+            ) as resp:
+                status = resp.status
+                retry_after = resp.headers.get("Retry-After")
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            return Result(Outcome.RETRY, f"{type(exc).__name__}: {exc}")
+        if status in {200, 409}:  # 409: this retry key was accepted before
+            return Result(Outcome.DELIVERED, str(status))
+        if status == 429 or status >= 500:
+            after = float(retry_after) if retry_after and retry_after.isdigit() else None
+            return Result(Outcome.RETRY, f"HTTP {status}", after)
+        return Result(Outcome.REJECTED, f"HTTP {status}")
