@@ -163,6 +163,27 @@ def verify(secret: bytes, timestamp: str, body: bytes, signature: str,
     return hmac.compare_digest(sign(secret, timestamp, body), signature)
 
 
+async def post(
+    session: aiohttp.ClientSession, url: str, body: bytes, headers: Mapping[str, str],
+    timeout_s: float, *, delivered: frozenset[int] = frozenset(),
+) -> Result:
+    """POST and classify the answer: 2xx (and ``delivered``) delivered; 429, 5xx and network
+    errors retried (with ``Retry-After`` when given); any other 4xx rejected."""
+    try:
+        async with session.post(url, data=body, headers=dict(headers),
+                                timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+            status = resp.status
+            retry_after = resp.headers.get("Retry-After")
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        return Result(Outcome.RETRY, f"{type(exc).__name__}: {exc}")
+    if 200 <= status < 300 or status in delivered:
+        return Result(Outcome.DELIVERED, str(status))
+    if status == 429 or status >= 500:
+        after = float(retry_after) if retry_after and retry_after.isdigit() else None
+        return Result(Outcome.RETRY, f"HTTP {status}", after)
+    return Result(Outcome.REJECTED, f"HTTP {status}")
+
+
 @dataclass
 class WebhookNotifier:
     url: str
@@ -180,21 +201,7 @@ class WebhookNotifier:
             "X-Safetour-Timestamp": ts,
             "X-Safetour-Signature": sign(self.secret, ts, body),
         }
-        try:
-            async with self.session.post(
-                self.url, data=body, headers=headers,
-                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
-            ) as resp:
-                status = resp.status
-                retry_after = resp.headers.get("Retry-After")
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            return Result(Outcome.RETRY, f"{type(exc).__name__}: {exc}")
-        if 200 <= status < 300:
-            return Result(Outcome.DELIVERED, str(status))
-        if status == 429 or status >= 500:
-            after = float(retry_after) if retry_after and retry_after.isdigit() else None
-            return Result(Outcome.RETRY, f"HTTP {status}", after)
-        return Result(Outcome.REJECTED, f"HTTP {status}")
+        return await post(self.session, self.url, body, headers, self.timeout_s)
 
 
 def read_secret(env: Mapping[str, str], name: str) -> bytes:
@@ -313,18 +320,6 @@ class LineNotifier:
             "Authorization": f"Bearer {self.token.decode()}",
             "X-Line-Retry-Key": str(uuid.uuid5(uuid.NAMESPACE_URL, f"safetour:{key}")),
         }
-        try:
-            async with self.session.post(
-                f"{self.base_url}/v2/bot/message/push", data=body, headers=headers,
-                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
-            ) as resp:
-                status = resp.status
-                retry_after = resp.headers.get("Retry-After")
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            return Result(Outcome.RETRY, f"{type(exc).__name__}: {exc}")
-        if status in {200, 409}:  # 409: this retry key was accepted before
-            return Result(Outcome.DELIVERED, str(status))
-        if status == 429 or status >= 500:
-            after = float(retry_after) if retry_after and retry_after.isdigit() else None
-            return Result(Outcome.RETRY, f"HTTP {status}", after)
-        return Result(Outcome.REJECTED, f"HTTP {status}")
+        # 409: LINE accepted this retry key before, so the message is out already.
+        return await post(self.session, f"{self.base_url}/v2/bot/message/push", body, headers,
+                          self.timeout_s, delivered=frozenset({409}))

@@ -22,6 +22,8 @@ from agents.notify import (
     utf16_units,
 )
 
+from .httpfakes import Sleeps, serve
+
 TOKEN = b"channel-token-for-tests"
 ALERT = {"alert_id": "wat-yai-vihara:1:a", "zone_id": "wat-yai-vihara", "level": "critical",
          "status": "raised", "ts": "2026-02-15T12:30:00.000Z",
@@ -60,22 +62,8 @@ class FakeLine:
 @pytest_asyncio.fixture
 async def line_api() -> AsyncIterator[tuple[FakeLine, str]]:
     fake = FakeLine()
-    app = web.Application()
-    app.router.add_post("/v2/bot/message/push", fake.push)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield fake, f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
-
-
-class Sleeps(list[float]):
-    async def __call__(self, seconds: float) -> None:
-        self.append(seconds)
+    async with serve("/v2/bot/message/push", fake.push) as base:
+        yield fake, base
 
 
 @pytest.mark.asyncio

@@ -27,6 +27,8 @@ from agents.notify import (
     verify,
 )
 
+from .httpfakes import Sleeps, serve
+
 SECRET = b"test-secret-not-for-production"
 ALERT = {"alert_id": "naresuan-bridge:1771247185000:ab", "zone_id": "naresuan-bridge",
          "level": "critical", "previous_level": "high", "status": "escalated",
@@ -62,22 +64,8 @@ class Receiver:
 @pytest_asyncio.fixture
 async def server() -> AsyncIterator[tuple[Receiver, str]]:
     receiver = Receiver()
-    app = web.Application()
-    app.router.add_post("/hook", receiver.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield receiver, f"http://127.0.0.1:{port}/hook"
-    finally:
-        await runner.cleanup()
-
-
-class Sleeps(list[float]):
-    async def __call__(self, seconds: float) -> None:
-        self.append(seconds)
+    async with serve("/hook", receiver.handle) as base:
+        yield receiver, f"{base}/hook"
 
 
 @pytest.mark.asyncio
