@@ -29,7 +29,7 @@ import math
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -316,10 +316,6 @@ def _truth(scenario: Scenario, zones: list[Zone],
             "series": [[ts, round(d, 4)] for ts, d in pts],
         }
     return out
-
-
-def scenario_start(name: str) -> datetime:
-    return SCENARIOS[name].start.astimezone(BANGKOK) + timedelta(0)
 
 
 def write_files(out: SimOutput, events_path: str, reports_path: str) -> None:

@@ -92,7 +92,6 @@ class WindowedDensityEngine:
         self.max_k = max_slides_per_window or window_ms // slide_ms
         if window_ms // slide_ms > self.max_k:
             raise ValueError(f"window/slide may be at most {self.max_k} slides")
-        self._min_slide = slide_ms
         self.ring_slots = self.max_k + math.ceil(grace_ms / slide_ms) + 3
         self.zone_index: dict[str, int] = {}
         self.zone_ids: list[str] = []
@@ -312,7 +311,8 @@ class WindowedDensityEngine:
     def emit_arrays(self) -> tuple[I64, F64]:
         """Windows closed since the previous call, as the kernels' output rows (columns
         ``kernels.OI_*`` and ``kernels.OF_*``), in close order."""
-        wm = (self.p_max - self.grace_ms) // self._min_slide
+        # Zones never slide faster than the engine, so its slide bounds how often they close.
+        wm = (self.p_max - self.grace_ms) // self.slide_ms
         if np.any(wm != self._closed_wm):
             self._closed_wm = wm
             start = 0
