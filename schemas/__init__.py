@@ -14,6 +14,7 @@ from ._dlq import MAX_DLQ_VALUE_BYTES, dlq_headers, dlq_record, encode_dlq_recor
 from ._errors import ConfigError, ContractError, SafetourError, ZoneRegistryError
 from ._records import (
     KIND_BY_WIRE,
+    Ack,
     Kind,
     Reason,
     Rejection,
@@ -26,8 +27,10 @@ from ._records import (
 from ._validate import (
     MAX_BATCH_EVENTS,
     MAX_MESSAGE_BYTES,
+    decode_ack,
     decode_report,
     decode_sensor_message,
+    encode_ack,
     format_ts,
     parse_ts,
     validate_sensor_event,
@@ -41,6 +44,7 @@ SCHEMA_FILES = (
     "zone.v1.json",
     "alert.v1.json",
     "dlq-record.v1.json",
+    "ack.v1.json",
 )
 
 
@@ -57,6 +61,7 @@ __all__ = [
     "MAX_DLQ_VALUE_BYTES",
     "MAX_MESSAGE_BYTES",
     "SCHEMA_FILES",
+    "Ack",
     "ConfigError",
     "ContractError",
     "Kind",
@@ -69,10 +74,12 @@ __all__ = [
     "Thresholds",
     "Zone",
     "ZoneRegistryError",
+    "decode_ack",
     "decode_report",
     "decode_sensor_message",
     "dlq_headers",
     "dlq_record",
+    "encode_ack",
     "encode_dlq_record",
     "format_ts",
     "load_zones",

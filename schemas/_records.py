@@ -105,3 +105,13 @@ class Zone:
     thresholds: Thresholds | None = None
     area_estimated: bool = False
     extra: dict[str, object] = field(default_factory=dict, compare=False)
+
+
+class Ack(NamedTuple):
+    """An operator's acknowledgement of an alert episode (``safetour.acks.v1``)."""
+
+    alert_id: str
+    operator: str
+    ts_ms: int  # processing time of the acknowledgement, epoch ms UTC
+    note: str = ""
+    zone_id: str | None = None

@@ -19,7 +19,7 @@ from typing import Any, Final, cast
 
 import orjson
 
-from ._records import KIND_BY_WIRE, Kind, Reason, Rejection, Report, SensorEvent
+from ._records import KIND_BY_WIRE, Ack, Kind, Reason, Rejection, Report, SensorEvent
 
 MAX_MESSAGE_BYTES: Final = 512 * 1024
 """Largest message value accepted on the input topics; larger values are dead-lettered."""
@@ -255,6 +255,54 @@ def decode_report(value: bytes | None) -> Report | Rejection:
         return _report(doc)
     except _Invalid as exc:
         return Rejection(Reason.SCHEMA, str(exc))
+
+
+ACK_FIELDS = frozenset({"alert_id", "operator", "ts", "note", "zone_id"})
+MAX_ACK_NOTE = 500
+
+
+def _ack(doc: object) -> Ack:
+    if not isinstance(doc, dict):
+        raise _Invalid("/", "must be an object")
+    for key in ("alert_id", "operator", "ts"):
+        if key not in doc:
+            raise _Invalid("/", f"missing required field {key!r}")
+    extra = sorted(set(doc) - ACK_FIELDS)
+    if extra:
+        raise _Invalid("/", f"unknown field {extra[0]!r}")
+    return Ack(
+        alert_id=_str(doc, "alert_id", 1, 128, ""),
+        operator=_str(doc, "operator", 1, 64, ""),
+        ts_ms=parse_ts(doc["ts"]),
+        note=_opt_str(doc, "note", 0, MAX_ACK_NOTE, "") or "",
+        zone_id=_opt_str(doc, "zone_id", 1, 64, ""),
+    )
+
+
+def decode_ack(value: bytes | None) -> Ack | Rejection:
+    """Decode and validate one message value of the acknowledgements topic."""
+    if value is None:
+        return Rejection(Reason.NOT_JSON, "message has no value (tombstone)")
+    if len(value) > MAX_MESSAGE_BYTES:
+        return Rejection(Reason.TOO_LARGE, f"value is {len(value)} bytes")
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        return Rejection(Reason.NOT_JSON, f"not UTF-8 JSON: {exc}")
+    try:
+        return _ack(doc)
+    except _Invalid as exc:
+        return Rejection(Reason.SCHEMA, str(exc))
+
+
+def encode_ack(ack: Ack) -> bytes:
+    doc: dict[str, Any] = {"alert_id": ack.alert_id, "operator": ack.operator,
+                           "ts": format_ts(ack.ts_ms)}
+    if ack.note:
+        doc["note"] = ack.note
+    if ack.zone_id:
+        doc["zone_id"] = ack.zone_id
+    return orjson.dumps(doc)
 
 
 def format_ts(ts_ms: int, tz: timezone = UTC) -> str:

@@ -19,7 +19,7 @@ import pytest
 from referencing import Registry, Resource
 
 import schemas
-from schemas import Reason, decode_report, decode_sensor_message
+from schemas import Ack, Reason, decode_ack, decode_report, decode_sensor_message, encode_ack
 
 N_DOCS = 1500  # per seed; 3 seeds x (events + batches + reports) is several thousand documents
 
@@ -31,7 +31,7 @@ def _load(name: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def validators() -> dict[str, jsonschema.Draft202012Validator]:
-    names = ["sensor-event.v1.json", "sensor-message.v1.json", "report.v1.json"]
+    names = ["sensor-event.v1.json", "sensor-message.v1.json", "report.v1.json", "ack.v1.json"]
     docs = {n: _load(n) for n in names}
     registry: Registry[Any] = Registry().with_resources(
         (d["$id"], Resource.from_contents(d)) for d in docs.values()
@@ -235,6 +235,45 @@ def test_reports_match_reference(
         ours = not isinstance(decode_report(raw), schemas.Rejection)
         assert ours == ref.is_valid(doc), raw
         results.append(ours)
+    assert 0.2 < sum(results) / len(results) < 0.8
+
+
+def mutate_ack(rng: random.Random, ack: dict[str, Any]) -> Any:
+    ack = copy.deepcopy(ack)
+    op = rng.randrange(6)
+    if op == 0:
+        ack.pop(rng.choice(list(ack)), None)
+    elif op == 1:
+        ack["operator"] = rng.choice(["", "o" * 64, "o" * 65, 7, None, "สมชาย"])
+    elif op == 2:
+        ack["note"] = rng.choice(["ก" * 500, "ก" * 501, 5, None, ""])
+    elif op == 3:
+        ack["extra"] = 1
+    elif op == 4:
+        ack["zone_id"] = rng.choice(["", "z" * 64, "z" * 65, None, "wat-yai-vihara"])
+    else:
+        ack["ts"] = rng.choice(BAD_TS + GOOD_TS)
+    return ack
+
+
+def test_acks_match_reference(validators: dict[str, jsonschema.Draft202012Validator]) -> None:
+    rng = random.Random(11)
+    ref = validators["ack.v1.json"]
+    results = []
+    for _ in range(N_DOCS):
+        doc: dict[str, Any] = {"alert_id": rng.choice(STRINGS_OK), "operator": "somchai",
+                               "ts": rng.choice(GOOD_TS)}
+        if rng.random() < 0.5:
+            doc["note"] = rng.choice(["รับทราบ ส่งเจ้าหน้าที่แล้ว", "on my way", ""])
+        if rng.random() < 0.65:
+            doc = mutate_ack(rng, doc)
+        raw = orjson.dumps(doc)
+        got = decode_ack(raw)
+        assert (not isinstance(got, schemas.Rejection)) == ref.is_valid(doc), raw
+        if isinstance(got, Ack):  # what we encode decodes to the same acknowledgement
+            assert ref.is_valid(orjson.loads(encode_ack(got)))
+            assert decode_ack(encode_ack(got)) == got
+        results.append(not isinstance(got, schemas.Rejection))
     assert 0.2 < sum(results) / len(results) < 0.8
 
 
