@@ -22,7 +22,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -169,39 +169,63 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_notify(args: argparse.Namespace, settings: Settings) -> int:
-    import faust  # noqa: PLC0415
+async def _until_signal(run: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Run ``run(stop)`` until it returns; SIGINT or SIGTERM sets ``stop`` (a clean exit)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await run(stop)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
 
-    from .notify import (  # noqa: PLC0415
-        LineNotifier,
-        RetryPolicy,
-        Route,
-        WebhookNotifier,
-        build_notify_app,
-        read_secret,
-    )
 
-    zones = frozenset(args.zones.split(",")) if args.zones else None
-    factory: Any
+def _notifier_factory(args: argparse.Namespace) -> Any:
+    from .notify import LineNotifier, WebhookNotifier, read_secret  # noqa: PLC0415
+
+    if args.channel == "email":
+        from .mail import EmailNotifier, SmtpConfig  # noqa: PLC0415
+
+        cfg = SmtpConfig.from_env(os.environ)
+        return lambda session: EmailNotifier(cfg)
     if args.channel == "line":
         token = read_secret(os.environ, "SAFETOUR_LINE_TOKEN")
         to = os.environ.get("SAFETOUR_LINE_TO")
         if not to:
             raise SafetourError("set SAFETOUR_LINE_TO (a user, group or room id)")
         base = os.environ.get("SAFETOUR_LINE_BASE_URL", "https://api.line.me")
+        return lambda session: LineNotifier(token, to, session, base_url=base)
+    url = args.url or os.environ.get("SAFETOUR_WEBHOOK_URL")
+    if not url:
+        raise SafetourError("give --url or set SAFETOUR_WEBHOOK_URL")
+    secret = read_secret(os.environ, "SAFETOUR_WEBHOOK_SECRET")
+    return lambda session: WebhookNotifier(url, secret, session)
 
-        def factory(session: Any) -> Any:
-            return LineNotifier(token, to, session, base_url=base)
-    else:
-        url = args.url or os.environ.get("SAFETOUR_WEBHOOK_URL")
-        if not url:
-            raise SafetourError("give --url or set SAFETOUR_WEBHOOK_URL")
-        secret = read_secret(os.environ, "SAFETOUR_WEBHOOK_SECRET")
 
-        def factory(session: Any) -> Any:
-            return WebhookNotifier(url, secret, session)
+def cmd_notify(args: argparse.Namespace, settings: Settings) -> int:
+    from .notify import RetryPolicy, Route  # noqa: PLC0415
+
+    zones = frozenset(args.zones.split(",")) if args.zones else None
+    factory = _notifier_factory(args)
+    policy = RetryPolicy(max_attempts=args.attempts)
+    if args.escalate_after is not None:
+        from .escalate import run_escalator  # noqa: PLC0415
+
+        _echo(f"escalating unacknowledged critical alerts to {args.channel} after "
+              f"{args.escalate_after:g} s")
+        asyncio.run(_until_signal(lambda stop: run_escalator(
+            settings, factory, args.channel, args.escalate_after, policy,
+            route=Route("critical", zones), stop=stop)))
+        return 0
+
+    import faust  # noqa: PLC0415
+
+    from .notify import build_notify_app  # noqa: PLC0415
+
     app = build_notify_app(settings, factory, args.channel, Route(args.min_level, zones),
-                           RetryPolicy(max_attempts=args.attempts))
+                           policy)
     faust.Worker(app, loglevel=args.log_level, quiet=True).execute_from_commandline()
 
 
@@ -388,15 +412,20 @@ def build_parser() -> argparse.ArgumentParser:
     zn.set_defaults(func=cmd_zones)
 
     nt = sub.add_parser("notify", help="deliver alerts to a channel (its own consumer group)")
-    nt.add_argument("--channel", default="webhook", choices=["webhook", "line"],
+    nt.add_argument("--channel", default="webhook", choices=["webhook", "line", "email"],
                     help="line: SAFETOUR_LINE_TOKEN(_FILE), SAFETOUR_LINE_TO, "
-                         "SAFETOUR_LINE_BASE_URL")
+                         "SAFETOUR_LINE_BASE_URL; email: SAFETOUR_SMTP_HOST, _PORT, "
+                         "_SECURITY (starttls|tls|none), _USER, _PASSWORD(_FILE), _CAFILE, "
+                         "SAFETOUR_MAIL_FROM, SAFETOUR_MAIL_TO")
     nt.add_argument("--url", help="webhook URL (or SAFETOUR_WEBHOOK_URL); secret from "
                                    "SAFETOUR_WEBHOOK_SECRET or SAFETOUR_WEBHOOK_SECRET_FILE")
     nt.add_argument("--min-level", default="elevated",
                     choices=["elevated", "high", "critical"])
     nt.add_argument("--zones", help="only these zones, comma-separated")
     nt.add_argument("--attempts", type=int, default=6, help="tries before the notify DLQ")
+    nt.add_argument("--escalate-after", type=float, metavar="SECONDS",
+                    help="escalation mode: send only critical alerts nobody acknowledged "
+                         "on the dashboard within SECONDS")
     nt.set_defaults(func=cmd_notify)
 
     w = sub.add_parser("worker", help="run the faust worker")

@@ -60,6 +60,14 @@ class Topics:
         return f"{self.prefix}notify-dlq.v1"
 
     @property
+    def acks(self) -> str:
+        return f"{self.prefix}acks.v1"
+
+    @property
+    def escalations(self) -> str:
+        return f"{self.prefix}escalations.v1"
+
+    @property
     def state(self) -> str:
         return f"{self.prefix}state.v1"
 

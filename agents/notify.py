@@ -61,7 +61,10 @@ class Notifier(Protocol):
 
 
 def idempotency_key(alert: Mapping[str, Any]) -> str:
-    return f"{alert['alert_id']}:{alert['status']}:{alert['ts']}"
+    """``alert_id:status:ts``; an escalation of the alert (``streams.escalation``) is a
+    message of its own, so it gets a key of its own."""
+    key = f"{alert['alert_id']}:{alert['status']}:{alert['ts']}"
+    return f"{key}:escalation" if alert.get("escalation") else key
 
 
 @dataclass(frozen=True, slots=True)

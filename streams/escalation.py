@@ -21,6 +21,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from schemas import format_ts
+
 
 @dataclass(slots=True)
 class Pending:
@@ -78,3 +80,20 @@ class EscalationTracker:
         old = [k for k, t in self._closed.items() if now_ms - t > self.forget_ms]
         for k in old:
             del self._closed[k]
+
+
+def escalation_alert(p: Pending, now_ms: int) -> dict[str, Any]:
+    """What the second channel receives: the newest alert of the episode, marked as an
+    escalation, with the message saying for how long nobody acknowledged it."""
+    minutes = max(round((now_ms - p.since_ms) / 60_000), 1)
+    msg = p.alert.get("message") or {}
+    out = dict(p.alert)
+    out["escalation"] = {"unacknowledged_since": format_ts(p.since_ms),
+                         "unacknowledged_s": round((now_ms - p.since_ms) / 1000)}
+    out["message"] = {
+        "th": f"ยกระดับแจ้งเตือน: ยังไม่มีผู้รับทราบการแจ้งเตือนระดับวิกฤตนานกว่า {minutes} นาที\n"
+              f"{msg.get('th', '')}".strip(),
+        "en": f"ESCALATION: critical alert not acknowledged for {minutes} min\n"
+              f"{msg.get('en', '')}".strip(),
+    }
+    return out

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from streams.escalation import EscalationTracker
+from streams.escalation import EscalationTracker, escalation_alert
 
 AFTER = 60_000
 
@@ -27,6 +27,20 @@ def test_unacked_critical_escalates_once_after_the_delay() -> None:
     t.on_escalated("a", 61_000)
     t.on_alert(alert("a", "critical", "escalated"), 62_000)  # a reminder: not a new episode
     assert t.due(10**9) == []
+
+
+def test_escalation_message_says_how_long_in_thai_and_english() -> None:
+    t = EscalationTracker(AFTER)
+    a = alert("a", "critical") | {"message": {"th": "วิกฤต", "en": "critical"}}
+    t.on_alert(a, 0)
+    [p] = t.due(5 * 60_000)
+    out = escalation_alert(p, 5 * 60_000)
+    assert out["escalation"] == {"unacknowledged_since": "1970-01-01T00:00:00.000Z",
+                                 "unacknowledged_s": 300}
+    assert out["message"]["th"].startswith("ยกระดับแจ้งเตือน")
+    assert "5 นาที" in out["message"]["th"]
+    assert out["message"]["en"].endswith("not acknowledged for 5 min\ncritical")
+    assert "escalation" not in a  # the tracked alert is not changed
 
 
 def test_ack_or_resolution_cancels_but_deescalation_does_not() -> None:

@@ -148,3 +148,10 @@ async def test_memory_twin_follows_the_same_contract() -> None:
     result = await deliver(twin, ALERT, RetryPolicy(), sleep=sleeps)
     assert (result.outcome, result.attempts, twin.calls) == (Outcome.DELIVERED, 3, 3)
     assert list(twin.delivered) == [idempotency_key(ALERT)]
+
+
+def test_an_escalation_has_a_key_of_its_own() -> None:
+    # Else a channel that had the alert itself would take the escalation as a repeat
+    # (LINE answers 409 to a reused retry key) and never show it.
+    escalated = ALERT | {"escalation": {"unacknowledged_s": 300}}
+    assert idempotency_key(escalated) == idempotency_key(ALERT) + ":escalation"

@@ -1,0 +1,134 @@
+"""``safetour notify --channel C --escalate-after S``: the escalation notifier.
+
+A critical alert that no operator acknowledged within S seconds goes to channel C (a second
+channel: the duty manager's LINE, say). It reads three topics without a consumer group, each
+from ``lookback`` ago:
+
+    safetour.alerts.v1       episodes that reached critical (and their resolutions)
+    safetour.acks.v1         acknowledgements from the dashboard
+    safetour.escalations.v1  escalations already sent (its own log)
+
+and sends nothing until it has caught up with all three, so a restart neither repeats an
+escalation nor misses one that fell due while it was down. The state machine is
+:class:`streams.escalation.EscalationTracker`; times are the Kafka record timestamps and the
+wall clock (processing time: how long the alert has stood unacknowledged).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+import aiohttp
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from schemas import Ack, decode_ack, format_ts
+from streams.escalation import EscalationTracker, escalation_alert
+
+from .config import Settings
+from .metrics import Metrics
+from .notify import Notifier, Outcome, RetryPolicy, Route, deliver, notify_dlq_record
+from .topics import partitions_of
+
+log = logging.getLogger(__name__)
+
+
+async def run_escalator(
+    settings: Settings,
+    notifier_factory: Callable[[aiohttp.ClientSession], Notifier],
+    channel: str,
+    after_s: float,
+    policy: RetryPolicy,
+    *,
+    route: Route | None = None,
+    lookback_s: float = 24 * 3600,
+    stop: asyncio.Event | None = None,
+    metrics: Metrics | None = None,
+) -> None:
+    topics = settings.topics
+    bootstrap = settings.bootstrap_servers
+    route = route or Route("critical")
+    m = metrics or Metrics()
+    stop = stop or asyncio.Event()
+    tps = [TopicPartition(t, p) for t in (topics.alerts, topics.acks, topics.escalations)
+           for p in await partitions_of(bootstrap, t)]
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                                enable_auto_commit=False)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
+                                enable_idempotence=True)
+    tracker = EscalationTracker(round(after_s * 1000))
+    await consumer.start()
+    await producer.start()
+    try:
+        consumer.assign(tps)
+        since = int((time.time() - lookback_s) * 1000)
+        starts = await consumer.offsets_for_times(dict.fromkeys(tps, since))
+        for tp in tps:
+            found = starts.get(tp)
+            if found is None:
+                await consumer.seek_to_end(tp)
+            else:
+                consumer.seek(tp, found.offset)
+        ends = await consumer.end_offsets(tps)
+        caught_up = False
+        async with aiohttp.ClientSession() as session:
+            notifier = notifier_factory(session)
+            while not stop.is_set():
+                batches = await consumer.getmany(timeout_ms=500, max_records=5000)
+                for tp, records in batches.items():
+                    for r in records:
+                        _apply(tracker, route, tp.topic, topics.alerts, topics.acks,
+                               r.key, r.value, r.timestamp)
+                if not caught_up:
+                    positions = {tp: await consumer.position(tp) for tp in tps}
+                    caught_up = all(positions[tp] >= ends[tp] for tp in tps)
+                    if not caught_up:
+                        continue
+                    log.info("escalation (%s, after %ss): caught up; pending %s", channel,
+                             after_s, tracker.pending_ids())
+                now = int(time.time() * 1000)
+                for p in tracker.due(now):
+                    alert = escalation_alert(p, now)
+                    result = await deliver(notifier, alert, policy)
+                    alert_id = str(alert["alert_id"])
+                    tracker.on_escalated(alert_id, now)
+                    await producer.send_and_wait(topics.escalations, key=alert_id.encode(),
+                                                 value=orjson.dumps({
+                                                     "alert_id": alert_id, "channel": channel,
+                                                     "ts": format_ts(now),
+                                                     "outcome": result.outcome.value}))
+                    if result.outcome is Outcome.DELIVERED:
+                        m.notifier_deliveries.labels(channel).inc()
+                        log.warning("escalated %s to %s: not acknowledged for %ds", alert_id,
+                                    channel, alert["escalation"]["unacknowledged_s"])
+                    else:
+                        m.notifier_failures.labels(channel).inc()
+                        await producer.send_and_wait(
+                            topics.notify_dlq, key=alert_id.encode(),
+                            value=orjson.dumps(notify_dlq_record(alert, channel, result)))
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+def _apply(tracker: EscalationTracker, route: Route, topic: str, alerts: str, acks: str,
+           key: bytes | None, value: bytes | None, ts_ms: int) -> None:
+    if topic == alerts:
+        try:
+            alert = orjson.loads(value or b"")
+            if isinstance(alert, dict) and "alert_id" in alert and (
+                    route.zones is None or alert.get("zone_id") in route.zones):
+                tracker.on_alert(alert, ts_ms)
+        except orjson.JSONDecodeError:
+            log.warning("skipping an alert record that is not JSON")
+    elif topic == acks:
+        ack = decode_ack(value)
+        if isinstance(ack, Ack):
+            tracker.on_ack(ack.alert_id, ts_ms)
+        else:
+            log.warning("skipping an invalid acknowledgement: %s", ack.detail)
+    elif key:  # escalations log: keyed by alert_id
+        tracker.on_escalated(key.decode(errors="replace"), ts_ms)
