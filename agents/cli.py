@@ -291,6 +291,29 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
             proc.wait()
 
 
+def _dashboard_operators(*, demo: bool) -> tuple[dict[str, str], str | None]:
+    """Operators from the environment; for the demo, a one-off operator 'demo' if none."""
+    from .dashboard import new_token, parse_operators  # noqa: PLC0415
+
+    configured = "SAFETOUR_DASHBOARD_TOKENS" in os.environ or \
+        "SAFETOUR_DASHBOARD_TOKENS_FILE" in os.environ
+    if configured or not demo:
+        return parse_operators(os.environ), None
+    token = new_token()
+    return {token: "demo"}, token
+
+
+def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
+    from .dashboard import serve_dashboard  # noqa: PLC0415
+
+    operators, _ = _dashboard_operators(demo=False)
+    _echo(f"{len(operators)} operator(s); reading {settings.topics.prefix}alerts/acks/density")
+    asyncio.run(_until_signal(lambda stop: serve_dashboard(
+        settings, operators, args.host, args.port, stop=stop,
+        ready=lambda url: _echo(f"dashboard on {url} (sign in with an operator token)"))))
+    return 0
+
+
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from . import simulate as sim  # noqa: PLC0415
     from .tail import tail_alerts  # noqa: PLC0415
@@ -327,17 +350,37 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
         async def demo() -> int:
             stop = asyncio.Event()
+            board_stop = asyncio.Event()
             tail = asyncio.create_task(tail_alerts(
                 settings.bootstrap_servers, settings.topics.alerts, stop=stop,
             ))
+            board: asyncio.Task[None] | None = None
+            if args.dashboard_port:
+                from .dashboard import serve_dashboard  # noqa: PLC0415
+
+                operators, token = _dashboard_operators(demo=True)
+                hint = f"login?token={token}" if token else "  (sign in with your token)"
+
+                def ready(url: str) -> None:
+                    _echo(f"operations-centre dashboard: {url}{hint}")
+
+                board = asyncio.create_task(serve_dashboard(
+                    settings, operators, settings.web_host, args.dashboard_port,
+                    stop=board_stop, ready=ready))
             try:
                 await sim.publish_live(
                     simulated, settings.bootstrap_servers, settings.topics.sensor_events,
                     settings.topics.reports, speed=args.speed)
                 # Let the last windows close (the partitions go quiet) and their alerts arrive.
                 await asyncio.sleep(settings.idle_s + settings.grace_s + settings.slide_s + 3)
+                if board is not None and sys.stdin.isatty() and not args.expect_alerts:
+                    _echo("scenario over; the dashboard stays up until Ctrl-C")
+                    await board
             finally:
                 stop.set()
+                board_stop.set()
+                if board is not None:
+                    await board
             return await tail
 
         seen = asyncio.run(demo())
@@ -371,6 +414,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=1)
     run.add_argument("--keep-broker", action="store_true", help="leave the broker running")
     run.add_argument("--expect-alerts", action="store_true", help="exit 1 if no alert arrived")
+    run.add_argument("--dashboard-port", type=int,
+                     default=int(os.environ.get("SAFETOUR_DASHBOARD_PORT", "6070")),
+                     help="operations-centre dashboard port (default 6070; 0: no dashboard)")
     run.set_defaults(func=cmd_run)
 
     b = sub.add_parser("broker", help="manage the embedded Kafka broker")
@@ -427,6 +473,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="escalation mode: send only critical alerts nobody acknowledged "
                          "on the dashboard within SECONDS")
     nt.set_defaults(func=cmd_notify)
+
+    db = sub.add_parser("dashboard", help="serve the operations-centre dashboard",
+                        description="Operators: SAFETOUR_DASHBOARD_TOKENS=name:token,... or "
+                                    "SAFETOUR_DASHBOARD_TOKENS_FILE (one name:token a line; "
+                                    "tokens of 16+ characters).")
+    db.add_argument("--host", default=os.environ.get("SAFETOUR_DASHBOARD_HOST", "127.0.0.1"))
+    db.add_argument("--port", type=int,
+                    default=int(os.environ.get("SAFETOUR_DASHBOARD_PORT", "6070")))
+    db.set_defaults(func=cmd_dashboard)
 
     w = sub.add_parser("worker", help="run the faust worker")
     w.set_defaults(func=cmd_worker)

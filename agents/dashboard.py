@@ -1,0 +1,445 @@
+"""The operations-centre dashboard: ``safetour dashboard``.
+
+A process of its own (aiohttp; no consumer group, so it never takes partitions from a worker
+and any number can run). It reads from Kafka:
+
+    safetour.alerts.v1    the alert feed and each zone's level (24 h back at start)
+    safetour.acks.v1      who acknowledged what (24 h back)
+    safetour.density.v1   each zone's density and its sparkline (15 min back)
+
+and serves, on loopback by default:
+
+    GET  /login            token form (``?token=`` logs in at once: the link ``safetour run``
+                           prints); POST /login; GET /logout
+    GET  /                 the map, the zone list with sparklines and the alert feed (TH/EN)
+    GET  /events           Server-Sent Events: ``state`` (zones, on every connect), then
+                           ``alert`` and ``ack`` events with ids, then ``density`` updates.
+                           A reconnect sends ``Last-Event-ID`` (the browser's EventSource does)
+                           and gets every alert and ack it missed: nothing is lost between
+                           reconnects as long as the server keeps them (``FEED_MAX``).
+    POST /api/ack          {"alert_id", "note"} -> an acknowledgement on safetour.acks.v1,
+                           with the operator the login maps to; 202 once Kafka has it
+    GET  /healthz          liveness (no login)
+
+Operators and their tokens come from ``SAFETOUR_DASHBOARD_TOKENS`` (``name:token,...``) or
+the file ``SAFETOUR_DASHBOARD_TOKENS_FILE`` (one ``name:token`` a line): never from the repo.
+The session cookie is HttpOnly and SameSite=Strict; POSTs must be JSON (a cross-site form
+cannot send that), so acknowledgements cannot be forged from another site.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import secrets
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from importlib.resources import files
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from schemas import MAX_MESSAGE_BYTES, Ack, ConfigError, Zone, decode_ack, encode_ack
+
+log = logging.getLogger(__name__)
+
+FEED_MAX = 5000  # alerts and acks kept for replay to reconnecting pages
+SPARK_POINTS = 60  # density points a zone keeps for its sparkline (5 min at a 5 s slide)
+RECENT_ALERTS = 300  # alerts sent to a page on a fresh connect
+COOKIE = "safetour_session"
+HEARTBEAT_S = 15.0
+LEVELS = ("normal", "elevated", "high", "critical")
+
+OPERATOR = web.RequestKey("operator", str)
+PublishAck = Callable[[bytes, bytes], Awaitable[None]]
+
+
+def parse_operators(env: Mapping[str, str]) -> dict[str, str]:
+    """``{token: operator}`` from SAFETOUR_DASHBOARD_TOKENS(_FILE); ConfigError if none."""
+    raw = ""
+    if env.get("SAFETOUR_DASHBOARD_TOKENS_FILE"):
+        with open(env["SAFETOUR_DASHBOARD_TOKENS_FILE"], encoding="utf-8") as f:
+            raw = f.read().replace("\n", ",")
+    else:
+        raw = env.get("SAFETOUR_DASHBOARD_TOKENS", "")
+    out: dict[str, str] = {}
+    for raw_item in raw.split(","):
+        item = raw_item.strip()
+        if not item or item.startswith("#"):
+            continue
+        name, sep, token = item.partition(":")
+        name, token = name.strip(), token.strip()
+        if not sep or not name or len(token) < 16:
+            raise ConfigError("dashboard operators are name:token with a token of 16+ "
+                              f"characters; got {name or item!r}")
+        out[token] = name
+    if not out:
+        raise ConfigError("set SAFETOUR_DASHBOARD_TOKENS (name:token,...) or "
+                          "SAFETOUR_DASHBOARD_TOKENS_FILE")
+    return out
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(24)
+
+
+@dataclass(slots=True)
+class FeedEvent:
+    seq: int
+    kind: str  # "alert" | "ack"
+    data: bytes  # JSON
+
+
+@dataclass
+class Board:
+    """What every page sees: zones with level and density, the alert feed and the acks.
+    Pure state (no Kafka, no HTTP): the consumer feeds it, the web handlers read it."""
+
+    zones: list[Zone]
+    boot: str = field(default_factory=lambda: secrets.token_hex(4))
+    feed_max: int = FEED_MAX
+    _seq: int = 0
+    _feed: deque[FeedEvent] = field(default_factory=deque)
+    _subscribers: set[asyncio.Queue[tuple[FeedEvent | None, str, bytes]]] = field(
+        default_factory=set)
+    level: dict[str, str] = field(default_factory=dict)
+    alert_of_zone: dict[str, str] = field(default_factory=dict)
+    density: dict[str, deque[tuple[str, float | None]]] = field(default_factory=dict)
+    alerts: dict[str, Mapping[str, Any]] = field(default_factory=dict)
+    acks: dict[str, Ack] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for z in self.zones:
+            self.level.setdefault(z.zone_id, "normal")
+            self.density.setdefault(z.zone_id, deque(maxlen=SPARK_POINTS))
+
+    # -- input ---------------------------------------------------------------------------
+    def on_alert(self, alert: Mapping[str, Any]) -> None:
+        zone, level = str(alert.get("zone_id")), str(alert.get("level"))
+        if level not in LEVELS or "alert_id" not in alert:
+            log.warning("dashboard: ignoring a malformed alert %r", alert.get("alert_id"))
+            return
+        self.level[zone] = "normal" if alert.get("status") == "resolved" else level
+        self.alert_of_zone[zone] = str(alert["alert_id"])
+        self.alerts[str(alert["alert_id"])] = alert
+        self._add("alert", orjson.dumps(alert))
+
+    def on_ack(self, ack: Ack) -> None:
+        self.acks.setdefault(ack.alert_id, ack)  # the first acknowledgement stands
+        self._add("ack", encode_ack(ack))
+
+    def on_density(self, d: Mapping[str, Any]) -> None:
+        zone = str(d.get("zone_id"))
+        if zone not in self.density:
+            return
+        point = (str(d.get("window_end")), d.get("density"))
+        self.density[zone].append(point)
+        self._publish(None, "density", orjson.dumps({"zone_id": zone, "point": point}))
+
+    # -- output --------------------------------------------------------------------------
+    def state(self) -> bytes:
+        return orjson.dumps({"boot": self.boot, "zones": [{
+            "zone_id": z.zone_id, "name": {"th": z.name_th, "en": z.name_en},
+            "area_m2": z.area_m2, "crowd": z.crowd, "estimated": z.area_estimated,
+            "polygon": z.polygon, "level": self.level[z.zone_id],
+            "density": list(self.density[z.zone_id]),
+        } for z in self.zones]})
+
+    def replay(self, last_event_id: str | None) -> list[FeedEvent]:
+        """Feed events after ``last_event_id`` (``boot:seq``); all of them (the newest
+        RECENT_ALERTS alerts, with every ack) if the id is from another run of the server,
+        missing, or older than what is kept."""
+        boot, _, seq = (last_event_id or "").partition(":")
+        if boot == self.boot and seq.isdigit():
+            after = int(seq)
+            if not self._feed or self._feed[0].seq <= after + 1:
+                return [e for e in self._feed if e.seq > after]
+        alerts = [e for e in self._feed if e.kind == "alert"][-RECENT_ALERTS:]
+        first = alerts[0].seq if alerts else 0
+        return [e for e in self._feed if e.seq >= first or e.kind == "ack"]
+
+    def event_id(self, e: FeedEvent) -> str:
+        return f"{self.boot}:{e.seq}"
+
+    @contextlib.contextmanager
+    def subscribe(self) -> Any:
+        q: asyncio.Queue[tuple[FeedEvent | None, str, bytes]] = asyncio.Queue(maxsize=10_000)
+        self._subscribers.add(q)
+        try:
+            yield q
+        finally:
+            self._subscribers.discard(q)
+
+    def _add(self, kind: str, data: bytes) -> None:
+        self._seq += 1
+        e = FeedEvent(self._seq, kind, data)
+        self._feed.append(e)
+        while len(self._feed) > self.feed_max:
+            self._feed.popleft()
+        self._publish(e, kind, data)
+
+    def _publish(self, e: FeedEvent | None, kind: str, data: bytes) -> None:
+        for q in list(self._subscribers):
+            try:
+                q.put_nowait((e, kind, data))
+            except asyncio.QueueFull:  # a stuck page: it reconnects and replays
+                self._subscribers.discard(q)
+
+
+def _sse(kind: str, data: bytes, event_id: str | None = None) -> bytes:
+    head = f"id: {event_id}\n" if event_id else ""
+    return f"{head}event: {kind}\n".encode() + b"data: " + data + b"\n\n"
+
+
+def _static(name: str) -> bytes:
+    return files("agents").joinpath("web", name).read_bytes()
+
+
+CONTENT_TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/html",
+                 ".json": "application/json", ".png": "image/png"}
+STATIC = ("app.js", "app.css", "basemap.json", "vendor/leaflet/leaflet.js",
+          "vendor/leaflet/leaflet.css", "vendor/leaflet/LICENSE")
+PUBLIC = frozenset({"/login", "/healthz", "/static/app.css"})
+
+
+def build_web_app(board: Board, operators: Mapping[str, str], publish_ack: PublishAck,
+                  *, secure_cookie: bool = False) -> web.Application:
+    def operator_of(request: web.Request) -> str | None:
+        token = request.cookies.get(COOKIE, "")
+        auth = request.headers.get("Authorization", "")
+        if auth.startswith("Bearer "):
+            token = auth[7:].strip()
+        for known, name in operators.items():  # constant time per candidate
+            if token and hmac.compare_digest(known.encode(), token.encode()):
+                return name
+        return None
+
+    @web.middleware
+    async def require_login(request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path in PUBLIC:
+            return await handler(request)  # type: ignore[no-any-return]
+        name = operator_of(request)
+        if name is None:
+            if request.path.startswith(("/api/", "/events")):
+                return web.json_response({"error": "login required"}, status=401)
+            raise web.HTTPFound("/login")
+        request[OPERATOR] = name
+        return await handler(request)  # type: ignore[no-any-return]
+
+    app = web.Application(middlewares=[require_login], client_max_size=64 * 1024)
+
+    def login_page(error: str = "", status: int = 200) -> web.Response:
+        html = _static("login.html").decode().replace("{{error}}", error)
+        return web.Response(text=html, content_type="text/html", status=status,
+                            headers={"Cache-Control": "no-store"})
+
+    def logged_in(token: str) -> web.StreamResponse:
+        if not any(hmac.compare_digest(k.encode(), token.encode()) for k in operators):
+            return login_page("โทเค็นไม่ถูกต้อง / Invalid token", 401)
+        resp = web.Response(status=302, headers={"Location": "/"})
+        resp.set_cookie(COOKIE, token, httponly=True, samesite="Strict", secure=secure_cookie,
+                        max_age=12 * 3600, path="/")
+        return resp
+
+    async def login_get(request: web.Request) -> web.StreamResponse:
+        token = request.query.get("token", "")
+        return logged_in(token) if token else login_page()
+
+    async def login_post(request: web.Request) -> web.StreamResponse:
+        form = await request.post()
+        return logged_in(str(form.get("token", "")).strip())
+
+    async def logout(request: web.Request) -> web.StreamResponse:
+        resp = web.Response(status=302, headers={"Location": "/login"})
+        resp.del_cookie(COOKIE, path="/")
+        return resp
+
+    async def index(request: web.Request) -> web.Response:
+        html = _static("index.html").decode().replace("{{operator}}",
+                                                      _html_escape(request[OPERATOR]))
+        return web.Response(text=html, content_type="text/html",
+                            headers={"Cache-Control": "no-store"})
+
+    async def static(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name not in STATIC:
+            raise web.HTTPNotFound()
+        ext = name[name.rfind("."):] if "." in name.rsplit("/", 1)[-1] else ""
+        return web.Response(body=_static(name),
+                            content_type=CONTENT_TYPES.get(ext, "text/plain"),
+                            headers={"Cache-Control": "max-age=300"})
+
+    async def events(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                           "Cache-Control": "no-store",
+                                           "X-Accel-Buffering": "no"})
+        await resp.prepare(request)
+        last = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
+        with board.subscribe() as q:
+            await resp.write(_sse("state", board.state()))
+            sent = 0
+            for e in board.replay(last):
+                await resp.write(_sse(e.kind, e.data, board.event_id(e)))
+                sent = e.seq
+            while request.transport is not None and not request.transport.is_closing():
+                try:
+                    e, kind, data = await asyncio.wait_for(q.get(), HEARTBEAT_S)
+                except TimeoutError:
+                    await resp.write(b": ping\n\n")
+                    continue
+                if e is None:
+                    await resp.write(_sse(kind, data))
+                elif e.seq > sent:
+                    await resp.write(_sse(kind, data, board.event_id(e)))
+                    sent = e.seq
+        return resp
+
+    async def ack(request: web.Request) -> web.Response:
+        if request.content_type != "application/json":
+            return web.json_response({"error": "send application/json"}, status=415)
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            return web.json_response({"error": "not JSON"}, status=400)
+        alert_id = body.get("alert_id") if isinstance(body, dict) else None
+        note = body.get("note", "") if isinstance(body, dict) else ""
+        if not isinstance(alert_id, str) or alert_id not in board.alerts:
+            return web.json_response({"error": "unknown alert_id"}, status=404)
+        if not isinstance(note, str) or len(note) > 500:
+            return web.json_response({"error": "note: text of at most 500 characters"},
+                                     status=400)
+        a = Ack(alert_id, request[OPERATOR], int(time.time() * 1000), note.strip(),
+                str(board.alerts[alert_id].get("zone_id")) or None)
+        value = encode_ack(a)
+        assert len(value) < MAX_MESSAGE_BYTES
+        await publish_ack(alert_id.encode(), value)
+        log.info("acknowledged %s by %s", alert_id, a.operator)
+        return web.json_response(orjson.loads(value), status=202)
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    app.router.add_get("/login", login_get)
+    app.router.add_post("/login", login_post)
+    app.router.add_get("/logout", logout)
+    app.router.add_get("/", index)
+    app.router.add_get("/static/{name:.+}", static)
+    app.router.add_get("/events", events)
+    app.router.add_post("/api/ack", ack)
+    app.router.add_get("/healthz", healthz)
+    return app
+
+
+def _html_escape(s: str) -> str:
+    import html  # noqa: PLC0415
+
+    return html.escape(s, quote=True)
+
+
+def apply_records(board: Board, topic_kind: str, values: Iterable[bytes | None]) -> int:
+    """Feed consumed record values of one topic to the board; returns how many were bad."""
+    bad = 0
+    for v in values:
+        if topic_kind == "ack":
+            a = decode_ack(v)
+            if isinstance(a, Ack):
+                board.on_ack(a)
+            else:
+                bad += 1
+            continue
+        try:
+            doc = orjson.loads(v or b"")
+        except orjson.JSONDecodeError:
+            bad += 1
+            continue
+        if not isinstance(doc, dict):
+            bad += 1
+        elif topic_kind == "alert":
+            board.on_alert(doc)
+        else:
+            board.on_density(doc)
+    return bad
+
+
+async def follow_topics(bootstrap: str, topics: Mapping[str, tuple[str, float]], board: Board,
+                        stop: asyncio.Event) -> None:
+    """Read ``{kind: (topic, lookback_s)}`` into ``board`` until ``stop``."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: PLC0415
+
+    from .topics import partitions_of  # noqa: PLC0415
+
+    kind_of: dict[str, str] = {t: k for k, (t, _) in topics.items()}
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(t, p) for t, _ in topics.values()
+               for p in await partitions_of(bootstrap, t)]
+        consumer.assign(tps)
+        now = time.time()
+        back = {t: lb for t, lb in topics.values()}
+        starts = await consumer.offsets_for_times(
+            {tp: int((now - back[tp.topic]) * 1000) for tp in tps})
+        for tp in tps:
+            found = starts.get(tp)
+            if found is None:
+                await consumer.seek_to_end(tp)
+            else:
+                consumer.seek(tp, found.offset)
+        while not stop.is_set():
+            batches = await consumer.getmany(timeout_ms=250, max_records=5000)
+            for tp, records in batches.items():
+                bad = apply_records(board, kind_of[tp.topic], (r.value for r in records))
+                if bad:
+                    log.warning("dashboard: %d unreadable records on %s", bad, tp.topic)
+    finally:
+        await consumer.stop()
+
+
+async def serve_dashboard(settings: Any, operators: Mapping[str, str], host: str, port: int,
+                          *, stop: asyncio.Event, ready: Callable[[str], None] | None = None
+                          ) -> None:
+    """Run the dashboard until ``stop``: the Kafka follower, the producer, the web server."""
+    from aiokafka import AIOKafkaProducer  # noqa: PLC0415
+
+    from schemas import load_zones  # noqa: PLC0415
+
+    board = Board(load_zones(settings.zones_file))
+    t = settings.topics
+    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all",
+                                enable_idempotence=True)
+    await producer.start()
+
+    async def publish_ack(key: bytes, value: bytes) -> None:
+        await producer.send_and_wait(t.acks, key=key, value=value)
+
+    follower = asyncio.create_task(follow_topics(
+        settings.bootstrap_servers,
+        {"alert": (t.alerts, 24 * 3600), "ack": (t.acks, 24 * 3600),
+         "density": (t.density, 15 * 60)}, board, stop), name="dashboard-follower")
+    runner = web.AppRunner(build_web_app(board, operators, publish_ack), shutdown_timeout=1,
+                           handler_cancellation=True)  # a closed page ends its stream
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        url = f"http://{host}:{port}/"
+        log.info("dashboard on %s", url)
+        if ready is not None:
+            ready(url)
+        stopper = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait({follower, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if follower in done:
+            follower.result()  # raise what stopped it
+    finally:
+        stop.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follower
+        await runner.cleanup()
+        await producer.stop()
