@@ -201,10 +201,12 @@ def _static(name: str) -> bytes:
 
 
 CONTENT_TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/html",
-                 ".json": "application/json", ".png": "image/png"}
+                 ".json": "application/json", ".woff2": "font/woff2"}
 STATIC = ("app.js", "app.css", "basemap.json", "vendor/leaflet/leaflet.js",
-          "vendor/leaflet/leaflet.css", "vendor/leaflet/LICENSE")
-PUBLIC = frozenset({"/login", "/healthz", "/static/app.css"})
+          "vendor/leaflet/leaflet.css", "vendor/leaflet/LICENSE", "vendor/sarabun/OFL.txt",
+          *(f"vendor/sarabun/sarabun-{script}-{weight}-normal.woff2"
+            for script in ("thai", "latin") for weight in (400, 600)))
+PUBLIC = frozenset({"/login", "/healthz"})  # and /static/: code, styles and fonts only
 
 
 def build_web_app(board: Board, operators: Mapping[str, str], publish_ack: PublishAck,
@@ -221,7 +223,7 @@ def build_web_app(board: Board, operators: Mapping[str, str], publish_ack: Publi
 
     @web.middleware
     async def require_login(request: web.Request, handler: Any) -> web.StreamResponse:
-        if request.path in PUBLIC:
+        if request.path in PUBLIC or request.path.startswith("/static/"):
             return await handler(request)  # type: ignore[no-any-return]
         name = operator_of(request)
         if name is None:

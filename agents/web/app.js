@@ -2,6 +2,7 @@
 // Everything from the server is inserted with textContent (alert text can come from the public).
 "use strict";
 (function () {
+  const RADIUS = { normal: 4, elevated: 7, high: 10, critical: 14 };
   const COLOURS = { normal: "#2e7d32", elevated: "#f9a825", high: "#ef6c00", critical: "#c62828" };
   const T = {
     th: { title: "ศูนย์ปฏิบัติการ ท่องเที่ยวปลอดภัย พิษณุโลก", connecting: "กำลังเชื่อมต่อ…", live: "ออนไลน์",
@@ -38,8 +39,9 @@
       hour: "2-digit", minute: "2-digit", second: "2-digit" });
   const keyOf = (a) => `${a.alert_id}:${a.status}:${a.ts}`;
 
+  map.createPane("basemap").style.zIndex = 350;  // under the zones (overlay pane: 400)
   fetch("/static/basemap.json").then((r) => r.json()).then((b) => {
-    L.polyline(b.river, { color: "#90caf9", weight: 14, opacity: 0.8, interactive: false }).addTo(map);
+    L.polyline(b.river, { pane: "basemap", color: "#90caf9", weight: 14, opacity: 0.8, interactive: false }).addTo(map);
   }).catch(() => {});
 
   function applyLang() {
@@ -84,6 +86,8 @@
       z.layer.setStyle({ color: COLOURS[level], fillColor: COLOURS[level], fillOpacity: level === "normal" ? 0.25 : 0.55 });
       const path = z.layer.getElement && z.layer.getElement();
       if (path) { path.dataset.level = level; path.dataset.zone = z.info.zone_id; }
+      z.marker.setStyle({ color: COLOURS[level], fillColor: COLOURS[level], fillOpacity: 0.9 });
+      z.marker.setRadius(RADIUS[level]);
       z.layer.setTooltipContent(`${z.info.name[lang]} · ${t(level)}${last === null ? "" : ` · ${last.toFixed(2)} ${t("unit")}`}`);
     }
   }
@@ -100,6 +104,8 @@
           z.layer = L.polygon(info.polygon, { weight: 2 }).addTo(map);
           z.layer.bindTooltip("", { permanent: false, direction: "top" });
           z.layer.on("click", () => z.row.scrollIntoView({ behavior: "smooth" }));
+          // A small zone (a vihara) vanishes at town scale: a dot sized by level marks it.
+          z.marker = L.circleMarker(z.layer.getBounds().getCenter(), { weight: 2, interactive: false }).addTo(map);
           bounds.push(...info.polygon);
         }
         zones.set(info.zone_id, z);
