@@ -431,7 +431,7 @@ async def serve_dashboard(settings: Any, operators: Mapping[str, str], host: str
         site = web.TCPSite(runner, host, port)
         await site.start()
         url = f"http://{host}:{port}/"
-        log.info("dashboard on %s", url)
+        log.debug("dashboard on %s", url)
         if ready is not None:
             ready(url)
         stopper = asyncio.create_task(stop.wait())

@@ -15,6 +15,7 @@ from schemas import load_zones
 
 from .conftest import (
     REPO,
+    free_port,
     make_settings,
     payloads,
     poll_until,
@@ -59,11 +60,13 @@ def test_demo_runs_headless_and_shows_the_crush(kafka: str, tmp_path: Path) -> N
     env = settings_env(s) | {"SAFETOUR_IDLE_S": "1"}
     env.pop("PYTHONWARNINGS", None)
     res = subprocess.run([sys.executable, "-m", "agents", "run", "--scenario", "crush",
-                          "--speed", "100", "--expect-alerts"], env=env, capture_output=True,
+                          "--speed", "100", "--expect-alerts", "--dashboard-port",
+                          str(free_port())], env=env, capture_output=True,
                          text=True, timeout=240, stdin=subprocess.DEVNULL, check=False)
     out = res.stdout
     assert res.returncode == 0, out[-3000:] + res.stderr[-3000:]
     assert "CRITICAL" in out
     assert "naresuan-bridge" in out
     assert "สะพานนเรศวร" in out  # Thai first, for the operations centre
+    assert "operations-centre dashboard: http://127.0.0.1:" in res.stderr + out
     assert os.environ.get("SAFETOUR_TOPIC_PREFIX") is None  # the demo ran on its own topics

@@ -1,0 +1,87 @@
+"""Escalation over the real broker: critical alerts nobody acknowledged go to a second channel
+(a real local webhook receiver) once; acknowledged, resolved and non-critical ones never; and
+a notifier killed and restarted does not escalate anything twice."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from agents.topics import create_topics, topic_specs
+from schemas import Ack, encode_ack
+
+from .conftest import free_port, make_settings, payloads, poll_until, settings_env
+from .test_notify_e2e import SECRET, Receiver
+from .test_recovery import publish
+
+
+def alert(aid: str, level: str, status: str = "raised") -> dict[str, Any]:
+    return {"alert_id": aid, "zone_id": aid.split(":", maxsplit=1)[0], "level": level,
+            "status": status, "ts": "2026-02-16T13:00:00.000Z",
+            "message": {"th": "วิกฤต", "en": "critical"}}
+
+
+def esc_key(aid: str) -> str:
+    return f"{aid}:raised:2026-02-16T13:00:00.000Z:escalation"
+
+
+def test_unacknowledged_critical_alerts_escalate_once(kafka: str, tmp_path: Path) -> None:
+    s = make_settings(kafka, tmp_path)
+    asyncio.run(create_topics(kafka, topic_specs(s.topics)))
+    port = free_port()
+    receiver = Receiver(port)  # answers 503 to its first three calls
+    thread = threading.Thread(target=receiver.serve_forever, name="receiver")
+    thread.start()
+    env = settings_env(s) | {"SAFETOUR_WEBHOOK_SECRET": SECRET.decode()}
+    cmd = [sys.executable, "-m", "agents", "notify", "--url", f"http://127.0.0.1:{port}/hook",
+           "--attempts", "10", "--escalate-after", "3"]
+    log = tmp_path / "escalate.log"
+
+    def send(topic: str, records: list[tuple[str, bytes]]) -> None:
+        asyncio.run(publish(kafka, topic, [(k.encode(), v) for k, v in records]))
+
+    def start() -> subprocess.Popen[bytes]:
+        with log.open("ab") as out:
+            return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+    try:
+        a, b, c, d, e, f = (f"{z}:1" for z in ("za", "zb", "zc", "zd", "ze", "zf"))
+        send(s.topics.alerts, [(x, orjson.dumps(alert(x, lvl))) for x, lvl in
+                               ((a, "critical"), (b, "critical"), (c, "high"),
+                                (d, "critical"))])
+        send(s.topics.alerts, [(d, orjson.dumps(alert(d, "normal", "resolved")))])
+        send(s.topics.acks, [(b, encode_ack(Ack(b, "somchai", 1771246800000)))])
+        proc = start()
+        poll_until(lambda: esc_key(a) in receiver.keys, timeout=60, what="A escalated",
+                   proc=proc, log=log)
+        # E is published after A's deadline passed (and B's, C's and D's with it): once E is
+        # escalated, anything B, C or D would have caused has happened.
+        send(s.topics.alerts, [(e, orjson.dumps(alert(e, "critical")))])
+        poll_until(lambda: esc_key(e) in receiver.keys, timeout=60, what="E escalated",
+                   proc=proc, log=log)
+        assert set(receiver.keys) == {esc_key(a), esc_key(e)}
+
+        proc.kill()  # no goodbye
+        proc.wait()
+        proc = start()
+        send(s.topics.alerts, [(f, orjson.dumps(alert(f, "critical")))])
+        poll_until(lambda: esc_key(f) in receiver.keys, timeout=60, what="F escalated",
+                   proc=proc, log=log)
+        proc.terminate()
+        proc.wait(30)
+    finally:
+        receiver.shutdown()
+        receiver.server_close()
+        thread.join(10)
+    # Each escalated once, on the wire too: the restart read its log and repeated nothing.
+    assert receiver.keys == {esc_key(a): 1, esc_key(e): 1, esc_key(f): 1}
+    assert receiver.bad == 0
+    logged = payloads(kafka, s.topics.escalations)
+    assert sorted(r["alert_id"] for r in logged) == [a, e, f]
+    assert {r["outcome"] for r in logged} == {"delivered"}
