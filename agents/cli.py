@@ -204,11 +204,23 @@ def _notifier_factory(args: argparse.Namespace) -> Any:
     return lambda session: WebhookNotifier(url, secret, session)
 
 
+# Sends a second per channel, by default: LINE answers 429 past its limit, SMTP relays
+# throttle, and a webhook receiver is someone else's server.
+DEFAULT_RATES = {"webhook": 20.0, "line": 10.0, "email": 2.0}
+
+
 def cmd_notify(args: argparse.Namespace, settings: Settings) -> int:
-    from .notify import RetryPolicy, Route  # noqa: PLC0415
+    from .notify import RateLimited, RetryPolicy, Route, TokenBucket  # noqa: PLC0415  # noqa: PLC0415
 
     zones = frozenset(args.zones.split(",")) if args.zones else None
-    factory = _notifier_factory(args)
+    inner = _notifier_factory(args)
+    rate = args.rate if args.rate is not None else DEFAULT_RATES[args.channel]
+    if rate <= 0:
+        raise SafetourError("--rate must be > 0")
+    bucket = TokenBucket(rate=rate, burst=max(args.burst, 1))
+
+    def factory(session: Any) -> Any:
+        return RateLimited(inner(session), bucket)
     policy = RetryPolicy(max_attempts=args.attempts)
     if args.escalate_after is not None:
         from .escalate import run_escalator  # noqa: PLC0415
@@ -469,6 +481,10 @@ def build_parser() -> argparse.ArgumentParser:
                     choices=["elevated", "high", "critical"])
     nt.add_argument("--zones", help="only these zones, comma-separated")
     nt.add_argument("--attempts", type=int, default=6, help="tries before the notify DLQ")
+    nt.add_argument("--rate", type=float, metavar="PER_S",
+                    help="most sends a second, retries included (webhook 20, line 10, "
+                         "email 2)")
+    nt.add_argument("--burst", type=int, default=10, help="sends allowed at once (10)")
     nt.add_argument("--escalate-after", type=float, metavar="SECONDS",
                     help="escalation mode: send only critical alerts nobody acknowledged "
                          "on the dashboard within SECONDS")

@@ -96,6 +96,55 @@ class RetryPolicy:
         return max(backoff, retry_after_s or 0.0)
 
 
+@dataclass
+class TokenBucket:
+    """At most ``rate`` sends a second on average, bursts of up to ``burst``; ``acquire``
+    waits for a token. Clock and sleep are injectable for tests."""
+
+    rate: float
+    burst: float = 1.0
+    clock: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    _tokens: float = field(default=-1.0, init=False)
+    _at: float = field(default=0.0, init=False)
+
+    def __post_init__(self) -> None:
+        if self.rate <= 0 or self.burst < 1:
+            raise ValueError("rate must be > 0 and burst >= 1")
+
+    async def acquire(self) -> float:
+        """Take one token; returns the seconds waited."""
+        now = self.clock()
+        if self._tokens < 0:
+            self._tokens, self._at = self.burst, now
+        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        waited = 0.0
+        if self._tokens < 1:
+            waited = (1 - self._tokens) / self.rate
+            await self.sleep(waited)
+            self._tokens, self._at = 1.0, now + waited
+        self._tokens -= 1
+        return waited
+
+
+@dataclass
+class RateLimited:
+    """A notifier behind a token bucket: every attempt, retries included, takes a token, so
+    a burst of alerts (a festival night) never trips the channel's own limit (LINE: 429)."""
+
+    inner: Notifier
+    bucket: TokenBucket
+
+    @property
+    def channel(self) -> str:
+        return self.inner.channel
+
+    async def send(self, alert: Mapping[str, Any], key: str) -> Result:
+        await self.bucket.acquire()
+        return await self.inner.send(alert, key)
+
+
 async def deliver(
     notifier: Notifier,
     alert: Mapping[str, Any],

@@ -17,9 +17,11 @@ from aiohttp import web
 from agents.notify import (
     MemoryNotifier,
     Outcome,
+    RateLimited,
     Result,
     RetryPolicy,
     Route,
+    TokenBucket,
     WebhookNotifier,
     deliver,
     idempotency_key,
@@ -155,3 +157,36 @@ def test_an_escalation_has_a_key_of_its_own() -> None:
     # (LINE answers 409 to a reused retry key) and never show it.
     escalated = ALERT | {"escalation": {"unacknowledged_s": 300}}
     assert idempotency_key(escalated) == idempotency_key(ALERT) + ":escalation"
+
+
+@dataclass
+class FakeClock:
+    now: float = 0.0
+    slept: list[float] = field(default_factory=list)
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, s: float) -> None:
+        self.slept.append(s)
+        self.now += s
+
+
+@pytest.mark.asyncio
+async def test_rate_limit_allows_the_burst_then_spaces_sends() -> None:
+    clock = FakeClock()
+    inner = MemoryNotifier()
+    limited = RateLimited(inner, TokenBucket(rate=2, burst=3, clock=clock, sleep=clock.sleep))
+    sent_at = []
+    for i in range(7):
+        result = await limited.send(ALERT | {"ts": str(i)}, f"k{i}")
+        assert result.outcome is Outcome.DELIVERED
+        sent_at.append(clock.now)
+    assert sent_at == [0, 0, 0, 0.5, 1.0, 1.5, 2.0]  # burst of 3, then 2 a second
+    assert len(inner.delivered) == 7
+    clock.now += 10  # idle: the bucket refills to the burst, not beyond
+    for _ in range(4):
+        await limited.send(ALERT, "again")
+    assert clock.now == 12.5
+    with pytest.raises(ValueError, match="rate"):
+        TokenBucket(rate=0)
