@@ -373,7 +373,7 @@ async def follow_topics(bootstrap: str, topics: Mapping[str, tuple[str, float]],
     """Read ``{kind: (topic, lookback_s)}`` into ``board`` until ``stop``."""
     from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: PLC0415
 
-    from .topics import partitions_of  # noqa: PLC0415
+    from .topics import partitions_of, seek_since  # noqa: PLC0415
 
     kind_of: dict[str, str] = {t: k for k, (t, _) in topics.items()}
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
@@ -384,15 +384,9 @@ async def follow_topics(bootstrap: str, topics: Mapping[str, tuple[str, float]],
                for p in await partitions_of(bootstrap, t)]
         consumer.assign(tps)
         now = time.time()
-        back = {t: lb for t, lb in topics.values()}
-        starts = await consumer.offsets_for_times(
-            {tp: int((now - back[tp.topic]) * 1000) for tp in tps})
-        for tp in tps:
-            found = starts.get(tp)
-            if found is None:
-                await consumer.seek_to_end(tp)
-            else:
-                consumer.seek(tp, found.offset)
+        for topic, lookback_s in topics.values():
+            await seek_since(consumer, [tp for tp in tps if tp.topic == topic],
+                             int((now - lookback_s) * 1000))
         while not stop.is_set():
             batches = await consumer.getmany(timeout_ms=250, max_records=5000)
             for tp, records in batches.items():

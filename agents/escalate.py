@@ -31,7 +31,7 @@ from streams.escalation import EscalationTracker, escalation_alert
 from .config import Settings
 from .metrics import Metrics
 from .notify import Notifier, Outcome, RetryPolicy, Route, deliver, notify_dlq_record
-from .topics import partitions_of
+from .topics import partitions_of, seek_since
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +64,7 @@ async def run_escalator(
     await producer.start()
     try:
         consumer.assign(tps)
-        since = int((time.time() - lookback_s) * 1000)
-        starts = await consumer.offsets_for_times(dict.fromkeys(tps, since))
-        for tp in tps:
-            found = starts.get(tp)
-            if found is None:
-                await consumer.seek_to_end(tp)
-            else:
-                consumer.seek(tp, found.offset)
+        await seek_since(consumer, tps, int((time.time() - lookback_s) * 1000))
         ends = await consumer.end_offsets(tps)
         caught_up = False
         async with aiohttp.ClientSession() as session:

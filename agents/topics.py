@@ -24,6 +24,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError
@@ -175,3 +176,15 @@ async def partitions_of(bootstrap: str, topic: str) -> list[int]:
     if desc["error_code"] != 0 or not desc["partitions"]:
         raise TopicError(f"topic {topic} does not exist; run `safetour topics create`")
     return sorted(p["partition"] for p in desc["partitions"])
+
+
+async def seek_since(consumer: Any, tps: Sequence[Any], since_ms: int) -> None:
+    """Position an assigned consumer at the first record at or after ``since_ms`` on each
+    partition (the end where there is none): reading "the last N hours" of a topic."""
+    starts = await consumer.offsets_for_times(dict.fromkeys(tps, since_ms))
+    for tp in tps:
+        found = starts.get(tp)
+        if found is None:
+            await consumer.seek_to_end(tp)
+        else:
+            consumer.seek(tp, found.offset)

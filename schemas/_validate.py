@@ -14,12 +14,15 @@ JSON Schema details mirrored here on purpose:
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any, Final, cast
+from typing import Any, Final, TypeVar, cast
 
 import orjson
 
 from ._records import KIND_BY_WIRE, Ack, Kind, Reason, Rejection, Report, SensorEvent
+
+T = TypeVar("T")
 
 MAX_MESSAGE_BYTES: Final = 512 * 1024
 """Largest message value accepted on the input topics; larger values are dead-lettered."""
@@ -241,8 +244,8 @@ def _report(doc: object) -> Report:
     return Report(report_id, ts_ms, category, source, zone_id, lat, lon, severity, text, lang)
 
 
-def decode_report(value: bytes | None) -> Report | Rejection:
-    """Decode and validate one message value of the reports topic."""
+def _decode_one(value: bytes | None, parse: Callable[[object], T]) -> T | Rejection:
+    """One JSON object per message: size, JSON, then ``parse`` (raising ``_Invalid``)."""
     if value is None:
         return Rejection(Reason.NOT_JSON, "message has no value (tombstone)")
     if len(value) > MAX_MESSAGE_BYTES:
@@ -252,9 +255,14 @@ def decode_report(value: bytes | None) -> Report | Rejection:
     except orjson.JSONDecodeError as exc:
         return Rejection(Reason.NOT_JSON, f"not UTF-8 JSON: {exc}")
     try:
-        return _report(doc)
+        return parse(doc)
     except _Invalid as exc:
         return Rejection(Reason.SCHEMA, str(exc))
+
+
+def decode_report(value: bytes | None) -> Report | Rejection:
+    """Decode and validate one message value of the reports topic."""
+    return _decode_one(value, _report)
 
 
 ACK_FIELDS = frozenset({"alert_id", "operator", "ts", "note", "zone_id"})
@@ -281,18 +289,7 @@ def _ack(doc: object) -> Ack:
 
 def decode_ack(value: bytes | None) -> Ack | Rejection:
     """Decode and validate one message value of the acknowledgements topic."""
-    if value is None:
-        return Rejection(Reason.NOT_JSON, "message has no value (tombstone)")
-    if len(value) > MAX_MESSAGE_BYTES:
-        return Rejection(Reason.TOO_LARGE, f"value is {len(value)} bytes")
-    try:
-        doc = orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        return Rejection(Reason.NOT_JSON, f"not UTF-8 JSON: {exc}")
-    try:
-        return _ack(doc)
-    except _Invalid as exc:
-        return Rejection(Reason.SCHEMA, str(exc))
+    return _decode_one(value, _ack)
 
 
 def encode_ack(ack: Ack) -> bytes:
