@@ -27,6 +27,7 @@ from .config import Settings
 from .metrics import Metrics
 from .state import Snapshot, read_snapshots, write_snapshot
 from .topics import DLQ_MAX_MESSAGE_BYTES
+from .transport import BatchingTransport, RecordBatch
 from .zones import follow_zone_topic
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,25 @@ METRICS_CONTENT_TYPE = "text/plain; version=0.0.4"
 def kafka_url(bootstrap: str) -> str:
     """``host1:9092,host2:9092`` as faust's broker URL list."""
     return ";".join(f"kafka://{h.strip()}" for h in bootstrap.split(",") if h.strip())
+
+
+class SafetourApp(faust.App):
+    """faust's App with the batching transport (``agents/transport.py``) for the topics in
+    ``batch_topics``."""
+
+    batch_topics: frozenset[str] = frozenset()
+
+    def _new_transport(self) -> Any:
+        return BatchingTransport(self.conf.broker_consumer, self)
+
+
+def _sources_of(event: Any) -> list[SourceMessage]:
+    """The messages one faust event carries: a whole fetch (RecordBatch) or one message."""
+    value = event.value
+    if isinstance(value, RecordBatch):
+        return [SourceMessage(r.topic, r.partition, r.offset, r.timestamp, r.key, r.value)
+                for r in value]
+    return [_source(event)]
 
 
 def _source(event: Any) -> SourceMessage:
@@ -55,7 +75,7 @@ def build_app(
     m = metrics or Metrics()
     datadir = settings.state_dir / "faust" / settings.app_id
     datadir.parent.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    app = SafetourApp(
         settings.app_id,
         broker=kafka_url(settings.bootstrap_servers),
         store="memory://",
@@ -74,7 +94,13 @@ def build_app(
         broker_commit_interval=1.0,
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=max(settings.session_timeout_s / 4, 1.0),
+        # One fetch is one batch (agents/transport.py): let fetches be large.
+        broker_max_poll_records=settings.batch_max,
+        consumer_max_fetch_size=4 * 1024 * 1024,
+        # Outputs go out in batches too; 5 ms of linger costs little latency.
+        producer_linger_ms=5,
     )
+    app.batch_topics = frozenset({settings.topics.sensor_events})
 
     def raw_topic(name: str) -> Any:
         return app.topic(name, key_type=bytes, value_type=bytes,
@@ -136,8 +162,10 @@ def build_app(
         last_snapshot[0] = time.monotonic()
 
     async def ingest(stream: Any) -> None:
-        async for batch in stream.take_events(settings.batch_max, within=settings.batch_within_s):
-            sources = [_source(e) for e in batch]
+        # Each event is one partition's fetch (agents/transport.py), hundreds to thousands of
+        # messages: decoded, windowed and published together.
+        async for event in stream.events():
+            sources = _sources_of(event)
             started = time.perf_counter()
             out = pipe.process_sensor_batch(sources, arrival_ms=int(time.time() * 1000))
             m.batch_seconds.observe(time.perf_counter() - started)

@@ -26,10 +26,11 @@ class Topics:
     """Topic names. ``prefix`` lets tests and staging share a cluster without colliding."""
 
     prefix: str = "safetour."
+    sensor: str | None = None  # read sensor events from this topic instead (replays, benchmarks)
 
     @property
     def sensor_events(self) -> str:
-        return f"{self.prefix}sensor-events.v1"
+        return self.sensor or f"{self.prefix}sensor-events.v1"
 
     @property
     def reports(self) -> str:
@@ -183,7 +184,8 @@ class Settings:
         s = cls(
             bootstrap=e.get("SAFETOUR_KAFKA_BOOTSTRAP", "").strip(),
             broker_port=_int(e, "SAFETOUR_BROKER_PORT", 19092),
-            topics=Topics(e.get("SAFETOUR_TOPIC_PREFIX", "safetour.")),
+            topics=Topics(e.get("SAFETOUR_TOPIC_PREFIX", "safetour."),
+                          e.get("SAFETOUR_SENSOR_TOPIC") or None),
             app_id=e.get("SAFETOUR_APP_ID", "safetour-worker"),
             web_host=e.get("SAFETOUR_WEB_HOST", "127.0.0.1"),
             web_port=_int(e, "SAFETOUR_WEB_PORT", 6066),
@@ -224,6 +226,7 @@ environment:
   SAFETOUR_KAFKA_BOOTSTRAP  existing Kafka cluster (host:port,...); unset = embedded broker
   SAFETOUR_BROKER_PORT      embedded broker port (default 19092; controller on +1)
   SAFETOUR_TOPIC_PREFIX     topic name prefix (default "safetour.")
+  SAFETOUR_SENSOR_TOPIC     read sensor events from this topic instead (replays, benchmarks)
   SAFETOUR_APP_ID           faust app id / consumer group (default safetour-worker)
   SAFETOUR_ZONES            zone registry file (default deploy/zones/phitsanulok.yaml)
   SAFETOUR_STATE_DIR        local state: broker jars and data, faust data (default .safetour/)

@@ -1,0 +1,70 @@
+"""A faust transport that hands the sensor topic to agents one *fetch* at a time.
+
+faust pays ~70 µs of Python per message between the Kafka client and an agent
+(``shared/PERF-NOTES.md``: a ``wait_first`` race, an ``Event``, sensor hooks, ack
+bookkeeping), which caps a plain agent near 13,000 messages/s, while the client itself reads
+~30x that. safetour keeps faust (consumer group, rebalancing, offset commits, recovery hooks,
+web, timers) but changes what a *message* is on the sensor topic: :class:`BatchingConsumer`
+folds all records of one partition in one fetch into a single message whose value is a
+:class:`RecordBatch` (the client's records, untouched) and whose offset is the last one. The
+per-message machinery then runs once per fetch (typically hundreds to thousands of records).
+
+Offsets stay exact: faust commits the offset after a message it saw acked, and records the
+offsets a message skipped as a *gap* that counts as processed once a later message is acked
+(the same machinery that handles compacted topics), so committing a batch's last offset
+commits the whole batch, and a worker that dies mid-batch replays it.
+
+Topics not named in ``batch_topics`` (reports, ...) are passed through record by record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+from faust.transport.drivers import aiokafka as faust_aiokafka
+
+
+class RecordBatch(list[Any]):
+    """The records of one partition from one fetch (aiokafka ``ConsumerRecord`` objects)."""
+
+
+class BatchRecord(NamedTuple):
+    """Stands in for one ConsumerRecord, as faust's driver reads one (``_to_message``)."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int | None
+    timestamp_type: int
+    headers: Sequence[tuple[str, bytes]]
+    key: bytes | None
+    value: RecordBatch
+    checksum: int | None
+    serialized_key_size: int
+    serialized_value_size: int
+
+
+def fold(records: Mapping[Any, list[Any]], batch_topics: frozenset[str]) -> dict[Any, list[Any]]:
+    """One :class:`BatchRecord` per partition of a batch topic; other topics unchanged."""
+    out: dict[Any, list[Any]] = {}
+    for tp, recs in records.items():
+        if not recs or tp.topic not in batch_topics:
+            out[tp] = recs
+            continue
+        last = recs[-1]
+        out[tp] = [BatchRecord(last.topic, last.partition, last.offset, last.timestamp,
+                               last.timestamp_type, (), None, RecordBatch(recs), None, 0,
+                               sum(r.serialized_value_size for r in recs))]
+    return out
+
+
+class BatchingConsumer(faust_aiokafka.Consumer):
+    async def _getmany(self, active_partitions: Any, timeout: float) -> Any:  # noqa: ASYNC109
+        records = await super()._getmany(active_partitions, timeout)
+        topics: frozenset[str] = getattr(self.app, "batch_topics", frozenset())
+        return fold(records, topics) if topics and records else records
+
+
+class BatchingTransport(faust_aiokafka.Transport):
+    Consumer = BatchingConsumer
