@@ -114,8 +114,13 @@ def build_app(
     dlq_topic = raw_topic(settings.topics.dlq)
 
     async def publish(topic: Any, records: list[OutRecord]) -> None:
+        # Straight to faust's producer (one aiokafka append a record), not Topic.send's
+        # per-message machinery: a batch can hold thousands of density records. Delivery is
+        # still covered: faust flushes the producer before it commits input offsets.
+        send = app.producer.send
+        name = topic.get_topic_name()
         for r in records:
-            await topic.send(key=r.key, value=r.value, headers=r.headers or None)
+            await send(name, r.key, r.value, None, None, r.headers or None)
 
     async def publish_all(
         out: Outputs, topic: str = settings.topics.sensor_events, append_ms: int | None = None

@@ -128,6 +128,14 @@ class ZoneAlarm:
                 out.append(self._move(floor, ts_ms, "report"))
             return out
         ratio = occupancy / self.capacity if self.capacity else math.nan
+        if (self.level is Level.NORMAL and floor is Level.NORMAL and not self.up_since
+                and self.forecast_since is None and density < self.thresholds.elevated
+                and not ratio >= CAPACITY_LEVELS.elevated):
+            # Quiet zone, quiet window (most of them): nothing can change unless the
+            # forecast starts; this path skips the rest of the state machine.
+            eta = eta_critical_s(density, trend_per_min, self.thresholds.critical)
+            if eta is None or eta > cfg.horizon_s:
+                return out
         by_density = level_for(density, self.thresholds)
         raw = max(by_density, self._ratio_level(ratio))
         on_delay = 0 if ts_ms < self.corroborated_until_ms else round(cfg.on_delay_s * 1000)

@@ -1,0 +1,234 @@
+"""``python -m benchmarks`` (``make bench``): safetour against the ceiling and its peers.
+
+    python -m benchmarks [--smoke] [--reps 3] [--readings 400000] [--skip-peers]
+
+In one run on the embedded Apache Kafka: pre-produce the simulator's readings (single-reading
+messages and gateway batches of 100), then for each repetition measure the ceiling (raw
+aiokafka + orjson), safetour's worker, faust-native and quixstreams on the same topics; then
+latency at half of safetour's rate, memory and cost per reading at 100, 10,000 and 100,000
+zones, and recovery after kill -9 with 10,000 zones. Writes ``benchmarks/RESULTS.md`` (with
+``--smoke``: ``.safetour/bench/RESULTS-smoke.md``) and PNG plots beside it. ``--smoke`` is a
+tiny run for CI: it asserts nothing about speed, it only keeps the harness working.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from agents.broker import EmbeddedBroker
+from agents.config import Settings
+
+from . import data, e2e
+
+SYSTEMS = ("ceiling", "safetour", "faust-native", "quixstreams")
+SHAPES = ("single", "batch100")
+
+
+@dataclass
+class Results:
+    rates: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    rss: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    latency: dict[str, Any] = field(default_factory=dict)
+    scale: list[dict[str, Any]] = field(default_factory=list)
+    recovery: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def add(self, system: str, shape: str, rate: float, rss: float | None = None) -> None:
+        self.rates.setdefault((system, shape), []).append(rate)
+        if rss is not None:
+            self.rss.setdefault((system, shape), []).append(rss)
+
+    def median(self, system: str, shape: str) -> float:
+        xs = [x for x in self.rates.get((system, shape), []) if not math.isnan(x)]
+        return statistics.median(xs) if xs else float("nan")
+
+
+def say(msg: str) -> None:
+    print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.settings = Settings.from_env()
+        self.run_id = datetime.now(UTC).strftime("%Y%m%d%H%M%S")
+        self.state = self.settings.state_dir / "bench" / self.run_id
+        self.state.mkdir(parents=True, exist_ok=True)
+        self.bootstrap = ""
+        self.grace_ms = 10_000
+        self.res = Results()
+
+    # -- data --------------------------------------------------------------------------------
+    def dataset(self, zones: int, readings: int, tag: str) -> tuple[data.Dataset, dict[str, str],
+                                                                     Path]:
+        t = time.perf_counter()
+        ds = data.build(zones, readings)
+        registry = data.write_registry(ds.zones, self.state / f"zones-{tag}.json")
+        topics = {shape: f"bench-{self.run_id}.{tag}.{shape}" for shape in SHAPES}
+        for shape, msgs in (("single", ds.single), ("batch100", ds.batch100)):
+            asyncio.run(e2e.ensure_topic(self.bootstrap, topics[shape]))
+            asyncio.run(data.produce(self.bootstrap, topics[shape], msgs))
+        say(f"{tag}: {len(ds.readings):,} readings over {len(ds.zones):,} zones produced "
+            f"({len(ds.single):,} + {len(ds.batch100):,} messages) in "
+            f"{time.perf_counter() - t:.1f}s")
+        return ds, topics, registry
+
+    # -- systems -----------------------------------------------------------------------------
+    def ceiling(self, topic: str, messages: int) -> float:
+        readings, seconds = asyncio.run(e2e.ceiling(self.bootstrap, topic, messages))
+        return readings / seconds
+
+    def safetour(self, topic: str, ds: data.Dataset, registry: Path, *, timeout_s: float,
+                 label: str, **env: str) -> tuple[float, float, e2e.Outputs]:
+        wenv = e2e.safetour_env(self.bootstrap, topic, registry, self.state, **env)
+        w = asyncio.run(e2e.start_safetour(self.bootstrap, wenv, self.state / f"{label}.log"))
+        try:
+            outs = asyncio.run(e2e.observe(self.bootstrap, w.out_topic, quiet_s=4,
+                                           timeout_s=timeout_s, proc=w.proc))
+            rss = e2e.peak_rss_mb(w.proc.pid)
+        finally:
+            w.stop()
+        rate = outs.rate(e2e.Progress.of(ds.ts, self.grace_ms), len(ds.readings))
+        return rate, rss, outs
+
+    def peer(self, system: str, topic: str, ds: data.Dataset, registry: Path, shape: str,
+             *, timeout_s: float) -> tuple[float, float]:
+        out_topic = f"{topic}.out-{system}-{uuid.uuid4().hex[:6]}"
+        asyncio.run(e2e.ensure_topic(self.bootstrap, out_topic))
+        cmd = [sys.executable, "-m", "benchmarks.peers",
+               "faust" if system == "faust-native" else "quix", topic, out_topic,
+               str(registry), "--bootstrap", self.bootstrap,
+               "--state", str(self.state / f"{system}-{uuid.uuid4().hex[:6]}")]
+        if shape == "batch100":
+            cmd.append("--batched")
+        log = self.state / f"{system}-{shape}.log"
+        with log.open("ab") as f:
+            proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, cwd=e2e.REPO)
+        try:
+            outs = asyncio.run(e2e.observe(self.bootstrap, out_topic, quiet_s=6,
+                                           timeout_s=timeout_s, proc=proc))
+            rss = e2e.peak_rss_mb(proc.pid)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if outs.count < 2:
+            say(f"{system} {shape}: no outputs (see {log})")
+        return outs.rate(e2e.Progress.of(ds.ts, self.grace_ms), len(ds.readings)), rss
+
+    # -- the run -----------------------------------------------------------------------------
+    def throughput(self) -> None:
+        a = self.args
+        ds, topics, registry = self.dataset(a.zones, a.readings, "main")
+        for rep in range(1, a.reps + 1):
+            for shape in SHAPES:
+                n_msgs = len(ds.single) if shape == "single" else len(ds.batch100)
+                c = self.ceiling(topics[shape], n_msgs)
+                self.res.add("ceiling", shape, c)
+                say(f"rep {rep} {shape}: ceiling {c:,.0f} readings/s")
+                s, rss, outs = self.safetour(topics[shape], ds, registry, label=f"st-{shape}",
+                                             timeout_s=a.timeout)
+                self.res.add("safetour", shape, s, rss)
+                say(f"rep {rep} {shape}: safetour {s:,.0f} readings/s "
+                    f"({outs.count:,} outputs, peak RSS {rss:.0f} MiB)")
+                if a.skip_peers:
+                    continue
+                for system in ("faust-native", "quixstreams"):
+                    r, rss = self.peer(system, topics[shape], ds, registry, shape,
+                                       timeout_s=a.peer_timeout)
+                    self.res.add(system, shape, r, rss)
+                    say(f"rep {rep} {shape}: {system} {r:,.0f} readings/s")
+
+    def write(self) -> Path:
+        from .report import write_results  # noqa: PLC0415
+
+        out = Path(self.args.out) if self.args.out else (
+            self.state.parent / "RESULTS-smoke.md" if self.args.smoke
+            else e2e.REPO / "benchmarks" / "RESULTS.md")
+        write_results(self, out)
+        return out
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in ("faust-streaming", "aiokafka", "quixstreams", "numba", "orjson"):
+        try:
+            out[pkg] = version(pkg)
+        except Exception:  # a peer that is not installed is reported as such
+            out[pkg] = "not installed"
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--smoke", action="store_true", help="tiny run for CI (no speed claims)")
+    p.add_argument("--reps", type=int, default=3, help="repetitions (medians reported)")
+    p.add_argument("--readings", type=int, default=400_000)
+    p.add_argument("--zones", type=int, default=108, help="zones of the throughput runs")
+    p.add_argument("--timeout", type=float, default=180, help="per safetour run, seconds")
+    p.add_argument("--peer-timeout", type=float, default=40,
+                   help="observation time per peer run (slow peers are cut off), seconds")
+    p.add_argument("--skip-peers", action="store_true")
+    p.add_argument("--skip-extras", action="store_true",
+                   help="only throughput: no latency, memory or recovery runs")
+    p.add_argument("--out", help="results file (default benchmarks/RESULTS.md)")
+    p.add_argument("--scale-readings", type=int, default=200_000,
+                   help="readings of each zone-count run (at least 4 a zone)")
+    p.add_argument("--max-live-rate", type=float, default=60_000,
+                   help="cap of the latency run's producer (one Python producer), readings/s")
+    a = p.parse_args(argv)
+    if a.smoke:
+        a.reps, a.readings, a.timeout, a.peer_timeout = 1, 20_000, 60, 12
+        a.scale_readings = 10_000
+    import logging  # noqa: PLC0415
+
+    # aiokafka logs every metadata retry while fresh topics elect leaders: noise here.
+    logging.basicConfig(level=logging.ERROR)
+    bench = Bench(a)
+    broker = EmbeddedBroker(bench.settings, echo=say)
+    started = False
+    if bench.settings.embedded:
+        started = broker.start()
+        bench.bootstrap = broker.bootstrap
+    else:
+        bench.bootstrap = bench.settings.bootstrap
+    try:
+        bench.throughput()
+        if not a.skip_extras:
+            from . import extras  # noqa: PLC0415
+
+            extras.latency(bench)
+            extras.scale(bench)
+            extras.recovery(bench)
+        out = bench.write()
+        say(f"results: {out}")
+    finally:
+        if started:
+            broker.stop()
+        if a.smoke:
+            shutil.rmtree(bench.state, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""Benchmark input: the simulator's readings, cloned to any number of zones.
+
+The Phitsanulok simulator (``agents/simulate.py``, scenario ``wat-yai-fair``) produces what a
+festival night looks like: cameras, line counters and Wi-Fi counters on 9 zones, gateway
+batches, re-sent and late readings. For ``zones`` zones the 9 are cloned (``zone~r``, with
+their sensors) and the readings interleaved in delivery order, so event time advances through
+the night at the same pace in every clone.
+
+Two topics carry the same readings:
+    single   one reading per message, keyed by zone_id
+    batch100 gateway batches of 100 readings (one clone's site), keyed by site
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+
+from agents import simulate as sim
+from schemas import SensorSpec, Zone, load_zones, parse_ts
+
+BASE_ZONES = Path(__file__).resolve().parent.parent / "deploy/zones/phitsanulok.yaml"
+
+
+def clone_zones(n: int) -> list[Zone]:
+    base = load_zones(BASE_ZONES)
+    reps = math.ceil(n / len(base))
+    out: list[Zone] = []
+    for r in range(reps):
+        for z in base:
+            sensors = tuple(replace(s, sensor_id=f"{s.sensor_id}~{r}") for s in z.sensors)
+            out.append(replace(z, zone_id=f"{z.zone_id}~{r}", sensors=sensors))
+    return out[:n]
+
+
+def write_registry(zones: list[Zone], path: Path) -> Path:
+    def sensor(s: SensorSpec) -> dict[str, Any]:
+        d: dict[str, Any] = {"sensor_id": s.sensor_id, "kind": s.kind.wire}
+        if s.coverage_m2 is not None:
+            d["coverage_m2"] = s.coverage_m2
+        if s.calibration != 1.0:
+            d["calibration"] = s.calibration
+        return d
+
+    docs = [{"zone_id": z.zone_id, "name": {"th": z.name_th, "en": z.name_en},
+             "area_m2": z.area_m2, "crowd": z.crowd, "sensors": [sensor(s) for s in z.sensors]}
+            for z in zones]
+    if path.suffix == ".json":  # large registries: JSON loads in a fraction of YAML's time
+        path.write_bytes(orjson.dumps({"zones": docs}))
+    else:
+        path.write_text(yaml.safe_dump({"zones": docs}, allow_unicode=True, sort_keys=False))
+    return path
+
+
+@dataclass
+class Dataset:
+    zones: list[Zone]
+    readings: list[dict[str, Any]]  # in delivery order
+    single: list[tuple[bytes, bytes]]
+    batch100: list[tuple[bytes, bytes]]
+
+    @property
+    def ts(self) -> list[int]:
+        return [int(r["ts"]) for r in self.readings]
+
+
+def _base_readings(seed: int) -> Iterator[dict[str, Any]]:
+    out = sim.simulate(sim.SCENARIOS["wat-yai-fair"], load_zones(BASE_ZONES), seed=seed)
+    for _, _, value in sorted(out.events, key=lambda e: e[0]):
+        for ev in orjson.loads(value):
+            ev["ts"] = parse_ts(ev["ts"])  # epoch ms, so nights can be shifted
+            yield ev
+
+
+def build(zones: int, readings: int, *, seed: int = 7) -> Dataset:
+    """``readings`` readings over ``zones`` zones, as single and batch-of-100 messages."""
+    reps = math.ceil(zones / 9)
+    cloned = clone_zones(zones)
+    wanted = {z.zone_id for z in cloned}
+    base = list(_base_readings(seed))
+    rows: list[dict[str, Any]] = []
+    loops = 0
+    while len(rows) < readings:
+        shift = loops * 3600 * 1000  # past the end of the night: the next night
+        for ev in base:
+            for r in range(reps):
+                zid = f"{ev['zone_id']}~{r}"
+                if zid not in wanted:
+                    continue
+                rows.append(dict(ev, zone_id=zid, sensor_id=f"{ev['sensor_id']}~{r}",
+                                 event_id=f"{ev['event_id']}~{r}~{loops}",
+                                 ts=ev["ts"] + shift))
+            if len(rows) >= readings:
+                break
+        loops += 1
+    rows = rows[:readings]
+    single = [(e["zone_id"].encode(), orjson.dumps(e)) for e in rows]
+    by_site: dict[str, list[dict[str, Any]]] = {}
+    batch100: list[tuple[bytes, bytes]] = []
+    for e in rows:
+        site = e["zone_id"].rsplit("~", 1)[1]
+        buf = by_site.setdefault(site, [])
+        buf.append(e)
+        if len(buf) == 100:
+            batch100.append((f"site~{site}".encode(), orjson.dumps(buf)))
+            by_site[site] = []
+    for site, buf in by_site.items():
+        if buf:
+            batch100.append((f"site~{site}".encode(), orjson.dumps(buf)))
+    return Dataset(cloned, rows, single, batch100)
+
+
+async def produce(bootstrap: str, topic: str, msgs: list[tuple[bytes, bytes]]) -> None:
+    from aiokafka import AIOKafkaProducer  # noqa: PLC0415
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20,
+                                max_batch_size=512 * 1024, acks=1)
+    await producer.start()
+    try:
+        for i, (key, value) in enumerate(msgs):
+            await producer.send(topic, value, key=key)
+            if i % 20000 == 19999:
+                await producer.flush()
+        await producer.flush()
+    finally:
+        await producer.stop()
