@@ -1,6 +1,6 @@
 # safetour tasks. `make help` lists them. CI runs `make test` (see .ci/run).
 .DEFAULT_GOAL := help
-.PHONY: help bootstrap run test check lint typecheck unit integration broker-start broker-stop clean
+.PHONY: help bootstrap run test check lint typecheck unit integration bench broker-start broker-stop clean
 
 help: ## list the tasks
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-14s %s\n", $$1, $$2}'
@@ -22,6 +22,9 @@ unit: bootstrap ## unit tests only (no broker)
 
 integration: bootstrap ## broker tests only
 	@.venv/bin/pytest tests/integration -q
+
+bench: bootstrap ## end-to-end benchmark against the peers; writes benchmarks/RESULTS.md (long)
+	@.venv/bin/python -m benchmarks $(ARGS)
 
 broker-start: bootstrap ## start the embedded broker and create the topics
 	@.venv/bin/safetour topics create --start-broker

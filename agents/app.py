@@ -25,6 +25,7 @@ from streams.pipeline import Outputs, OutRecord, Pipeline, SourceMessage
 
 from .config import Settings
 from .metrics import Metrics
+from .publish import BatchPublisher
 from .state import Snapshot, read_snapshots, write_snapshot
 from .topics import DLQ_MAX_MESSAGE_BYTES
 from .transport import BatchingTransport, RecordBatch
@@ -113,12 +114,20 @@ def build_app(
     density_topic = raw_topic(settings.topics.density)
     dlq_topic = raw_topic(settings.topics.dlq)
 
+    batcher = BatchPublisher()
+
     async def publish(topic: Any, records: list[OutRecord]) -> None:
-        # Straight to faust's producer (one aiokafka append a record), not Topic.send's
-        # per-message machinery: a batch can hold thousands of density records. Delivery is
-        # still covered: faust flushes the producer before it commits input offsets.
-        send = app.producer.send
+        # Straight to faust's producer, not Topic.send's per-message machinery: a batch can
+        # hold thousands of density records (agents/publish.py). Delivery is still covered:
+        # faust flushes this producer before it commits input offsets.
+        if not records:
+            return
         name = topic.get_topic_name()
+        if len(records) >= 8:
+            # faust keeps its aiokafka producer behind a private accessor; batches need it.
+            await batcher.publish(cast(Any, app.producer)._ensure_producer(), name, records)
+            return
+        send = app.producer.send
         for r in records:
             await send(name, r.key, r.value, None, None, r.headers or None)
 

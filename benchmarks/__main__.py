@@ -94,7 +94,8 @@ class Bench:
         return readings / seconds
 
     def safetour(self, topic: str, ds: data.Dataset, registry: Path, *, timeout_s: float,
-                 label: str, **env: str) -> tuple[float, float, e2e.Outputs]:
+                 label: str, shape: str = "single", **env: str
+                 ) -> tuple[float, float, e2e.Outputs]:
         wenv = e2e.safetour_env(self.bootstrap, topic, registry, self.state, **env)
         w = asyncio.run(e2e.start_safetour(self.bootstrap, wenv, self.state / f"{label}.log"))
         try:
@@ -103,7 +104,7 @@ class Bench:
             rss = e2e.peak_rss_mb(w.proc.pid)
         finally:
             w.stop()
-        rate = outs.rate(e2e.Progress.of(ds.ts, self.grace_ms), len(ds.readings))
+        rate = outs.rate(e2e.Progress.of(ds.ts_of(shape), self.grace_ms), len(ds.readings))
         return rate, rss, outs
 
     def peer(self, system: str, topic: str, ds: data.Dataset, registry: Path, shape: str,
@@ -133,7 +134,8 @@ class Bench:
                 proc.wait()
         if outs.count < 2:
             say(f"{system} {shape}: no outputs (see {log})")
-        return outs.rate(e2e.Progress.of(ds.ts, self.grace_ms), len(ds.readings)), rss
+        return outs.rate(e2e.Progress.of(ds.ts_of(shape), self.grace_ms),
+                         len(ds.readings)), rss
 
     # -- the run -----------------------------------------------------------------------------
     def throughput(self) -> None:
@@ -146,7 +148,7 @@ class Bench:
                 self.res.add("ceiling", shape, c)
                 say(f"rep {rep} {shape}: ceiling {c:,.0f} readings/s")
                 s, rss, outs = self.safetour(topics[shape], ds, registry, label=f"st-{shape}",
-                                             timeout_s=a.timeout)
+                                             timeout_s=a.timeout, shape=shape)
                 self.res.add("safetour", shape, s, rss)
                 say(f"rep {rep} {shape}: safetour {s:,.0f} readings/s "
                     f"({outs.count:,} outputs, peak RSS {rss:.0f} MiB)")
@@ -204,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # aiokafka logs every metadata retry while fresh topics elect leaders: noise here.
     logging.basicConfig(level=logging.ERROR)
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     bench = Bench(a)
     broker = EmbeddedBroker(bench.settings, echo=say)
     started = False

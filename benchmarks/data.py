@@ -25,6 +25,7 @@ import yaml
 from agents import simulate as sim
 from schemas import SensorSpec, Zone, load_zones, parse_ts
 
+SITES = 8  # gateways of the batch topic, one a partition
 BASE_ZONES = Path(__file__).resolve().parent.parent / "deploy/zones/phitsanulok.yaml"
 
 
@@ -64,10 +65,15 @@ class Dataset:
     readings: list[dict[str, Any]]  # in delivery order
     single: list[tuple[bytes, bytes]]
     batch100: list[tuple[bytes, bytes]]
+    batch_order: list[dict[str, Any]]  # the readings in the order the batch topic holds them
 
     @property
     def ts(self) -> list[int]:
         return [int(r["ts"]) for r in self.readings]
+
+    def ts_of(self, shape: str) -> list[int]:
+        rows = self.readings if shape == "single" else self.batch_order
+        return [int(r["ts"]) for r in rows]
 
 
 def _base_readings(seed: int) -> Iterator[dict[str, Any]]:
@@ -101,19 +107,30 @@ def build(zones: int, readings: int, *, seed: int = 7) -> Dataset:
         loops += 1
     rows = rows[:readings]
     single = [(e["zone_id"].encode(), orjson.dumps(e)) for e in rows]
-    by_site: dict[str, list[dict[str, Any]]] = {}
+    # Gateways: site i serves every zone whose index is i mod SITES and owns partition i, so
+    # a site's batches reach one partition in order (as a gateway's would, keyed by site).
+    site_of = {z.zone_id: i % SITES for i, z in enumerate(cloned)}
+    buffers: dict[int, list[dict[str, Any]]] = {}
     batch100: list[tuple[bytes, bytes]] = []
+    batch_order: list[dict[str, Any]] = []
     for e in rows:
-        site = e["zone_id"].rsplit("~", 1)[1]
-        buf = by_site.setdefault(site, [])
+        site = site_of[e["zone_id"]]
+        buf = buffers.setdefault(site, [])
         buf.append(e)
         if len(buf) == 100:
             batch100.append((f"site~{site}".encode(), orjson.dumps(buf)))
-            by_site[site] = []
-    for site, buf in by_site.items():
+            batch_order.extend(buf)
+            buffers[site] = []
+    for site, buf in sorted(buffers.items()):
         if buf:
             batch100.append((f"site~{site}".encode(), orjson.dumps(buf)))
-    return Dataset(cloned, rows, single, batch100)
+            batch_order.extend(buf)
+    return Dataset(cloned, rows, single, batch100, batch_order)
+
+
+def site_partition(key: bytes) -> int | None:
+    """Batch messages (key ``site~i``) go to partition i; others by the key's hash."""
+    return int(key[5:]) if key.startswith(b"site~") else None
 
 
 async def produce(bootstrap: str, topic: str, msgs: list[tuple[bytes, bytes]]) -> None:
@@ -124,7 +141,7 @@ async def produce(bootstrap: str, topic: str, msgs: list[tuple[bytes, bytes]]) -
     await producer.start()
     try:
         for i, (key, value) in enumerate(msgs):
-            await producer.send(topic, value, key=key)
+            await producer.send(topic, value, key=key, partition=site_partition(key))
             if i % 20000 == 19999:
                 await producer.flush()
         await producer.flush()

@@ -76,9 +76,10 @@ class Outputs:
 
 
 async def observe(bootstrap: str, topic: str, *, quiet_s: float, timeout_s: float,
-                  expect_min: int = 1, proc: subprocess.Popen[bytes] | None = None) -> Outputs:
+                  expect_min: int = 1, proc: subprocess.Popen[bytes] | None = None,
+                  after_ms: int = 0) -> Outputs:
     """Read ``topic`` from the start until no new record came for ``quiet_s`` (after at least
-    ``expect_min``), or ``timeout_s``."""
+    ``expect_min``, and one appended at or after ``after_ms``), or ``timeout_s``."""
     out = Outputs()
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
                                 enable_auto_commit=False, max_partition_fetch_bytes=8 << 20)
@@ -89,6 +90,7 @@ async def observe(bootstrap: str, topic: str, *, quiet_s: float, timeout_s: floa
         await consumer.seek_to_beginning(*tps)
         deadline = time.monotonic() + timeout_s
         last_new = time.monotonic()
+        fresh = after_ms == 0
         while time.monotonic() < deadline:
             batches = await consumer.getmany(timeout_ms=200, max_records=50_000)
             got = False
@@ -103,9 +105,10 @@ async def observe(bootstrap: str, topic: str, *, quiet_s: float, timeout_s: floa
                     w = parse_ts(we)
                     out.records.append((r.timestamp, w))
                     got = True
+                    fresh = fresh or r.timestamp >= after_ms
             if got:
                 last_new = time.monotonic()
-            if out.records and time.monotonic() - last_new > quiet_s and \
+            if fresh and out.records and time.monotonic() - last_new > quiet_s and \
                     len(out.records) >= expect_min:
                 break
             if proc is not None and proc.poll() is not None and not got:

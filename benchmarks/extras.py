@@ -174,7 +174,8 @@ def recovery(bench: Bench) -> None:
     w2 = asyncio.run(e2e.start_safetour(bench.bootstrap, env, bench.state / "rec.log"))
     try:
         after = asyncio.run(e2e.observe(bench.bootstrap, w2.out_topic, quiet_s=6,
-                                        timeout_s=a.timeout, proc=w2.proc))
+                                        timeout_s=a.timeout, proc=w2.proc,
+                                        after_ms=int(restarted)))
     finally:
         w2.stop()
     # The reference: an uninterrupted worker over the same topic.
@@ -189,6 +190,9 @@ def recovery(bench: Bench) -> None:
     got = asyncio.run(_values(bench.bootstrap, w2.out_topic, 10, None)) if new else {}
     firsts = [k for k in got if k[1] == first[1]] if first else []
     same = bool(firsts) and all(got[k] == ref_out.get(k) for k in firsts)
+    diffs = [(k, got[k], ref_out.get(k)) for k in firsts if got[k] != ref_out.get(k)]
+    if diffs:
+        e2e_say(f"recovery: {len(diffs)} differ, e.g. {diffs[:3]}")
     bench.res.recovery = {
         "zones": zones, "outputs_before_kill": before.count,
         "seconds_to_first_output": (first[0] - restarted) / 1000 if first else float("nan"),

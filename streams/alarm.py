@@ -88,7 +88,8 @@ class ZoneAlarm:
 
     def _threshold(self, level: Level) -> float:
         t = self.thresholds
-        return {Level.ELEVATED: t.elevated, Level.HIGH: t.high, Level.CRITICAL: t.critical}[level]
+        return (t.elevated if level is Level.ELEVATED else t.high if level is Level.HIGH
+                else t.critical)
 
     def report_floor(self, level: Level, ts_ms: int) -> list[Transition]:
         """A human report holds the zone at ``level`` (at least) for the report hold time."""

@@ -338,24 +338,31 @@ class WindowedDensityEngine:
 
     def _updates(self, oi_a: I64, of_a: F64) -> list[DensityUpdate]:
         out: list[DensityUpdate] = []
+        if not oi_a.shape[0]:
+            return out
         oi = oi_a.tolist()
         of = of_a.tolist()
+        # Plain lists, read once a call: numpy item access per update cost more than the rest.
+        n_sensors = len(self.sensor_ids)
+        last_ts: list[int] = self.si[:n_sensors, K.SI_LAST_TS].tolist()
+        n_zones = len(self.zone_ids)
+        span: list[int] = (self.zi[:n_zones, K.ZI_K] * self.zi[:n_zones, K.ZI_SLIDE]).tolist()
+        names, zone_ids, zone_sensors = self.sensor_ids, self.zone_ids, self.zone_sensors
         for (z, end, src, fresh, nread), (occ, dens, trend, flow) in zip(oi, of, strict=True):
-            start = end - int(self.zi[z, K.ZI_K]) * int(self.zi[z, K.ZI_SLIDE])
+            start = end - span[z]
+            zs = zone_sensors[z]
             # Sensors with a reading since the window start (newest reading per sensor; a
             # sensor whose only readings are newer than the window end is listed too).
-            last = self.si[self.zone_sensors[z], K.SI_LAST_TS] if nread else ()
-            sensors = sorted((self.sensor_ids[s], int(t)) for s, t in
-                             zip(self.zone_sensors[z], last, strict=False) if t >= start)
-            stale = [s for s in self.zone_sensors[z] if self.si[s, K.SI_LAST_TS] < start]
+            sensors = sorted((names[s], last_ts[s]) for s in zs
+                             if last_ts[s] >= start) if nread else []
             out.append(DensityUpdate(
-                zone_id=self.zone_ids[z], window_start_ms=start, window_end_ms=end,
+                zone_id=zone_ids[z], window_start_ms=start, window_end_ms=end,
                 occupancy=occ, density=dens,
                 sensors=tuple(s for s, _ in sensors),
                 sensor_age_ms=tuple(end - t for _, t in sensors),
                 trend_per_min=trend, flow_per_min=flow, freshness_ms=fresh,
                 source=SOURCE_NAMES.get(src), readings=nread,
-                stale_sensors=tuple(sorted(self.sensor_ids[s] for s in stale)),
+                stale_sensors=tuple(sorted(names[s] for s in zs if last_ts[s] < start)),
             ))
         return out
 
