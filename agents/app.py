@@ -163,6 +163,7 @@ def build_app(
     next_offset: dict[int, int] = {}
     restored: set[int] = set()
     last_snapshot = [time.monotonic()]
+    unsnapshotted: set[int] = set()  # partitions processed since their last snapshot
 
     async def send_state(key: bytes, value: bytes) -> None:
         await state_topic.send(key=key, value=value)
@@ -173,6 +174,7 @@ def build_app(
             await write_snapshot(send_state, settings.app_id, snap)
             m.snapshots.inc()
             m.snapshot_bytes.labels(str(p)).set(len(snap.blob))
+            unsnapshotted.discard(p)
         last_snapshot[0] = time.monotonic()
 
     async def ingest(stream: Any) -> None:
@@ -186,6 +188,7 @@ def build_app(
             m.batch_messages.observe(len(sources))
             for s in sources:
                 next_offset[s.partition] = max(next_offset.get(s.partition, 0), s.offset + 1)
+                unsnapshotted.add(s.partition)
             appended = [s.timestamp_ms for s in sources if s.timestamp_ms is not None]
             await publish_all(out, append_ms=max(appended) if appended else None)
             if time.monotonic() - last_snapshot[0] >= settings.snapshot_s:
@@ -236,9 +239,16 @@ def build_app(
                 zones = pipe.restore(snap.blob)
                 log.info("partition %d: restored %d zones; resuming at offset %d",
                          p, zones, snap.offset)
+            else:
+                log.info("partition %d: no snapshot; replaying it from the start", p)
             offsets[TP(settings.topics.sensor_events, p)] = snap.offset if snap else 0
         # faust's public commit() takes only offsets it saw acked; _commit takes ours.
         await cast(Any, app.consumer)._commit(offsets)
+        # aiokafka's seek_to_committed skips a committed offset of 0 (the consumer would
+        # stay at the old committed position and skip the replay): seek those ourselves.
+        for tp, offset in offsets.items():
+            if offset == 0:
+                await app.consumer.seek(tp, 0)
         restored.update(new)
 
     # mode's Signal.connect is typed for one receiver shape; these are the documented ones.
@@ -248,6 +258,9 @@ def build_app(
     async def wall_clock() -> None:
         # Quiet partitions: windows still close, so a silent zone does not freeze.
         await publish_all(pipe.tick(int(time.time() * 1000)))
+        # A worker that went quiet after a burst still snapshots what it processed last.
+        if unsnapshotted and time.monotonic() - last_snapshot[0] >= settings.snapshot_s:
+            await take_snapshots(set(next_offset))
 
     app.timer(interval=max(settings.slide_s / 2, 0.5), name="safetour.wall-clock")(wall_clock)
 

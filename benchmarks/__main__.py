@@ -46,6 +46,7 @@ class Results:
     latency: dict[str, Any] = field(default_factory=dict)
     scale: list[dict[str, Any]] = field(default_factory=list)
     recovery: dict[str, Any] = field(default_factory=dict)
+    recovery_detail: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     def add(self, system: str, shape: str, rate: float, rss: float | None = None) -> None:

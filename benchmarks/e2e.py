@@ -201,7 +201,8 @@ def safetour_env(bootstrap: str, in_topic: str, zones_file: Path, state: Path,
         "SAFETOUR_KAFKA_BOOTSTRAP": bootstrap, "SAFETOUR_TOPIC_PREFIX": f"bench-{tag}.",
         "SAFETOUR_SENSOR_TOPIC": in_topic, "SAFETOUR_APP_ID": f"bench-{tag}",
         "SAFETOUR_ZONES": str(zones_file), "SAFETOUR_STATE_DIR": str(state / tag),
-        "SAFETOUR_WEB_PORT": str(free_port()), "SAFETOUR_LOG_LEVEL": "WARNING",
+        "SAFETOUR_WEB_PORT": str(free_port()),
+        "SAFETOUR_LOG_LEVEL": os.environ.get("BENCH_WORKER_LOG_LEVEL", "WARNING"),
         # Event time of the data is months ago: never let idle partitions jump to the wall clock.
         "SAFETOUR_IDLE_S": "86400", "SAFETOUR_ZONE_METRICS_MAX": "0",
     })

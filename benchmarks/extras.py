@@ -193,6 +193,16 @@ def recovery(bench: Bench) -> None:
     diffs = [(k, got[k], ref_out.get(k)) for k in firsts if got[k] != ref_out.get(k)]
     if diffs:
         e2e_say(f"recovery: {len(diffs)} differ, e.g. {diffs[:3]}")
+    every = [k for k in got if k in ref_out and got[k] != ref_out[k]]
+    bench.res.recovery_detail = {"all_compared": len(set(got) & set(ref_out)),
+                                 "all_differ": len(every),
+                                 "only_in_crashed": len(set(got) - set(ref_out)),
+                                 "only_in_reference": len(set(ref_out) - set(got))}
+    e2e_say(f"recovery: all windows: {bench.res.recovery_detail}")
+    if every:
+        ends = sorted({k[1] for k in every})
+        e2e_say(f"recovery: differing window ends {ends[:5]} .. {ends[-3:]}; kill after "
+                f"window end {before.last_window_end}")
     bench.res.recovery = {
         "zones": zones, "outputs_before_kill": before.count,
         "seconds_to_first_output": (first[0] - restarted) / 1000 if first else float("nan"),
