@@ -136,7 +136,7 @@ def scale(bench: Bench) -> None:
     a = bench.args
     points = (100, 1000) if a.smoke else (100, 10_000, 100_000)
     for zones in points:
-        readings = max(a.scale_readings, zones * 4)
+        readings = max(a.scale_readings, zones * 12)  # ~50 s of event time at 100k zones
         ds, topics, registry = bench.dataset(zones, readings, f"z{zones}")
         rates, rss = [], []
         for _ in range(1 if a.smoke else a.reps):
