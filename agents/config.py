@@ -146,9 +146,8 @@ class Settings:
     # A worker that dies without leaving the group holds its partitions this long; faust's
     # default (60 s) would blind its zones for a minute. Kafka's minimum is 6 s.
     session_timeout_s: float = 10.0
-    # The worker takes up to batch_max messages, or what arrived within batch_within_s.
+    # Most sensor messages a fetch (one batch through the pipeline: agents/transport.py).
     batch_max: int = 5000
-    batch_within_s: float = 0.2
 
     def pipeline(self, zones: Iterable[Zone]) -> Pipeline:
         """The processing pipeline these settings describe."""
@@ -204,15 +203,14 @@ class Settings:
             standing_levels=_levels(e, "SAFETOUR_STANDING_LEVELS", (2.0, 3.5, 5.0)),
             moving_levels=_levels(e, "SAFETOUR_MOVING_LEVELS", (1.08, 2.17, 3.5)),
             batch_max=_int(e, "SAFETOUR_BATCH_MAX", 5000),
-            batch_within_s=_float(e, "SAFETOUR_BATCH_WITHIN_S", 0.2),
         )
         if e.get("SAFETOUR_ZONES"):
             s = replace(s, zones_file=Path(e["SAFETOUR_ZONES"]))
         if e.get("SAFETOUR_STATE_DIR"):
             s = replace(s, state_dir=Path(e["SAFETOUR_STATE_DIR"]))
-        if min(s.window_s, s.slide_s, s.batch_max, s.batch_within_s) <= 0:
+        if min(s.window_s, s.slide_s, s.batch_max) <= 0:
             raise ConfigError(
-                "SAFETOUR_WINDOW_S, _SLIDE_S, _BATCH_MAX and _BATCH_WITHIN_S must be > 0")
+                "SAFETOUR_WINDOW_S, _SLIDE_S and _BATCH_MAX must be > 0")
         if min(s.grace_s, s.idle_s) < 0:
             raise ConfigError("SAFETOUR_GRACE_S and SAFETOUR_IDLE_S must be >= 0")
         ratio = s.window_s / s.slide_s
@@ -248,6 +246,5 @@ environment:
   SAFETOUR_MOVING_LEVELS    elevated,high,critical p/m² for moving crowds (1.08,2.17,3.5)
   SAFETOUR_SESSION_TIMEOUT_S  consumer-group session timeout: failover time of a dead worker
                             (default 10, minimum 6)
-  SAFETOUR_BATCH_MAX        most messages per processing batch (default 5000)
-  SAFETOUR_BATCH_WITHIN_S   longest wait to fill a batch, seconds (default 0.2)
+  SAFETOUR_BATCH_MAX        most sensor messages a fetch, one pipeline batch (default 5000)
 """

@@ -72,7 +72,6 @@ def settings_env(s: Settings) -> dict[str, str]:
         SAFETOUR_APP_ID=s.app_id,
         SAFETOUR_STATE_DIR=str(s.state_dir),
         SAFETOUR_WEB_PORT=str(s.web_port),
-        SAFETOUR_BATCH_WITHIN_S="0.05",
         # Short windows so tests see outputs within seconds (defaults: 60/5/10/30 s).
         SAFETOUR_WINDOW_S="10", SAFETOUR_SLIDE_S="1", SAFETOUR_GRACE_S="1",
         SAFETOUR_IDLE_S="2", SAFETOUR_SESSION_TIMEOUT_S="6",

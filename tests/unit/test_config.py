@@ -26,7 +26,7 @@ def test_external_cluster_and_prefix() -> None:
 
 
 @pytest.mark.parametrize("env", [{"SAFETOUR_BROKER_PORT": "x"}, {"SAFETOUR_WINDOW_S": "0"},
-                                 {"SAFETOUR_BATCH_WITHIN_S": "soon"}])
+                                 {"SAFETOUR_GRACE_S": "soon"}])
 def test_bad_settings_are_config_errors(env: dict[str, str]) -> None:
     with pytest.raises(ConfigError, match="SAFETOUR_"):
         Settings.from_env(env)
