@@ -179,5 +179,6 @@ def write_results(bench: Bench, out: Path) -> None:
     if res.notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in res.notes]
     lines += ["", "## Plots", ""] + [f"![{i}]({i})" for i in images]
-    lines += ["", "The density kernels alone: [RESULTS-kernels.md](RESULTS-kernels.md)."]
+    lines += ["", "Targets, the profile and what it says: [ANALYSIS.md](ANALYSIS.md). The density "
+              "kernels alone: [RESULTS-kernels.md](RESULTS-kernels.md)."]
     out.write_text("\n".join(lines) + "\n")
