@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any, cast
 
 import faust
@@ -21,7 +22,7 @@ from faust.types import TP
 from prometheus_client import generate_latest
 
 from schemas import load_zones, parse_ts
-from streams.pipeline import Outputs, OutRecord, Pipeline, SourceMessage
+from streams.pipeline import Consumed, Outputs, OutRecord, Pipeline, SourceMessage
 
 from .config import Settings
 from .metrics import Metrics
@@ -51,12 +52,12 @@ class SafetourApp(faust.App):
         return BatchingTransport(self.conf.broker_consumer, self)
 
 
-def _sources_of(event: Any) -> list[SourceMessage]:
-    """The messages one faust event carries: a whole fetch (RecordBatch) or one message."""
+def _sources_of(event: Any) -> Sequence[Consumed]:
+    """The messages one faust event carries: a whole fetch (its aiokafka records, as they
+    are) or one message."""
     value = event.value
     if isinstance(value, RecordBatch):
-        return [SourceMessage(r.topic, r.partition, r.offset, r.timestamp, r.key, r.value)
-                for r in value]
+        return value
     return [_source(event)]
 
 
@@ -189,7 +190,7 @@ def build_app(
             for s in sources:
                 next_offset[s.partition] = max(next_offset.get(s.partition, 0), s.offset + 1)
                 unsnapshotted.add(s.partition)
-            appended = [s.timestamp_ms for s in sources if s.timestamp_ms is not None]
+            appended = [s.timestamp for s in sources if s.timestamp is not None]
             await publish_all(out, append_ms=max(appended) if appended else None)
             if time.monotonic() - last_snapshot[0] >= settings.snapshot_s:
                 await take_snapshots(set(next_offset))
@@ -202,7 +203,7 @@ def build_app(
         # Reports are few and urgent: published as soon as they arrive, no window to wait for.
         async for batch in stream.take_events(100, within=0.05):
             sources = [_source(e) for e in batch]
-            appended = [s.timestamp_ms for s in sources if s.timestamp_ms is not None]
+            appended = [s.timestamp for s in sources if s.timestamp is not None]
             out = pipe.process_report_batch(sources, arrival_ms=int(time.time() * 1000))
             await publish_all(out, settings.topics.reports,
                               max(appended) if appended else None)

@@ -144,8 +144,9 @@ class Settings:
     standing_levels: tuple[float, float, float] = (2.0, 3.5, 5.0)
     moving_levels: tuple[float, float, float] = (1.08, 2.17, 3.5)
     # A worker that dies without leaving the group holds its partitions this long; faust's
-    # default (60 s) would blind its zones for a minute. Kafka's minimum is 6 s.
-    session_timeout_s: float = 10.0
+    # default (60 s) would blind its zones for a minute. 6 s is Kafka's minimum (heartbeats
+    # every 1.5 s, from the consumer's own thread, so a busy pipeline does not miss them).
+    session_timeout_s: float = 6.0
     # Most sensor messages a fetch (one batch through the pipeline: agents/transport.py).
     batch_max: int = 5000
 
@@ -193,7 +194,7 @@ class Settings:
             grace_s=_float(e, "SAFETOUR_GRACE_S", 10.0),
             idle_s=_float(e, "SAFETOUR_IDLE_S", 30.0),
             snapshot_s=_float(e, "SAFETOUR_SNAPSHOT_S", 10.0),
-            session_timeout_s=_float(e, "SAFETOUR_SESSION_TIMEOUT_S", 10.0),
+            session_timeout_s=_float(e, "SAFETOUR_SESSION_TIMEOUT_S", 6.0),
             zone_metrics_max=_int(e, "SAFETOUR_ZONE_METRICS_MAX", 500),
             on_delay_s=_float(e, "SAFETOUR_ON_DELAY_S", 10.0),
             off_delay_s=_float(e, "SAFETOUR_OFF_DELAY_S", 30.0),
@@ -244,7 +245,7 @@ environment:
   SAFETOUR_FORECAST_HORIZON_S  early warning when critical is this close at the trend (600)
   SAFETOUR_STANDING_LEVELS  elevated,high,critical p/m² for standing crowds (2.0,3.5,5.0)
   SAFETOUR_MOVING_LEVELS    elevated,high,critical p/m² for moving crowds (1.08,2.17,3.5)
-  SAFETOUR_SESSION_TIMEOUT_S  consumer-group session timeout: failover time of a dead worker
+  SAFETOUR_SESSION_TIMEOUT_S  consumer-group session timeout: failover time of a dead worker (6)
                             (default 10, minimum 6)
   SAFETOUR_BATCH_MAX        most sensor messages a fetch, one pipeline batch (default 5000)
 """

@@ -115,6 +115,7 @@ class WindowedDensityEngine:
         # Closed windows not yet emitted, as copies of the kernel's output rows.
         self._pending: list[tuple[I64, F64]] = []
         self._closed_wm: I64 = np.full(MAX_PARTITIONS, K.NEVER, dtype=np.int64)
+        self._by_name: dict[int, list[int]] = {}
         self.late = 0
         self.duplicates = 0
         self.set_zones(zones)
@@ -336,6 +337,15 @@ class WindowedDensityEngine:
         if n:
             self._pending.append((self._oi[:n].copy(), self._of[:n].copy()))
 
+    def _sensors_by_name(self, z: int) -> list[int]:
+        """The zone's sensors in name order (cached; a new sensor invalidates it)."""
+        zs = self.zone_sensors[z]
+        cached = self._by_name.get(z)
+        if cached is None or len(cached) != len(zs):
+            cached = sorted(zs, key=self.sensor_ids.__getitem__)
+            self._by_name[z] = cached
+        return cached
+
     def _updates(self, oi_a: I64, of_a: F64) -> list[DensityUpdate]:
         out: list[DensityUpdate] = []
         if not oi_a.shape[0]:
@@ -347,23 +357,27 @@ class WindowedDensityEngine:
         last_ts: list[int] = self.si[:n_sensors, K.SI_LAST_TS].tolist()
         n_zones = len(self.zone_ids)
         span: list[int] = (self.zi[:n_zones, K.ZI_K] * self.zi[:n_zones, K.ZI_SLIDE]).tolist()
-        names, zone_ids, zone_sensors = self.sensor_ids, self.zone_ids, self.zone_sensors
+        names, zone_ids, by_name = self.sensor_ids, self.zone_ids, self._sensors_by_name
+        append = out.append
         for (z, end, src, fresh, nread), (occ, dens, trend, flow) in zip(oi, of, strict=True):
             start = end - span[z]
-            zs = zone_sensors[z]
             # Sensors with a reading since the window start (newest reading per sensor; a
-            # sensor whose only readings are newer than the window end is listed too).
-            sensors = sorted((names[s], last_ts[s]) for s in zs
-                             if last_ts[s] >= start) if nread else []
-            out.append(DensityUpdate(
-                zone_id=zone_ids[z], window_start_ms=start, window_end_ms=end,
-                occupancy=occ, density=dens,
-                sensors=tuple(s for s, _ in sensors),
-                sensor_age_ms=tuple(end - t for _, t in sensors),
-                trend_per_min=trend, flow_per_min=flow, freshness_ms=fresh,
-                source=SOURCE_NAMES.get(src), readings=nread,
-                stale_sensors=tuple(sorted(names[s] for s in zs if last_ts[s] < start)),
-            ))
+            # sensor whose only readings are newer than the window end is listed too), and
+            # the zone's other sensors, stale; both in name order.
+            seen: list[str] = []
+            ages: list[int] = []
+            stale: list[str] = []
+            for s in by_name(z):
+                t = last_ts[s]
+                if t >= start:
+                    if nread:
+                        seen.append(names[s])
+                        ages.append(end - t)
+                else:
+                    stale.append(names[s])
+            append(DensityUpdate(zone_ids[z], start, end, occ, dens, tuple(seen), trend, flow,
+                                 fresh, SOURCE_NAMES.get(src), nread, tuple(stale),
+                                 tuple(ages)))
         return out
 
     # -- recovery ---------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import orjson
@@ -47,13 +47,31 @@ Headers = list[tuple[str, bytes]]
 SNAPSHOT_FORMAT = 1
 
 
+class Consumed(Protocol):
+    """What the pipeline reads of a consumed message: aiokafka's ``ConsumerRecord`` has
+    these attributes, so a fetch's records go in as they are (no copy per message)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def timestamp(self) -> int | None: ...  # epoch ms (broker or producer time)
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+
+
 class SourceMessage(NamedTuple):
-    """One consumed message, as any Kafka client can describe it."""
+    """One consumed message, as any Kafka client can describe it (a :class:`Consumed`)."""
 
     topic: str
     partition: int
     offset: int
-    timestamp_ms: int | None
+    timestamp: int | None  # epoch ms
     key: bytes | None
     value: bytes | None
 
@@ -123,11 +141,11 @@ class Pipeline:
         self.engine.set_zones(zone_list)
         self.alerts.set_zones(self.zones)
 
-    def _dead_letter(self, out: Outputs, msg: SourceMessage, rej: Rejection) -> None:
+    def _dead_letter(self, out: Outputs, msg: Consumed, rej: Rejection) -> None:
         now = self._clock() if self._clock else None
         rec = dlq_record(
             rej, value=msg.value, topic=msg.topic, partition=msg.partition, offset=msg.offset,
-            timestamp_ms=msg.timestamp_ms, key=msg.key, now=now,
+            timestamp_ms=msg.timestamp, key=msg.key, now=now,
         )
         out.dlq.append(OutRecord(
             msg.key, encode_dlq_record(rec), dlq_headers(rej, msg.topic, msg.partition, msg.offset)
@@ -157,13 +175,13 @@ class Pipeline:
         return self.engine.restore(snap)
 
     def process_sensor_batch(
-        self, messages: Sequence[SourceMessage], arrival_ms: int | None = None
+        self, messages: Sequence[Consumed], arrival_ms: int | None = None
     ) -> Outputs:
         """Decode, validate and window one batch. ``arrival_ms``: wall-clock arrival time
         (the worker passes it; offline replay does not, and stays in event time)."""
         out = Outputs()
         events: list[SensorEvent] = []
-        origin: list[SourceMessage] = []  # the message each event came from
+        origin: list[Consumed] = []  # the message each event came from
         for msg in messages:
             evs, rejections = decode_sensor_message(msg.value)
             for rej in rejections:
@@ -184,7 +202,7 @@ class Pipeline:
         return out
 
     def process_report_batch(
-        self, messages: Sequence[SourceMessage], arrival_ms: int | None = None
+        self, messages: Sequence[Consumed], arrival_ms: int | None = None
     ) -> Outputs:
         """Human reports: each maps to a zone (by zone_id, or lat/lon inside a zone polygon)
         and may raise or corroborate an alert at once, without waiting for a window."""
