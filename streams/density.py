@@ -352,22 +352,35 @@ class WindowedDensityEngine:
             return out
         oi = oi_a.tolist()
         of = of_a.tolist()
-        # Plain lists, read once a call: numpy item access per update cost more than the rest.
+        # Plain Python values, read once a call: numpy item access per update cost more than
+        # the rest. Newest-reading times: all of them when the batch touches many zones, else
+        # only those of the zones it closed (a registry of 100,000 zones, a small batch).
+        by_name = self._sensors_by_name
+        wanted = [by_name(row[0]) for row in oi]
         n_sensors = len(self.sensor_ids)
-        last_ts: list[int] = self.si[:n_sensors, K.SI_LAST_TS].tolist()
+        n_wanted = sum(len(w) for w in wanted)
+        last_ts: Any
+        if n_sensors <= 4 * n_wanted:
+            last_ts = self.si[:n_sensors, K.SI_LAST_TS].tolist()
+        else:
+            flat = [x for w in wanted for x in w]
+            last_ts = dict(zip(flat, self.si[flat, K.SI_LAST_TS].tolist(), strict=True))
         n_zones = len(self.zone_ids)
-        span: list[int] = (self.zi[:n_zones, K.ZI_K] * self.zi[:n_zones, K.ZI_SLIDE]).tolist()
-        names, zone_ids, by_name = self.sensor_ids, self.zone_ids, self._sensors_by_name
+        span: list[int] = (self.zi[:n_zones, K.ZI_K] * self.zi[:n_zones, K.ZI_SLIDE]).tolist() \
+            if n_zones <= 4 * len(oi) else []
+        names, zone_ids = self.sensor_ids, self.zone_ids
+        zi = self.zi
         append = out.append
-        for (z, end, src, fresh, nread), (occ, dens, trend, flow) in zip(oi, of, strict=True):
-            start = end - span[z]
+        for k, ((z, end, src, fresh, nread), (occ, dens, trend, flow)) in enumerate(
+                zip(oi, of, strict=True)):
+            start = end - (span[z] if span else int(zi[z, K.ZI_K] * zi[z, K.ZI_SLIDE]))
             # Sensors with a reading since the window start (newest reading per sensor; a
             # sensor whose only readings are newer than the window end is listed too), and
             # the zone's other sensors, stale; both in name order.
             seen: list[str] = []
             ages: list[int] = []
             stale: list[str] = []
-            for s in by_name(z):
+            for s in wanted[k]:
                 t = last_ts[s]
                 if t >= start:
                     if nread:

@@ -168,3 +168,23 @@ def test_registry_change_mid_stream_applies_to_later_windows(group: bool) -> Non
     s.send(cam("d", 3.5, 100))
     occ = {u.window_end_ms / 1000: u.occupancy for u in s.updates}
     assert occ == {1.0: pytest.approx(100.0), 2.0: pytest.approx(200.0)}
+
+
+def test_evidence_is_the_same_in_a_large_registry() -> None:
+    # With many zones and few closed windows the engine reads only the closed zones' sensor
+    # times (the other branch reads all of them): both must list the same evidence.
+    others = [replace(ZONE, zone_id=f"o{i}", sensors=tuple(
+        replace(s, sensor_id=f"{s.sensor_id}-o{i}") for s in ZONE.sensors)) for i in range(300)]
+    small = WindowedDensityEngine([ZONE], window_ms=3000, slide_ms=1000, grace_ms=1000)
+    large = WindowedDensityEngine([ZONE, *others], window_ms=3000, slide_ms=1000,
+                                  grace_ms=1000)
+    events = [cam("a", 0.5, 50), line("b", 0.7, 3), cam("c", 1.5, 60, "cam2"),
+              cam("d", 4.5, 40), cam("e", 9.5, 40)]
+    got = []
+    for engine in (small, large):
+        engine.ingest(events)
+        got.append([(u.window_end_ms, u.sensors, u.stale_sensors, u.sensor_age_ms)
+                    for u in engine.emit()])
+    assert got[0] == got[1]
+    assert got[0]  # windows closed
+    assert any(u[1] and u[2] for u in got[0])  # some window has both seen and stale sensors
