@@ -210,7 +210,7 @@ DEFAULT_RATES = {"webhook": 20.0, "line": 10.0, "email": 2.0}
 
 
 def cmd_notify(args: argparse.Namespace, settings: Settings) -> int:
-    from .notify import RateLimited, RetryPolicy, Route, TokenBucket  # noqa: PLC0415  # noqa: PLC0415
+    from .notify import RateLimited, RetryPolicy, Route, TokenBucket  # noqa: PLC0415
 
     zones = frozenset(args.zones.split(",")) if args.zones else None
     inner = _notifier_factory(args)

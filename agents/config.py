@@ -245,7 +245,7 @@ environment:
   SAFETOUR_FORECAST_HORIZON_S  early warning when critical is this close at the trend (600)
   SAFETOUR_STANDING_LEVELS  elevated,high,critical p/m² for standing crowds (2.0,3.5,5.0)
   SAFETOUR_MOVING_LEVELS    elevated,high,critical p/m² for moving crowds (1.08,2.17,3.5)
-  SAFETOUR_SESSION_TIMEOUT_S  consumer-group session timeout: failover time of a dead worker (6)
-                            (default 10, minimum 6)
+  SAFETOUR_SESSION_TIMEOUT_S  consumer-group session timeout: failover time of a dead worker
+                            (default 6, Kafka's minimum)
   SAFETOUR_BATCH_MAX        most sensor messages a fetch, one pipeline batch (default 5000)
 """

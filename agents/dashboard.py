@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import html
 import logging
 import secrets
 import time
@@ -236,8 +237,8 @@ def build_web_app(board: Board, operators: Mapping[str, str], publish_ack: Publi
     app = web.Application(middlewares=[require_login], client_max_size=64 * 1024)
 
     def login_page(error: str = "", status: int = 200) -> web.Response:
-        html = _static("login.html").decode().replace("{{error}}", error)
-        return web.Response(text=html, content_type="text/html", status=status,
+        page = _static("login.html").decode().replace("{{error}}", error)
+        return web.Response(text=page, content_type="text/html", status=status,
                             headers={"Cache-Control": "no-store"})
 
     def logged_in(token: str) -> web.StreamResponse:
@@ -262,9 +263,9 @@ def build_web_app(board: Board, operators: Mapping[str, str], publish_ack: Publi
         return resp
 
     async def index(request: web.Request) -> web.Response:
-        html = _static("index.html").decode().replace("{{operator}}",
-                                                      _html_escape(request[OPERATOR]))
-        return web.Response(text=html, content_type="text/html",
+        page = _static("index.html").decode().replace(
+            "{{operator}}", html.escape(request[OPERATOR], quote=True))
+        return web.Response(text=page, content_type="text/html",
                             headers={"Cache-Control": "no-store"})
 
     async def static(request: web.Request) -> web.Response:
@@ -335,12 +336,6 @@ def build_web_app(board: Board, operators: Mapping[str, str], publish_ack: Publi
     app.router.add_post("/api/ack", ack)
     app.router.add_get("/healthz", healthz)
     return app
-
-
-def _html_escape(s: str) -> str:
-    import html  # noqa: PLC0415
-
-    return html.escape(s, quote=True)
 
 
 def apply_records(board: Board, topic_kind: str, values: Iterable[bytes | None]) -> int:

@@ -2,8 +2,8 @@
 
 A batch of sensor messages closes hundreds or thousands of windows (one density record per
 zone per slide). ``AIOKafkaProducer.send`` costs ~10 µs of Python per record (partitioner,
-accumulator, a future); :func:`publish_batched` partitions each key once (cached; zone keys
-repeat), appends the records to ``create_batch()`` builders and hands each full builder to
+accumulator, a future); :meth:`BatchPublisher.publish` partitions each key once (cached;
+zone keys repeat), appends the records to ``create_batch()`` builders and hands each full builder to
 ``send_batch``. Records land on the partitions the producer's default partitioner would pick
 (murmur2 of the key), so keyed order per zone is what consumers expect.
 

@@ -18,7 +18,6 @@ import asyncio
 import math
 import platform
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.broker import EmbeddedBroker
+from agents.cli import stop_process
 from agents.config import Settings
 
 from . import data, e2e
@@ -127,12 +127,7 @@ class Bench:
                                            timeout_s=timeout_s, proc=proc))
             rss = e2e.peak_rss_mb(proc.pid)
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc)
         if outs.count < 2:
             say(f"{system} {shape}: no outputs (see {log})")
         return outs.rate(e2e.Progress.of(ds.ts_of(shape), self.grace_ms),

@@ -15,24 +15,22 @@ to its last.
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import contextlib
 import os
-import signal
 import socket
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from agents.cli import stop_process
 from agents.topics import TopicSpec, create_topics, partitions_of
 from schemas import parse_ts
 
@@ -178,14 +176,8 @@ class Worker:
     log: Path
     out_topic: str
 
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+    def stop(self) -> None:
+        stop_process(self.proc, 30)
 
 
 def safetour_env(bootstrap: str, in_topic: str, zones_file: Path, state: Path,
@@ -227,14 +219,3 @@ async def ensure_topic(bootstrap: str, name: str, partitions: int = 8) -> None:
     await create_topics(bootstrap, [TopicSpec(name, partitions, {
         "retention.ms": "-1", "message.timestamp.type": "LogAppendTime"})])
 
-
-@contextlib.contextmanager
-def running(w: Worker) -> Iterator[Worker]:
-    try:
-        yield w
-    finally:
-        w.stop()
-
-
-def run(coro: Any) -> Any:
-    return asyncio.run(coro)
