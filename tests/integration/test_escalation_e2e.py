@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +15,8 @@ import orjson
 from agents.topics import create_topics, topic_specs
 from schemas import Ack, encode_ack
 
-from .conftest import free_port, make_settings, payloads, poll_until, settings_env
-from .test_notify_e2e import SECRET, Receiver
+from .conftest import make_settings, payloads, poll_until, settings_env
+from .test_notify_e2e import SECRET, serving
 from .test_recovery import publish
 
 
@@ -34,23 +33,20 @@ def esc_key(aid: str) -> str:
 def test_unacknowledged_critical_alerts_escalate_once(kafka: str, tmp_path: Path) -> None:
     s = make_settings(kafka, tmp_path)
     asyncio.run(create_topics(kafka, topic_specs(s.topics)))
-    port = free_port()
-    receiver = Receiver(port)  # answers 503 to its first three calls
-    thread = threading.Thread(target=receiver.serve_forever, name="receiver")
-    thread.start()
     env = settings_env(s) | {"SAFETOUR_WEBHOOK_SECRET": SECRET.decode()}
-    cmd = [sys.executable, "-m", "agents", "notify", "--url", f"http://127.0.0.1:{port}/hook",
-           "--attempts", "10", "--escalate-after", "3"]
     log = tmp_path / "escalate.log"
 
     def send(topic: str, records: list[tuple[str, bytes]]) -> None:
         asyncio.run(publish(kafka, topic, [(k.encode(), v) for k, v in records]))
 
-    def start() -> subprocess.Popen[bytes]:
-        with log.open("ab") as out:
-            return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    with serving() as receiver:  # answers 503 to its first three calls
+        cmd = [sys.executable, "-m", "agents", "notify", "--url", receiver.url,
+               "--attempts", "10", "--escalate-after", "3"]
 
-    try:
+        def start() -> subprocess.Popen[bytes]:
+            with log.open("ab") as out:
+                return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+
         a, b, c, d, e, f = (f"{z}:1" for z in ("za", "zb", "zc", "zd", "ze", "zf"))
         send(s.topics.alerts, [(x, orjson.dumps(alert(x, lvl))) for x, lvl in
                                ((a, "critical"), (b, "critical"), (c, "high"),
@@ -75,10 +71,6 @@ def test_unacknowledged_critical_alerts_escalate_once(kafka: str, tmp_path: Path
                    proc=proc, log=log)
         proc.terminate()
         proc.wait(30)
-    finally:
-        receiver.shutdown()
-        receiver.server_close()
-        thread.join(10)
     # Each escalated once, on the wire too: the restart read its log and repeated nothing.
     assert receiver.keys == {esc_key(a): 1, esc_key(e): 1, esc_key(f): 1}
     assert receiver.bad == 0

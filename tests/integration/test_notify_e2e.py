@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -23,10 +25,25 @@ SECRET = b"e2e-secret"
 class Receiver(ThreadingHTTPServer):
     def __init__(self, port: int) -> None:
         super().__init__(("127.0.0.1", port), Handler)
+        self.url = f"http://127.0.0.1:{port}/hook"
         self.lock = threading.Lock()
         self.calls = 0
         self.keys: dict[str, int] = {}
         self.bad = 0
+
+
+@contextmanager
+def serving() -> Iterator[Receiver]:
+    """A :class:`Receiver` on a free loopback port, served from a thread, for the block."""
+    receiver = Receiver(free_port())
+    thread = threading.Thread(target=receiver.serve_forever, name="receiver")
+    thread.start()
+    try:
+        yield receiver
+    finally:
+        receiver.shutdown()
+        receiver.server_close()
+        thread.join(10)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -61,15 +78,11 @@ def test_notifier_killed_mid_stream_delivers_every_alert_once(kafka: str, tmp_pa
     alerts = [{"alert_id": f"z{i % 5}:{i}:x", "zone_id": f"z{i % 5}", "level": "critical",
                "previous_level": "high", "status": "escalated", "ts": f"2026-02-16T13:{i:02d}Z",
                "message": {"th": "ท", "en": "e"}} for i in range(40)]
-    port = free_port()
-    receiver = Receiver(port)
-    thread = threading.Thread(target=receiver.serve_forever, name="receiver")
-    thread.start()
     env = settings_env(s) | {"SAFETOUR_WEBHOOK_SECRET": SECRET.decode()}
-    cmd = [sys.executable, "-m", "agents", "notify", "--url",
-           f"http://127.0.0.1:{port}/hook", "--attempts", "10"]
     log = tmp_path / "notify.log"
-    try:
+    with serving() as receiver:
+        cmd = [sys.executable, "-m", "agents", "notify", "--url", receiver.url,
+               "--attempts", "10"]
         asyncio.run(publish(kafka, s.topics.alerts,
                             [(a["zone_id"].encode(), orjson.dumps(a)) for a in alerts[:20]]))
         with log.open("ab") as out:
@@ -86,10 +99,6 @@ def test_notifier_killed_mid_stream_delivers_every_alert_once(kafka: str, tmp_pa
                    what="every alert delivered", proc=proc, log=log)
         proc.terminate()
         proc.wait(30)
-    finally:
-        receiver.shutdown()
-        receiver.server_close()
-        thread.join(10)
     expected = {f"{a['alert_id']}:{a['status']}:{a['ts']}" for a in alerts}
     assert set(receiver.keys) == expected  # every alert, and nothing else
     assert receiver.bad == 0
