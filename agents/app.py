@@ -65,7 +65,8 @@ def _source(event: Any) -> SourceMessage:
     m = event.message
     ts = m.timestamp
     return SourceMessage(
-        m.topic, m.partition, m.offset, None if ts is None else round(ts * 1000), m.key, m.value
+        m.topic, m.partition, m.offset, None if ts is None else round(ts * 1000), m.key,
+        m.value, tuple(m.headers or ()),
     )
 
 
@@ -184,7 +185,7 @@ def build_app(
         async for event in stream.events():
             sources = _sources_of(event)
             started = time.perf_counter()
-            out = pipe.process_sensor_batch(sources, arrival_ms=int(time.time() * 1000))
+            out = pipe.process_sensor_batch(sources, now_ms=int(time.time() * 1000))
             m.batch_seconds.observe(time.perf_counter() - started)
             m.batch_messages.observe(len(sources))
             for s in sources:
@@ -204,7 +205,7 @@ def build_app(
         async for batch in stream.take_events(100, within=0.05):
             sources = [_source(e) for e in batch]
             appended = [s.timestamp for s in sources if s.timestamp is not None]
-            out = pipe.process_report_batch(sources, arrival_ms=int(time.time() * 1000))
+            out = pipe.process_report_batch(sources, now_ms=int(time.time() * 1000))
             await publish_all(out, settings.topics.reports,
                               max(appended) if appended else None)
 
@@ -237,7 +238,7 @@ def build_app(
         for p in sorted(new):
             snap = snaps.get(p)
             if snap is not None:
-                zones = pipe.restore(snap.blob)
+                zones = pipe.restore(snap.blob, int(time.time() * 1000))
                 log.info("partition %d: restored %d zones; resuming at offset %d",
                          p, zones, snap.offset)
             else:

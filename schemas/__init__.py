@@ -10,7 +10,7 @@ from __future__ import annotations
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 
-from ._dlq import MAX_DLQ_VALUE_BYTES, dlq_headers, dlq_record, encode_dlq_record
+from ._dlq import MAX_DLQ_ITEMS, MAX_DLQ_VALUE_BYTES, dlq_headers, dlq_record, encode_dlq_record
 from ._errors import ConfigError, ContractError, SafetourError, ZoneRegistryError
 from ._records import (
     KIND_BY_WIRE,
@@ -29,6 +29,7 @@ from ._validate import (
     MAX_MESSAGE_BYTES,
     decode_ack,
     decode_report,
+    decode_sensor_items,
     decode_sensor_message,
     encode_ack,
     format_ts,
@@ -58,6 +59,7 @@ def schema_file(name: str) -> Traversable:
 __all__ = [
     "KIND_BY_WIRE",
     "MAX_BATCH_EVENTS",
+    "MAX_DLQ_ITEMS",
     "MAX_DLQ_VALUE_BYTES",
     "MAX_MESSAGE_BYTES",
     "SCHEMA_FILES",
@@ -76,6 +78,7 @@ __all__ = [
     "ZoneRegistryError",
     "decode_ack",
     "decode_report",
+    "decode_sensor_items",
     "decode_sensor_message",
     "dlq_headers",
     "dlq_record",

@@ -23,7 +23,10 @@ KIND_BY_WIRE: dict[str, Kind] = {k.wire: k for k in Kind}
 
 
 class Reason(StrEnum):
-    """Dead-letter reason codes (``reason`` in a DLQ record); stable, part of the contract."""
+    """Dead-letter reason codes (``reason`` in a DLQ record); stable, part of the contract.
+
+    The set is open: later versions may add reasons, and consumers must accept values they
+    do not know (the JSON Schema lists the known ones as examples, not as an enum)."""
 
     NOT_JSON = "not_json"  # not UTF-8 JSON at all
     TOO_LARGE = "too_large"  # value longer than MAX_MESSAGE_BYTES
@@ -32,6 +35,12 @@ class Reason(StrEnum):
     BATCH_TOO_LONG = "batch_too_long"  # a JSON array with more than MAX_BATCH_EVENTS items
     UNKNOWN_ZONE = "unknown_zone"  # valid, but the zone is not in the registry
     LATE = "late"  # arrived after its window closed (event time older than the grace)
+    UNDECODABLE = "undecodable"  # a record batch the Kafka client could not decode
+    FUTURE = "future"  # stamped further ahead of its arrival than the allowed clock skew
+    UNKNOWN_SENSOR = "unknown_sensor"  # the sensor is not listed for its zone
+    ID_CONFLICT = "id_conflict"  # an event_id seen before, with other content
+    STALE = "stale"  # a report too old to matter when it arrived
+    REGISTRY = "registry"  # a zones-topic record that breaks a registry rule
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +50,7 @@ class Rejection:
     reason: Reason
     detail: str
     index: int | None = None  # item index in a batch message; None for the whole message
+    pointer: str | None = None  # JSON pointer of the fault inside the message, if known
 
 
 @dataclass(slots=True)

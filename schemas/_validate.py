@@ -229,34 +229,45 @@ def decode_sensor_message(value: bytes | None) -> tuple[list[SensorEvent], list[
     A single event, or a batch (JSON array) whose items are judged one by one: the good items
     of a batch come back as events even when others are rejected.
     """
+    events, _indices, rejections = decode_sensor_items(value)
+    return events, rejections
+
+
+def decode_sensor_items(
+    value: bytes | None,
+) -> tuple[list[SensorEvent], list[int], list[Rejection]]:
+    """:func:`decode_sensor_message`, with the item index of each event in its message (0
+    for a single-event message), so later verdicts on an event can name its item."""
     if value is None:
-        return [], [Rejection(Reason.NOT_JSON, "message has no value (tombstone)")]
+        return [], [], [Rejection(Reason.NOT_JSON, "message has no value (tombstone)")]
     if len(value) > MAX_MESSAGE_BYTES:
         detail = f"value is {len(value)} bytes; the maximum is {MAX_MESSAGE_BYTES}"
-        return [], [Rejection(Reason.TOO_LARGE, detail)]
+        return [], [], [Rejection(Reason.TOO_LARGE, detail)]
     try:
         doc = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
-        return [], [Rejection(Reason.NOT_JSON, f"not UTF-8 JSON: {exc}")]
+        return [], [], [Rejection(Reason.NOT_JSON, f"not UTF-8 JSON: {exc}")]
     if isinstance(doc, list):
         n = len(doc)
         if n == 0:
-            return [], [Rejection(Reason.EMPTY_BATCH, "batch array has no events")]
+            return [], [], [Rejection(Reason.EMPTY_BATCH, "batch array has no events")]
         if n > MAX_BATCH_EVENTS:
             detail = f"batch has {n} events; the maximum is {MAX_BATCH_EVENTS}"
-            return [], [Rejection(Reason.BATCH_TOO_LONG, detail)]
+            return [], [], [Rejection(Reason.BATCH_TOO_LONG, detail)]
         events: list[SensorEvent] = []
+        indices: list[int] = []
         rejections: list[Rejection] = []
         for i, item in enumerate(doc):
             try:
                 events.append(_event(item, f"/{i}"))
+                indices.append(i)
             except _Invalid as exc:
-                rejections.append(Rejection(Reason.SCHEMA, str(exc), i))
-        return events, rejections
+                rejections.append(Rejection(Reason.SCHEMA, str(exc), i, exc.where))
+        return events, indices, rejections
     try:
-        return [_event(doc, "")], []
+        return [_event(doc, "")], [0], []
     except _Invalid as exc:
-        return [], [Rejection(Reason.SCHEMA, str(exc))]
+        return [], [], [Rejection(Reason.SCHEMA, str(exc), None, exc.where)]
 
 
 def _report(doc: object) -> Report:
@@ -299,7 +310,7 @@ def _decode_one(value: bytes | None, parse: Callable[[object], T]) -> T | Reject
     try:
         return parse(doc)
     except _Invalid as exc:
-        return Rejection(Reason.SCHEMA, str(exc))
+        return Rejection(Reason.SCHEMA, str(exc), None, exc.where)
 
 
 def decode_report(value: bytes | None) -> Report | Rejection:

@@ -17,7 +17,14 @@ alarm practice (``shared/DOMAIN.md`` section 1, "Product practice"):
 - **report floor**: a human report can hold a zone at a level for ``report_hold_s``
   (900 s) whatever the sensors say (``reason: report``);
 - **capacity**: a zone with a ``capacity`` also reaches elevated / high / critical at 85 % /
-  100 % / 115 % of it in occupancy (``reason: capacity`` when occupancy alone gets it there).
+  100 % / 115 % of it in occupancy (``reason: capacity`` when occupancy alone gets it there);
+- **sensing lost**: a zone at elevated or above whose sensors all stop (a window with no
+  reading) gets an ``updated`` message on its open episode (``reason: sensing_lost``), is
+  re-alarmed every ``realarm_s`` like a critical one, and never resolves by itself; when
+  data returns, the episode goes on from the measured density (another ``updated``).
+
+Every message of an episode carries ``seq`` (1 for the raise, then one more each), so
+consumers deduplicate exactly by (alert_id, seq).
 
     level ─┐   normal ──(≥ thr, on-delay)──▶ raised ──▶ escalated / deescalated ──▶ resolved
            └─ one alert_id per episode: zone + event time of the episode start
@@ -45,6 +52,9 @@ class AlarmConfig:
     horizon_s: float = 600.0
     report_hold_s: float = 900.0
     corroboration_s: float = 600.0
+    # A zone that has had no window for this long (world clock) is looked after by ticks:
+    # its report floor expires and a blind episode is re-alarmed.
+    quiet_s: float = 120.0
     standing: Thresholds = STANDING_DEFAULTS
     moving: Thresholds = MOVING_DEFAULTS
 
@@ -59,12 +69,13 @@ class AlarmConfig:
 class Transition:
     """A change the zone's alert must announce."""
 
-    status: str  # raised | escalated | deescalated | resolved
+    status: str  # raised | escalated | deescalated | resolved | updated
     level: Level
     previous: Level
-    reason: str  # density | forecast | report | capacity
+    reason: str  # density | forecast | report | capacity | sensing_lost
     episode_start_ms: int
     reminder: bool = False
+    seq: int = 1
 
 
 @dataclass(slots=True)
@@ -85,6 +96,8 @@ class ZoneAlarm:
     floor: Level = Level.NORMAL
     floor_until_ms: int = 0
     corroborated_until_ms: int = 0
+    blind: bool = False  # every sensor stopped while the episode was open
+    seq: int = 0  # messages of the open episode so far
 
     def _threshold(self, level: Level) -> float:
         t = self.thresholds
@@ -125,9 +138,17 @@ class ZoneAlarm:
         out: list[Transition] = []
         floor = self.floor if ts_ms < self.floor_until_ms else Level.NORMAL
         if math.isnan(density):
-            if floor < self.level and self.reason == "report":
-                out.append(self._move(floor, ts_ms, "report"))
+            # Blind: the level stands (a blind zone is not a calm zone), the operators hear
+            # once that the zone is no longer seen, then ticks re-alarm it.
+            if self.level >= Level.ELEVATED and not self.blind:
+                self.blind = True
+                out.append(self._update(ts_ms, "sensing_lost"))
             return out
+        if self.blind:
+            self.blind = False
+            self.reason = "density"
+            trs = self.observe(density, trend_per_min, ts_ms, occupancy)
+            return trs or [self._update(ts_ms, "density")]
         ratio = occupancy / self.capacity if self.capacity else math.nan
         if (self.level is Level.NORMAL and floor is Level.NORMAL and not self.up_since
                 and self.forecast_since is None and density < self.thresholds.elevated
@@ -183,17 +204,48 @@ class ZoneAlarm:
             out.append(self._move(max(raw, Level.ELEVATED), ts_ms, "forecast"))
         if (self.level is Level.CRITICAL and not out
                 and ts_ms - self.last_sent_ms >= round(cfg.realarm_s * 1000)):
-            assert self.episode_start_ms is not None
-            self.last_sent_ms = ts_ms
-            out.append(Transition("raised", self.level, self.level, self.reason,
-                                  self.episode_start_ms, reminder=True))
+            out.append(self._reminder("raised", ts_ms))
         return out
+
+    def tick(self, now_ms: int) -> list[Transition]:
+        """Time passes for a zone that gets no windows (blind, or without sensors): its
+        report floor expires, and a blind or critical episode is re-alarmed."""
+        if self.level is Level.NORMAL:
+            return []
+        realarm = round(self.config.realarm_s * 1000)
+        if self.blind:
+            if now_ms - self.last_sent_ms >= realarm:
+                return [self._reminder("updated", now_ms)]
+            return []
+        floor = self.floor if now_ms < self.floor_until_ms else Level.NORMAL
+        if self.reason == "report" and floor < self.level:
+            return [self._move(floor, now_ms, "report")]
+        if self.level is Level.CRITICAL and now_ms - self.last_sent_ms >= realarm:
+            return [self._reminder("raised", now_ms)]
+        return []
+
+    def _reminder(self, status: str, ts_ms: int) -> Transition:
+        assert self.episode_start_ms is not None
+        self.last_sent_ms = ts_ms
+        self.seq += 1
+        return Transition(status, self.level, self.level, self.reason, self.episode_start_ms,
+                          reminder=True, seq=self.seq)
+
+    def _update(self, ts_ms: int, reason: str) -> Transition:
+        """A message on the open episode that changes no level (sensing lost or back)."""
+        assert self.episode_start_ms is not None
+        self.reason = reason
+        self.last_sent_ms = ts_ms
+        self.seq += 1
+        return Transition("updated", self.level, self.level, reason, self.episode_start_ms,
+                          seq=self.seq)
 
     def _move(self, level: Level, ts_ms: int, reason: str) -> Transition:
         previous = self.level
         if previous is Level.NORMAL:
             status = "raised"
             self.episode_start_ms = ts_ms
+            self.seq = 0
         elif level is Level.NORMAL:
             status = "resolved"
         else:
@@ -203,10 +255,13 @@ class ZoneAlarm:
         self.level = level
         self.reason = reason
         self.last_sent_ms = ts_ms
+        self.seq += 1
+        seq = self.seq
         if level is Level.NORMAL:
             self.episode_start_ms = None
             self.reason = "density"
-        return Transition(status, level, previous, reason, start)
+            self.blind = False
+        return Transition(status, level, previous, reason, start, seq=seq)
 
 
 def eta_critical_s(density: float, trend_per_min: float, critical: float) -> float | None:

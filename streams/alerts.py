@@ -72,10 +72,6 @@ def point_in_polygon(lat: float, lon: float, polygon: Iterable[tuple[float, floa
     return inside
 
 
-REPORT_LEAD_MS = 120_000
-"""A report further ahead of its zone's window clock than this waits for the windows."""
-
-
 @dataclass(slots=True)
 class _ZoneAlerts:
     zone: Zone
@@ -83,7 +79,6 @@ class _ZoneAlerts:
     reports: deque[Report] = field(default_factory=deque)
     last: DensityUpdate | None = None
     clock_ms: int | None = None  # newest window end observed
-    deferred: list[Report] = field(default_factory=list)  # reports from the zone's future
 
 
 class AlertTracker:
@@ -127,36 +122,39 @@ class AlertTracker:
         za = self._zones.get(u.zone_id)
         if za is None:
             return []
-        out = []
-        # Reports that were ahead of the windows act once the windows reach their time.
-        while za.deferred and za.deferred[0].ts_ms <= u.window_end_ms:
-            out += self._apply_report(za, za.deferred.pop(0))
-        za.clock_ms = u.window_end_ms
+        za.clock_ms = u.window_end_ms if za.clock_ms is None else max(za.clock_ms,
+                                                                      u.window_end_ms)
         if not math.isnan(u.density):
             za.last = u
         self._expire(za, u.window_end_ms)
         trs = za.alarm.observe(u.density, u.trend_per_min, u.window_end_ms, u.occupancy)
-        return out + [self._alert(za, tr, u.window_end_ms) for tr in trs]
+        return [self._alert(za, tr, u.window_end_ms, blind=math.isnan(u.density))
+                for tr in trs]
 
-    def report(
-        self, report: Report, zone_id: str, arrival_ms: int | None = None
-    ) -> list[dict[str, Any]]:
-        """A report acts at once: live, it is only seconds ahead of its zone's windows. One
-        far ahead of them (a backlog being read, a replay of two streams) waits until the
-        windows reach its time, so the zone's story stays in event-time order. Before the
-        zone has any window, a report older than its arrival (``arrival_ms``, wall clock) by
-        more than the lead is taken as part of a backlog too."""
-        za = self._zones[zone_id]
-        if za.clock_ms is not None:
-            ahead = report.ts_ms - za.clock_ms > REPORT_LEAD_MS
-        else:
-            ahead = (arrival_ms is not None and bool(za.zone.sensors)
-                     and arrival_ms - report.ts_ms > REPORT_LEAD_MS)
-        if ahead:
-            za.deferred.append(report)
-            za.deferred.sort(key=lambda r: r.ts_ms)
-            return []
-        return self._apply_report(za, report)
+    def zone_clock(self, zone_id: str) -> int | None:
+        """The newest window end the zone has seen (event time), if any."""
+        za = self._zones.get(zone_id)
+        return None if za is None else za.clock_ms
+
+    def tick(self, now_ms: int) -> list[tuple[str, dict[str, Any]]]:
+        """Zones without windows for ``quiet_s`` of the world clock ``now_ms`` (blind, or
+        without sensors): report floors expire, blind and critical episodes re-alarm."""
+        quiet = round(self.config.quiet_s * 1000)
+        out: list[tuple[str, dict[str, Any]]] = []
+        for zid, za in self._zones.items():
+            a = za.alarm
+            if a.level is Level.NORMAL or (za.clock_ms is not None
+                                           and now_ms - za.clock_ms < quiet):
+                continue
+            for tr in a.tick(now_ms):
+                self._expire(za, now_ms)
+                out.append((zid, self._alert(za, tr, now_ms, blind=a.blind)))
+        return out
+
+    def report(self, report: Report, zone_id: str) -> list[dict[str, Any]]:
+        """A report acts at once, when it arrives (the pipeline has dead-lettered those
+        stamped in the future or too old to matter)."""
+        return self._apply_report(self._zones[zone_id], report)
 
     def _apply_report(self, za: _ZoneAlerts, report: Report) -> list[dict[str, Any]]:
         self._expire(za, report.ts_ms)
@@ -196,8 +194,8 @@ class AlertTracker:
                 "floor": int(a.floor), "floor_until_ms": a.floor_until_ms,
                 "corroborated_until_ms": a.corroborated_until_ms,
                 "reports": [r._asdict() for r in za.reports],
-                "deferred": [r._asdict() for r in za.deferred],
                 "clock_ms": za.clock_ms,
+                "blind": a.blind, "seq": a.seq,
             }
         return out
 
@@ -219,13 +217,15 @@ class AlertTracker:
             a.floor_until_ms = s["floor_until_ms"]
             a.corroborated_until_ms = s["corroborated_until_ms"]
             za.reports = deque(Report(**r) for r in s["reports"])
-            za.deferred = [Report(**r) for r in s.get("deferred", [])]
             za.clock_ms = s.get("clock_ms")
+            a.blind = bool(s.get("blind", False))
+            a.seq = int(s.get("seq", 0))
 
     # -- output -----------------------------------------------------------------------------
-    def _alert(self, za: _ZoneAlerts, tr: Transition, ts_ms: int) -> dict[str, Any]:
+    def _alert(self, za: _ZoneAlerts, tr: Transition, ts_ms: int, *, blind: bool = False
+               ) -> dict[str, Any]:
         z = za.zone
-        u = za.last
+        u = None if blind else za.last  # a blind zone has no density to report
         density = u.density if u is not None else math.nan
         trend = u.trend_per_min if u is not None else math.nan
         eta = (None if tr.level is Level.CRITICAL
@@ -247,8 +247,9 @@ class AlertTracker:
             "previous_level": tr.previous.wire,
             "status": status,
             "reason": tr.reason,
-            "density": 0.0 if math.isnan(density) else round(density, 4),
-            "occupancy": 0.0 if u is None or math.isnan(u.occupancy) else round(u.occupancy, 2),
+            "seq": tr.seq,
+            "density": None if math.isnan(density) else round(density, 4),
+            "occupancy": None if u is None or math.isnan(u.occupancy) else round(u.occupancy, 2),
             "trend": None if math.isnan(trend) else round(trend, 4),
             "eta_critical_s": None if eta is None else round(eta, 1),
             "confidence": round(confidence, 2),

@@ -7,6 +7,8 @@ Mapping from a safetour alert (``alert.v1.json``):
 | status raised    | msgType ``Alert`` (a re-alarm: ``Update``)                            |
 | escalated, deescalated | msgType ``Update``, ``references`` the episode's first message |
 | resolved         | msgType ``Cancel`` (responseType ``AllClear``), ``references`` likewise |
+| updated          | msgType ``Update`` (sensing lost or back), ``references`` likewise    |
+| reason sensing_lost | certainty ``Unknown``: the zone is no longer observed              |
 | level critical   | severity ``Extreme``, urgency ``Immediate``, responseType ``Avoid``      |
 | level high       | severity ``Severe``, urgency ``Immediate``, responseType ``Avoid``       |
 | level elevated   | severity ``Moderate``, urgency ``Expected``, responseType ``Monitor``    |
@@ -116,11 +118,15 @@ def to_cap(
     sources = {r.get("source") for r in alert.get("evidence", {}).get("reports", [])}
     if reason == "forecast":
         certainty = "Likely"
+    elif reason == "sensing_lost":
+        certainty = "Unknown"
     elif reason == "report":
         certainty = "Observed" if sources & {"staff", "police", "operator"} else "Likely"
     else:
         certainty = "Observed"
     message = alert.get("message", {})
+    if reason == "sensing_lost":
+        el(root, "note", "All sensors of the zone stopped reporting; the level stands unseen.")
     for lang, key in (("th-TH", "th"), ("en-US", "en")):
         info = el(root, "info")
         el(info, "language", lang)

@@ -8,12 +8,20 @@ Defaults (override per engine, or per zone with ``window_s`` / ``slide_s`` in th
 | slide        | 5 s     | one output per zone every 5 s of event time (the emit tick)      |
 | grace        | 10 s    | watermark = newest event time on the partition - 10 s            |
 | idle         | 30 s    | a quiet partition's watermark follows the wall clock - idle      |
-| dedup depth  | 16      | event ids remembered per sensor to drop duplicates               |
+| lead         | 30 s    | a reading counts at most this far ahead of its arrival           |
+| dedup depth  | 16      | event ids (and content hashes) remembered per sensor             |
 | stale sensor | window  | a sensor with no reading in the window is listed as stale        |
 
-Memory: with ``R`` ring slots (window/slide + grace/slide + 3 = 17 by default) a zone costs
-``R x 11 x 8`` bytes of ring + 160 bytes of zone fields = 1,656 bytes; a sensor costs
-``16 x 8 + 40`` = 168 bytes. 100,000 zones with 3 sensors each: about 216 MB.
+Event time that no sender can poison: every reading comes with its *arrival* (the broker
+timestamp of its record, or offline the robust clock of ``streams/clock.py``). Its
+*watermark time* is ``min(ts, arrival)``: a sensor whose clock runs fast cannot move the
+watermark that the other sensors' readings are judged by. Its *placement time* is
+``min(ts, arrival + lead)``: a reading up to ``lead`` ahead counts in its own bucket, one
+further ahead (but within the pipeline's skew) counts at ``arrival + lead``.
+
+Memory: with ``R`` ring slots (window/slide + grace/slide + lead/slide + 3 = 23 by default)
+a zone costs ``R x 11 x 8`` bytes of ring + 160 bytes of zone fields = 2,184 bytes; a sensor
+costs ``16 x 16 + 56`` = 312 bytes. 100,000 zones with 3 sensors each: about 312 MB.
 """
 
 from __future__ import annotations
@@ -38,7 +46,11 @@ DEFAULT_WINDOW_MS: Final = 60_000
 DEFAULT_SLIDE_MS: Final = 5_000
 DEFAULT_GRACE_MS: Final = 10_000
 DEFAULT_IDLE_MS: Final = 30_000
+DEFAULT_LEAD_MS: Final = 30_000
 DEFAULT_DEDUP_DEPTH: Final = 16
+MAX_UNLISTED_PER_ZONE: Final = 64
+SKEW_FLAG_MS: Final = 3_000  # a sensor this far off its zone's median skew is "skewed"
+_SKEW_ALPHA: Final = 0.2
 MAX_PARTITIONS: Final = 4096
 GROUP_BY_ZONE_BYTES: Final = 8 << 20  # zone rings larger than this: process zone by zone
 _HASH_MASK: Final = (1 << 62) - 1
@@ -52,6 +64,20 @@ def event_hash(event_id: str) -> int:
     """Stable 62-bit hash of an event id (the same in every process and run)."""
     b = event_id.encode()
     return ((zlib.crc32(b) << 31) ^ zlib.adler32(b)) & _HASH_MASK
+
+
+_M1 = np.uint64(0x9E3779B97F4A7C15)
+_M2 = np.uint64(0xC2B2AE3D27D4EB4F)
+
+
+def content_hashes(ts: I64, kind: npt.NDArray[np.int8], a: F64, b: F64, cov: F64) -> I64:
+    """A 62-bit hash per reading of what it says (time, kind, counts, coverage): an event id
+    repeated with the same content is a duplicate, with other content a conflict."""
+    h = ts.astype(np.uint64) * _M1
+    for col in (a, b, np.where(np.isnan(cov), -1.0, cov)):
+        h = (h ^ col.view(np.uint64)) * _M2
+    h ^= kind.astype(np.uint64) * _M1
+    return (h >> np.uint64(2)).astype(np.int64)
 
 
 def _grow(a: npt.NDArray[np.generic], n: int, fill: float) -> npt.NDArray[np.generic]:
@@ -71,15 +97,17 @@ class WindowedDensityEngine:
         slide_ms: int = DEFAULT_SLIDE_MS,
         grace_ms: int = DEFAULT_GRACE_MS,
         idle_ms: int = DEFAULT_IDLE_MS,
+        lead_ms: int = DEFAULT_LEAD_MS,
         dedup_depth: int = DEFAULT_DEDUP_DEPTH,
+        accept_unlisted: bool = False,
         max_slides_per_window: int | None = None,
         out_rows: int = 65_536,
         group_by_zone: bool | None = None,
     ) -> None:
         if slide_ms <= 0 or window_ms <= 0 or window_ms % slide_ms:
             raise ValueError("window_ms must be a positive multiple of slide_ms")
-        if grace_ms < 0 or idle_ms < 0:
-            raise ValueError("grace_ms and idle_ms must be >= 0")
+        if grace_ms < 0 or idle_ms < 0 or lead_ms < 0:
+            raise ValueError("grace_ms, idle_ms and lead_ms must be >= 0")
         # Process batches zone by zone once the state outgrows the caches (None = decide by
         # size). Both orders give identical results; the tests run both.
         self.group_by_zone = group_by_zone
@@ -87,24 +115,32 @@ class WindowedDensityEngine:
         self.slide_ms = slide_ms
         self.grace_ms = grace_ms
         self.idle_ms = idle_ms
+        self.lead_ms = lead_ms
+        # Readings from sensors the registry does not list for their zone are refused
+        # (unknown_sensor), unless the zone lists no sensors and this is set; then at most
+        # MAX_UNLISTED_PER_ZONE of them per zone, so memory never grows with unknown ids.
+        self.accept_unlisted = accept_unlisted
         # Zones may set a longer window (up to max_slides_per_window slides) and a longer
         # slide, never a shorter one: the ring is sized for the engine's slide and grace.
         self.max_k = max_slides_per_window or window_ms // slide_ms
         if window_ms // slide_ms > self.max_k:
             raise ValueError(f"window/slide may be at most {self.max_k} slides")
-        self.ring_slots = self.max_k + math.ceil(grace_ms / slide_ms) + 3
+        self.ring_slots = (self.max_k + math.ceil(grace_ms / slide_ms)
+                           + math.ceil(lead_ms / slide_ms) + 3)
         self.zone_index: dict[str, int] = {}
         self.zone_ids: list[str] = []
         self.zones: dict[str, Zone] = {}
         self.sensor_index: dict[str, int] = {}
         self.sensor_ids: list[str] = []
         self.zone_sensors: dict[int, list[int]] = {}
+        self.zone_listed: dict[int, int] = {}  # zone -> sensors its registry entry lists
         self.zf: F64 = np.zeros((0, K.ZF_N))
         self.zi: I64 = np.zeros((0, K.ZI_N), dtype=np.int64)
         self.ring: F64 = np.zeros((0, self.ring_slots, K.R_FIELDS))
         self.sf: F64 = np.zeros((0, K.SF_N))
         self.si: I64 = np.zeros((0, K.SI_N), dtype=np.int64)
         self.dedup: I64 = np.zeros((0, dedup_depth), dtype=np.int64)
+        self.dedup_c: I64 = np.zeros((0, dedup_depth), dtype=np.int64)
         # Per partition: watermark base (newest event time, or its wall-clock extrapolation
         # while idle), newest real event time, and wall-clock time of the last arrival.
         self.p_max: I64 = np.full(MAX_PARTITIONS, K.NEVER, dtype=np.int64)
@@ -118,6 +154,7 @@ class WindowedDensityEngine:
         self._by_name: dict[int, list[int]] = {}
         self.late = 0
         self.duplicates = 0
+        self.clamped = 0  # readings counted at arrival + lead (stamped further ahead)
         self.set_zones(zones)
 
     # -- registry ---------------------------------------------------------------------------
@@ -164,10 +201,26 @@ class WindowedDensityEngine:
         self.zi[idx, K.ZI_ACTIVE] = 1
         ndev = sum(1 for s in zone.sensors if s.kind is Kind.DEVICE_COUNT)
         self.zi[idx, K.ZI_NDEV] = max(1, ndev)
+        listed = []
         for spec in zone.sensors:
             sidx = self._sensor(spec.sensor_id, idx)
+            self.si[sidx, K.SI_ZONE] = idx
+            self.si[sidx, K.SI_AUTO] = 0
             self.sf[sidx, K.SF_CALIB] = spec.calibration or 1.0
             self.sf[sidx, K.SF_COV] = spec.coverage_m2 or math.nan
+            listed.append(sidx)
+        # Sensors the entry no longer lists leave the zone; unlisted ones accepted earlier
+        # stay only while the zone still lists none.
+        keep = set(listed)
+        for sidx in self.zone_sensors[idx]:
+            if sidx not in keep:
+                if self.si[sidx, K.SI_AUTO] and not listed:
+                    listed.append(sidx)
+                else:
+                    self.si[sidx, K.SI_ZONE] = -1
+        self.zone_sensors[idx] = listed
+        self.zone_listed[idx] = len(zone.sensors)
+        self._by_name.pop(idx, None)
 
     def _sensor(self, sensor_id: str, zone_idx: int) -> int:
         idx = self.sensor_index.get(sensor_id)
@@ -176,43 +229,69 @@ class WindowedDensityEngine:
         idx = len(self.sensor_ids)
         self.sensor_index[sensor_id] = idx
         self.sensor_ids.append(sensor_id)
-        self.zone_sensors[zone_idx].append(idx)
         if idx >= self.si.shape[0]:
             n = max(64, 2 * self.si.shape[0])
             self.sf = _grow(self.sf, n, math.nan)  # type: ignore[assignment]
             self.si = _grow(self.si, n, 0)  # type: ignore[assignment]
             self.dedup = _grow(self.dedup, n, -1)  # type: ignore[assignment]
+            self.dedup_c = _grow(self.dedup_c, n, -1)  # type: ignore[assignment]
         self.sf[idx, K.SF_CALIB] = 1.0
         self.sf[idx, K.SF_COV] = math.nan
+        self.sf[idx, K.SF_SKEW] = math.nan
         self.si[idx, K.SI_ZONE] = zone_idx
         self.si[idx, K.SI_LAST_TS] = -1
         self.si[idx, K.SI_DPOS] = 0
+        self.si[idx, K.SI_AUTO] = 0
         return idx
+
+    def _sensor_of(self, sensor_id: str, z: int) -> int | None:
+        """The sensor's index if it may report for zone ``z`` (see ``accept_unlisted``)."""
+        s = self.sensor_index.get(sensor_id)
+        if s is not None and self.si[s, K.SI_ZONE] == z:
+            return s
+        if (not self.accept_unlisted or self.zone_listed.get(z, 0)
+                or len(self.zone_sensors[z]) >= MAX_UNLISTED_PER_ZONE
+                or (s is not None and self.si[s, K.SI_ZONE] >= 0)):
+            return None
+        if s is None:
+            s = self._sensor(sensor_id, z)
+        self.si[s, K.SI_ZONE] = z
+        self.si[s, K.SI_AUTO] = 1
+        self.zone_sensors[z].append(s)
+        return s
 
     # -- processing -------------------------------------------------------------------------
     def ingest(
         self, events: Sequence[SensorEvent], partitions: Sequence[int] | None = None,
-        arrival_ms: int | None = None,
-    ) -> list[tuple[SensorEvent, Rejection]]:
-        """Add a batch (in arrival order); return the events refused (unknown zone, late).
+        wall_ms: int | None = None, arrivals: Sequence[int] | None = None,
+    ) -> list[tuple[int, Rejection]]:
+        """Add a batch (in arrival order); return ``(index in events, why)`` of those refused
+        (unknown zone or sensor, late, an id reused with other content).
 
-        ``arrival_ms`` is the wall-clock time the batch arrived (for idleness); replay leaves
-        it out and stays purely in event time.
+        ``arrivals``: each event's arrival time (the broker timestamp of its record, or the
+        robust clock offline; see the module docstring); without them event time is trusted.
+        ``wall_ms`` is the wall-clock time the batch arrived (for idleness); replay leaves it
+        out and stays purely in event time.
         """
-        refused: list[tuple[SensorEvent, Rejection]] = []
+        refused: list[tuple[int, Rejection]] = []
         rows: list[int] = []
         zidx: list[int] = []
         sidx: list[int] = []
         zone_index = self.zone_index
         active = self.zi[:, K.ZI_ACTIVE]
+        sensor_of = self._sensor_of
         for i, ev in enumerate(events):
             z = zone_index.get(ev.zone_id)
             if z is None or not active[z]:
                 detail = f"zone {ev.zone_id!r} is not in the zone registry"
-                refused.append((ev, Rejection(Reason.UNKNOWN_ZONE, detail)))
+                refused.append((i, Rejection(Reason.UNKNOWN_ZONE, detail)))
                 continue
-            s = self.sensor_index.get(ev.sensor_id)
-            sidx.append(s if s is not None else self._sensor(ev.sensor_id, z))
+            s = sensor_of(ev.sensor_id, z)
+            if s is None:
+                detail = f"sensor {ev.sensor_id!r} is not listed for zone {ev.zone_id!r}"
+                refused.append((i, Rejection(Reason.UNKNOWN_SENSOR, detail)))
+                continue
+            sidx.append(s)
             zidx.append(z)
             rows.append(i)
         if not rows:
@@ -222,13 +301,22 @@ class WindowedDensityEngine:
         ev_zone = np.array(zidx, dtype=np.int32)
         ev_sensor = np.array(sidx, dtype=np.int32)
         ev_kind = np.fromiter((int(e.kind) for e in evs), dtype=np.int8, count=n)
-        ev_ts = np.fromiter((e.ts_ms for e in evs), dtype=np.int64, count=n)
+        ev_raw = np.fromiter((e.ts_ms for e in evs), dtype=np.int64, count=n)
         ev_a = np.fromiter(
             (e.count if e.kind is Kind.OCCUPANCY else e.entries if e.kind is Kind.LINE_COUNT
              else e.devices for e in evs), dtype=np.float64, count=n)
         ev_b = np.fromiter((e.exits for e in evs), dtype=np.float64, count=n)
         ev_cov = np.fromiter((e.coverage_m2 or math.nan for e in evs), dtype=np.float64, count=n)
         ev_hash = np.fromiter((event_hash(e.event_id) for e in evs), dtype=np.int64, count=n)
+        ev_chash = content_hashes(ev_raw, ev_kind, ev_a, ev_b, ev_cov)
+        if arrivals is None:
+            ev_ts, ev_eff = ev_raw, ev_raw
+        else:
+            arr = np.array([arrivals[i] for i in rows], dtype=np.int64)
+            ev_eff = np.minimum(ev_raw, arr)
+            ev_ts = np.minimum(ev_raw, arr + self.lead_ms)
+            self.clamped += int(np.count_nonzero(ev_ts < ev_raw))
+            self._observe_skew(ev_sensor, ev_raw - arr)
         if partitions is None:
             ev_part = np.zeros(n, dtype=np.int32)
         else:
@@ -236,27 +324,45 @@ class WindowedDensityEngine:
             if n and (ev_part.min() < 0 or ev_part.max() >= MAX_PARTITIONS):
                 raise ValueError(f"partition numbers must be in 0..{MAX_PARTITIONS - 1}")
         status = self.ingest_arrays(ev_zone, ev_sensor, ev_kind, ev_ts, ev_a, ev_b, ev_cov,
-                                    ev_hash, ev_part)
+                                    ev_hash, ev_part, ev_eff=ev_eff, ev_chash=ev_chash)
         parts = np.unique(ev_part)
-        np.maximum.at(self.p_event_max, ev_part, ev_ts)
-        if arrival_ms is not None:
-            self.p_wall[parts] = arrival_ms
-        for j in np.flatnonzero(status == K.LATE):
+        np.maximum.at(self.p_event_max, ev_part, ev_eff)
+        if wall_ms is not None:
+            self.p_wall[parts] = wall_ms
+        for j in np.flatnonzero(status == K.LATE).tolist():
             ev = evs[j]
             self.late += 1
-            detail = (f"event time {ev.ts_ms} is before the closed window of zone "
-                      f"{ev.zone_id!r} (grace {self.grace_ms} ms)")
-            refused.append((ev, Rejection(Reason.LATE, detail)))
+            detail = (f"{ev.event_id}: event time {ev.ts_ms} is before the closed window of "
+                      f"zone {ev.zone_id!r} (grace {self.grace_ms} ms)")
+            refused.append((rows[j], Rejection(Reason.LATE, detail)))
+        for j in np.flatnonzero(status == K.CONFLICT).tolist():
+            ev = evs[j]
+            detail = (f"{ev.event_id}: event id already seen from sensor {ev.sensor_id!r} with "
+                      "other content; the first stands")
+            refused.append((rows[j], Rejection(Reason.ID_CONFLICT, detail)))
         self.duplicates += int(np.count_nonzero(status == K.DUP))
         return refused
+
+    def _observe_skew(self, ev_sensor: npt.NDArray[np.int32], lag: I64) -> None:
+        """Smooth each sensor's (event time - arrival): its clock offset plus delivery delay."""
+        uniq, inv = np.unique(ev_sensor, return_inverse=True)
+        sums = np.zeros(uniq.shape[0])
+        np.add.at(sums, inv, lag.astype(np.float64))
+        mean = sums / np.bincount(inv, minlength=uniq.shape[0])
+        old = self.sf[uniq, K.SF_SKEW]
+        self.sf[uniq, K.SF_SKEW] = np.where(np.isnan(old), mean,
+                                           old + _SKEW_ALPHA * (mean - old))
 
     def ingest_arrays(
         self, ev_zone: npt.NDArray[np.int32], ev_sensor: npt.NDArray[np.int32],
         ev_kind: npt.NDArray[np.int8], ev_ts: I64, ev_a: F64, ev_b: F64, ev_cov: F64,
-        ev_hash: I64, ev_part: npt.NDArray[np.int32],
+        ev_hash: I64, ev_part: npt.NDArray[np.int32], *, ev_eff: I64 | None = None,
+        ev_chash: I64 | None = None,
     ) -> npt.NDArray[np.int8]:
         """The columnar entry point (also what the benchmark drives): one kernel call per
-        batch, repeated only when the output buffer fills."""
+        batch, repeated only when the output buffer fills. ``ev_eff``: watermark times
+        (default: the event times); ``ev_chash``: content hashes (default: none, so a repeated
+        id is always a duplicate)."""
         n = ev_zone.shape[0]
         status = np.zeros(n, dtype=np.int8)
         pmax_at = np.empty(n, dtype=np.int64)
@@ -264,14 +370,16 @@ class WindowedDensityEngine:
         group = self.group_by_zone
         if group is None:
             group = self.ring.nbytes > GROUP_BY_ZONE_BYTES
-        K.arrival_kernel(ev_zone, ev_part, ev_ts, self.p_max, len(self.zone_ids), pmax_at,
+        eff = ev_ts if ev_eff is None else ev_eff
+        chash = np.zeros(n, dtype=np.int64) if ev_chash is None else ev_chash
+        K.arrival_kernel(ev_zone, ev_part, eff, self.p_max, len(self.zone_ids), pmax_at,
                          order, group)
         start = 0
         while True:
             start, n_out = K.ingest_kernel(
                 ev_zone, ev_sensor, ev_kind, ev_ts, ev_a, ev_b, ev_cov, ev_hash, ev_part,
                 pmax_at, order, status, start, self.zf, self.zi, self.ring, self.sf, self.si,
-                self.dedup, self.grace_ms, self._oi, self._of, 0,
+                self.dedup, self.grace_ms, self._oi, self._of, 0, chash, self.dedup_c,
             )
             self._collect(n_out)
             if start >= ev_zone.shape[0]:
@@ -295,15 +403,22 @@ class WindowedDensityEngine:
         self.p_max[seen] = self.p_event_max[seen] + self.grace_ms + horizon + self.slide_ms
 
     def stale_sensor_count(self) -> int:
-        """Registered sensors of active zones with no reading in their zone's window."""
+        """Listed sensors of active zones with no reading in their zone's window."""
         n = len(self.sensor_ids)
         if n == 0:
             return 0
         zone = self.si[:n, K.SI_ZONE]
-        active = self.zi[zone, K.ZI_ACTIVE] == 1
+        listed = (zone >= 0) & (self.si[:n, K.SI_AUTO] == 0)
+        zone = np.where(listed, zone, 0)
+        active = listed & (self.zi[zone, K.ZI_ACTIVE] == 1)
         window = self.zi[zone, K.ZI_K] * self.zi[zone, K.ZI_SLIDE]
         horizon = self.zi[zone, K.ZI_OPEN_MS] - window
         return int(np.count_nonzero(active & (self.si[:n, K.SI_LAST_TS] < horizon)))
+
+    def clock_ms(self) -> int | None:
+        """The newest partition clock (watermark base, idle wall-time included), if any."""
+        v = int(self.p_max.max())
+        return None if v == K.NEVER else v
 
     def newest_event_ms(self) -> int:
         """The newest event time seen on any partition (or a very small number)."""
@@ -370,6 +485,8 @@ class WindowedDensityEngine:
             if n_zones <= 4 * len(oi) else []
         names, zone_ids = self.sensor_ids, self.zone_ids
         zi = self.zi
+        auto = self.si[:n_sensors, K.SI_AUTO].tolist()
+        skew = self.sf[:n_sensors, K.SF_SKEW].tolist()
         append = out.append
         for k, ((z, end, src, fresh, nread), (occ, dens, trend, flow)) in enumerate(
                 zip(oi, of, strict=True)):
@@ -386,11 +503,21 @@ class WindowedDensityEngine:
                     if nread:
                         seen.append(names[s])
                         ages.append(end - t)
-                else:
+                elif not auto[s]:  # unlisted sensors accepted earlier are never "stale"
                     stale.append(names[s])
             append(DensityUpdate(zone_ids[z], start, end, occ, dens, tuple(seen), trend, flow,
                                  fresh, SOURCE_NAMES.get(src), nread, tuple(stale),
-                                 tuple(ages)))
+                                 tuple(ages), _skewed(wanted[k], skew, names)))
+        return out
+
+    def skewed_sensors(self) -> list[tuple[str, float]]:
+        """Every sensor whose clock is off its zone's median by more than SKEW_FLAG_MS:
+        ``(sensor_id, seconds ahead (+) or behind (-))``."""
+        skew = self.sf[:len(self.sensor_ids), K.SF_SKEW].tolist()
+        out: list[tuple[str, float]] = []
+        for z in range(len(self.zone_ids)):
+            if self.zi[z, K.ZI_ACTIVE]:
+                out += _skewed(self.zone_sensors[z], skew, self.sensor_ids)
         return out
 
     # -- recovery ---------------------------------------------------------------------------
@@ -407,15 +534,24 @@ class WindowedDensityEngine:
             "sensor_zones": np.array(
                 [self.zone_ids[int(self.si[s, K.SI_ZONE])] for s in sensors], dtype=str),
             "si": self.si[sensors], "dedup": self.dedup[sensors],
+            "dedup_c": self.dedup_c[sensors], "sf": self.sf[sensors],
             "partition": np.array([partition, self.p_max[partition],
                                    self.p_event_max[partition], self.ring_slots,
                                    self.grace_ms], dtype=np.int64),
         }
 
-    def restore(self, snap: dict[str, npt.NDArray[Any]]) -> int:
+    def restore(self, snap: dict[str, npt.NDArray[Any]], now_ms: int | None = None) -> int:
         """Put back a :meth:`snapshot`; return how many zones were restored. The registry
-        wins for configuration (areas, calibration); zones no longer in it are skipped."""
+        wins for configuration (areas, calibration); zones no longer in it are skipped.
+
+        ``now_ms`` (wall clock, live): a snapshot whose clock runs ahead of it by more than
+        the lead was poisoned (an earlier version let one future reading move a watermark);
+        its zones and clocks are dropped, so a restart heals it."""
         partition, p_max, p_event_max, ring_slots, grace = (int(v) for v in snap["partition"])
+        if now_ms is not None and max(p_max, p_event_max) > now_ms + self.lead_ms:
+            log.warning("snapshot of partition %d has a clock ahead of the wall clock by %d s; "
+                        "its state is dropped", partition, (p_max - now_ms) // 1000)
+            return 0
         if ring_slots != self.ring_slots or grace != self.grace_ms:
             log.warning("snapshot of partition %d was taken with another window/grace "
                         "configuration; starting that partition from empty state", partition)
@@ -441,10 +577,15 @@ class WindowedDensityEngine:
             z = self.zone_index.get(zid)
             if z is None:
                 continue
-            s = self._sensor(sid, z)
+            s = self._sensor_of(sid, z)
+            if s is None:
+                continue
             self.si[s, K.SI_LAST_TS] = snap["si"][row][K.SI_LAST_TS]
             self.si[s, K.SI_DPOS] = snap["si"][row][K.SI_DPOS]
             self.dedup[s] = snap["dedup"][row]
+            if "dedup_c" in snap:
+                self.dedup_c[s] = snap["dedup_c"][row]
+                self.sf[s, K.SF_SKEW] = snap["sf"][row][K.SF_SKEW]
         self.p_max[partition] = max(int(self.p_max[partition]), p_max)
         self.p_event_max[partition] = max(int(self.p_event_max[partition]), p_event_max)
         self.p_wall[partition] = K.NEVER  # idleness restarts with the next arrival
@@ -452,9 +593,23 @@ class WindowedDensityEngine:
 
     # -- introspection ----------------------------------------------------------------------
     def state_bytes(self) -> int:
-        arrays = (self.zf, self.zi, self.ring, self.sf, self.si, self.dedup)
+        arrays = (self.zf, self.zi, self.ring, self.sf, self.si, self.dedup, self.dedup_c)
         return sum(a.nbytes for a in arrays)
 
     def watermark(self, partition: int) -> int | None:
         v = int(self.p_max[partition])
         return None if v == K.NEVER else v - self.grace_ms
+
+
+def _skewed(sensors: Sequence[int], skew: Sequence[float], names: Sequence[str]
+            ) -> tuple[tuple[str, float], ...]:
+    """Sensors whose smoothed (event time - arrival) is off the zone's median by more than
+    SKEW_FLAG_MS: a clock consistently fast (+) or slow (-). Delivery delay is common to a
+    zone's sensors, so the median takes it out."""
+    vals = [(s, skew[s]) for s in sensors if skew[s] == skew[s]]  # not NaN
+    if len(vals) < 2:
+        return ()
+    ordered = sorted(v for _, v in vals)
+    mid = ordered[(len(ordered) - 1) // 2]
+    return tuple((names[s], round((v - mid) / 1000, 1)) for s, v in vals
+                 if abs(v - mid) > SKEW_FLAG_MS)

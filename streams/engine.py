@@ -34,6 +34,7 @@ class DensityUpdate(NamedTuple):
     readings: int = 0  # readings in the window
     stale_sensors: tuple[str, ...] = ()  # registered sensors with no reading in the window
     sensor_age_ms: tuple[int, ...] = ()  # per entry of ``sensors``: window end - newest reading
+    skewed_sensors: tuple[tuple[str, float], ...] = ()  # (sensor, clock offset s) if off
 
 
 class DensityEngine(Protocol):
@@ -43,17 +44,18 @@ class DensityEngine(Protocol):
 
     def ingest(
         self, events: Sequence[SensorEvent], partitions: Sequence[int] | None = None,
-        arrival_ms: int | None = None,
-    ) -> list[tuple[SensorEvent, Rejection]]:
-        """Take a batch of events in arrival order (with the partition each came from, and
-        the wall-clock arrival time); return those it refused, with why."""
+        wall_ms: int | None = None, arrivals: Sequence[int] | None = None,
+    ) -> list[tuple[int, Rejection]]:
+        """Take a batch of events in arrival order (with the partition each came from, each
+        one's arrival time, and the wall-clock time of the batch); return ``(index, why)`` of
+        those it refused."""
         ...
 
     def snapshot(self, partition: int) -> dict[str, Any]:
         """State of the zones driven by ``partition`` (see :meth:`restore`)."""
         ...
 
-    def restore(self, snap: dict[str, Any]) -> int:
+    def restore(self, snap: dict[str, Any], now_ms: int | None = None) -> int:
         """Put a snapshot back; return the number of zones restored."""
         ...
 
@@ -71,6 +73,10 @@ class DensityEngine(Protocol):
 
     def stale_sensor_count(self) -> int:
         """Registered sensors with no reading in their zone's window."""
+        ...
+
+    def clock_ms(self) -> int | None:
+        """The newest partition clock, idle wall time included; None before any event."""
         ...
 
     def newest_event_ms(self) -> int:

@@ -43,7 +43,8 @@ DEV = 2
 # Event status codes.
 OK = 0
 LATE = 1
-DUP = 2
+DUP = 2  # the sensor's event id was seen before, with the same content: a repeat
+CONFLICT = 3  # the sensor's event id was seen before, with other content
 
 NEVER = np.iinfo(np.int64).min // 4  # "no bucket closed yet" / "no event time yet"
 
@@ -93,12 +94,14 @@ R_FIELDS = 11
 # Sensor float fields sf[s, ...]
 SF_CALIB = 0
 SF_COV = 1
-SF_N = 2
+SF_SKEW = 2  # smoothed (event time - arrival) of the sensor's readings, ms (Python side only)
+SF_N = 3
 # Sensor int fields si[s, ...]
 SI_ZONE = 0
 SI_LAST_TS = 1
 SI_DPOS = 2
-SI_N = 3
+SI_AUTO = 3  # 1 if the sensor was not listed by the registry (accepted unlisted)
+SI_N = 4
 # Output int columns oi[n, ...]
 OI_ZONE = 0
 OI_END = 1
@@ -291,6 +294,10 @@ def arrival_kernel(
     """First pass over a batch, in arrival order: the partition clock each event saw on
     arrival (``pmax_at``), and a stable order of the events grouped by zone (``order``).
 
+    ``ev_ts`` here is each event's *watermark time*: its event time, but never later than its
+    arrival (or, without one, the robust clock), so no sensor's fast clock moves the
+    watermark that the other sensors' readings are judged by.
+
     Zones share nothing but their partition's clock, so processing a batch zone by zone, each
     event with the clock it saw, gives exactly the sequential result, while the zone state is
     walked in memory order instead of at random (a cache miss per reading at 100k zones).
@@ -323,7 +330,7 @@ def ingest_kernel(
     ev_part: np.ndarray, pmax_at: np.ndarray, order: np.ndarray, status: np.ndarray,
     start: int, zf: np.ndarray, zi: np.ndarray, ring: np.ndarray,
     sf: np.ndarray, si: np.ndarray, dedup: np.ndarray, grace: int,
-    oi: np.ndarray, of: np.ndarray, n_out: int,
+    oi: np.ndarray, of: np.ndarray, n_out: int, ev_chash: np.ndarray, dedup_c: np.ndarray,
 ) -> tuple[int, int]:
     """Process events ``order[start:]`` (see :func:`arrival_kernel`); return (next position,
     rows written). Stops early, to be called again, when the output buffer might overflow.
@@ -351,11 +358,15 @@ def ingest_kernel(
         s = ev_sensor[i]
         h = ev_hash[i]
         # No early exit: a branch-free scan vectorises (a duplicate is the rare case).
+        ch = ev_chash[i]
         hits = 0
+        same = 0
         for j in range(depth):
-            hits += dedup[s, j] == h
+            hit = dedup[s, j] == h
+            hits += hit
+            same += hit & (dedup_c[s, j] == ch)
         if hits:
-            status[i] = DUP
+            status[i] = DUP if same else CONFLICT
             continue
         t = ts - zi[z, ZI_OPEN_MS]
         if t < 0:
@@ -363,6 +374,7 @@ def ingest_kernel(
             continue
         pos = si[s, SI_DPOS]
         dedup[s, pos] = h
+        dedup_c[s, pos] = ch
         si[s, SI_DPOS] = pos + 1 if pos + 1 < depth else 0
         slot = zi[z, ZI_OPEN_SLOT]
         while t >= slide:

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 
 LINE, OCC, DEV = 0, 1, 2
-OK, LATE, DUP = 0, 1, 2
+OK, LATE, DUP, CONFLICT = 0, 1, 2, 3
 
 
 @dataclass(slots=True)
@@ -49,7 +49,7 @@ class SensorState:
     cov: float
     depth: int
     last_ts: int = -1
-    recent: list[int] = field(default_factory=list)
+    recent: list[tuple[int, int]] = field(default_factory=list)  # (id hash, content hash)
 
 
 Row = tuple[int, int, int, int, int, float, float, float, float]
@@ -127,13 +127,14 @@ class TwinEngine:
             self._close(zi, z, z.closed + 1, out)
 
     def ingest(
-        self, events: list[tuple[int, int, int, int, float, float, float, int, int]],
+        self, events: list[tuple[int, int, int, int, float, float, float, int, int, int, int]],
         out: list[Row],
     ) -> list[int]:
-        """events: (zone, sensor, kind, ts, a, b, coverage, hash, partition) -> statuses."""
+        """events: (zone, sensor, kind, ts, a, b, coverage, hash, partition, watermark time,
+        content hash) -> statuses."""
         statuses = []
-        for zi, si, kind, ts, a, b, cov, h, p in events:
-            self.p_max[p] = max(self.p_max.get(p, ts), ts)
+        for zi, si, kind, ts, a, b, cov, h, p, eff, ch in events:
+            self.p_max[p] = max(self.p_max.get(p, eff), eff)
             z = self.zones[zi]
             target = (self.p_max[p] - self.grace) // z.slide - 1
             if z.closed is None:
@@ -142,14 +143,15 @@ class TwinEngine:
             z.part = p
             self._close_upto(zi, z, target, out)
             s = self.sensors[si]
-            if h in s.recent:
-                statuses.append(DUP)
+            ids = [c for i, c in s.recent if i == h]
+            if ids:
+                statuses.append(DUP if ch in ids else CONFLICT)
                 continue
             bucket = ts // z.slide
             if bucket <= z.closed:
                 statuses.append(LATE)
                 continue
-            s.recent.append(h)
+            s.recent.append((h, ch))
             if len(s.recent) > s.depth:
                 s.recent.pop(0)
             bk = z.buckets.setdefault(bucket, Bucket())

@@ -21,6 +21,7 @@ STATUS_TH: Final = {
     "escalated": "ระดับสูงขึ้น",
     "deescalated": "ระดับลดลง",
     "resolved": "กลับสู่ภาวะปกติ",
+    "updated": "ปรับปรุงข้อมูล",
 }
 
 
@@ -59,6 +60,14 @@ def alert_message(
     """The ``message`` object of an alert: what, where, how bad, since when, what next."""
     th_parts = [f"{name_th}:"]
     en_parts = [f"{name_en}:"]
+    if reason == "sensing_lost":
+        th_parts.append("ไม่ได้รับข้อมูลจากเซ็นเซอร์ทุกตัว มองไม่เห็นสถานการณ์ในพื้นที่นี้แล้ว "
+                        "ให้ถือว่าระดับเดิมยังคงอยู่ ส่งเจ้าหน้าที่ไปตรวจสอบ")
+        en_parts.append("every sensor has stopped: the zone can no longer be seen; treat the "
+                        "level as standing and send staff to look,")
+    elif status == "updated" and reason == "density":
+        th_parts.append("กลับมาได้รับข้อมูลจากเซ็นเซอร์แล้ว")
+        en_parts.append("sensor data is back,")
     if reason == "report" and report is not None:
         th_parts.append(f"มีรายงาน{CATEGORY_TH.get(report, 'เหตุ')}")
         en_parts.append(f"{CATEGORY_EN.get(report, 'incident')} reported,")

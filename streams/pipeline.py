@@ -28,7 +28,7 @@ from schemas import (
     SensorEvent,
     Zone,
     decode_report,
-    decode_sensor_message,
+    decode_sensor_items,
     dlq_headers,
     dlq_record,
     encode_dlq_record,
@@ -38,6 +38,7 @@ from schemas import (
 from .alarm import AlarmConfig
 from .alerts import AlertTracker
 from .cap import to_cap
+from .clock import RobustClock
 from .density import WindowedDensityEngine
 from .engine import DensityEngine, DensityUpdate
 
@@ -45,6 +46,10 @@ log = logging.getLogger(__name__)
 
 Headers = list[tuple[str, bytes]]
 SNAPSHOT_FORMAT = 1
+DEFAULT_MAX_SKEW_MS = 300_000
+"""A reading or report stamped further ahead of its arrival than this is dead-lettered."""
+UNDECODABLE_HEADER = "safetour-undecodable"
+UNDECODABLE_OFFSETS_HEADER = "safetour-undecodable-offsets"
 
 
 class Consumed(Protocol):
@@ -63,6 +68,8 @@ class Consumed(Protocol):
     def key(self) -> bytes | None: ...
     @property
     def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]]: ...
 
 
 class SourceMessage(NamedTuple):
@@ -74,6 +81,7 @@ class SourceMessage(NamedTuple):
     timestamp: int | None  # epoch ms
     key: bytes | None
     value: bytes | None
+    headers: Sequence[tuple[str, bytes]] = ()
 
 
 class OutRecord(NamedTuple):
@@ -93,7 +101,8 @@ class Outputs:
     events_in: int = 0
     kinds: Counter[str] = field(default_factory=Counter)  # decoded inputs by kind/category
     duplicates: int = 0
-    rejected: Counter[str] = field(default_factory=Counter)
+    rejected: Counter[str] = field(default_factory=Counter)  # rejected items by reason
+    clamped: int = 0  # readings counted at arrival + lead (their clocks run far ahead)
 
 
 def _num(x: float, digits: int) -> float | None:
@@ -115,10 +124,40 @@ def density_record(u: DensityUpdate, fmt: Callable[[int], str] = format_ts) -> b
         "readings": u.readings,
         "sensors": list(u.sensors),
         "stale_sensors": list(u.stale_sensors),
+        "skewed_sensors": [{"sensor_id": s, "skew_s": k} for s, k in u.skewed_sensors],
     })
 
 
+def undecodable(msg: Consumed) -> str | None:
+    """The error text if ``msg`` stands for a record batch the Kafka client could not
+    decode (a sentinel of ``agents/kafka_safety.py``), else None."""
+    if msg.value is not None:
+        return None
+    found: dict[str, bytes] = {}
+    for k, v in msg.headers or ():
+        if k in (UNDECODABLE_HEADER, UNDECODABLE_OFFSETS_HEADER):
+            found[k] = v
+    if UNDECODABLE_HEADER not in found:
+        return None
+    error = found[UNDECODABLE_HEADER].decode("ascii", "replace")
+    offsets = found.get(UNDECODABLE_OFFSETS_HEADER, b"").decode("ascii", "replace")
+    return f"record batch at offsets {offsets or msg.offset} could not be decoded: {error}"
+
+
+def _arrival(msg: Consumed, now_ms: int | None) -> int | None:
+    """When a message arrived: its broker timestamp (LogAppendTime, or the producer's
+    CreateTime when that is all there is), never later than the wall clock."""
+    ts = msg.timestamp
+    if ts is None or ts <= 0:
+        return now_ms
+    return ts if now_ms is None else min(ts, now_ms)
+
+
 class Pipeline:
+    """Decode, validate, window and alert. ``clock`` stamps DLQ records (wall clock by
+    default; replay passes an event-time clock); ``max_skew_ms`` is how far ahead of its
+    arrival a reading or report may be stamped."""
+
     def __init__(
         self,
         zones: Iterable[Zone],
@@ -126,12 +165,16 @@ class Pipeline:
         engine: DensityEngine | None = None,
         clock: Callable[[], datetime] | None = None,
         alarm: AlarmConfig | None = None,
+        max_skew_ms: int = DEFAULT_MAX_SKEW_MS,
     ) -> None:
         zone_list = list(zones)
         self.zones = {z.zone_id: z for z in zone_list}
         self.engine: DensityEngine = engine or WindowedDensityEngine(zone_list)
         self.alerts = AlertTracker(self.zones, alarm)
         self._clock = clock
+        self.max_skew_ms = max_skew_ms
+        # Offline (no arrival times): a robust clock per input partition (streams/clock.py).
+        self._clocks: dict[tuple[str, int], RobustClock] = {}
         # Every zone's windows close on the same slide boundaries: format each one once.
         self._format_ts: Callable[[int], str] = functools.lru_cache(maxsize=4096)(format_ts)
 
@@ -141,16 +184,19 @@ class Pipeline:
         self.engine.set_zones(zone_list)
         self.alerts.set_zones(self.zones)
 
-    def _dead_letter(self, out: Outputs, msg: Consumed, rej: Rejection) -> None:
+    def _dead_letter(self, out: Outputs, msg: Consumed, rejections: list[Rejection]) -> None:
+        """One DLQ record for ``msg``, listing all its rejected items."""
+        rejections.sort(key=lambda r: -1 if r.index is None else r.index)
         now = self._clock() if self._clock else None
         rec = dlq_record(
-            rej, value=msg.value, topic=msg.topic, partition=msg.partition, offset=msg.offset,
-            timestamp_ms=msg.timestamp, key=msg.key, now=now,
+            rejections, value=msg.value, topic=msg.topic, partition=msg.partition,
+            offset=msg.offset, timestamp_ms=msg.timestamp, key=msg.key, now=now,
         )
         out.dlq.append(OutRecord(
-            msg.key, encode_dlq_record(rec), dlq_headers(rej, msg.topic, msg.partition, msg.offset)
-        ))
-        out.rejected[rej.reason.value] += 1
+            msg.key, encode_dlq_record(rec),
+            dlq_headers(rejections[0], msg.topic, msg.partition, msg.offset)))
+        for r in rejections:
+            out.rejected[r.reason.value] += 1
 
     def snapshot(self, partition: int) -> bytes:
         """Everything needed to resume ``partition`` exactly: the density state of the zones
@@ -163,72 +209,158 @@ class Pipeline:
         np.savez(buf, allow_pickle=False, **snap)
         return zlib.compress(buf.getvalue(), 1)
 
-    def restore(self, blob: bytes) -> int:
-        """Put back a :meth:`snapshot`; return the number of zones restored."""
+    def restore(self, blob: bytes, now_ms: int | None = None) -> int:
+        """Put back a :meth:`snapshot`; return the number of zones restored. ``now_ms``: the
+        wall clock, which a snapshot's clocks may not run ahead of (see the engine)."""
         with np.load(io.BytesIO(zlib.decompress(blob)), allow_pickle=False) as f:
             snap = {k: f[k] for k in f.files}
         if int(snap.pop("format")[0]) != SNAPSHOT_FORMAT:
             log.warning("snapshot has an unknown format; ignored")
             return 0
         alerts = orjson.loads(snap.pop("alerts_json").tobytes())
-        self.alerts.import_state(snap["zone_ids"].tolist(), alerts)
-        return self.engine.restore(snap)
+        restored = self.engine.restore(snap, now_ms)
+        if restored:
+            self.alerts.import_state(snap["zone_ids"].tolist(), alerts)
+        return restored
+
+    def _offline_clock(self, msg: Consumed, batch: Sequence[Consumed]) -> RobustClock:
+        key = (msg.topic, msg.partition)
+        clk = self._clocks.get(key)
+        if clk is None:
+            clk = self._clocks[key] = RobustClock()
+        if clk.now() is None:
+            # Warm-up: the batch's own median over its sensors is the first opinion, so a
+            # file that starts with a bad clock is judged like the rest.
+            readings = [(e.sensor_id, e.ts_ms) for m in batch
+                        if (m.topic, m.partition) == key and m.value is not None
+                        for e in decode_sensor_items(m.value)[0]]
+            first = RobustClock.opinion(readings)
+            if first is not None:
+                clk.observe([("", first)] * clk.quorum)
+        return clk
 
     def process_sensor_batch(
-        self, messages: Sequence[Consumed], arrival_ms: int | None = None
+        self, messages: Sequence[Consumed], now_ms: int | None = None
     ) -> Outputs:
-        """Decode, validate and window one batch. ``arrival_ms``: wall-clock arrival time
-        (the worker passes it; offline replay does not, and stays in event time)."""
+        """Decode, validate and window one batch. ``now_ms``: the wall clock, live (the
+        worker passes it; offline replay does not, and stays in event time)."""
         out = Outputs()
         events: list[SensorEvent] = []
-        origin: list[Consumed] = []  # the message each event came from
-        for msg in messages:
-            evs, rejections = decode_sensor_message(msg.value)
-            for rej in rejections:
-                self._dead_letter(out, msg, rej)
-            events.extend(evs)
-            origin.extend([msg] * len(evs))
+        arrivals: list[int] = []
+        ev_msg: list[int] = []  # the message each event came from
+        ev_item: list[int | None] = []  # ... and its item index there (None: not a batch)
+        rejected: dict[int, list[Rejection]] = {}
+        skew = self.max_skew_ms
+        for k, msg in enumerate(messages):
+            broken = undecodable(msg)
+            if broken is not None:
+                rejected[k] = [Rejection(Reason.UNDECODABLE, broken)]
+                continue
+            evs, items, rejs = decode_sensor_items(msg.value)
+            if rejs:
+                rejected[k] = rejs
+            if not evs:
+                continue
+            batch_msg = msg.value is not None and msg.value.lstrip()[:1] == b"["
+            arrival = _arrival(msg, now_ms)
+            offline = self._offline_clock(msg, messages) if arrival is None else None
+            ref = arrival if offline is None else offline.now()
+            accepted: list[tuple[str, int]] = []
+            for ev, item in zip(evs, items, strict=True):
+                if ref is not None and ev.ts_ms > ref + skew:
+                    where = f"/{item}/ts" if batch_msg else "/ts"
+                    rejected.setdefault(k, []).append(Rejection(
+                        Reason.FUTURE, f"{ev.event_id}: stamped {(ev.ts_ms - ref) // 1000} s "
+                        f"ahead of its arrival (at most {skew // 1000} s allowed)",
+                        item if batch_msg else None, where))
+                    continue
+                events.append(ev)
+                arrivals.append(ev.ts_ms if ref is None else ref)
+                ev_msg.append(k)
+                ev_item.append(item if batch_msg else None)
+                accepted.append((ev.sensor_id, ev.ts_ms))
+            if offline is not None:
+                offline.observe(accepted)
         out.events_in = len(events)
         out.kinds.update(e.kind.wire for e in events)
         if events:
-            position = {id(e): k for k, e in enumerate(events)}
             dup_before = self.engine.duplicates
-            refused = self.engine.ingest(events, [m.partition for m in origin], arrival_ms)
+            clamped_before = getattr(self.engine, "clamped", 0)
+            refused = self.engine.ingest(events, [messages[k].partition for k in ev_msg],
+                                         now_ms, arrivals)
             out.duplicates = self.engine.duplicates - dup_before
-            for ev, rej in refused:
-                msg = origin[position[id(ev)]]
-                self._dead_letter(out, msg, replace(rej, detail=f"{ev.event_id}: {rej.detail}"))
+            out.clamped = getattr(self.engine, "clamped", 0) - clamped_before
+            for i, rej in refused:
+                pos = ev_item[i]
+                at = None if pos is None else f"/{pos}"
+                rejected.setdefault(ev_msg[i], []).append(
+                    replace(rej, index=pos, pointer=rej.pointer or at))
+        for k, rejs in rejected.items():
+            self._dead_letter(out, messages[k], rejs)
         self._emit(out)
+        self._expire(out)
         return out
 
+    def world_clock(self) -> int | None:
+        """Event time of the world as the engine sees it (its partitions' clocks), if any."""
+        return self.engine.clock_ms()
+
     def process_report_batch(
-        self, messages: Sequence[Consumed], arrival_ms: int | None = None
+        self, messages: Sequence[Consumed], now_ms: int | None = None
     ) -> Outputs:
         """Human reports: each maps to a zone (by zone_id, or lat/lon inside a zone polygon)
-        and may raise or corroborate an alert at once, without waiting for a window."""
+        and acts at once: it may raise or corroborate an alert without waiting for a window.
+        Stamped far in the future, or too old to matter, it is dead-lettered."""
         out = Outputs()
+        hold = round(self.alerts.config.report_hold_s * 1000)
         for msg in messages:
+            broken = undecodable(msg)
+            if broken is not None:
+                self._dead_letter(out, msg, [Rejection(Reason.UNDECODABLE, broken)])
+                continue
             rep = decode_report(msg.value)
             if isinstance(rep, Rejection):
-                self._dead_letter(out, msg, rep)
+                self._dead_letter(out, msg, [rep])
                 continue
             zone_id = self.alerts.zone_for(rep)
             if zone_id is None:
                 where = rep.zone_id or f"({rep.lat}, {rep.lon})"
-                self._dead_letter(out, msg, Rejection(
-                    Reason.UNKNOWN_ZONE, f"{rep.report_id}: no zone at {where}"))
+                self._dead_letter(out, msg, [Rejection(
+                    Reason.UNKNOWN_ZONE, f"{rep.report_id}: no zone at {where}", None,
+                    "/zone_id" if rep.zone_id else "/lat")])
+                continue
+            world = self.world_clock()
+            arrival = _arrival(msg, now_ms)
+            ref = arrival if arrival is not None else world
+            if ref is not None and rep.ts_ms > ref + self.max_skew_ms:
+                self._dead_letter(out, msg, [Rejection(
+                    Reason.FUTURE, f"{rep.report_id}: stamped {(rep.ts_ms - ref) // 1000} s "
+                    f"ahead of its arrival", None, "/ts")])
+                continue
+            # Too old to matter: its hold would be over by the zone's own clock (event time
+            # of its windows, else of the world; the arrival where there is no such clock).
+            zone_now = self.alerts.zone_clock(zone_id)
+            now = max(x for x in (zone_now, world, arrival, -1) if x is not None)
+            if now >= 0 and rep.ts_ms + hold <= now:
+                self._dead_letter(out, msg, [Rejection(
+                    Reason.STALE, f"{rep.report_id}: written {(now - rep.ts_ms) // 1000} s "
+                    f"before the zone's clock; a report holds for {hold // 1000} s", None,
+                    "/ts")])
                 continue
             out.events_in += 1
             out.kinds[rep.category] += 1
-            for alert in self.alerts.report(rep, zone_id, arrival_ms):
+            for alert in self.alerts.report(rep, zone_id):
                 self._alert(out, zone_id.encode(), alert)
         return out
 
     def tick(self, now_ms: int) -> Outputs:
-        """Wall-clock progress (call every few seconds): windows of quiet partitions close."""
+        """Wall-clock progress (call every few seconds): windows of quiet partitions close,
+        and report floors of blind or sensorless zones expire (by the world's clock, else
+        the wall clock)."""
         out = Outputs()
         self.engine.advance(now_ms)
         self._emit(out)
+        self._expire(out, fallback_ms=now_ms)
         return out
 
     def finish(self) -> Outputs:
@@ -236,7 +368,18 @@ class Pipeline:
         out = Outputs()
         self.engine.finish()
         self._emit(out)
+        self._expire(out)
         return out
+
+    def _expire(self, out: Outputs, fallback_ms: int | None = None) -> None:
+        """Zones that get no windows (blind, or without sensors) still live in time: their
+        report floors expire and open blind episodes are re-alarmed by the world clock."""
+        world = self.world_clock()
+        now = world if world is not None else fallback_ms
+        if now is None:
+            return
+        for zone_id, alert in self.alerts.tick(now):
+            self._alert(out, zone_id.encode(), alert)
 
     def _alert(self, out: Outputs, key: bytes, alert: dict[str, Any]) -> None:
         out.alerts.append(OutRecord(key, orjson.dumps(alert), []))

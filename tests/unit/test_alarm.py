@@ -86,9 +86,29 @@ def test_critical_re_alarms_while_it_lasts() -> None:
     assert reminders == [300.0, 600.0]
 
 
-def test_blind_zone_keeps_its_level() -> None:
+def test_blind_zone_keeps_its_level_and_says_it_is_blind() -> None:
     out = run(every_5s([6.0, 6.0, 6.0] + [NAN] * 20), AlarmConfig(on_delay_s=0))
-    assert out == [(0.0, "raised", "critical")]
+    assert out == [(0.0, "raised", "critical"), (15.0, "updated", "critical")]
+
+
+def test_blind_episode_re_alarms_never_resolves_and_goes_on_when_data_returns() -> None:
+    from streams.alarm import ZoneAlarm  # noqa: PLC0415
+    from streams.levels import STANDING_DEFAULTS  # noqa: PLC0415
+
+    a = ZoneAlarm(STANDING_DEFAULTS, AlarmConfig(on_delay_s=0, off_delay_s=0, realarm_s=300))
+    assert [t.status for t in a.observe(6.0, 0.0, 0)] == ["raised"]
+    lost = a.observe(NAN, math.nan, 5_000)
+    assert [(t.status, t.reason, t.level, t.seq) for t in lost] == [
+        ("updated", "sensing_lost", Level.CRITICAL, 2)]
+    # Ticks while blind: re-alarmed every 300 s, never resolved, whatever the time.
+    ticks = [t for now in range(10_000, 3_600_000, 10_000) for t in a.tick(now)]
+    assert [t.status for t in ticks] == ["updated"] * 11
+    assert all(t.reminder and t.reason == "sensing_lost" for t in ticks)
+    assert a.level is Level.CRITICAL
+    # Data returns at a low density: the episode goes on from the measured density.
+    back = a.observe(0.5, 0.0, 3_600_000)
+    assert [t.status for t in back] == ["resolved"]
+    assert [t.seq for t in ticks + back] == list(range(3, 3 + len(ticks) + 1))
 
 
 @settings(max_examples=200, deadline=None)

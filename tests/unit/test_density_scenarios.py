@@ -45,8 +45,8 @@ class Scenario:
     def send(self, *events: SensorEvent) -> Scenario:
         """Events arrive one by one, each at the wall-clock time equal to its event time."""
         for ev in events:
-            refused = self.engine.ingest([ev], [0], arrival_ms=ev.ts_ms)
-            self.late += [e.event_id for e, why in refused if why.reason.value == "late"]
+            refused = self.engine.ingest([ev], [0], wall_ms=ev.ts_ms)
+            self.late += [ev.event_id for _, why in refused if why.reason.value == "late"]
             self.updates += self.engine.emit()
         return self
 

@@ -13,9 +13,9 @@ from streams.pipeline import Pipeline, SourceMessage
 from .test_density_kernels import GRACE, SLIDE, WINDOW, ZONES, random_stream
 
 
-def messages(stream: list[tuple[SensorEvent, int]]) -> list[SourceMessage]:
+def messages(stream: list[tuple[SensorEvent, int, int]]) -> list[SourceMessage]:
     out = []
-    for off, (e, p) in enumerate(stream):
+    for off, (e, p, arrival) in enumerate(stream):
         doc = {"event_id": e.event_id, "sensor_id": e.sensor_id, "zone_id": e.zone_id,
                "kind": e.kind.wire, "ts": e.ts_ms}
         if e.kind is Kind.OCCUPANCY:
@@ -24,7 +24,8 @@ def messages(stream: list[tuple[SensorEvent, int]]) -> list[SourceMessage]:
             doc |= {"entries": e.entries, "exits": e.exits}
         else:
             doc["devices"] = e.devices
-        out.append(SourceMessage("sensors", p, off, None, e.zone_id.encode(), orjson.dumps(doc)))
+        out.append(SourceMessage("sensors", p, off, arrival, e.zone_id.encode(),
+                                 orjson.dumps(doc)))
     return out
 
 
@@ -63,7 +64,7 @@ def test_backfill_is_not_made_late_by_the_wall_clock() -> None:
     now = t0 + 3_600_000
     for i in range(100):
         ev = SensorEvent(f"e{i}", "a-cam1", "a", Kind.OCCUPANCY, t0 + i * 1000, count=10)
-        assert e.ingest([ev], [0], arrival_ms=now + i) == []
+        assert e.ingest([ev], [0], wall_ms=now + i) == []
         e.advance(now + i + 1)
     # Once the backlog stops arriving for longer than idle, the clock moves on.
     e.emit()
