@@ -33,6 +33,7 @@ from schemas import SafetourError, load_zones
 
 from .broker import BrokerError, EmbeddedBroker
 from .config import ENV_HELP, Settings, Topics
+from .kafka_safety import install_safe_fetch
 from .logs import logging_config
 from .topics import create_topics, list_topics, topic_specs
 
@@ -524,6 +525,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Before any command runs: a record batch that aiokafka cannot decode (a codec library
+    # missing, a corrupt batch) is skipped with a sentinel record in its place, never raised
+    # out of getmany, in every consumer of this process (agents/kafka_safety.py).
+    install_safe_fetch()
     args = build_parser().parse_args(argv)
     # Our loggers at the chosen level; third-party libraries only when they warn.
     fmt = os.environ.get("SAFETOUR_LOG_FORMAT", "text")

@@ -34,6 +34,8 @@ from typing import Any, Protocol
 import aiohttp
 import orjson
 
+from .kafka_safety import undecodable_info
+
 log = logging.getLogger(__name__)
 
 LEVEL_ORDER = {"normal": 0, "elevated": 1, "high": 2, "critical": 3}
@@ -299,6 +301,10 @@ def build_notify_app(settings: Any, notifier_factory: Callable[[aiohttp.ClientSe
             session.append(aiohttp.ClientSession())
         notifier = notifier_factory(session[0])
         async for event in stream.events():
+            if undecodable_info(event.message) is not None:
+                # A record batch this process could not decode (agents/kafka_safety.py
+                # skipped it and logged it): no alert to deliver.
+                continue
             alert = orjson.loads(event.value)
             if not route.wants(alert):
                 continue
