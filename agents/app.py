@@ -25,6 +25,7 @@ from schemas import load_zones, parse_ts
 from streams.pipeline import Consumed, Outputs, OutRecord, Pipeline, SourceMessage
 
 from .config import Settings
+from .logs import Throttled
 from .metrics import Metrics
 from .publish import BatchPublisher
 from .state import Snapshot, read_snapshots, write_snapshot
@@ -117,6 +118,8 @@ def build_app(
     dlq_topic = raw_topic(settings.topics.dlq)
 
     batcher = BatchPublisher()
+    # Bad input is counted in the metrics at once and logged at most every 10 s.
+    dlq_log = Throttled(log, "dead-lettered (items by reason, since the last line)")
 
     async def publish(topic: Any, records: list[OutRecord]) -> None:
         # Straight to faust's producer, not Topic.send's per-message machinery: a batch can
@@ -150,6 +153,7 @@ def build_app(
             m.events_in.labels(topic, kind).inc(n)
         m.count_rejections(topic, out.rejected.items())
         m.duplicates.inc(out.duplicates)
+        m.clamped.inc(out.clamped)
         for r in out.alerts:
             log.info("alert %s", r.value.decode())
             a = orjson.loads(r.value)
@@ -158,7 +162,7 @@ def build_app(
             if append_ms is not None:
                 m.latency.labels("append").observe(max(now - append_ms / 1000, 0))
         if out.rejected:
-            log.warning("dead-lettered %s", dict(out.rejected))
+            dlq_log.add(out.rejected)
 
     # Recovery (agents/state.py): the next offset of every sensor partition this worker holds,
     # advanced together with the pipeline's state, and snapshotted with it.
@@ -292,6 +296,9 @@ def build_app(
                     m.watermark_lag.labels(str(tp.partition)).set(time.time() - wm / 1000)
         m.zones.set(len(pipe.zones))
         m.stale_sensors.set(pipe.engine.stale_sensor_count())
+        skewed = pipe.engine.skewed_sensors()
+        m.skewed_sensors.set(len(skewed))
+        m.max_clock_skew.set(max((abs(k) for _, k in skewed), default=0.0))
         m.ready.set(1 if is_ready() else 0)
 
     app.timer(interval=5.0, name="safetour.gauges")(gauges)

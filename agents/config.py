@@ -93,6 +93,15 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise ConfigError(f"{name}={raw!r} is not a number") from None
 
 
+def _bool(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"{name}={raw!r}: use 1 or 0")
+
+
 def _levels(
     env: Mapping[str, str], name: str, default: tuple[float, float, float]
 ) -> tuple[float, float, float]:
@@ -149,6 +158,14 @@ class Settings:
     session_timeout_s: float = 6.0
     # Most sensor messages a fetch (one batch through the pipeline: agents/transport.py).
     batch_max: int = 5000
+    # Input rules (README "Input rules"): a reading or report stamped further ahead of its
+    # arrival than this is dead-lettered `future`; one up to `lead_s` ahead counts in its
+    # own bucket, one further ahead at arrival + lead_s.
+    max_skew_s: float = 300.0
+    lead_s: float = 30.0
+    # Accept readings from sensors the registry does not list, for zones that list none
+    # (at most 64 such sensors a zone); otherwise they are dead-lettered `unknown_sensor`.
+    accept_unlisted: bool = False
 
     def pipeline(self, zones: Iterable[Zone]) -> Pipeline:
         """The processing pipeline these settings describe."""
@@ -158,7 +175,8 @@ class Settings:
                             horizon_s=self.horizon_s,
                             standing=Thresholds(*self.standing_levels),
                             moving=Thresholds(*self.moving_levels))
-        return Pipeline(zone_list, engine=self.density_engine(zone_list), alarm=alarm)
+        return Pipeline(zone_list, engine=self.density_engine(zone_list), alarm=alarm,
+                        max_skew_ms=round(self.max_skew_s * 1000))
 
     def density_engine(self, zones: Iterable[Zone]) -> WindowedDensityEngine:
         """The density engine these settings describe."""
@@ -168,6 +186,8 @@ class Settings:
             slide_ms=round(self.slide_s * 1000),
             grace_ms=round(self.grace_s * 1000),
             idle_ms=round(self.idle_s * 1000),
+            lead_ms=round(self.lead_s * 1000),
+            accept_unlisted=self.accept_unlisted,
         )
 
     @property
@@ -204,6 +224,9 @@ class Settings:
             standing_levels=_levels(e, "SAFETOUR_STANDING_LEVELS", (2.0, 3.5, 5.0)),
             moving_levels=_levels(e, "SAFETOUR_MOVING_LEVELS", (1.08, 2.17, 3.5)),
             batch_max=_int(e, "SAFETOUR_BATCH_MAX", 5000),
+            max_skew_s=_float(e, "SAFETOUR_MAX_SKEW_S", 300.0),
+            lead_s=_float(e, "SAFETOUR_LEAD_S", 30.0),
+            accept_unlisted=_bool(e, "SAFETOUR_ACCEPT_UNLISTED_SENSORS"),
         )
         if e.get("SAFETOUR_ZONES"):
             s = replace(s, zones_file=Path(e["SAFETOUR_ZONES"]))
@@ -212,8 +235,10 @@ class Settings:
         if min(s.window_s, s.slide_s, s.batch_max) <= 0:
             raise ConfigError(
                 "SAFETOUR_WINDOW_S, _SLIDE_S and _BATCH_MAX must be > 0")
-        if min(s.grace_s, s.idle_s) < 0:
-            raise ConfigError("SAFETOUR_GRACE_S and SAFETOUR_IDLE_S must be >= 0")
+        if min(s.grace_s, s.idle_s, s.lead_s) < 0:
+            raise ConfigError("SAFETOUR_GRACE_S, _IDLE_S and _LEAD_S must be >= 0")
+        if s.max_skew_s < s.lead_s:
+            raise ConfigError("SAFETOUR_MAX_SKEW_S must be at least SAFETOUR_LEAD_S")
         ratio = s.window_s / s.slide_s
         if abs(ratio - round(ratio)) > 1e-9:
             raise ConfigError("SAFETOUR_WINDOW_S must be a multiple of SAFETOUR_SLIDE_S")
@@ -248,4 +273,8 @@ environment:
   SAFETOUR_SESSION_TIMEOUT_S  consumer-group session timeout: failover time of a dead worker
                             (default 6, Kafka's minimum)
   SAFETOUR_BATCH_MAX        most sensor messages a fetch, one pipeline batch (default 5000)
+  SAFETOUR_MAX_SKEW_S       readings/reports stamped further ahead of their arrival are
+                            dead-lettered `future` (default 300)
+  SAFETOUR_LEAD_S           a reading counts at most this far ahead of its arrival (30)
+  SAFETOUR_ACCEPT_UNLISTED_SENSORS  1: accept unlisted sensors for zones that list none
 """

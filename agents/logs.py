@@ -5,6 +5,9 @@ code just logs through named loggers."""
 from __future__ import annotations
 
 import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -42,3 +45,28 @@ def logging_config(fmt: str, level: str) -> dict[str, Any]:
         "root": {"level": "WARNING", "handlers": ["console"]},
         "loggers": {name: {"level": level} for name in ("agents", "streams", "schemas")},
     }
+
+
+class Throttled:
+    """Log repeated events at most once every ``every_s`` seconds, with the counts since the
+    last line: a sender that keeps sending bad input must not flood the log."""
+
+    def __init__(self, logger: logging.Logger, message: str, every_s: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.logger = logger
+        self.message = message
+        self.every_s = every_s
+        self._clock = clock
+        self._last = -float("inf")
+        self._pending: Counter[str] = Counter()
+
+    def add(self, counts: Mapping[str, int]) -> bool:
+        """Count ``counts``; log them (and what was held back) if it is time. True if logged."""
+        self._pending.update(counts)
+        now = self._clock()
+        if not self._pending or now - self._last < self.every_s:
+            return False
+        self._last = now
+        self.logger.warning("%s: %s", self.message, dict(sorted(self._pending.items())))
+        self._pending.clear()
+        return True

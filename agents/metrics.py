@@ -10,6 +10,9 @@ one). Names follow Prometheus conventions: base units, ``_total`` for counters.
 | safetour_dead_letters_total              | counter   | topic, reason     |
 | safetour_late_events_total               | counter   |                   |
 | safetour_duplicates_total                | counter   |                   |
+| safetour_clamped_events_total            | counter   |                   |
+| safetour_skewed_sensors                  | gauge     |                   |
+| safetour_sensor_clock_skew_max_seconds   | gauge     |                   |
 | safetour_batch_messages                  | histogram |                   |
 | safetour_batch_processing_seconds        | histogram |                   |
 | safetour_end_to_end_latency_seconds      | histogram | clock (event, append) |
@@ -54,6 +57,15 @@ class Metrics:
                             registry=r)
         self.duplicates = Counter("safetour_duplicates", "Duplicate readings dropped",
                                   registry=r)
+        self.clamped = Counter("safetour_clamped_events",
+                               "Readings stamped more than the lead ahead of their arrival, "
+                               "counted at arrival + lead", registry=r)
+        self.skewed_sensors = Gauge("safetour_skewed_sensors",
+                                    "Sensors whose clock is off their zone's median by more "
+                                    "than 3 s", registry=r)
+        self.max_clock_skew = Gauge("safetour_sensor_clock_skew_max_seconds",
+                                    "Largest clock offset of a skewed sensor from its zone's "
+                                    "median", registry=r)
         self.batch_messages = Histogram("safetour_batch_messages", "Messages per batch",
                                         buckets=BATCH_BUCKETS, registry=r)
         self.batch_seconds = Histogram("safetour_batch_processing_seconds",

@@ -58,8 +58,13 @@ def topic_specs(topics: Topics, *, replication: int = 1) -> list[TopicSpec]:
         return TopicSpec(name, partitions, conf, replication)
 
     return [
-        spec(topics.sensor_events, 8, cleanup_policy="delete", retention_ms=str(7 * DAY_MS)),
-        spec(topics.reports, 4, cleanup_policy="delete", retention_ms=str(30 * DAY_MS)),
+        # Input topics stamp each record with the broker's clock (LogAppendTime): its arrival,
+        # the time no sender can fake, that readings and reports are judged by (README
+        # "Input rules").
+        spec(topics.sensor_events, 8, cleanup_policy="delete", retention_ms=str(7 * DAY_MS),
+             message_timestamp_type="LogAppendTime"),
+        spec(topics.reports, 4, cleanup_policy="delete", retention_ms=str(30 * DAY_MS),
+             message_timestamp_type="LogAppendTime"),
         spec(topics.zones, 1, cleanup_policy="compact", retention_ms="-1"),
         spec(topics.density, 8, cleanup_policy="delete", retention_ms=str(DAY_MS)),
         spec(topics.alerts, 4, cleanup_policy="delete", retention_ms=str(90 * DAY_MS)),

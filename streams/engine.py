@@ -71,6 +71,10 @@ class DensityEngine(Protocol):
         """The partition's watermark (event time, ms), or None before its first reading."""
         ...
 
+    def skewed_sensors(self) -> list[tuple[str, float]]:
+        """Sensors whose clocks are off their zone's median: (sensor_id, seconds)."""
+        ...
+
     def stale_sensor_count(self) -> int:
         """Registered sensors with no reading in their zone's window."""
         ...
