@@ -72,6 +72,10 @@ class Topics:
     def state(self) -> str:
         return f"{self.prefix}state.v1"
 
+    @property
+    def health(self) -> str:
+        return f"{self.prefix}health.v1"
+
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name)
@@ -149,6 +153,8 @@ class Settings:
     session_timeout_s: float = 6.0
     # Most sensor messages a fetch (one batch through the pipeline: agents/transport.py).
     batch_max: int = 5000
+    # The dashboard's banner: no heartbeat and no density record for this long.
+    dashboard_stale_s: float = 30.0
 
     def pipeline(self, zones: Iterable[Zone]) -> Pipeline:
         """The processing pipeline these settings describe."""
@@ -204,6 +210,7 @@ class Settings:
             standing_levels=_levels(e, "SAFETOUR_STANDING_LEVELS", (2.0, 3.5, 5.0)),
             moving_levels=_levels(e, "SAFETOUR_MOVING_LEVELS", (1.08, 2.17, 3.5)),
             batch_max=_int(e, "SAFETOUR_BATCH_MAX", 5000),
+            dashboard_stale_s=_float(e, "SAFETOUR_DASHBOARD_STALE_S", 30.0),
         )
         if e.get("SAFETOUR_ZONES"):
             s = replace(s, zones_file=Path(e["SAFETOUR_ZONES"]))
@@ -212,6 +219,8 @@ class Settings:
         if min(s.window_s, s.slide_s, s.batch_max) <= 0:
             raise ConfigError(
                 "SAFETOUR_WINDOW_S, _SLIDE_S and _BATCH_MAX must be > 0")
+        if s.dashboard_stale_s <= 0:
+            raise ConfigError("SAFETOUR_DASHBOARD_STALE_S must be > 0")
         if min(s.grace_s, s.idle_s) < 0:
             raise ConfigError("SAFETOUR_GRACE_S and SAFETOUR_IDLE_S must be >= 0")
         ratio = s.window_s / s.slide_s
@@ -248,4 +257,6 @@ environment:
   SAFETOUR_SESSION_TIMEOUT_S  consumer-group session timeout: failover time of a dead worker
                             (default 6, Kafka's minimum)
   SAFETOUR_BATCH_MAX        most sensor messages a fetch, one pipeline batch (default 5000)
+  SAFETOUR_DASHBOARD_STALE_S  the dashboard's "no data" banner after this many seconds with
+                            no worker heartbeat and no density record (default 30)
 """
