@@ -72,6 +72,10 @@ class Topics:
     def state(self) -> str:
         return f"{self.prefix}state.v1"
 
+    @property
+    def health(self) -> str:
+        return f"{self.prefix}health.v1"
+
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name)
@@ -166,6 +170,8 @@ class Settings:
     # Accept readings from sensors the registry does not list, for zones that list none
     # (at most 64 such sensors a zone); otherwise they are dead-lettered `unknown_sensor`.
     accept_unlisted: bool = False
+    # The dashboard's banner: no heartbeat and no density record for this long.
+    dashboard_stale_s: float = 30.0
 
     def pipeline(self, zones: Iterable[Zone]) -> Pipeline:
         """The processing pipeline these settings describe."""
@@ -227,6 +233,7 @@ class Settings:
             max_skew_s=_float(e, "SAFETOUR_MAX_SKEW_S", 300.0),
             lead_s=_float(e, "SAFETOUR_LEAD_S", 30.0),
             accept_unlisted=_bool(e, "SAFETOUR_ACCEPT_UNLISTED_SENSORS"),
+            dashboard_stale_s=_float(e, "SAFETOUR_DASHBOARD_STALE_S", 30.0),
         )
         if e.get("SAFETOUR_ZONES"):
             s = replace(s, zones_file=Path(e["SAFETOUR_ZONES"]))
@@ -239,6 +246,8 @@ class Settings:
             raise ConfigError("SAFETOUR_GRACE_S, _IDLE_S and _LEAD_S must be >= 0")
         if s.max_skew_s < s.lead_s:
             raise ConfigError("SAFETOUR_MAX_SKEW_S must be at least SAFETOUR_LEAD_S")
+        if s.dashboard_stale_s <= 0:
+            raise ConfigError("SAFETOUR_DASHBOARD_STALE_S must be > 0")
         ratio = s.window_s / s.slide_s
         if abs(ratio - round(ratio)) > 1e-9:
             raise ConfigError("SAFETOUR_WINDOW_S must be a multiple of SAFETOUR_SLIDE_S")
@@ -277,4 +286,6 @@ environment:
                             dead-lettered `future` (default 300)
   SAFETOUR_LEAD_S           a reading counts at most this far ahead of its arrival (30)
   SAFETOUR_ACCEPT_UNLISTED_SENSORS  1: accept unlisted sensors for zones that list none
+  SAFETOUR_DASHBOARD_STALE_S  the dashboard's "no data" banner after this many seconds with
+                            no worker heartbeat and no density record (default 30)
 """

@@ -6,6 +6,13 @@ and any number can run). It reads from Kafka:
     safetour.alerts.v1    the alert feed and each zone's level (24 h back at start)
     safetour.acks.v1      who acknowledged what (24 h back)
     safetour.density.v1   each zone's density and its sparkline (15 min back)
+    safetour.health.v1    the workers' heartbeats (agents/heartbeat.py; 15 min back)
+
+Silence must never look like calm: when neither a heartbeat nor a density record has
+arrived for ``SAFETOUR_DASHBOARD_STALE_S`` (30 s), or the dashboard cannot read Kafka, every
+page shows a red banner (Thai and English) and greys the zones, until data returns. The
+server sends a ``health`` event every few seconds; a page whose stream has been silent that
+long shows the banner by itself (a dead dashboard server is silence too).
 
 and serves, on loopback by default:
 
@@ -13,7 +20,8 @@ and serves, on loopback by default:
                            prints); POST /login; GET /logout
     GET  /                 the map, the zone list with sparklines and the alert feed (TH/EN)
     GET  /events           Server-Sent Events: ``state`` (zones, on every connect), then
-                           ``alert`` and ``ack`` events with ids, then ``density`` updates.
+                           ``alert`` and ``ack`` events with ids, then ``density`` updates,
+                           and ``health`` (silence, staleness) every HEALTH_EVERY_S.
                            A reconnect sends ``Last-Event-ID`` (the browser's EventSource does)
                            and gets every alert and ack it missed: nothing is lost between
                            reconnects as long as the server keeps them (``FEED_MAX``).
@@ -45,7 +53,22 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from schemas import MAX_MESSAGE_BYTES, Ack, ConfigError, Zone, decode_ack, encode_ack
+from schemas import (
+    MAX_MESSAGE_BYTES,
+    Ack,
+    ConfigError,
+    Reason,
+    Rejection,
+    Zone,
+    decode_ack,
+    decode_alert,
+    encode_ack,
+    format_ts,
+)
+
+from .heartbeat import decode_heartbeat
+from .metrics import Metrics
+from .rejects import InternalRejects, ThrottledLog
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +76,8 @@ FEED_MAX = 5000  # alerts and acks kept for replay to reconnecting pages
 SPARK_POINTS = 60  # density points a zone keeps for its sparkline (5 min at a 5 s slide)
 RECENT_ALERTS = 300  # alerts sent to a page on a fresh connect
 COOKIE = "safetour_session"
-HEARTBEAT_S = 15.0
+HEALTH_EVERY_S = 3.0  # a health event to every page this often (also the stream's keepalive)
+STALE_S = 30.0  # no heartbeat and no density this long: the banner (SAFETOUR_DASHBOARD_STALE_S)
 LEVELS = ("normal", "elevated", "high", "critical")
 
 OPERATOR = web.RequestKey("operator", str)
@@ -113,8 +137,17 @@ class Board:
     density: dict[str, deque[tuple[str, float | None]]] = field(default_factory=dict)
     alerts: dict[str, Mapping[str, Any]] = field(default_factory=dict)
     acks: dict[str, Ack] = field(default_factory=dict)
+    # Freshness: wall clock (injectable), when data (a heartbeat or a density record) last
+    # arrived, and why Kafka cannot be read, if it cannot.
+    clock: Callable[[], float] = time.time
+    stale_s: float = STALE_S
+    started_at: float = field(default=0.0, init=False)
+    last_data_at: float | None = None
+    kafka_error: str | None = None
+    workers: dict[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        self.started_at = self.clock()
         for z in self.zones:
             self.level.setdefault(z.zone_id, "normal")
             self.density.setdefault(z.zone_id, deque(maxlen=SPARK_POINTS))
@@ -134,7 +167,8 @@ class Board:
         self.acks.setdefault(ack.alert_id, ack)  # the first acknowledgement stands
         self._add("ack", encode_ack(ack))
 
-    def on_density(self, d: Mapping[str, Any]) -> None:
+    def on_density(self, d: Mapping[str, Any], ts_ms: int | None = None) -> None:
+        self.saw_data(ts_ms)
         zone = str(d.get("zone_id"))
         if zone not in self.density:
             return
@@ -142,9 +176,48 @@ class Board:
         self.density[zone].append(point)
         self._publish(None, "density", orjson.dumps({"zone_id": zone, "point": point}))
 
+    def on_heartbeat(self, hb: Mapping[str, Any], ts_ms: int | None = None) -> None:
+        self.workers[str(hb["worker_id"])] = hb
+        self.saw_data(ts_ms)
+
+    # -- freshness -----------------------------------------------------------------------
+    def saw_data(self, ts_ms: int | None = None) -> None:
+        """Data from the pipeline, produced at ``ts_ms`` (its Kafka timestamp; now if
+        unknown, never later than now): records replayed from before count as old."""
+        now = self.clock()
+        at = now if ts_ms is None else min(ts_ms / 1000, now)
+        was_stale = self.is_stale()
+        if self.last_data_at is None or at > self.last_data_at:
+            self.last_data_at = at
+        if was_stale and not self.is_stale():  # data is back: tell the pages at once
+            self._publish(None, "health", self.health())
+
+    def kafka_failed(self, error: str | None) -> None:
+        """The follower cannot read Kafka (``error``), or can again (None)."""
+        changed = (error is None) != (self.kafka_error is None)
+        self.kafka_error = error
+        if changed:
+            self._publish(None, "health", self.health())
+
+    def silent_s(self) -> float:
+        """Seconds since the newest data (since the board started, if none yet)."""
+        since = self.started_at if self.last_data_at is None else self.last_data_at
+        return max(self.clock() - since, 0.0)
+
+    def is_stale(self) -> bool:
+        return self.kafka_error is not None or self.silent_s() > self.stale_s
+
+    def health(self) -> bytes:
+        last = self.last_data_at
+        return orjson.dumps({
+            "stale": self.is_stale(), "silent_s": round(self.silent_s()),
+            "stale_after_s": self.stale_s, "kafka_ok": self.kafka_error is None,
+            "last_data": None if last is None else format_ts(round(last * 1000)),
+            "workers": sorted(self.workers)})
+
     # -- output --------------------------------------------------------------------------
     def state(self) -> bytes:
-        return orjson.dumps({"boot": self.boot, "zones": [{
+        return orjson.dumps({"boot": self.boot, "stale_after_s": self.stale_s, "zones": [{
             "zone_id": z.zone_id, "name": {"th": z.name_th, "en": z.name_en},
             "area_m2": z.area_m2, "crowd": z.crowd, "estimated": z.area_estimated,
             "polygon": z.polygon, "level": self.level[z.zone_id],
@@ -211,7 +284,8 @@ PUBLIC = frozenset({"/login", "/healthz"})  # and /static/: code, styles and fon
 
 
 def build_web_app(board: Board, operators: Mapping[str, str], publish_ack: PublishAck,
-                  *, secure_cookie: bool = False) -> web.Application:
+                  *, secure_cookie: bool = False, health_every_s: float = HEALTH_EVERY_S,
+                  ) -> web.Application:
     def operator_of(request: web.Request) -> str | None:
         token = request.cookies.get(COOKIE, "")
         auth = request.headers.get("Authorization", "")
@@ -283,17 +357,23 @@ def build_web_app(board: Board, operators: Mapping[str, str], publish_ack: Publi
                                            "X-Accel-Buffering": "no"})
         await resp.prepare(request)
         last = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
+        loop = asyncio.get_running_loop()
         with board.subscribe() as q:
             await resp.write(_sse("state", board.state()))
+            await resp.write(_sse("health", board.health()))
             sent = 0
             for e in board.replay(last):
                 await resp.write(_sse(e.kind, e.data, board.event_id(e)))
                 sent = e.seq
+            next_health = loop.time() + health_every_s
             while request.transport is not None and not request.transport.is_closing():
                 try:
-                    e, kind, data = await asyncio.wait_for(q.get(), HEARTBEAT_S)
+                    e, kind, data = await asyncio.wait_for(
+                        q.get(), max(next_health - loop.time(), 0.0))
                 except TimeoutError:
-                    await resp.write(b": ping\n\n")
+                    # A timer on the server, not data: silence shows on the page as silence.
+                    await resp.write(_sse("health", board.health()))
+                    next_health = loop.time() + health_every_s
                     continue
                 if e is None:
                     await resp.write(_sse(kind, data))
@@ -338,33 +418,64 @@ def build_web_app(board: Board, operators: Mapping[str, str], publish_ack: Publi
     return app
 
 
-def apply_records(board: Board, topic_kind: str, values: Iterable[bytes | None]) -> int:
-    """Feed consumed record values of one topic to the board; returns how many were bad."""
+def _density(value: bytes | None) -> dict[str, Any] | Rejection:
+    """A density record the board can show: zone_id and window_end strings, density a number
+    or null (a blind zone)."""
+    if value is None or len(value) > MAX_MESSAGE_BYTES:
+        return Rejection(Reason.TOO_LARGE if value else Reason.NOT_JSON,
+                         "no value" if value is None else f"value is {len(value)} bytes")
+    try:
+        d = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        return Rejection(Reason.NOT_JSON, f"not UTF-8 JSON: {exc}")
+    if not isinstance(d, dict):
+        return Rejection(Reason.SCHEMA, "/: must be an object")
+    for key in ("zone_id", "window_end"):
+        v = d.get(key)
+        if not isinstance(v, str) or not 1 <= len(v) <= 64:
+            return Rejection(Reason.SCHEMA, f"/{key}: must be a string of 1..64 characters")
+    dens = d.get("density")
+    if dens is not None and (isinstance(dens, bool) or not isinstance(dens, int | float)):
+        return Rejection(Reason.SCHEMA, "/density: must be a number or null")
+    return d
+
+
+def apply_records(board: Board, topic_kind: str, values: Iterable[bytes | None], *,
+                  timestamps_ms: Iterable[int | None] | None = None,
+                  rejects: InternalRejects | None = None, topic: str = "") -> int:
+    """Feed consumed record values of one topic (kind ``alert``, ``ack``, ``density`` or
+    ``health``) to the board; returns how many were malformed (counted and logged through
+    ``rejects``, skipped: the records beside them are applied)."""
     bad = 0
+    stamps = iter(timestamps_ms) if timestamps_ms is not None else None
     for v in values:
+        ts = next(stamps, None) if stamps is not None else None
+        doc: Any
         if topic_kind == "ack":
-            a = decode_ack(v)
-            if isinstance(a, Ack):
-                board.on_ack(a)
-            else:
-                bad += 1
-            continue
-        try:
-            doc = orjson.loads(v or b"")
-        except orjson.JSONDecodeError:
+            doc = decode_ack(v)
+        elif topic_kind == "alert":
+            doc = decode_alert(v)
+        elif topic_kind == "health":
+            doc = decode_heartbeat(v)
+        else:
+            doc = _density(v)
+        if isinstance(doc, Rejection):
             bad += 1
-            continue
-        if not isinstance(doc, dict):
-            bad += 1
+            if rejects is not None:
+                rejects.count(topic or topic_kind, doc)
+        elif topic_kind == "ack":
+            board.on_ack(doc)
         elif topic_kind == "alert":
             board.on_alert(doc)
+        elif topic_kind == "health":
+            board.on_heartbeat(doc, ts)
         else:
-            board.on_density(doc)
+            board.on_density(doc, ts)
     return bad
 
 
 async def follow_topics(bootstrap: str, topics: Mapping[str, tuple[str, float]], board: Board,
-                        stop: asyncio.Event) -> None:
+                        stop: asyncio.Event, rejects: InternalRejects | None = None) -> None:
     """Read ``{kind: (topic, lookback_s)}`` into ``board`` until ``stop``."""
     from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: PLC0415
 
@@ -382,14 +493,35 @@ async def follow_topics(bootstrap: str, topics: Mapping[str, tuple[str, float]],
         for topic, lookback_s in topics.values():
             await seek_since(consumer, [tp for tp in tps if tp.topic == topic],
                              int((now - lookback_s) * 1000))
+        board.kafka_failed(None)
         while not stop.is_set():
             batches = await consumer.getmany(timeout_ms=250, max_records=5000)
             for tp, records in batches.items():
-                bad = apply_records(board, kind_of[tp.topic], (r.value for r in records))
-                if bad:
-                    log.warning("dashboard: %d unreadable records on %s", bad, tp.topic)
+                apply_records(board, kind_of[tp.topic], [r.value for r in records],
+                              timestamps_ms=[r.timestamp for r in records], rejects=rejects,
+                              topic=tp.topic)
     finally:
         await consumer.stop()
+
+
+async def follow_retrying(bootstrap: str, topics: Mapping[str, tuple[str, float]],
+                          board: Board, stop: asyncio.Event, rejects: InternalRejects,
+                          *, retry_s: float = 2.0) -> None:
+    """:func:`follow_topics`, started again whenever it fails: a dashboard that cannot read
+    Kafka says so on every page (the banner) and keeps trying, it does not go dark."""
+    from aiokafka.errors import KafkaError  # noqa: PLC0415
+
+    from .topics import TopicError  # noqa: PLC0415
+
+    failures = ThrottledLog(log)
+    while not stop.is_set():
+        try:
+            await follow_topics(bootstrap, topics, board, stop, rejects)
+        except (KafkaError, TopicError, OSError) as exc:
+            board.kafka_failed(f"{type(exc).__name__}: {exc}")
+            failures.note("dashboard: cannot read Kafka at %s: %r; retrying", bootstrap, exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), retry_s)
 
 
 async def serve_dashboard(settings: Any, operators: Mapping[str, str], host: str, port: int,
@@ -400,7 +532,9 @@ async def serve_dashboard(settings: Any, operators: Mapping[str, str], host: str
 
     from schemas import load_zones  # noqa: PLC0415
 
-    board = Board(load_zones(settings.zones_file))
+    board = Board(load_zones(settings.zones_file),
+                  stale_s=getattr(settings, "dashboard_stale_s", STALE_S))
+    rejects = InternalRejects.of("dashboard", Metrics(), log)
     t = settings.topics
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all",
                                 enable_idempotence=True)
@@ -409,10 +543,11 @@ async def serve_dashboard(settings: Any, operators: Mapping[str, str], host: str
     async def publish_ack(key: bytes, value: bytes) -> None:
         await producer.send_and_wait(t.acks, key=key, value=value)
 
-    follower = asyncio.create_task(follow_topics(
+    follower = asyncio.create_task(follow_retrying(
         settings.bootstrap_servers,
         {"alert": (t.alerts, 24 * 3600), "ack": (t.acks, 24 * 3600),
-         "density": (t.density, 15 * 60)}, board, stop), name="dashboard-follower")
+         "density": (t.density, 15 * 60), "health": (t.health, 15 * 60)}, board, stop,
+        rejects), name="dashboard-follower")
     runner = web.AppRunner(build_web_app(board, operators, publish_ack), shutdown_timeout=1,
                            handler_cancellation=True)  # a closed page ends its stream
     await runner.setup()

@@ -25,12 +25,13 @@ import aiohttp
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from schemas import Ack, decode_ack, format_ts
+from schemas import Ack, Reason, Rejection, decode_ack, decode_alert, format_ts
 from streams.escalation import EscalationTracker, escalation_alert
 
 from .config import Settings
 from .metrics import Metrics
 from .notify import Notifier, Outcome, RetryPolicy, Route, deliver, notify_dlq_record
+from .rejects import InternalRejects, malformed_dlq_record
 from .topics import partitions_of, seek_since
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ async def run_escalator(
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
                                 enable_idempotence=True)
     tracker = EscalationTracker(round(after_s * 1000))
+    rejects = InternalRejects.of(f"escalate-{channel}", m, log)
     await consumer.start()
     await producer.start()
     try:
@@ -73,8 +75,15 @@ async def run_escalator(
                 batches = await consumer.getmany(timeout_ms=500, max_records=5000)
                 for tp, records in batches.items():
                     for r in records:
-                        _apply(tracker, route, tp.topic, topics.alerts, topics.acks,
-                               r.key, r.value, r.timestamp)
+                        bad = _apply(tracker, route, tp.topic, topics.alerts, topics.acks,
+                                     r.key, r.value, r.timestamp)
+                        if bad is not None:  # counted, logged, dead-lettered; go on
+                            rejects.count(tp.topic, bad, f"{tp.partition}/{r.offset}")
+                            await producer.send_and_wait(
+                                topics.notify_dlq, key=r.key, value=orjson.dumps(
+                                    malformed_dlq_record(
+                                        bad, channel, value=r.value, topic=tp.topic,
+                                        partition=tp.partition, offset=r.offset, key=r.key)))
                 if not caught_up:
                     positions = {tp: await consumer.position(tp) for tp in tps}
                     caught_up = all(positions[tp] >= ends[tp] for tp in tps)
@@ -108,20 +117,21 @@ async def run_escalator(
 
 
 def _apply(tracker: EscalationTracker, route: Route, topic: str, alerts: str, acks: str,
-           key: bytes | None, value: bytes | None, ts_ms: int) -> None:
+           key: bytes | None, value: bytes | None, ts_ms: int) -> Rejection | None:
+    """Feed one record to the tracker; a record it cannot use is returned, not applied."""
     if topic == alerts:
-        try:
-            alert = orjson.loads(value or b"")
-            if isinstance(alert, dict) and "alert_id" in alert and (
-                    route.zones is None or alert.get("zone_id") in route.zones):
-                tracker.on_alert(alert, ts_ms)
-        except orjson.JSONDecodeError:
-            log.warning("skipping an alert record that is not JSON")
+        alert = decode_alert(value)
+        if isinstance(alert, Rejection):
+            return alert
+        if route.zones is None or alert["zone_id"] in route.zones:
+            tracker.on_alert(alert, ts_ms)
     elif topic == acks:
         ack = decode_ack(value)
-        if isinstance(ack, Ack):
-            tracker.on_ack(ack.alert_id, ts_ms)
-        else:
-            log.warning("skipping an invalid acknowledgement: %s", ack.detail)
-    elif key:  # escalations log: keyed by alert_id
+        if not isinstance(ack, Ack):
+            return ack
+        tracker.on_ack(ack.alert_id, ts_ms)
+    else:  # escalations log: keyed by alert_id
+        if not key:
+            return Rejection(Reason.SCHEMA, "escalation record without a key (alert_id)")
         tracker.on_escalated(key.decode(errors="replace"), ts_ms)
+    return None

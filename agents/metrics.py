@@ -28,6 +28,8 @@ one). Names follow Prometheus conventions: base units, ``_total`` for counters.
 | safetour_notifier_deliveries_total       | counter   | channel           |
 | safetour_notifier_retries_total          | counter   | channel           |
 | safetour_notifier_failures_total         | counter   | channel           |
+| safetour_internal_rejects_total          | counter   | topic, consumer   |
+| safetour_last_output_timestamp_seconds   | gauge     |                   |
 
 Per-zone series only while the registry is small: zone counts reach 100,000 and each would be
 a series. ``SAFETOUR_ZONE_METRICS_MAX`` (default 500) is the switch: with more zones than that
@@ -101,6 +103,15 @@ class Metrics:
         self.notifier_failures = Counter("safetour_notifier_failures",
                                          "Alerts dead-lettered after their last retry",
                                          ["channel"], registry=r)
+        self.internal_rejects = Counter(
+            "safetour_internal_rejects",
+            "Malformed records on safetour's own topics (alerts, acks, health) that a "
+            "notifier, the escalator or the dashboard skipped", ["topic", "consumer"],
+            registry=r)
+        self.last_output = Gauge(
+            "safetour_last_output_timestamp_seconds",
+            "Wall-clock time (epoch seconds) the worker last published a density or alert "
+            "record", registry=r)
         self.zone_density = Gauge("safetour_zone_density_persons_per_square_meter",
                                   "Newest window density per zone (small registries only)",
                                   ["zone"], registry=r)

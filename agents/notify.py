@@ -29,12 +29,18 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 import orjson
 
+from schemas import Rejection, decode_alert
+
 from .kafka_safety import undecodable_info
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
+    from .rejects import InternalRejects
 
 log = logging.getLogger(__name__)
 
@@ -271,6 +277,54 @@ def read_secret(env: Mapping[str, str], name: str) -> bytes:
     return value.encode()
 
 
+DeadLetter = Callable[[bytes | None, bytes], Awaitable[None]]
+
+
+@dataclass
+class AlertHandler:
+    """What a notifier does with one record of the alerts topic: decode it (a malformed
+    record goes to the notify DLQ with outcome ``malformed``, counted and logged, and the next
+    record is handled), route it, deliver it, dead-letter it if delivery failed."""
+
+    notifier: Notifier
+    channel: str
+    route: Route
+    policy: RetryPolicy
+    dead_letter: DeadLetter
+    metrics: Metrics
+    rejects: InternalRejects
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+
+    async def handle(self, topic: str, partition: int, offset: int, key: bytes | None,
+                     value: bytes | None) -> Outcome | None:
+        """The outcome, ``None`` for an alert the route does not want or a malformed one."""
+        from .rejects import malformed_dlq_record  # noqa: PLC0415
+
+        alert = decode_alert(value)
+        if isinstance(alert, Rejection):
+            self.rejects.count(topic, alert, f"{partition}/{offset}")
+            await self.dead_letter(key, orjson.dumps(malformed_dlq_record(
+                alert, self.channel, value=value, topic=topic, partition=partition,
+                offset=offset, key=key)))
+            return None
+        if not self.route.wants(alert):
+            return None
+        channel = self.channel
+        result = await deliver(self.notifier, alert, self.policy, sleep=self.sleep,
+                               on_retry=lambda r: self.metrics.notifier_retries.labels(
+                                   channel).inc())
+        if result.outcome is Outcome.DELIVERED:
+            self.metrics.notifier_deliveries.labels(channel).inc()
+            log.info("%s delivered %s", channel, idempotency_key(alert))
+        else:
+            self.metrics.notifier_failures.labels(channel).inc()
+            log.warning("%s dead-lettered %s: %s", channel, idempotency_key(alert),
+                        result.reason)
+            await self.dead_letter(key, orjson.dumps(notify_dlq_record(alert, channel,
+                                                                       result)))
+        return result.outcome
+
+
 def build_notify_app(settings: Any, notifier_factory: Callable[[aiohttp.ClientSession], Notifier],
                      channel: str, route: Route, policy: RetryPolicy) -> Any:
     """A faust app of its own (consumer group ``<app_id>-notify-<channel>``): a slow channel
@@ -281,6 +335,7 @@ def build_notify_app(settings: Any, notifier_factory: Callable[[aiohttp.ClientSe
 
     from .app import kafka_url  # noqa: PLC0415
     from .metrics import Metrics  # noqa: PLC0415
+    from .rejects import InternalRejects  # noqa: PLC0415
 
     group = f"{settings.app_id}-notify-{channel}"
     datadir = settings.state_dir / "faust" / group
@@ -294,32 +349,24 @@ def build_notify_app(settings: Any, notifier_factory: Callable[[aiohttp.ClientSe
     dlq = app.topic(settings.topics.notify_dlq, key_type=bytes, value_type=bytes,
                     key_serializer="raw", value_serializer="raw")
     metrics = Metrics()
+    rejects = InternalRejects.of(f"notify-{channel}", metrics, log)
     session: list[aiohttp.ClientSession] = []
+
+    async def dead_letter(key: bytes | None, value: bytes) -> None:
+        await dlq.send(key=key, value=value)
 
     async def notify(stream: Any) -> None:
         if not session:
             session.append(aiohttp.ClientSession())
-        notifier = notifier_factory(session[0])
+        handler = AlertHandler(notifier_factory(session[0]), channel, route, policy,
+                               dead_letter, metrics, rejects)
         async for event in stream.events():
             if undecodable_info(event.message) is not None:
                 # A record batch this process could not decode (agents/kafka_safety.py
                 # skipped it and logged it): no alert to deliver.
                 continue
-            alert = orjson.loads(event.value)
-            if not route.wants(alert):
-                continue
-            result = await deliver(notifier, alert, policy,
-                                   on_retry=lambda r: metrics.notifier_retries.labels(
-                                       channel).inc())
-            if result.outcome is Outcome.DELIVERED:
-                metrics.notifier_deliveries.labels(channel).inc()
-                log.info("%s delivered %s", channel, idempotency_key(alert))
-            else:
-                metrics.notifier_failures.labels(channel).inc()
-                log.warning("%s dead-lettered %s: %s", channel, idempotency_key(alert),
-                            result.reason)
-                await dlq.send(key=event.key, value=orjson.dumps(
-                    notify_dlq_record(alert, channel, result)))
+            m = event.message
+            await handler.handle(m.topic, m.partition, m.offset, event.key, event.value)
 
     app.agent(alerts, name=f"safetour.notify.{channel}")(notify)
     return app

@@ -13,6 +13,7 @@
 | safetour.notify-dlq.v1    | 1     | delete  | 30 days   | alerts a channel could not deliver  |
 | safetour.acks.v1          | 1     | delete  | 90 days   | operators' acknowledgements (audit) |
 | safetour.escalations.v1   | 1     | delete  | 30 days   | escalations sent (never repeated)    |
+| safetour.health.v1        | 1     | delete  | 1 day     | worker heartbeats (dashboard banner) |
 
 Partition counts bound parallelism: a consumer group uses at most one worker per partition.
 """
@@ -74,6 +75,7 @@ def topic_specs(topics: Topics, *, replication: int = 1) -> list[TopicSpec]:
         spec(topics.notify_dlq, 1, cleanup_policy="delete", retention_ms=str(30 * DAY_MS)),
         spec(topics.acks, 1, cleanup_policy="delete", retention_ms=str(90 * DAY_MS)),
         spec(topics.escalations, 1, cleanup_policy="delete", retention_ms=str(30 * DAY_MS)),
+        spec(topics.health, 1, cleanup_policy="delete", retention_ms=str(DAY_MS)),
         # Snapshots are rewritten every few seconds: compact often so the topic stays small.
         spec(topics.state, 1, cleanup_policy="compact", retention_ms="-1",
              segment_ms=str(10 * 60 * 1000), min_cleanable_dirty_ratio="0.1"),

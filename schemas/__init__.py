@@ -10,6 +10,7 @@ from __future__ import annotations
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 
+from ._alerts import MAX_ALERT_BYTES, decode_alert
 from ._dlq import MAX_DLQ_ITEMS, MAX_DLQ_VALUE_BYTES, dlq_headers, dlq_record, encode_dlq_record
 from ._errors import ConfigError, ContractError, SafetourError, ZoneRegistryError
 from ._records import (
@@ -58,6 +59,7 @@ def schema_file(name: str) -> Traversable:
 
 __all__ = [
     "KIND_BY_WIRE",
+    "MAX_ALERT_BYTES",
     "MAX_BATCH_EVENTS",
     "MAX_DLQ_ITEMS",
     "MAX_DLQ_VALUE_BYTES",
@@ -77,6 +79,7 @@ __all__ = [
     "Zone",
     "ZoneRegistryError",
     "decode_ack",
+    "decode_alert",
     "decode_report",
     "decode_sensor_items",
     "decode_sensor_message",

@@ -4,6 +4,7 @@
 (function () {
   const RADIUS = { normal: 4, elevated: 7, high: 10, critical: 14 };
   const COLOURS = { normal: "#2e7d32", elevated: "#f9a825", high: "#ef6c00", critical: "#c62828" };
+  const GREY = "#9e9e9e";  // zones while the screen may be out of date
   const T = {
     th: { title: "ศูนย์ปฏิบัติการ ท่องเที่ยวปลอดภัย พิษณุโลก", connecting: "กำลังเชื่อมต่อ…", live: "ออนไลน์",
       reconnecting: "กำลังเชื่อมต่อใหม่…", operator: "ผู้ปฏิบัติงาน", logout: "ออกจากระบบ", zones: "พื้นที่",
@@ -26,6 +27,11 @@
   const acks = new Map();    // alert_id -> ack
   const map = L.map("map", { zoomSnap: 0.25, attributionControl: false });
   let fitted = false;
+  // Freshness. The server says in `health` events (every few seconds) how long the pipeline
+  // has been silent; the page adds how long it has not heard the server, so a dead server,
+  // a dead network or a dead pipeline all show the same banner.
+  const health = { staleAfterS: 30, silentS: 0, serverStale: false, heardAt: Date.now() };
+  let stale = false;
 
   const el = (tag, attrs, text) => {
     const e = document.createElement(tag);
@@ -77,16 +83,17 @@
 
   function renderZone(z) {
     const level = z.info.level;
+    const colour = stale ? GREY : COLOURS[level];
     const last = z.points.length ? z.points[z.points.length - 1][1] : null;
     z.row.dataset.level = level;
     z.row.replaceChildren(el("span", { class: `dot lvl-${level}`, title: t(level) }),
       el("span", { class: "name" }, z.info.name[lang]), sparkline(z.points),
       el("span", { class: "dens" }, last === null ? "–" : `${last.toFixed(2)} ${t("unit")}`));
     if (z.layer) {
-      z.layer.setStyle({ color: COLOURS[level], fillColor: COLOURS[level], fillOpacity: level === "normal" ? 0.25 : 0.55 });
+      z.layer.setStyle({ color: colour, fillColor: colour, fillOpacity: level === "normal" ? 0.25 : 0.55 });
       const path = z.layer.getElement && z.layer.getElement();
-      if (path) { path.dataset.level = level; path.dataset.zone = z.info.zone_id; }
-      z.marker.setStyle({ color: COLOURS[level], fillColor: COLOURS[level], fillOpacity: 0.9 });
+      if (path) { path.dataset.level = level; path.dataset.zone = z.info.zone_id; path.dataset.stale = String(stale); }
+      z.marker.setStyle({ color: colour, fillColor: colour, fillOpacity: 0.9 });
       z.marker.setRadius(RADIUS[level]);
       z.layer.setTooltipContent(`${z.info.name[lang]} · ${t(level)}${last === null ? "" : ` · ${last.toFixed(2)} ${t("unit")}`}`);
     }
@@ -176,13 +183,43 @@
     }));
   }
 
+  function onHealth(h) {
+    health.staleAfterS = h.stale_after_s;
+    health.silentS = h.silent_s;
+    health.serverStale = h.stale;
+    health.heardAt = Date.now();
+    renderHealth();
+  }
+
+  function renderHealth() {
+    const unheardS = (Date.now() - health.heardAt) / 1000;
+    const now = health.serverStale || unheardS > health.staleAfterS;
+    const banner = document.getElementById("stale");
+    if (now) {
+      const n = String(Math.round(health.silentS + unheardS));
+      banner.querySelectorAll(".silent-n").forEach((b) => { b.textContent = n; });
+    }
+    banner.hidden = !now;
+    if (now !== stale) {
+      stale = now;
+      document.body.classList.toggle("stale", stale);
+      zones.forEach(renderZone);
+    }
+  }
+  setInterval(renderHealth, 1000);
+
   function connect() {
     const conn = document.getElementById("conn");
     // EventSource resends Last-Event-ID on its own reconnects; the server replays what we missed.
     const es = new EventSource("/events");
     es.addEventListener("open", () => { conn.className = "conn on"; conn.dataset.i18n = "live"; conn.textContent = t("live"); });
     es.addEventListener("error", () => { conn.className = "conn off"; conn.dataset.i18n = "reconnecting"; conn.textContent = t("reconnecting"); });
-    es.addEventListener("state", (e) => onState(JSON.parse(e.data)));
+    es.addEventListener("state", (e) => {
+      const s = JSON.parse(e.data);
+      if (s.stale_after_s) health.staleAfterS = s.stale_after_s;
+      onState(s);
+    });
+    es.addEventListener("health", (e) => onHealth(JSON.parse(e.data)));
     es.addEventListener("alert", (e) => onAlert(JSON.parse(e.data)));
     es.addEventListener("ack", (e) => { const a = JSON.parse(e.data); if (!acks.has(a.alert_id)) acks.set(a.alert_id, a); renderFeed(); });
     es.addEventListener("density", (e) => onDensity(JSON.parse(e.data)));

@@ -105,3 +105,47 @@ def test_notifier_killed_mid_stream_delivers_every_alert_once(kafka: str, tmp_pa
     # At least once on the wire, exactly once by idempotency key: repeats after the kill
     # carry the same key, which the receiver drops.
     assert sum(receiver.keys.values()) >= len(alerts)
+
+
+def test_a_malformed_record_between_two_alerts_is_dead_lettered_not_fatal(
+    kafka: str, tmp_path: Path
+) -> None:
+    import base64  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    from .conftest import payloads  # noqa: PLC0415
+
+    s = make_settings(kafka, tmp_path)
+    asyncio.run(create_topics(kafka, topic_specs(s.topics)))
+    good = [{"alert_id": f"z1:{i}:x", "zone_id": "z1", "level": "critical",
+             "previous_level": "high", "status": "escalated", "ts": f"2026-02-16T13:0{i}Z",
+             "message": {"th": "ท", "en": "e"}} for i in (1, 2)]
+    garbage = b"\x00\x01 this is not an alert"
+    asyncio.run(publish(kafka, s.topics.alerts, [
+        (b"z1", orjson.dumps(good[0])), (b"z1", garbage),
+        (b"z1", orjson.dumps([good[0]])), (b"z1", orjson.dumps(good[1]))]))
+    env = settings_env(s) | {"SAFETOUR_WEBHOOK_SECRET": SECRET.decode()}
+    log = tmp_path / "notify.log"
+    with serving() as receiver:
+        with log.open("ab") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "agents", "notify", "--url",
+                                     receiver.url, "--attempts", "10"], env=env, stdout=out,
+                                    stderr=subprocess.STDOUT)
+        try:
+            poll_until(lambda: len(receiver.keys) == 2, timeout=60,
+                       what="both good alerts delivered", proc=proc, log=log)
+            def malformed() -> list[Any]:
+                found = [d for d in payloads(kafka, s.topics.notify_dlq)
+                         if d["outcome"] == "malformed"]
+                return found if len(found) >= 2 else []
+
+            dead = poll_until(malformed, timeout=30, what="the malformed records dead-lettered")
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    assert set(receiver.keys) == {f"{a['alert_id']}:{a['status']}:{a['ts']}" for a in good}
+    assert [(d["reason"], d["source"]["offset"]) for d in dead] == [("not_json", 1),
+                                                                    ("schema", 2)]
+    assert base64.b64decode(dead[0]["value_b64"]) == garbage
+    assert "skipped a malformed record" in log.read_text()

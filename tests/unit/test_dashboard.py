@@ -59,8 +59,10 @@ async def server(board: Board) -> AsyncIterator[tuple[str, list[tuple[bytes, byt
             await asyncio.sleep(0.01)
 
 
-async def read_events(resp: aiohttp.ClientResponse, n: int) -> list[dict[str, Any]]:
-    """The next ``n`` SSE events (comments skipped), each {id, event, data}."""
+async def read_events(resp: aiohttp.ClientResponse, n: int, *, health: bool = False
+                      ) -> list[dict[str, Any]]:
+    """The next ``n`` SSE events (comments skipped, and ``health`` events unless
+    ``health``), each {id, event, data}."""
     out: list[dict[str, Any]] = []
     cur: dict[str, Any] = {}
     while len(out) < n:
@@ -68,7 +70,8 @@ async def read_events(resp: aiohttp.ClientResponse, n: int) -> list[dict[str, An
         if not line:
             if cur:
                 cur["data"] = orjson.loads(cur["data"])
-                out.append(cur)
+                if health or cur["event"] != "health":
+                    out.append(cur)
                 cur = {}
             continue
         if line.startswith(":"):
@@ -208,3 +211,112 @@ def test_operators_come_from_the_environment(tmp_path: Any) -> None:
         parse_operators({})
     with pytest.raises(ConfigError, match="16"):
         parse_operators({"SAFETOUR_DASHBOARD_TOKENS": "somchai:short"})
+
+
+def test_a_malformed_alert_between_two_good_ones_is_skipped(board: Board) -> None:
+    first = alert("naresuan-bridge", "high", "raised", "2026-02-16T13:00:00Z")
+    second = alert("naresuan-bridge", "critical", "escalated", "2026-02-16T13:01:00Z")
+    malformed = [
+        {"alert_id": "naresuan-bridge:1", "zone_id": "naresuan-bridge", "level": "normal"},
+        {**second, "zone_id": ["naresuan-bridge"]},
+        {**second, "status": "exploded"},
+        {**second, "density": "lots"},
+    ]
+    values = [orjson.dumps(first), *map(orjson.dumps, malformed), orjson.dumps(second)]
+    assert apply_records(board, "alert", values) == len(malformed)
+    assert [orjson.loads(e.data)["ts"] for e in board.replay(None)] == [
+        first["ts"], second["ts"]]
+    assert board.level["naresuan-bridge"] == "critical"
+    # Density records the page could not draw are skipped too.
+    assert apply_records(board, "density", [
+        orjson.dumps({"zone_id": "naresuan-bridge", "window_end": "t1", "density": 1.0}),
+        orjson.dumps({"zone_id": "naresuan-bridge", "window_end": "t2", "density": "x"}),
+        orjson.dumps({"zone_id": "naresuan-bridge", "window_end": "t3", "density": None}),
+    ]) == 1
+    assert list(board.density["naresuan-bridge"]) == [("t1", 1.0), ("t3", None)]
+
+
+class Clock:
+    def __init__(self, now: float = 1_771_247_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_silence_is_not_calm_the_board_goes_stale_and_back() -> None:
+    clock = Clock()
+    b = Board(load_zones(repo_root() / "deploy/zones/phitsanulok.yaml"), clock=clock,
+              stale_s=30)
+
+    def health() -> dict[str, Any]:
+        h: dict[str, Any] = orjson.loads(b.health())
+        return h
+
+    assert health()["stale"] is False  # just started: not yet
+    clock.now += 31
+    assert health() | {"last_data": None} == {
+        "stale": True, "silent_s": 31, "stale_after_s": 30, "kafka_ok": True,
+        "last_data": None, "workers": []}
+    with b.subscribe() as q:
+        hb = orjson.dumps({"worker_id": "w1", "ts": "2026-02-16T13:00:00.000Z"})
+        assert apply_records(b, "health", [hb], timestamps_ms=[round(clock.now * 1000)]) == 0
+        assert not b.is_stale()
+        _, kind, data = q.get_nowait()  # the pages hear at once that data is back
+        assert (kind, orjson.loads(data)["stale"]) == ("health", False)
+    assert health()["workers"] == ["w1"]
+    clock.now += 30
+    assert not b.is_stale()
+    clock.now += 1
+    assert b.is_stale()
+    # A density record counts as data too; one replayed from long ago does not.
+    b.on_density({"zone_id": "naresuan-bridge", "window_end": "t", "density": 1.0},
+                 round((clock.now - 600) * 1000))
+    assert b.is_stale()
+    assert health()["silent_s"] == 31
+    b.on_density({"zone_id": "naresuan-bridge", "window_end": "t", "density": 1.0},
+                 round(clock.now * 1000))
+    assert not b.is_stale()
+    # A timestamp from the future (a fast clock) counts as now, not as later.
+    b.on_density({"zone_id": "naresuan-bridge", "window_end": "t", "density": 1.0},
+                 round((clock.now + 3600) * 1000))
+    clock.now += 31
+    assert b.is_stale()
+    # Kafka unreadable: stale at once, whatever the last data said.
+    b.saw_data()
+    b.kafka_failed("KafkaConnectionError: no broker")
+    assert health()["stale"] is True
+    assert health()["kafka_ok"] is False
+    b.kafka_failed(None)
+    assert not b.is_stale()
+    # Malformed heartbeats are counted, not applied.
+    assert apply_records(b, "health", [b"{", b"[]", orjson.dumps({"worker_id": 5}),
+                                       orjson.dumps({"worker_id": "w2"})]) == 4
+    assert health()["workers"] == ["w1"]
+
+
+@pytest.mark.asyncio
+async def test_pages_get_a_health_event_on_a_server_timer(board: Board) -> None:
+    runner = web.AppRunner(build_web_app(board, OPERATORS, _no_publish, health_every_s=0.2),
+                           shutdown_timeout=0.5, handler_cancellation=True)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        async with aiohttp.ClientSession(headers=headers) as s, \
+                s.get(f"http://127.0.0.1:{port}/events") as r:
+            state, *health = await read_events(r, 4, health=True)
+            assert state["event"] == "state"
+            assert state["data"]["stale_after_s"] == board.stale_s
+            # one on connect, then one every 0.2 s with nothing else happening
+            assert [e["event"] for e in health] == ["health"] * 3
+            assert health[0]["data"]["stale"] is False
+            assert "id" not in health[0]  # state, not feed
+    finally:
+        await runner.cleanup()
+
+
+async def _no_publish(key: bytes, value: bytes) -> None:
+    raise AssertionError("no acks in this test")

@@ -104,3 +104,33 @@ def test_matches_reference_on_random_histories(seed: int) -> None:
         if not closed and first_critical is not None and first_critical + AFTER <= now:
             want.add(aid)
     assert got == want
+
+
+def test_the_escalator_skips_a_malformed_alert_and_applies_the_next() -> None:
+    import orjson  # noqa: PLC0415
+
+    from agents.escalate import _apply  # noqa: PLC0415
+    from agents.notify import Route  # noqa: PLC0415
+    from schemas import Rejection  # noqa: PLC0415
+
+    t = EscalationTracker(AFTER)
+    route = Route("critical", zones=frozenset({"za", "zb"}))
+
+    def full(aid: str) -> dict[str, Any]:
+        return alert(aid, "critical") | {"zone_id": aid.split(":", maxsplit=1)[0],
+                                         "ts": "2026-02-16T13:00:00.000Z"}
+
+    values = [orjson.dumps(full("za:1")),
+              b"not json",
+              orjson.dumps({"alert_id": "zb:bad", "level": "critical"}),  # no status, ts
+              orjson.dumps(full("zb:2") | {"zone_id": ["za"]}),  # unhashable zone
+              orjson.dumps(full("zb:3") | {"status": 5}),
+              orjson.dumps(full("zb:1"))]
+    got = [_apply(t, route, "alerts", "alerts", "acks", b"k", v, 1_000) for v in values]
+    assert [type(g).__name__ for g in got] == [
+        "NoneType", "Rejection", "Rejection", "Rejection", "Rejection", "NoneType"]
+    assert t.pending_ids() == ["za:1", "zb:1"]
+    bad_ack = _apply(t, route, "acks", "alerts", "acks", b"k", b'{"alert_id": 1}', 2_000)
+    assert isinstance(bad_ack, Rejection)
+    assert _apply(t, route, "escalations", "alerts", "acks", None, b"{}", 2_000) is not None
+    assert t.pending_ids() == ["za:1", "zb:1"]

@@ -190,3 +190,35 @@ async def test_rate_limit_allows_the_burst_then_spaces_sends() -> None:
     assert clock.now == 12.5
     with pytest.raises(ValueError, match="rate"):
         TokenBucket(rate=0)
+
+
+@pytest.mark.asyncio
+async def test_a_malformed_record_is_dead_lettered_and_the_next_alert_delivered() -> None:
+    from agents.metrics import Metrics  # noqa: PLC0415
+    from agents.notify import AlertHandler  # noqa: PLC0415
+    from agents.rejects import InternalRejects  # noqa: PLC0415
+
+    metrics = Metrics()
+    twin = MemoryNotifier()
+    dlq: list[tuple[bytes | None, bytes]] = []
+
+    async def dead_letter(key: bytes | None, value: bytes) -> None:
+        dlq.append((key, value))
+
+    import logging  # noqa: PLC0415
+
+    handler = AlertHandler(twin, "memory", Route("elevated"), RetryPolicy(), dead_letter,
+                           metrics, InternalRejects.of("notify-memory", metrics,
+                                                       logging.getLogger("test")))
+    second = ALERT | {"alert_id": "naresuan-bridge:2:cd"}
+    records = [orjson.dumps(ALERT), b"\x00 not json", orjson.dumps([ALERT]),
+               orjson.dumps(ALERT | {"level": 3}), orjson.dumps(second)]
+    outcomes = [await handler.handle("t.alerts", 0, offset, b"naresuan-bridge", value)
+                for offset, value in enumerate(records)]
+    assert outcomes == [Outcome.DELIVERED, None, None, None, Outcome.DELIVERED]
+    assert list(twin.delivered) == [idempotency_key(ALERT), idempotency_key(second)]
+    dead = [orjson.loads(v) for _, v in dlq]
+    assert [(d["outcome"], d["reason"], d["source"]["offset"]) for d in dead] == [
+        ("malformed", "not_json", 1), ("malformed", "schema", 2), ("malformed", "schema", 3)]
+    assert "level" in dead[2]["detail"]
+    assert metrics.internal_rejects.labels("t.alerts", "notify-memory")._value.get() == 3
