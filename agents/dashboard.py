@@ -46,6 +46,7 @@ import orjson
 from aiohttp import web
 
 from schemas import MAX_MESSAGE_BYTES, Ack, ConfigError, Zone, decode_ack, encode_ack
+from streams import LEVEL_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,6 @@ SPARK_POINTS = 60  # density points a zone keeps for its sparkline (5 min at a 5
 RECENT_ALERTS = 300  # alerts sent to a page on a fresh connect
 COOKIE = "safetour_session"
 HEARTBEAT_S = 15.0
-LEVELS = ("normal", "elevated", "high", "critical")
 
 OPERATOR = web.RequestKey("operator", str)
 PublishAck = Callable[[bytes, bytes], Awaitable[None]]
@@ -122,7 +122,7 @@ class Board:
     # -- input ---------------------------------------------------------------------------
     def on_alert(self, alert: Mapping[str, Any]) -> None:
         zone, level = str(alert.get("zone_id")), str(alert.get("level"))
-        if level not in LEVELS or "alert_id" not in alert:
+        if level not in LEVEL_NAMES or "alert_id" not in alert:
             log.warning("dashboard: ignoring a malformed alert %r", alert.get("alert_id"))
             return
         self.level[zone] = "normal" if alert.get("status") == "resolved" else level
@@ -398,9 +398,7 @@ async def serve_dashboard(settings: Any, operators: Mapping[str, str], host: str
     """Run the dashboard until ``stop``: the Kafka follower, the producer, the web server."""
     from aiokafka import AIOKafkaProducer  # noqa: PLC0415
 
-    from schemas import load_zones  # noqa: PLC0415
-
-    board = Board(load_zones(settings.zones_file))
+    board = Board(settings.load_registry())
     t = settings.topics
     producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all",
                                 enable_idempotence=True)

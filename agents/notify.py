@@ -34,9 +34,9 @@ from typing import Any, Protocol
 import aiohttp
 import orjson
 
-log = logging.getLogger(__name__)
+from streams import level_rank
 
-LEVEL_ORDER = {"normal": 0, "elevated": 1, "high": 2, "critical": 3}
+log = logging.getLogger(__name__)
 
 
 class Outcome(Enum):
@@ -79,9 +79,8 @@ class Route:
         if self.zones is not None and alert.get("zone_id") not in self.zones:
             return False
         if alert.get("status") == "resolved":
-            return LEVEL_ORDER.get(str(alert.get("previous_level")), 0) >= LEVEL_ORDER[
-                self.min_level]
-        return LEVEL_ORDER.get(str(alert.get("level")), 0) >= LEVEL_ORDER[self.min_level]
+            return level_rank(str(alert.get("previous_level"))) >= level_rank(self.min_level)
+        return level_rank(str(alert.get("level"))) >= level_rank(self.min_level)
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,7 @@ class Reason(StrEnum):
     BATCH_TOO_LONG = "batch_too_long"  # a JSON array with more than MAX_BATCH_EVENTS items
     UNKNOWN_ZONE = "unknown_zone"  # valid, but the zone is not in the registry
     LATE = "late"  # arrived after its window closed (event time older than the grace)
+    REGISTRY = "registry"  # a zones-topic record that breaks a registry rule
 
 
 @dataclass(frozen=True, slots=True)
