@@ -70,8 +70,9 @@ def test_bad_zone_records_are_dead_lettered_and_the_worker_keeps_alerting(
 ) -> None:
     proc, restart = worker
     asyncio.run(publish(settings.bootstrap, settings.topics.zones, bad_records()))
-    dead = poll_until(lambda: (lambda r: r if len(r) >= 2 else None)(registry_dlq(settings)),
-                      timeout=30, what="two registry DLQ records", proc=proc)
+    poll_until(lambda: len(registry_dlq(settings)) >= 2, timeout=30,
+               what="two registry DLQ records", proc=proc)
+    dead = registry_dlq(settings)
     assert [r["reason"] for r in dead] == ["registry", "registry"]
     assert "window_s 10 is not a whole number of slides (slide_s 7)" in dead[0]["detail"]
     assert "thresholds must rise" in dead[1]["detail"]

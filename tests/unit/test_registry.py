@@ -104,7 +104,8 @@ def test_settings_rules_match_the_engine_and_the_alarm_defaults() -> None:
 def test_a_partial_threshold_override_must_still_rise_once_merged() -> None:
     # critical 3 alone: standing defaults give 2.0 < 3.5 < 3 -- not rising.
     msg = refused([zone(thresholds=Thresholds(0.0, 0.0, 3.0))], "must rise")
-    assert msg.startswith("zone 'a': thresholds") and "2, 3.5, 3" in msg
+    assert msg.startswith("zone 'a': thresholds")
+    assert "2, 3.5, 3" in msg
     # The same override on a moving crowd (1.08 < 2.17 < 3) is fine ...
     check_zones([zone(thresholds=Thresholds(0.0, 0.0, 3.0), crowd="moving")], RULES)
     assert effective_thresholds(zone(thresholds=Thresholds(0.0, 0.0, 4.0)), RULES) == \
@@ -210,7 +211,8 @@ def test_a_bad_registry_file_names_the_file_the_zone_and_the_rule(tmp_path: Path
     f.write_text("[unclosed\n  - x")
     with pytest.raises(ZoneRegistryError) as exc:
         Settings.from_env({"SAFETOUR_ZONES": str(f)}).load_registry()
-    assert str(exc.value).startswith(f"{f}: not valid YAML") and "\n" not in str(exc.value)
+    assert str(exc.value).startswith(f"{f}: not valid YAML")
+    assert "\n" not in str(exc.value)
 
 
 def test_one_level_order_for_every_package() -> None:

@@ -4,13 +4,16 @@ previous version stays in force, and no record can make it raise."""
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import orjson
 import pytest
 
+import schemas
 from agents.config import Settings
 from agents.zones import _apply, apply_records, zone_document
 from schemas import Zone, load_zones
@@ -85,12 +88,18 @@ def test_a_bad_record_is_dead_lettered_and_the_zone_stays_as_it_was(
     before = dict(reg)
     key = "wat-yai-grounds" if detail == "is not its zone_id" else None
     assert apply(record(doc, key), reg, dlq) is False
-    assert reg == before and reg["wat-yai-vihara"] is before["wat-yai-vihara"]
+    assert reg == before
+    assert reg["wat-yai-vihara"] is before["wat-yai-vihara"]
     (dead,) = dlq.sent
     assert dead["reason"] == reason
-    assert detail in dead["detail"] and "\n" not in dead["detail"]
-    assert dead["source"]["topic"] == "safetour.zones.v1" and dead["source"]["offset"] == 7
+    assert detail in dead["detail"]
+    assert "\n" not in dead["detail"]
+    assert dead["source"]["topic"] == "safetour.zones.v1"
+    assert dead["source"]["offset"] == 7
     assert ("safetour-reason", reason.encode()) in dead["_headers"]
+    doc_schema = json.loads(schemas.schema_file("dlq-record.v1.json").read_text())
+    jsonschema.Draft202012Validator(doc_schema).validate(
+        {k: v for k, v in dead.items() if k != "_headers"})
 
 
 def test_a_good_record_replaces_the_zone_and_a_tombstone_deletes_it() -> None:
@@ -144,6 +153,7 @@ def test_a_record_the_engine_refuses_after_the_checks_is_dead_lettered_too() -> 
     assert asyncio.run(apply_records(recs, reg, pipe, dlq, RULES, owners)) is True
     assert dlq.reasons == ["registry"]
     assert "slide cannot change" in dlq.sent[0]["detail"]
-    assert "wat-yai-vihara" not in reg and "wat-yai-vihara" not in pipe.zones
+    assert "wat-yai-vihara" not in reg
+    assert "wat-yai-vihara" not in pipe.zones
     assert reg["naresuan-bridge"].area_m2 == pipe.zones["naresuan-bridge"].area_m2 == 700.0
     assert owners == sensor_owners(reg.values())
