@@ -21,7 +21,7 @@ import orjson
 from faust.types import TP
 from prometheus_client import generate_latest
 
-from schemas import load_zones, parse_ts
+from schemas import parse_ts
 from streams.pipeline import Consumed, Outputs, OutRecord, Pipeline, SourceMessage
 
 from .config import Settings
@@ -74,7 +74,7 @@ def _source(event: Any) -> SourceMessage:
 def build_app(
     settings: Settings, pipeline: Pipeline | None = None, metrics: Metrics | None = None
 ) -> faust.App:
-    zones = load_zones(settings.zones_file)
+    zones = settings.load_registry()
     pipe = pipeline or settings.pipeline(zones)
     m = metrics or Metrics()
     datadir = settings.state_dir / "faust" / settings.app_id

@@ -29,7 +29,7 @@ from typing import Any
 
 import orjson
 
-from schemas import SafetourError, load_zones
+from schemas import SafetourError
 
 from .broker import BrokerError, EmbeddedBroker
 from .config import ENV_HELP, Settings, Topics
@@ -91,7 +91,7 @@ def cmd_zones(args: argparse.Namespace, settings: Settings) -> int:
     from .zones import publish_zones  # noqa: PLC0415
 
     path = Path(args.file) if args.file else settings.zones_file
-    zones = load_zones(path)
+    zones = settings.load_registry(path)
     n = asyncio.run(publish_zones(settings.bootstrap_servers, settings.topics.zones, zones))
     _echo(f"published {n} zones from {path} to {settings.topics.zones}")
     return 0
@@ -102,7 +102,7 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 
     from streams.replay import replay, replay_pipeline  # noqa: PLC0415
 
-    zones = load_zones(args.zones)
+    zones = settings.load_registry(args.zones)
     configured = settings.pipeline(zones)
     pipe = replay_pipeline(zones, configured.engine, configured.alerts.config)
     show = sys.stderr.isatty() and not args.quiet
@@ -145,7 +145,7 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     if args.scenario not in sim.SCENARIOS:
         raise SafetourError(f"unknown scenario {args.scenario!r}; choose from "
                             f"{', '.join(sim.SCENARIOS)}")
-    zones = load_zones(settings.zones_file)
+    zones = settings.load_registry()
     out = sim.simulate(sim.SCENARIOS[args.scenario], zones, seed=args.seed,
                        grace_s=settings.grace_s)
     if args.out_dir:
@@ -257,6 +257,7 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from .app import build_app  # noqa: PLC0415
     from .topics import wait_for_topics  # noqa: PLC0415
 
+    settings.load_registry()  # a bad registry file fails here, before any waiting
     # Join the group only once the input topics have leaders: joining earlier gets an empty
     # assignment that lasts until the next metadata refresh.
     t = settings.topics
@@ -329,6 +330,7 @@ def _dashboard_operators(*, demo: bool) -> tuple[dict[str, str], str | None]:
 def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
     from .dashboard import serve_dashboard  # noqa: PLC0415
 
+    settings.load_registry()  # a bad registry file fails here, before any connection
     operators, _ = _dashboard_operators(demo=False)
     _echo(f"{len(operators)} operator(s); reading {settings.topics.prefix}alerts/acks/density")
     asyncio.run(_until_signal(lambda stop: serve_dashboard(
@@ -351,7 +353,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         run_id = time.strftime("%Y%m%d-%H%M%S")
         settings = replace(settings, topics=Topics(f"demo-{run_id}.safetour."),
                            app_id=f"safetour-demo-{run_id}")
-    zones = load_zones(settings.zones_file)
+    zones = settings.load_registry()
     simulated = sim.simulate(scenario, zones, seed=args.seed, grace_s=settings.grace_s)
     started = ensure_broker(settings)
     worker: subprocess.Popen[bytes] | None = None

@@ -10,8 +10,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from schemas import ConfigError, Thresholds, Zone
-from streams import WindowedDensityEngine
+from schemas import ConfigError, Thresholds, Zone, ZoneRegistryError, load_zones
+from streams import RegistryRules, WindowedDensityEngine, check_zones
 from streams.alarm import AlarmConfig
 from streams.pipeline import Pipeline
 
@@ -195,6 +195,28 @@ class Settings:
             lead_ms=round(self.lead_s * 1000),
             accept_unlisted=self.accept_unlisted,
         )
+
+    def registry_rules(self) -> RegistryRules:
+        """The registry rules of the engine and alarms these settings describe (the same
+        window, slide and slide limit as :meth:`density_engine`, the same defaults as
+        :meth:`pipeline`)."""
+        window_ms, slide_ms = round(self.window_s * 1000), round(self.slide_s * 1000)
+        return RegistryRules(window_ms=window_ms, slide_ms=slide_ms,
+                             max_slides=window_ms // slide_ms,
+                             standing=Thresholds(*self.standing_levels),
+                             moving=Thresholds(*self.moving_levels))
+
+    def load_registry(self, path: str | Path | None = None) -> list[Zone]:
+        """Load a registry file (default ``zones_file``) and check it against
+        :meth:`registry_rules`; ZoneRegistryError (one line, naming the file) if it breaks
+        the contract or a rule."""
+        p = Path(path) if path is not None else self.zones_file
+        zones = load_zones(p)
+        try:
+            check_zones(zones, self.registry_rules())
+        except ZoneRegistryError as exc:
+            raise ZoneRegistryError(f"{p}: {exc}") from None
+        return zones
 
     @property
     def embedded(self) -> bool:

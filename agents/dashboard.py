@@ -65,6 +65,7 @@ from schemas import (
     encode_ack,
     format_ts,
 )
+from streams import LEVEL_NAMES
 
 from .heartbeat import decode_heartbeat
 from .metrics import Metrics
@@ -78,7 +79,6 @@ RECENT_ALERTS = 300  # alerts sent to a page on a fresh connect
 COOKIE = "safetour_session"
 HEALTH_EVERY_S = 3.0  # a health event to every page this often (also the stream's keepalive)
 STALE_S = 30.0  # no heartbeat and no density this long: the banner (SAFETOUR_DASHBOARD_STALE_S)
-LEVELS = ("normal", "elevated", "high", "critical")
 
 OPERATOR = web.RequestKey("operator", str)
 PublishAck = Callable[[bytes, bytes], Awaitable[None]]
@@ -155,7 +155,7 @@ class Board:
     # -- input ---------------------------------------------------------------------------
     def on_alert(self, alert: Mapping[str, Any]) -> None:
         zone, level = str(alert.get("zone_id")), str(alert.get("level"))
-        if level not in LEVELS or "alert_id" not in alert:
+        if level not in LEVEL_NAMES or "alert_id" not in alert:
             log.warning("dashboard: ignoring a malformed alert %r", alert.get("alert_id"))
             return
         self.level[zone] = "normal" if alert.get("status") == "resolved" else level
@@ -530,9 +530,7 @@ async def serve_dashboard(settings: Any, operators: Mapping[str, str], host: str
     """Run the dashboard until ``stop``: the Kafka follower, the producer, the web server."""
     from aiokafka import AIOKafkaProducer  # noqa: PLC0415
 
-    from schemas import load_zones  # noqa: PLC0415
-
-    board = Board(load_zones(settings.zones_file),
+    board = Board(settings.load_registry(),
                   stale_s=getattr(settings, "dashboard_stale_s", STALE_S))
     rejects = InternalRejects.of("dashboard", Metrics(), log)
     t = settings.topics

@@ -35,6 +35,7 @@ import aiohttp
 import orjson
 
 from schemas import Rejection, decode_alert
+from streams import level_rank
 
 from .kafka_safety import undecodable_info
 
@@ -44,7 +45,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-LEVEL_ORDER = {"normal": 0, "elevated": 1, "high": 2, "critical": 3}
+log = logging.getLogger(__name__)
 
 
 class Outcome(Enum):
@@ -87,9 +88,8 @@ class Route:
         if self.zones is not None and alert.get("zone_id") not in self.zones:
             return False
         if alert.get("status") == "resolved":
-            return LEVEL_ORDER.get(str(alert.get("previous_level")), 0) >= LEVEL_ORDER[
-                self.min_level]
-        return LEVEL_ORDER.get(str(alert.get("level")), 0) >= LEVEL_ORDER[self.min_level]
+            return level_rank(str(alert.get("previous_level"))) >= level_rank(self.min_level)
+        return level_rank(str(alert.get("level"))) >= level_rank(self.min_level)
 
 
 @dataclass(frozen=True, slots=True)

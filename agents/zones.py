@@ -3,14 +3,16 @@
 Every worker reads every partition of the zones topic from the beginning without a consumer
 group, so each one holds the whole registry. A record (key ``zone_id``, value a zone.v1 JSON
 object) adds or replaces that zone; a null value (tombstone) deletes it. A record that is not
-a valid zone goes to the DLQ with reason ``schema`` and changes nothing.
+a valid zone goes to the DLQ with reason ``schema``, one that breaks a registry rule
+(``streams.registry``: windows, thresholds, sensor ids unique across zones, polygons) with
+reason ``registry``; either changes nothing, and the zone's previous version stays in force.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import orjson
@@ -27,6 +29,7 @@ from schemas import (
     parse_zone,
 )
 from streams.pipeline import Pipeline
+from streams.registry import RegistryRules, check_zone_update, sensor_owners
 
 from .config import Settings
 from .topics import partitions_of
@@ -75,6 +78,8 @@ async def follow_zone_topic(
     settings: Settings, registry: dict[str, Zone], pipe: Pipeline, dlq_topic: Any
 ) -> None:
     topic = settings.topics.zones
+    rules = settings.registry_rules()
+    owners = sensor_owners(registry.values())
     tps = [TopicPartition(topic, p)
            for p in await partitions_of(settings.bootstrap_servers, topic)]
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None,
@@ -85,12 +90,9 @@ async def follow_zone_topic(
         await consumer.seek_to_beginning(*tps)
         while True:
             batches = await consumer.getmany(timeout_ms=1000)
-            changed = False
-            for records in batches.values():
-                for rec in records:
-                    changed |= await _apply(rec, registry, dlq_topic)
-            if changed:
-                pipe.set_zones(registry.values())
+            records = [rec for recs in batches.values() for rec in recs]
+            if records and await apply_records(records, registry, pipe, dlq_topic, rules,
+                                               owners):
                 log.info("zone registry updated: %d zones", len(registry))
     except asyncio.CancelledError:
         raise
@@ -98,21 +100,95 @@ async def follow_zone_topic(
         await consumer.stop()
 
 
-async def _apply(rec: Any, registry: dict[str, Zone], dlq_topic: Any) -> bool:
+async def apply_records(
+    records: Sequence[Any], registry: dict[str, Zone], pipe: Pipeline, dlq_topic: Any,
+    rules: RegistryRules, owners: dict[str, str],
+) -> bool:
+    """Apply a fetch of zones records to ``registry`` and then to ``pipe``; True if the
+    registry changed. Records that break zone.v1 or a registry rule are dead-lettered and
+    leave the zone as it was."""
+    before, before_owners = dict(registry), dict(owners)
+    accepted = [rec for rec in records
+                if await _apply(rec, registry, dlq_topic, rules, owners)]
+    if not accepted:
+        return False
+    try:
+        pipe.set_zones(registry.values())
+        return True
+    except Exception:  # a rule the checks do not know of: find its record one at a time
+        log.exception("zone registry update refused by the pipeline; applying one by one")
+    _restore(registry, owners, before, before_owners)
+    pipe.set_zones(registry.values())  # what was in force before this fetch
+    changed = False
+    for rec in accepted:
+        prev, prev_owners = dict(registry), dict(owners)
+        await _apply(rec, registry, dlq_topic, rules, owners)
+        try:
+            pipe.set_zones(registry.values())
+            changed = True
+        except Exception as exc:  # a record must never stop the follower
+            _restore(registry, owners, prev, prev_owners)
+            pipe.set_zones(registry.values())
+            await _dead_letter(rec, Rejection(Reason.REGISTRY, _one_line(exc)), dlq_topic)
+    return changed
+
+
+def _restore(registry: dict[str, Zone], owners: dict[str, str], zones: dict[str, Zone],
+             zone_owners: dict[str, str]) -> None:
+    registry.clear()
+    registry.update(zones)
+    owners.clear()
+    owners.update(zone_owners)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+async def _apply(
+    rec: Any, registry: dict[str, Zone], dlq_topic: Any, rules: RegistryRules,
+    owners: dict[str, str] | None = None,
+) -> bool:
+    """Apply one zones record to ``registry`` (and ``owners``, its sensor index, when the
+    caller keeps one); True if the registry changed. A record that breaks zone.v1 (reason
+    ``schema``) or a registry rule (reason ``registry``) is dead-lettered and changes
+    nothing; no record can make this raise."""
     key = (rec.key or b"").decode(errors="replace")
     if rec.value is None:
-        return registry.pop(key, None) is not None
+        gone = registry.pop(key, None)
+        if gone is not None and owners is not None:
+            for s in gone.sensors:
+                if owners.get(s.sensor_id) == key:
+                    del owners[s.sensor_id]
+        return gone is not None
     try:
         zone = parse_zone(orjson.loads(rec.value), f"zones record {key!r}")
         if zone.zone_id != key:
             raise ZoneRegistryError(f"record key {key!r} is not its zone_id {zone.zone_id!r}")
-    except (orjson.JSONDecodeError, ZoneRegistryError) as exc:
-        rej = Rejection(Reason.SCHEMA, str(exc))
+    except Exception as exc:  # a record must never stop the follower
+        await _dead_letter(rec, Rejection(Reason.SCHEMA, _one_line(exc)), dlq_topic)
+        return False
+    try:
+        check_zone_update(registry, zone, rules, owners)
+    except Exception as exc:  # likewise
+        await _dead_letter(rec, Rejection(Reason.REGISTRY, _one_line(exc)), dlq_topic)
+        return False
+    old = registry.get(zone.zone_id)
+    registry[zone.zone_id] = zone
+    if owners is not None:
+        for s in old.sensors if old is not None else ():
+            owners.pop(s.sensor_id, None)
+        owners.update((s.sensor_id, zone.zone_id) for s in zone.sensors)
+    return True
+
+
+async def _dead_letter(rec: Any, rej: Rejection, dlq_topic: Any) -> None:
+    key = (rec.key or b"").decode(errors="replace")
+    log.warning("rejected zones record %r (%s): %s", key, rej.reason.value, rej.detail)
+    try:
         record = dlq_record(rej, value=rec.value, topic=rec.topic, partition=rec.partition,
                             offset=rec.offset, timestamp_ms=rec.timestamp, key=rec.key)
         await dlq_topic.send(key=rec.key, value=encode_dlq_record(record),
                              headers=dlq_headers(rej, rec.topic, rec.partition, rec.offset))
-        log.warning("rejected zones record %r: %s", key, exc)
-        return False
-    registry[zone.zone_id] = zone
-    return True
+    except Exception:  # the DLQ itself failed: say so loudly, but keep following
+        log.exception("could not dead-letter zones record %r", key)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,14 @@ def _need(cond: bool, where: str, what: str) -> None:
 
 
 def _pos_num(v: object) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and v > 0
+    """A finite number > 0 (YAML can spell .nan and .inf; neither is a size or a level)."""
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return False
+    try:
+        f = float(v)
+    except OverflowError:  # an integer beyond any float
+        return False
+    return math.isfinite(f) and f > 0
 
 
 def _name_str(v: object) -> bool:
@@ -41,7 +49,7 @@ def parse_zone(doc: object, where: str = "zone") -> Zone:
         where,
         "name needs 'th' and 'en' strings (1..200 chars)",
     )
-    _need(_pos_num(doc["area_m2"]), where, "area_m2 must be a number > 0")
+    _need(_pos_num(doc["area_m2"]), where, "area_m2 must be a finite number > 0")
     crowd = doc["crowd"]
     _need(crowd in ("standing", "moving"), where, "crowd must be 'standing' or 'moving'")
     capacity = doc.get("capacity")
@@ -70,7 +78,7 @@ def parse_zone(doc: object, where: str = "zone") -> Zone:
         _need(isinstance(t, Mapping) and set(t) <= {"elevated", "high", "critical"}, where,
               "thresholds takes only elevated, high, critical")
         assert isinstance(t, Mapping)
-        _need(all(_pos_num(v) for v in t.values()), where, "thresholds must be numbers > 0")
+        _need(all(_pos_num(v) for v in t.values()), where, "thresholds must be finite numbers > 0")
         thresholds = _thresholds_from(t)
     sensors = []
     raw_sensors = doc["sensors"]
@@ -83,7 +91,7 @@ def parse_zone(doc: object, where: str = "zone") -> Zone:
         assert kind is not None
         for key in ("calibration", "coverage_m2"):
             _need(s.get(key) is None or _pos_num(s[key]), where,
-                  f"sensor {s['sensor_id']!r}: {key} must be a number > 0")
+                  f"sensor {s['sensor_id']!r}: {key} must be a finite number > 0")
         sensors.append(SensorSpec(
             s["sensor_id"], kind,
             None if s.get("calibration") is None else float(s["calibration"]),
@@ -136,9 +144,13 @@ def load_zones(path: str | Path) -> list[Zone]:
     try:
         doc = orjson.loads(raw) if p.suffix == ".json" else yaml.safe_load(raw)
     except (orjson.JSONDecodeError, yaml.YAMLError) as exc:
-        raise ZoneRegistryError(f"{p}: not valid {p.suffix.lstrip('.').upper()}: {exc}") from exc
+        why = " ".join(str(exc).split())  # one line: YAML's messages span several
+        raise ZoneRegistryError(f"{p}: not valid {p.suffix.lstrip('.').upper()}: {why}") from exc
     if isinstance(doc, Mapping) and "zones" in doc:
         doc = doc["zones"]
     _need(isinstance(doc, list), str(p), "must hold a list of zones (or {zones: [...]})")
     assert isinstance(doc, list)
-    return parse_zones(doc)
+    try:
+        return parse_zones(doc)
+    except ZoneRegistryError as exc:
+        raise ZoneRegistryError(f"{p}: {exc}") from None

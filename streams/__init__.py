@@ -15,8 +15,17 @@ from .density import (
     WindowedDensityEngine,
 )
 from .engine import DensityEngine, DensityUpdate
-from .levels import MOVING_DEFAULTS, STANDING_DEFAULTS, Level, level_for, resolve_thresholds
+from .levels import (
+    LEVEL_NAMES,
+    MOVING_DEFAULTS,
+    STANDING_DEFAULTS,
+    Level,
+    level_for,
+    level_rank,
+    resolve_thresholds,
+)
 from .messages import BANGKOK, alert_message, english_datetime, thai_datetime
+from .registry import RegistryRules, check_zone_update, check_zones
 
 __all__ = [
     "BANGKOK",
@@ -24,17 +33,22 @@ __all__ = [
     "DEFAULT_IDLE_MS",
     "DEFAULT_SLIDE_MS",
     "DEFAULT_WINDOW_MS",
+    "LEVEL_NAMES",
     "MOVING_DEFAULTS",
     "STANDING_DEFAULTS",
     "AlertTracker",
     "DensityEngine",
     "DensityUpdate",
     "Level",
+    "RegistryRules",
     "WindowedDensityEngine",
     "alert_message",
+    "check_zone_update",
+    "check_zones",
     "english_datetime",
     "episode_id",
     "level_for",
+    "level_rank",
     "resolve_thresholds",
     "thai_datetime",
 ]

@@ -216,7 +216,7 @@ class WindowedDensityEngine:
             if sidx not in keep:
                 if self.si[sidx, K.SI_AUTO] and not listed:
                     listed.append(sidx)
-                else:
+                elif self.si[sidx, K.SI_ZONE] == idx:  # (it may have moved to another zone)
                     self.si[sidx, K.SI_ZONE] = -1
         self.zone_sensors[idx] = listed
         self.zone_listed[idx] = len(zone.sensors)

@@ -32,6 +32,15 @@ class Level(IntEnum):
         return self.name.lower()
 
 
+# The wire names in rising order: the one level order every package uses.
+LEVEL_NAMES: Final[tuple[str, ...]] = tuple(lv.wire for lv in Level)
+
+
+def level_rank(name: str) -> int:
+    """The rank of a wire level name (``normal`` 0 .. ``critical`` 3); -1 if unknown."""
+    return LEVEL_NAMES.index(name) if name in LEVEL_NAMES else -1
+
+
 STANDING_DEFAULTS: Final = Thresholds(elevated=2.0, high=3.5, critical=5.0)
 MOVING_DEFAULTS: Final = Thresholds(elevated=1.08, high=2.17, critical=3.5)
 
