@@ -165,15 +165,15 @@ def test_hostile_lines_change_no_alert_and_each_gets_its_verdict(
 
 # -- One bad batch ----------------------------------------------------------------------------
 
-def bad_gateway_batch(target_bytes: int = 500_000, n: int = 4_800) -> bytes:
-    """One gateway's batch of ``n`` plausible readings for a zone nobody registered."""
+def bad_gateway_batch(target_bytes: int = 500_000, n: int = 4_500) -> bytes:
+    """One gateway's batch of ``n`` plausible readings for a zone nobody registered, padded
+    (by the width of the event ids) to about ``target_bytes``."""
     start, _ = scenario_range("crush")
-    base = {"event_id": "", "sensor_id": "plaza-cam-1", "zone_id": "pop-up-night-market",
-            "kind": "occupancy", "ts": start, "count": 140}
-    per = len(orjson.dumps(base)) + 1
-    pad = max(1, (target_bytes - 2) // n - per)
-    items = [dict(base, event_id=f"pm-{i:06d}".ljust(pad, "0"), ts=start + i * 100)
-             for i in range(n)]
+    base = {"event_id": "", "sensor_id": "pm-c1", "zone_id": "popup-mkt",
+            "kind": "occupancy", "ts": start, "count": 14}
+    width = target_bytes // n - (len(orjson.dumps(base)) + 1)
+    assert width >= 4
+    items = [dict(base, event_id=f"{i:0{width}d}", ts=start + i * 100) for i in range(n)]
     return orjson.dumps(items)
 
 
