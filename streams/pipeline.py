@@ -169,6 +169,7 @@ class Pipeline:
     ) -> None:
         zone_list = list(zones)
         self.zones = {z.zone_id: z for z in zone_list}
+        self._owner = {s.sensor_id: z.zone_id for z in zone_list for s in z.sensors}
         self.engine: DensityEngine = engine or WindowedDensityEngine(zone_list)
         self.alerts = AlertTracker(self.zones, alarm)
         self._clock = clock
@@ -181,6 +182,7 @@ class Pipeline:
     def set_zones(self, zones: Iterable[Zone]) -> None:
         zone_list = list(zones)
         self.zones = {z.zone_id: z for z in zone_list}
+        self._owner = {s.sensor_id: z.zone_id for z in zone_list for s in z.sensors}
         self.engine.set_zones(zone_list)
         self.alerts.set_zones(self.zones)
 
@@ -223,6 +225,11 @@ class Pipeline:
             self.alerts.import_state(snap["zone_ids"].tolist(), alerts)
         return restored
 
+    def _votes(self, ev: SensorEvent) -> bool:
+        """Only the registry's own sensors vote on the offline clock: a sender that invents
+        sensor ids cannot outvote them."""
+        return self._owner.get(ev.sensor_id) == ev.zone_id
+
     def _offline_clock(self, msg: Consumed, batch: Sequence[Consumed]) -> RobustClock:
         key = (msg.topic, msg.partition)
         clk = self._clocks.get(key)
@@ -233,7 +240,7 @@ class Pipeline:
             # file that starts with a bad clock is judged like the rest.
             readings = [(e.sensor_id, e.ts_ms) for m in batch
                         if (m.topic, m.partition) == key and m.value is not None
-                        for e in decode_sensor_items(m.value)[0]]
+                        for e in decode_sensor_items(m.value)[0] if self._votes(e)]
             first = RobustClock.opinion(readings)
             if first is not None:
                 clk.observe([("", first)] * clk.quorum)
@@ -278,7 +285,8 @@ class Pipeline:
                 arrivals.append(ev.ts_ms if ref is None else ref)
                 ev_msg.append(k)
                 ev_item.append(item if batch_msg else None)
-                accepted.append((ev.sensor_id, ev.ts_ms))
+                if self._votes(ev):
+                    accepted.append((ev.sensor_id, ev.ts_ms))
             if offline is not None:
                 offline.observe(accepted)
         out.events_in = len(events)

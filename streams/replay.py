@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -59,12 +60,34 @@ def _line_ts(line: bytes) -> int:
     return 0
 
 
+LOOKAHEAD = 16
+"""A line's merge key is the smallest time among it and the next LOOKAHEAD lines of its file:
+one line stamped in the year 2200 cannot hold back the rest of its file (the other file's
+lines would all be merged ahead of it, out of their event-time order)."""
+
+
 def _lines(path: Path, kind: str) -> Iterator[tuple[int, int, str, int, bytes]]:
+    window: deque[tuple[int, int, bytes]] = deque()
+    prio = 0 if kind == "events" else 1
+    last = [0]
+
+    def head() -> tuple[int, int, str, int, bytes]:
+        ts, n, line = window.popleft()
+        # Lines without a time (0: not JSON, say) go where their neighbours go.
+        known = [t for t in (ts, *(t for t, _, _ in window)) if t > 0]
+        key = min(known) if known else last[0]
+        last[0] = key
+        return key, prio, kind, n, line
+
     with path.open("rb") as f:
         for n, raw in enumerate(f):
             line = raw.rstrip(b"\r\n")
             if line.strip():
-                yield _line_ts(line), 0 if kind == "events" else 1, kind, n, line
+                window.append((_line_ts(line), n, line))
+                if len(window) > LOOKAHEAD:
+                    yield head()
+    while window:
+        yield head()
 
 
 def replay(
