@@ -6,7 +6,7 @@ several workers in one process never share hidden state.
 Ingest path: the sensor agent takes *batches* of raw messages (``take_events``), hands the
 whole batch to :class:`streams.pipeline.Pipeline` (decode, validate, window, alert) and publishes
 what it returns. Faust's per-message machinery is paid once per message, everything else once
-per batch (see ``shared/PERF-NOTES.md``).
+per batch (see ``docs/perf-notes.md``).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ The model, per zone and per second of scenario time:
   arrivals are Poisson with a rate that closes the gap to the target, departures binomial;
   a *bottleneck* zone lets people out at most ``outflow`` per second (the Naresuan Bridge in
   the crush scenario), so occupancy piles up when arrivals exceed it;
-- **sensors** read that truth with what real ones do (``shared/DOMAIN.md`` section 2):
+- **sensors** read that truth with what real ones do (``docs/domain.md`` section 2):
   cameras count the people in their view with ±5 % noise and a fixed coverage error per
   camera; line counters report true entries/exits since their previous reading, with a
   small undercount; Wi-Fi counters see people / calibration, with a calibration drift that

@@ -1,7 +1,7 @@
 """A faust transport that hands the sensor topic to agents one *fetch* at a time.
 
 faust pays ~70 µs of Python per message between the Kafka client and an agent
-(``shared/PERF-NOTES.md``: a ``wait_first`` race, an ``Event``, sensor hooks, ack
+(``docs/perf-notes.md``, Findings: a ``wait_first`` race, an ``Event``, sensor hooks, ack
 bookkeeping), which caps a plain agent near 13,000 messages/s, while the client itself reads
 ~30x that. safetour keeps faust (consumer group, rebalancing, offset commits, recovery hooks,
 web, timers) but changes what a *message* is on the sensor topic: :class:`BatchingConsumer`

@@ -1,7 +1,7 @@
 """Alarm discipline per zone: levels with on-delay, dead-band, off-delay and re-alarm.
 
 A pure state machine driven by event time (the density windows' end times), after OPC UA
-alarm practice (``shared/DOMAIN.md`` section 1, "Product practice"):
+alarm practice (``docs/domain.md`` section 1, "Product practice"):
 
 - **on-delay**: a higher level is raised only after the density has stayed at or above its
   threshold for ``on_delay_s`` (10 s); an ``overcrowding`` report from the last 10 minutes

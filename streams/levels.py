@@ -1,6 +1,6 @@
 """Crowd-density levels and their default thresholds.
 
-Defaults (persons per m² of usable area), from ``shared/DOMAIN.md``:
+Defaults (persons per m² of usable area), from ``docs/domain.md`` section 1:
 
 standing crowds (G. K. Still; UK Green Guide; HSE HSG195)
     elevated 2.0  HSG195 plans outdoor events at 0.5 m² per person (2 p/m²)
