@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -136,15 +136,18 @@ class AlertTracker:
         za = self._zones.get(zone_id)
         return None if za is None else za.clock_ms
 
-    def tick(self, now_ms: int) -> list[tuple[str, dict[str, Any]]]:
-        """Zones without windows for ``quiet_s`` of the world clock ``now_ms`` (blind, or
-        without sensors): report floors expire, blind and critical episodes re-alarm."""
+    def tick(self, clock_of: Callable[[str], int | None]) -> list[tuple[str, dict[str, Any]]]:
+        """Zones without windows for ``quiet_s`` of their clock (``clock_of(zone_id)``: the
+        clock of the partition that drives the zone, else the world's), blind or without
+        sensors: report floors expire, blind and critical episodes re-alarm."""
         quiet = round(self.config.quiet_s * 1000)
         out: list[tuple[str, dict[str, Any]]] = []
         for zid, za in self._zones.items():
             a = za.alarm
-            if a.level is Level.NORMAL or (za.clock_ms is not None
-                                           and now_ms - za.clock_ms < quiet):
+            if a.level is Level.NORMAL:
+                continue
+            now_ms = clock_of(zid)
+            if now_ms is None or (za.clock_ms is not None and now_ms - za.clock_ms < quiet):
                 continue
             for tr in a.tick(now_ms):
                 self._expire(za, now_ms)

@@ -9,8 +9,9 @@ fifth of the sensors together); one odd reading counts only until its sensor's n
 stopped sensor drops out as others are heard. The clock stays close to the newest honest
 reading, and it never goes backwards.
 
-A clock with fewer than ``quorum`` sensors has no opinion (``None``): the pipeline then
-takes the batch it is about to process as the first opinion (:meth:`RobustClock.opinion`).
+Before any sensor was heard the clock has no opinion (``None``): the pipeline then takes the
+batch it is about to process as the first opinion (:meth:`RobustClock.opinion`). With one
+sensor, that sensor is the clock: there is nobody to outvote it.
 """
 
 from __future__ import annotations
@@ -30,19 +31,19 @@ def kth_latest(votes: Iterable[int]) -> int:
 class RobustClock:
     """The k-th latest of the distinct recent sensors' latest reading times (epoch ms)."""
 
-    def __init__(self, depth: int = 255, quorum: int = 3) -> None:
-        if depth < 1 or quorum < 1:
-            raise ValueError("depth and quorum must be >= 1")
+    def __init__(self, depth: int = 255) -> None:
+        if depth < 1:
+            raise ValueError("depth must be >= 1")
         self.depth = depth
-        self.quorum = quorum
         self._votes: OrderedDict[str, int] = OrderedDict()  # sensor -> latest ts, LRU order
         self._now: int | None = None
+        self._seed: int | None = None
 
     def __len__(self) -> int:
         return len(self._votes)
 
     def now(self) -> int | None:
-        """The clock (epoch ms), or None before ``quorum`` sensors were heard."""
+        """The clock (epoch ms), or None before any sensor was heard."""
         return self._now
 
     def observe(self, readings: Iterable[tuple[str, int]]) -> int | None:
@@ -53,10 +54,20 @@ class RobustClock:
             votes[sensor] = ts
         while len(votes) > self.depth:
             votes.popitem(last=False)
-        if len(votes) >= self.quorum:
-            m = kth_latest(votes.values())
+        if votes:
+            # While fewer than three sensors were heard, the batch's own opinion votes too:
+            # the first sensor heard cannot pull the clock alone.
+            extra = [self._seed] if self._seed is not None and len(votes) < 3 else []
+            m = kth_latest([*votes.values(), *extra])
             self._now = m if self._now is None or m > self._now else self._now
         return self._now
+
+    def seed(self, ms: int) -> None:
+        """The opinion of the batch about to be read (:meth:`opinion`): the clock starts
+        there, and it votes while fewer than three sensors were heard."""
+        self._seed = ms
+        if self._now is None:
+            self._now = ms
 
     @staticmethod
     def opinion(readings: Iterable[tuple[str, int]]) -> int | None:

@@ -415,6 +415,14 @@ class WindowedDensityEngine:
         horizon = self.zi[zone, K.ZI_OPEN_MS] - window
         return int(np.count_nonzero(active & (self.si[:n, K.SI_LAST_TS] < horizon)))
 
+    def zone_clock_ms(self, zone_id: str) -> int | None:
+        """The clock of the partition that drives ``zone_id`` (None before its first reading)."""
+        z = self.zone_index.get(zone_id)
+        if z is None or self.zi[z, K.ZI_CLOSED] == K.NEVER:
+            return None
+        v = int(self.p_max[self.zi[z, K.ZI_PART]])
+        return None if v == K.NEVER else v
+
     def clock_ms(self) -> int | None:
         """The newest partition clock (watermark base, idle wall-time included), if any."""
         v = int(self.p_max.max())

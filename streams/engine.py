@@ -79,6 +79,10 @@ class DensityEngine(Protocol):
         """Registered sensors with no reading in their zone's window."""
         ...
 
+    def zone_clock_ms(self, zone_id: str) -> int | None:
+        """The clock of the partition that drives ``zone_id``; None before its first event."""
+        ...
+
     def clock_ms(self) -> int | None:
         """The newest partition clock, idle wall time included; None before any event."""
         ...

@@ -230,21 +230,26 @@ class Pipeline:
         sensor ids cannot outvote them."""
         return self._owner.get(ev.sensor_id) == ev.zone_id
 
-    def _offline_clock(self, msg: Consumed, batch: Sequence[Consumed]) -> RobustClock:
-        key = (msg.topic, msg.partition)
-        clk = self._clocks.get(key)
-        if clk is None:
-            clk = self._clocks[key] = RobustClock()
-        if clk.now() is None:
-            # Warm-up: the batch's own median over its sensors is the first opinion, so a
-            # file that starts with a bad clock is judged like the rest.
-            readings = [(e.sensor_id, e.ts_ms) for m in batch
-                        if (m.topic, m.partition) == key and m.value is not None
-                        for e in decode_sensor_items(m.value)[0] if self._votes(e)]
-            first = RobustClock.opinion(readings)
+    def _offline_clocks(
+        self, decoded: Sequence[tuple[Consumed, list[SensorEvent]]]
+    ) -> dict[tuple[str, int], RobustClock]:
+        """The robust clocks of the batch's input partitions that have no arrival times,
+        each seeded with the batch's own opinion (streams/clock.py)."""
+        readings: dict[tuple[str, int], list[tuple[str, int]]] = {}
+        for msg, evs in decoded:
+            if _arrival(msg, None) is None:
+                readings.setdefault((msg.topic, msg.partition), []).extend(
+                    (e.sensor_id, e.ts_ms) for e in evs if self._votes(e))
+        clocks = {}
+        for key, votes in readings.items():
+            clk = self._clocks.get(key)
+            if clk is None:
+                clk = self._clocks[key] = RobustClock()
+            first = RobustClock.opinion(votes)
             if first is not None:
-                clk.observe([("", first)] * clk.quorum)
-        return clk
+                clk.seed(first)
+            clocks[key] = clk
+        return clocks
 
     def process_sensor_batch(
         self, messages: Sequence[Consumed], now_ms: int | None = None
@@ -258,19 +263,23 @@ class Pipeline:
         ev_item: list[int | None] = []  # ... and its item index there (None: not a batch)
         rejected: dict[int, list[Rejection]] = {}
         skew = self.max_skew_ms
-        for k, msg in enumerate(messages):
+        decoded: list[tuple[Consumed, list[SensorEvent], list[int], list[Rejection]]] = []
+        for msg in messages:
             broken = undecodable(msg)
             if broken is not None:
-                rejected[k] = [Rejection(Reason.UNDECODABLE, broken)]
-                continue
-            evs, items, rejs = decode_sensor_items(msg.value)
+                decoded.append((msg, [], [], [Rejection(Reason.UNDECODABLE, broken)]))
+            else:
+                decoded.append((msg, *decode_sensor_items(msg.value)))
+        clocks = (self._offline_clocks([(m, evs) for m, evs, _, _ in decoded])
+                  if now_ms is None else {})
+        for k, (msg, evs, items, rejs) in enumerate(decoded):
             if rejs:
                 rejected[k] = rejs
             if not evs:
                 continue
             batch_msg = msg.value is not None and msg.value.lstrip()[:1] == b"["
             arrival = _arrival(msg, now_ms)
-            offline = self._offline_clock(msg, messages) if arrival is None else None
+            offline = clocks.get((msg.topic, msg.partition)) if arrival is None else None
             ref = arrival if offline is None else offline.now()
             accepted: list[tuple[str, int]] = []
             for ev, item in zip(evs, items, strict=True):
@@ -347,9 +356,10 @@ class Pipeline:
                 continue
             # Too old to matter: its hold would be over by the zone's own clock (event time
             # of its windows, else of the world; the arrival where there is no such clock).
-            zone_now = self.alerts.zone_clock(zone_id)
-            now = max(x for x in (zone_now, world, arrival, -1) if x is not None)
-            if now >= 0 and rep.ts_ms + hold <= now:
+            now = next((c for c in (self.alerts.zone_clock(zone_id),
+                                     self.engine.zone_clock_ms(zone_id), world, arrival)
+                        if c is not None), None)
+            if now is not None and rep.ts_ms + hold <= now:
                 self._dead_letter(out, msg, [Rejection(
                     Reason.STALE, f"{rep.report_id}: written {(now - rep.ts_ms) // 1000} s "
                     f"before the zone's clock; a report holds for {hold // 1000} s", None,
@@ -383,10 +393,14 @@ class Pipeline:
         """Zones that get no windows (blind, or without sensors) still live in time: their
         report floors expire and open blind episodes are re-alarmed by the world clock."""
         world = self.world_clock()
-        now = world if world is not None else fallback_ms
-        if now is None:
-            return
-        for zone_id, alert in self.alerts.tick(now):
+        default = world if world is not None else fallback_ms
+        zone_clock = self.engine.zone_clock_ms
+
+        def clock_of(zone_id: str) -> int | None:
+            own = zone_clock(zone_id)
+            return own if own is not None else default
+
+        for zone_id, alert in self.alerts.tick(clock_of):
             self._alert(out, zone_id.encode(), alert)
 
     def _alert(self, out: Outputs, key: bytes, alert: dict[str, Any]) -> None:
