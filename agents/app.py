@@ -11,7 +11,10 @@ per batch (see ``docs/perf-notes.md``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import socket
 import time
 from collections.abc import Sequence
 from typing import Any, cast
@@ -25,6 +28,7 @@ from schemas import parse_ts
 from streams.pipeline import Consumed, Outputs, OutRecord, Pipeline, SourceMessage
 
 from .config import Settings
+from .heartbeat import HeartbeatSnapshot, run_heartbeat
 from .logs import Throttled
 from .metrics import Metrics
 from .publish import BatchPublisher
@@ -144,6 +148,8 @@ def build_app(
         await publish(alerts_topic, out.alerts)
         await publish(cap_topic, out.cap)
         now = time.time()
+        if out.density or out.alerts:
+            m.last_output.set(now)
         if len(pipe.zones) <= settings.zone_metrics_max:
             for r in out.density:
                 d = orjson.loads(r.value)
@@ -302,6 +308,23 @@ def build_app(
         m.ready.set(1 if is_ready() else 0)
 
     app.timer(interval=5.0, name="safetour.gauges")(gauges)
+
+    # The dashboard and the rules tell a stalled or dead pipeline from a calm night by these.
+    health_topic = raw_topic(settings.topics.health)
+    worker_id = f"{settings.app_id}@{socket.gethostname()}:{os.getpid()}"
+
+    def heartbeat_snapshot() -> HeartbeatSnapshot:
+        parts = sorted(tp.partition for tp in app.consumer.assignment()
+                       if tp.topic == settings.topics.sensor_events)
+        return HeartbeatSnapshot(worker_id, parts, {p: pipe.engine.watermark(p) for p in parts})
+
+    async def heartbeat() -> None:
+        async def send(key: bytes, value: bytes) -> None:
+            await health_topic.send(key=key, value=value)
+
+        await run_heartbeat(send, 5.0, heartbeat_snapshot, asyncio.Event())
+
+    app.task(heartbeat)
 
     def is_ready() -> bool:
         tps = {tp.partition for tp in app.consumer.assignment()

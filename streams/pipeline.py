@@ -354,11 +354,16 @@ class Pipeline:
                     Reason.FUTURE, f"{rep.report_id}: stamped {(rep.ts_ms - ref) // 1000} s "
                     f"ahead of its arrival", None, "/ts")])
                 continue
-            # Too old to matter: its hold would be over by the zone's own clock (event time
-            # of its windows, else of the world; the arrival where there is no such clock).
-            now = next((c for c in (self.alerts.zone_clock(zone_id),
-                                     self.engine.zone_clock_ms(zone_id), world, arrival)
-                        if c is not None), None)
+            # Too old to matter: its hold would be over by the zone's own clock (event time of
+            # its windows or of its partition). A zone with sensors not seen yet (a backlog
+            # being read) has no clock to judge by: the report acts. A zone without sensors
+            # lives by the world's clock, else by the report's arrival.
+            zone_now = self.alerts.zone_clock(zone_id)
+            if zone_now is None:
+                zone_now = self.engine.zone_clock_ms(zone_id)
+            if zone_now is None and not self.zones[zone_id].sensors:
+                zone_now = world if world is not None else arrival
+            now = zone_now
             if now is not None and rep.ts_ms + hold <= now:
                 self._dead_letter(out, msg, [Rejection(
                     Reason.STALE, f"{rep.report_id}: written {(now - rep.ts_ms) // 1000} s "

@@ -6,6 +6,7 @@ import asyncio
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,10 @@ def test_crush_is_detected_live_over_kafka(kafka: str, tmp_path: Path) -> None:
     s = make_settings(kafka, tmp_path)
     asyncio.run(create_topics(kafka, topic_specs(s.topics)))
     out = simulate(SCENARIOS["crush"], ZONES, seed=1)
+    # The sensors alone: published flat out, the readings are a backlog the worker reads for
+    # a while, and reports (which act when they arrive) would be read ahead of it; the crush
+    # report would then raise critical at its own time, before the windows get there.
+    out = replace(out, reports=[])
     proc = start_worker(s, tmp_path / "worker.log", **PRODUCTION)
     try:
         asyncio.run(publish_live(out, kafka, s.topics.sensor_events, s.topics.reports,

@@ -131,16 +131,17 @@ def test_a_consistently_fast_sensor_is_visible_in_the_evidence() -> None:
 # -- a bounded DLQ ---------------------------------------------------------------------------
 
 def test_one_bad_batch_gives_one_bounded_dlq_record() -> None:
-    batch = [occ(f"e{i}", T0 + i, zone_id="popup") for i in range(4500)]
+    batch = [{"event_id": f"e{i}", "sensor_id": "c", "zone_id": "popup", "kind": "occupancy",
+              "ts": T0 + i, "count": 100} for i in range(5000)]
     value = orjson.dumps(batch)
     assert len(value) < schemas.MAX_MESSAGE_BYTES
     out = pipeline().process_sensor_batch([SourceMessage("s", 0, 7, T0, None, value)],
                                           now_ms=T0)
     assert len(out.dlq) == 1
     record = orjson.loads(out.dlq[0].value)
-    assert record["items_total"] == 4500
+    assert record["items_total"] == 5000
     assert len(record["items"]) == 100
-    assert record["counts"] == {"unknown_zone": 4500}
+    assert record["counts"] == {"unknown_zone": 5000}
     assert record["items"][3]["index"] == 3
     assert record["items"][3]["pointer"] == "/3"
     assert base64.b64decode(record["value_b64"]) == value
@@ -202,6 +203,9 @@ def test_a_report_written_minutes_before_it_arrives_acts_at_once() -> None:
 def test_reports_too_old_or_from_the_future_are_dead_lettered() -> None:
     p = pipeline(zone(), zone("bridge", sensors=("b-cam",)))
     now = T0 + 3_600_000
+    for i in range(30):  # the bridge's own clock: its camera reports up to now
+        t = now - 60_000 + i * 2000
+        p.process_sensor_batch([live(occ(f"b{i}", t, 10, "b-cam", "bridge"), i, t)], now_ms=t)
     old = p.process_report_batch([live(report("r1", T0), 0, now, topic="r")], now_ms=now)
     ahead = p.process_report_batch([live(report("r2", YEAR_2200), 1, now, topic="r")],
                                    now_ms=now)
@@ -284,3 +288,16 @@ def test_a_critical_zone_whose_sensors_all_stop_is_alerted_blind_and_re_alarmed(
     assert back
     assert back[-1]["status"] == "resolved"
     assert not math.isnan(back[-1]["density"] or math.nan)
+
+
+def test_a_report_read_ahead_of_a_sensor_backlog_is_not_stale() -> None:
+    """Another partition has read its whole backlog; the report's zone has not been seen yet:
+    its report acts (it has no zone clock to be old by)."""
+    p = pipeline(zone(), zone("bridge", sensors=("b-cam",)))
+    for i in range(40):  # the vihara's partition is 40 minutes on
+        t = T0 + i * 60_000
+        p.process_sensor_batch([live(occ(f"a{i}", t), i, t)], now_ms=t)
+    out = p.process_report_batch([live(report("r1", T0 + 60_000), 0, T0 + 60_000, topic="r")],
+                                 now_ms=T0 + 40 * 60_000)
+    assert not out.dlq
+    assert [orjson.loads(r.value)["level"] for r in out.alerts] == ["critical"]
