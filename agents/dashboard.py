@@ -62,6 +62,7 @@ from schemas import (
     Zone,
     decode_ack,
     decode_alert,
+    decode_json_object,
     encode_ack,
     format_ts,
 )
@@ -421,15 +422,9 @@ def build_web_app(board: Board, operators: Mapping[str, str], publish_ack: Publi
 def _density(value: bytes | None) -> dict[str, Any] | Rejection:
     """A density record the board can show: zone_id and window_end strings, density a number
     or null (a blind zone)."""
-    if value is None or len(value) > MAX_MESSAGE_BYTES:
-        return Rejection(Reason.TOO_LARGE if value else Reason.NOT_JSON,
-                         "no value" if value is None else f"value is {len(value)} bytes")
-    try:
-        d = orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        return Rejection(Reason.NOT_JSON, f"not UTF-8 JSON: {exc}")
-    if not isinstance(d, dict):
-        return Rejection(Reason.SCHEMA, "/: must be an object")
+    d = decode_json_object(value)
+    if isinstance(d, Rejection):
+        return d
     for key in ("zone_id", "window_end"):
         v = d.get(key)
         if not isinstance(v, str) or not 1 <= len(v) <= 64:

@@ -23,7 +23,7 @@ from typing import Any, Final, NamedTuple
 
 import orjson
 
-from schemas import Reason, Rejection, format_ts
+from schemas import Reason, Rejection, decode_json_object, format_ts
 
 from .rejects import ThrottledLog
 
@@ -54,16 +54,9 @@ def heartbeat_record(worker_id: str, partitions: Iterable[int],
 
 def decode_heartbeat(value: bytes | None) -> dict[str, Any] | Rejection:
     """A heartbeat the dashboard can use (``worker_id`` and ``ts`` strings), or why not."""
-    if value is None:
-        return Rejection(Reason.NOT_JSON, "message has no value (tombstone)")
-    if len(value) > MAX_HEARTBEAT_BYTES:
-        return Rejection(Reason.TOO_LARGE, f"value is {len(value)} bytes")
-    try:
-        doc = orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        return Rejection(Reason.NOT_JSON, f"not UTF-8 JSON: {exc}")
-    if not isinstance(doc, dict):
-        return Rejection(Reason.SCHEMA, "/: must be an object")
+    doc = decode_json_object(value, MAX_HEARTBEAT_BYTES)
+    if isinstance(doc, Rejection):
+        return doc
     for key in ("worker_id", "ts"):
         v = doc.get(key)
         if not isinstance(v, str) or not 1 <= len(v) <= 128:

@@ -29,12 +29,14 @@ from ._validate import (
     MAX_BATCH_EVENTS,
     MAX_MESSAGE_BYTES,
     decode_ack,
+    decode_json_object,
     decode_report,
     decode_sensor_items,
     decode_sensor_message,
     encode_ack,
     format_ts,
     parse_ts,
+    positive_number,
     validate_sensor_event,
 )
 from ._zones import load_zones, parse_zone, parse_zones
@@ -80,6 +82,7 @@ __all__ = [
     "ZoneRegistryError",
     "decode_ack",
     "decode_alert",
+    "decode_json_object",
     "decode_report",
     "decode_sensor_items",
     "decode_sensor_message",
@@ -92,6 +95,7 @@ __all__ = [
     "parse_ts",
     "parse_zone",
     "parse_zones",
+    "positive_number",
     "schema_file",
     "validate_sensor_event",
 ]

@@ -18,9 +18,8 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-import orjson
-
 from ._records import Reason, Rejection
+from ._validate import decode_json_object
 
 MAX_ALERT_BYTES: Final = 1024 * 1024
 """Largest alert value decoded (Kafka's default message size limit)."""
@@ -39,16 +38,9 @@ def _is_num(v: object) -> bool:
 
 def decode_alert(value: bytes | None) -> dict[str, Any] | Rejection:
     """The alert dict of one ``safetour.alerts.v1`` message value, or why it is unusable."""
-    if value is None:
-        return Rejection(Reason.NOT_JSON, "message has no value (tombstone)")
-    if len(value) > MAX_ALERT_BYTES:
-        return Rejection(Reason.TOO_LARGE, f"value is {len(value)} bytes")
-    try:
-        doc = orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        return Rejection(Reason.NOT_JSON, f"not UTF-8 JSON: {exc}")
-    if not isinstance(doc, dict):
-        return _bad(f"/: must be an object, got {type(doc).__name__}")
+    doc = decode_json_object(value, MAX_ALERT_BYTES)
+    if isinstance(doc, Rejection):
+        return doc
     for key, hi in _STRINGS:
         if key not in doc:
             return _bad(f"/: missing required field {key!r}")

@@ -13,6 +13,7 @@ JSON Schema details mirrored here on purpose:
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
@@ -311,6 +312,34 @@ def _decode_one(value: bytes | None, parse: Callable[[object], T]) -> T | Reject
         return parse(doc)
     except _Invalid as exc:
         return Rejection(Reason.SCHEMA, str(exc), None, exc.where)
+
+
+def decode_json_object(value: bytes | None, max_bytes: int = MAX_MESSAGE_BYTES
+                       ) -> dict[str, Any] | Rejection:
+    """One JSON object per message (internal topics): size, JSON, an object; or why not."""
+    if value is None:
+        return Rejection(Reason.NOT_JSON, "message has no value (tombstone)")
+    if len(value) > max_bytes:
+        return Rejection(Reason.TOO_LARGE, f"value is {len(value)} bytes")
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        return Rejection(Reason.NOT_JSON, f"not UTF-8 JSON: {exc}")
+    if not isinstance(doc, dict):
+        return Rejection(Reason.SCHEMA, f"/: must be an object, got {type(doc).__name__}",
+                         None, "/")
+    return doc
+
+
+def positive_number(v: object) -> bool:
+    """A finite number > 0 (YAML can spell .nan and .inf; neither is a size or a level)."""
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return False
+    try:
+        f = float(v)
+    except OverflowError:  # an integer beyond any float
+        return False
+    return math.isfinite(f) and f > 0
 
 
 def decode_report(value: bytes | None) -> Report | Rejection:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ import yaml
 
 from ._errors import ZoneRegistryError
 from ._records import KIND_BY_WIRE, SensorSpec, Thresholds, Zone
+from ._validate import positive_number
 
 
 def _need(cond: bool, where: str, what: str) -> None:
@@ -19,15 +19,7 @@ def _need(cond: bool, where: str, what: str) -> None:
         raise ZoneRegistryError(f"{where}: {what}")
 
 
-def _pos_num(v: object) -> bool:
-    """A finite number > 0 (YAML can spell .nan and .inf; neither is a size or a level)."""
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        return False
-    try:
-        f = float(v)
-    except OverflowError:  # an integer beyond any float
-        return False
-    return math.isfinite(f) and f > 0
+_pos_num = positive_number
 
 
 def _name_str(v: object) -> bool:

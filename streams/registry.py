@@ -16,7 +16,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from schemas import Thresholds, Zone, ZoneRegistryError
+from schemas import Thresholds, Zone, ZoneRegistryError, positive_number
 
 from .density import DEFAULT_SLIDE_MS, DEFAULT_WINDOW_MS
 from .levels import MOVING_DEFAULTS, STANDING_DEFAULTS
@@ -44,14 +44,7 @@ def _fail(zone_id: str, what: str) -> None:
     raise ZoneRegistryError(f"zone {zone_id!r}: {what}")
 
 
-def _finite_pos(v: object) -> bool:
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        return False
-    try:
-        f = float(v)
-    except OverflowError:  # an integer beyond any float
-        return False
-    return math.isfinite(f) and f > 0
+_finite_pos = positive_number
 
 
 def zone_slide_ms(zone: Zone, rules: RegistryRules) -> int:
