@@ -298,22 +298,6 @@ def _report(doc: object) -> Report:
     return Report(report_id, ts_ms, category, source, zone_id, lat, lon, severity, text, lang)
 
 
-def _decode_one(value: bytes | None, parse: Callable[[object], T]) -> T | Rejection:
-    """One JSON object per message: size, JSON, then ``parse`` (raising ``_Invalid``)."""
-    if value is None:
-        return Rejection(Reason.NOT_JSON, "message has no value (tombstone)")
-    if len(value) > MAX_MESSAGE_BYTES:
-        return Rejection(Reason.TOO_LARGE, f"value is {len(value)} bytes")
-    try:
-        doc = orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        return Rejection(Reason.NOT_JSON, f"not UTF-8 JSON: {exc}")
-    try:
-        return parse(doc)
-    except _Invalid as exc:
-        return Rejection(Reason.SCHEMA, str(exc), None, exc.where)
-
-
 def decode_json_object(value: bytes | None, max_bytes: int = MAX_MESSAGE_BYTES
                        ) -> dict[str, Any] | Rejection:
     """One JSON object per message (internal topics): size, JSON, an object; or why not."""
@@ -329,6 +313,17 @@ def decode_json_object(value: bytes | None, max_bytes: int = MAX_MESSAGE_BYTES
         return Rejection(Reason.SCHEMA, f"/: must be an object, got {type(doc).__name__}",
                          None, "/")
     return doc
+
+
+def _decode_one(value: bytes | None, parse: Callable[[object], T]) -> T | Rejection:
+    """One JSON object per message: size, JSON, then ``parse`` (raising ``_Invalid``)."""
+    doc = decode_json_object(value)
+    if isinstance(doc, Rejection):
+        return doc
+    try:
+        return parse(doc)
+    except _Invalid as exc:
+        return Rejection(Reason.SCHEMA, str(exc), None, exc.where)
 
 
 def positive_number(v: object) -> bool:
