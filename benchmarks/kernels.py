@@ -103,7 +103,10 @@ def run_twin(zones: list[Zone], cols: Columns) -> float:
                                                     16)
     events = list(zip(cols.zone.tolist(), cols.sensor.tolist(), cols.kind.tolist(),
                       cols.ts.tolist(), cols.a.tolist(), cols.b.tolist(), cols.cov.tolist(),
-                      cols.hash.tolist(), cols.part.tolist(), strict=True))
+                      cols.hash.tolist(), cols.part.tolist(),
+                      cols.ts.tolist(),  # watermark time: the event time (no arrivals here)
+                      [0] * len(cols.ts),  # content hash: none (the kernel's default too)
+                      strict=True))
     out: list[tuple[int, int, int, int, int, float, float, float, float]] = []
     t0 = time.perf_counter()
     for i in range(0, len(events), BATCH):
