@@ -320,9 +320,8 @@ class WindowedDensityEngine:
         if partitions is None:
             ev_part = np.zeros(n, dtype=np.int32)
         else:
-            ev_part = np.array([partitions[i] for i in rows], dtype=np.int32)
-            if n and (ev_part.min() < 0 or ev_part.max() >= MAX_PARTITIONS):
-                raise ValueError(f"partition numbers must be in 0..{MAX_PARTITIONS - 1}")
+            ev_part = self._home_partitions(
+                ev_zone, np.array([partitions[i] for i in rows], dtype=np.int32))
         status = self.ingest_arrays(ev_zone, ev_sensor, ev_kind, ev_ts, ev_a, ev_b, ev_cov,
                                     ev_hash, ev_part, ev_eff=ev_eff, ev_chash=ev_chash)
         parts = np.unique(ev_part)
@@ -342,6 +341,22 @@ class WindowedDensityEngine:
             refused.append((rows[j], Rejection(Reason.ID_CONFLICT, detail)))
         self.duplicates += int(np.count_nonzero(status == K.DUP))
         return refused
+
+    def _home_partitions(self, ev_zone: npt.NDArray[np.int32], ev_part: npt.NDArray[np.int32]
+                         ) -> npt.NDArray[np.int32]:
+        """Each reading counts on its zone's *home* partition: the one its first reading came
+        on (or its snapshot's). A reading a producer keyed otherwise (another partitioner, a
+        batch that mixes zones) must not judge the zone by another partition's clock, which a
+        consumer may read far ahead of the zone's own."""
+        if ev_part.shape[0] and (ev_part.min() < 0 or ev_part.max() >= MAX_PARTITIONS):
+            raise ValueError(f"partition numbers must be in 0..{MAX_PARTITIONS - 1}")
+        seen = self.zi[ev_zone, K.ZI_CLOSED] != K.NEVER
+        if seen.all():
+            return self.zi[ev_zone, K.ZI_PART].astype(np.int32)
+        zones, first = np.unique(ev_zone, return_index=True)
+        first_part = np.zeros(self.zi.shape[0], dtype=np.int32)
+        first_part[zones] = ev_part[first]
+        return np.where(seen, self.zi[ev_zone, K.ZI_PART], first_part[ev_zone]).astype(np.int32)
 
     def _observe_skew(self, ev_sensor: npt.NDArray[np.int32], lag: I64) -> None:
         """Smooth each sensor's (event time - arrival): its clock offset plus delivery delay."""

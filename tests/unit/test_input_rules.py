@@ -301,3 +301,24 @@ def test_a_report_read_ahead_of_a_sensor_backlog_is_not_stale() -> None:
                                  now_ms=T0 + 40 * 60_000)
     assert not out.dlq
     assert [orjson.loads(r.value)["level"] for r in out.alerts] == ["critical"]
+
+
+def test_a_reading_keyed_to_another_partition_does_not_move_its_zone_there() -> None:
+    """A gateway with another partitioner (or a batch mixing zones) puts a vihara reading on
+    the bridge's partition, whose clock a consumer has read far ahead: the vihara is still
+    judged by its own partition's clock."""
+    p = pipeline(zone(), zone("bridge", sensors=("b-cam",)))
+    for i in range(30):
+        t = T0 + i * 1000
+        p.process_sensor_batch([live(occ(f"a{i}", t), i, t, partition=0)], now_ms=t)
+    for i in range(60):  # the bridge's partition, read ten minutes ahead
+        t = T0 + 600_000 + i * 1000
+        p.process_sensor_batch([live(occ(f"b{i}", t, 10, "b-cam", "bridge"), i, t,
+                                     partition=1)], now_ms=t)
+    stray = p.process_sensor_batch([live(occ("stray", T0 + 30_000), 99, T0 + 30_000,
+                                         partition=1)], now_ms=T0 + 30_000)
+    later = [p.process_sensor_batch([live(occ(f"c{i}", T0 + 31_000 + i * 1000), 40 + i,
+                                          T0 + 31_000 + i * 1000, partition=0)],
+                                    now_ms=T0 + 31_000 + i * 1000) for i in range(10)]
+    assert dlq_reasons(stray) == []
+    assert [r for o in later for r in dlq_reasons(o)] == []
