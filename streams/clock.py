@@ -7,11 +7,12 @@ clock is the ``k``-th latest vote, ``k = max(2, n / 5)`` of ``n`` voters. One ca
 clock reset to 2200, or runs 15 s fast, is the latest vote and is outvoted (so are up to a
 fifth of the sensors together); one odd reading counts only until its sensor's next one; a
 stopped sensor drops out as others are heard. The clock stays close to the newest honest
-reading, and it never goes backwards.
+reading, and once three sensors were heard it never goes backwards.
 
-Before any sensor was heard the clock has no opinion (``None``): the pipeline then takes the
-batch it is about to process as the first opinion (:meth:`RobustClock.opinion`). With one
-sensor, that sensor is the clock: there is nobody to outvote it.
+Before any sensor was heard the clock is the start of the batch about to be read (a seed,
+:meth:`RobustClock.opinion`). With one sensor, that sensor is the clock: there is nobody to
+outvote it; while fewer than three were heard the clock may still go back (the first one
+heard may be the one that runs fast).
 """
 
 from __future__ import annotations
@@ -43,8 +44,8 @@ class RobustClock:
         return len(self._votes)
 
     def now(self) -> int | None:
-        """The clock (epoch ms), or None before any sensor was heard."""
-        return self._now
+        """The clock (epoch ms); before any sensor was heard, the seed (or None)."""
+        return self._now if self._now is not None else self._seed
 
     def observe(self, readings: Iterable[tuple[str, int]]) -> int | None:
         """Take ``(sensor_id, ts_ms)`` of accepted readings; return the clock after them."""
@@ -55,25 +56,22 @@ class RobustClock:
         while len(votes) > self.depth:
             votes.popitem(last=False)
         if votes:
-            # While fewer than three sensors were heard, the batch's own opinion votes too:
-            # the first sensor heard cannot pull the clock alone.
-            extra = [self._seed] if self._seed is not None and len(votes) < 3 else []
-            m = kth_latest([*votes.values(), *extra])
-            self._now = m if self._now is None or m > self._now else self._now
+            m = kth_latest(votes.values())
+            # While fewer than three sensors were heard the clock may go back (the first one
+            # heard may be the one that runs fast); from then on it never does.
+            if len(votes) >= 3 and self._now is not None:
+                m = max(self._now, m)
+            self._now = m
         return self._now
 
     def seed(self, ms: int) -> None:
-        """The opinion of the batch about to be read (:meth:`opinion`): the clock starts
-        there, and it votes while fewer than three sensors were heard."""
+        """The opinion of the batch about to be read (:meth:`opinion`): the clock until a
+        sensor is heard."""
         self._seed = ms
-        if self._now is None:
-            self._now = ms
 
     @staticmethod
-    def opinion(readings: Iterable[tuple[str, int]]) -> int | None:
-        """A first opinion from one batch: the same vote over its sensors' latest readings
-        (a file that starts with a bad clock is judged like the rest)."""
-        latest: dict[str, int] = {}
-        for sensor, ts in readings:
-            latest[sensor] = ts
-        return kth_latest(latest.values()) if latest else None
+    def opinion(readings: Iterable[tuple[str, int]], first: int = 32) -> int | None:
+        """An opinion of when a batch starts: the median of its first ``first`` readings (a
+        file that starts with a bad clock is judged like the rest)."""
+        head = sorted(ts for _, (_, ts) in zip(range(first), readings, strict=False))
+        return head[(len(head) - 1) // 2] if head else None

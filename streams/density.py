@@ -320,8 +320,18 @@ class WindowedDensityEngine:
         if partitions is None:
             ev_part = np.zeros(n, dtype=np.int32)
         else:
-            ev_part = self._home_partitions(
-                ev_zone, np.array([partitions[i] for i in rows], dtype=np.int32))
+            arrived_on = np.array([partitions[i] for i in rows], dtype=np.int32)
+            ev_part = self._home_partitions(ev_zone, arrived_on)
+            foreign = arrived_on != ev_part
+            if foreign.any():
+                # Read on another partition than its zone's (a producer keyed it otherwise):
+                # that partition may be read far ahead or behind of the zone's own, so the
+                # reading moves no clock; it counts if its bucket is open, placed at most the
+                # lead ahead of its zone's clock (the ring's reach).
+                home_clock = self.p_max[ev_part]
+                known = foreign & (home_clock != K.NEVER)
+                ev_ts = np.where(known, np.minimum(ev_ts, home_clock + self.lead_ms), ev_ts)
+                ev_eff = np.where(foreign, K.NEVER, ev_eff)
         status = self.ingest_arrays(ev_zone, ev_sensor, ev_kind, ev_ts, ev_a, ev_b, ev_cov,
                                     ev_hash, ev_part, ev_eff=ev_eff, ev_chash=ev_chash)
         parts = np.unique(ev_part)
@@ -352,7 +362,8 @@ class WindowedDensityEngine:
             raise ValueError(f"partition numbers must be in 0..{MAX_PARTITIONS - 1}")
         seen = self.zi[ev_zone, K.ZI_CLOSED] != K.NEVER
         if seen.all():
-            return self.zi[ev_zone, K.ZI_PART].astype(np.int32)
+            home: npt.NDArray[np.int32] = self.zi[ev_zone, K.ZI_PART].astype(np.int32)
+            return home
         zones, first = np.unique(ev_zone, return_index=True)
         first_part = np.zeros(self.zi.shape[0], dtype=np.int32)
         first_part[zones] = ev_part[first]

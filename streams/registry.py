@@ -128,11 +128,21 @@ def _segments_meet(a: Point, b: Point, c: Point, d: Point, eps: float) -> bool:
             or (z3 and _on_segment(c, a, b)) or (z4 and _on_segment(d, a, b)))
 
 
+MAX_POLYGON_POINTS = 1000
+"""A zone's outline needs tens of points; the self-intersection test is O(n²), so a record
+with a 20,000-point polygon would hold a worker's event loop for minutes."""
+MIN_AREA_M2 = 1.0
+"""Below a square metre any reading would read as a deadly density."""
+
+
 def polygon_problem(polygon: Iterable[Point]) -> str | None:
     """Why ``polygon`` is not a simple polygon, or None. A closing point equal to the first
-    and repeated consecutive points are allowed; O(n²) in the number of points."""
+    and repeated consecutive points are allowed; O(n²) in the number of points (at most
+    MAX_POLYGON_POINTS)."""
     pts: list[Point] = []
     for p in polygon:
+        if len(pts) >= MAX_POLYGON_POINTS:
+            return f"has more than {MAX_POLYGON_POINTS} points"
         if len(p) != 2 or not all(math.isfinite(c) for c in p):
             return f"point {list(p)!r} is not two finite numbers"
         if not pts or pts[-1] != p:
@@ -167,6 +177,11 @@ def polygon_problem(polygon: Iterable[Point]) -> str | None:
     return None
 
 
+def _check_area(zone: Zone) -> None:
+    if zone.area_m2 < MIN_AREA_M2:
+        _fail(zone.zone_id, f"area_m2 {zone.area_m2:g} is below {MIN_AREA_M2:g} m²")
+
+
 def _check_polygon(zone: Zone) -> None:
     if zone.polygon is not None:
         problem = polygon_problem(zone.polygon)
@@ -180,6 +195,7 @@ def check_zone(zone: Zone, rules: RegistryRules) -> None:
     _check_numbers(zone)
     _check_windows(zone, rules)
     effective_thresholds(zone, rules)
+    _check_area(zone)
     _check_polygon(zone)
 
 

@@ -25,7 +25,7 @@ from schemas import Zone
 
 from .alarm import AlarmConfig
 from .engine import DensityEngine
-from .pipeline import Outputs, OutRecord, Pipeline, SourceMessage
+from .pipeline import DEFAULT_MAX_SKEW_MS, Outputs, OutRecord, Pipeline, SourceMessage
 
 log = logging.getLogger(__name__)
 
@@ -61,21 +61,26 @@ def _line_ts(line: bytes) -> int:
 
 
 LOOKAHEAD = 16
-"""A line's merge key is the smallest time among it and the next LOOKAHEAD lines of its file:
-one line stamped in the year 2200 cannot hold back the rest of its file (the other file's
-lines would all be merged ahead of it, out of their event-time order)."""
+"""A line's merge key is its time, but never later than any of the next LOOKAHEAD lines of its
+file (sensor messages), or than that plus the skew (reports, which phones send late and out
+of order): one line stamped in the year 2200 cannot hold back the rest of its file (the other
+file's lines would all be merged ahead of it, out of their event-time order)."""
 
 
 def _lines(path: Path, kind: str) -> Iterator[tuple[int, int, str, int, bytes]]:
     window: deque[tuple[int, int, bytes]] = deque()
     prio = 0 if kind == "events" else 1
+    slack = 0 if kind == "events" else DEFAULT_MAX_SKEW_MS
     last = [0]
 
     def head() -> tuple[int, int, str, int, bytes]:
         ts, n, line = window.popleft()
         # Lines without a time (0: not JSON, say) go where their neighbours go.
-        known = [t for t in (ts, *(t for t, _, _ in window)) if t > 0]
-        key = min(known) if known else last[0]
+        later = [t for t, _, _ in window if t > 0]
+        if ts > 0:
+            key = min([ts, *(t + slack for t in later)])
+        else:
+            key = min(later) if later else last[0]
         last[0] = key
         return key, prio, kind, n, line
 

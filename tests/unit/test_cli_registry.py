@@ -29,6 +29,7 @@ COMMANDS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bad", sorted(BAD))
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_a_bad_registry_is_one_line_and_exit_2(tmp_path: Path, command: str, bad: str) -> None:

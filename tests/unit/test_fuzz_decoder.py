@@ -18,6 +18,7 @@ from typing import Any
 
 import jsonschema
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -132,12 +133,14 @@ def check_decoding(value: bytes | None) -> tuple[list[SensorEvent], list[Any]]:
     return events, rejections
 
 
+@pytest.mark.slow
 @FUZZ
 @given(st.binary(max_size=4096))
 def test_raw_bytes_never_break_the_decoder(value: bytes) -> None:
     check_decoding(value)
 
 
+@pytest.mark.slow
 @settings(FUZZ, max_examples=200)
 @given(st.one_of(st.binary(max_size=64), near_events().map(dumps)).flatmap(
     lambda v: st.tuples(st.just(v), st.integers(0, max(len(v) - 1, 0)),
@@ -147,6 +150,7 @@ def test_damaged_events_never_break_the_decoder(case: tuple[bytes, int, bytes]) 
     check_decoding(value[:at] + junk + value[at + len(junk):])  # bytes overwritten in place
 
 
+@pytest.mark.slow
 @FUZZ
 @given(documents)
 def test_documents_near_the_contract_decode_as_the_reference_validates(

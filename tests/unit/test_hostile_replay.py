@@ -142,6 +142,7 @@ def replay_seed(name: str, seed: int, tmp: Path, *, heavy: bool) -> SeedResult:
     return res
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["crush", "wat-yai-fair"])
 def test_hostile_lines_change_no_alert_and_each_gets_its_verdict(
     name: str, tmp_path: Path

@@ -322,3 +322,79 @@ def test_a_reading_keyed_to_another_partition_does_not_move_its_zone_there() -> 
                                     now_ms=T0 + 31_000 + i * 1000) for i in range(10)]
     assert dlq_reasons(stray) == []
     assert [r for o in later for r in dlq_reasons(o)] == []
+
+
+# -- found by an independent review (replay of recorded files) ------------------------------
+
+def _crush_files(tmp: Any) -> tuple[Any, Any]:
+    from agents.simulate import SCENARIOS, simulate, write_files  # noqa: PLC0415
+    from schemas import load_zones  # noqa: PLC0415
+    from tests.unit.test_hostile_replay import ZONES_FILE  # noqa: PLC0415
+
+    out = simulate(SCENARIOS["crush"], load_zones(ZONES_FILE), seed=1)
+    events, reports = tmp / "events.jsonl", tmp / "reports.jsonl"
+    write_files(out, str(events), str(reports))
+    return events, reports
+
+
+def _replay(events: Any, reports: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    import io  # noqa: PLC0415
+
+    from agents.config import Settings  # noqa: PLC0415
+    from schemas import load_zones  # noqa: PLC0415
+    from streams.replay import replay, replay_pipeline  # noqa: PLC0415
+    from tests.unit.test_hostile_replay import ZONES_FILE  # noqa: PLC0415
+
+    zones = load_zones(ZONES_FILE)
+    conf = Settings.from_env({}).pipeline(zones)
+    pipe = replay_pipeline(zones, conf.engine, conf.alerts.config)
+    out, dlq = io.BytesIO(), io.BytesIO()
+    replay(pipe, events, out, reports=reports, dlq_out=dlq)
+    return ([orjson.loads(x) for x in out.getvalue().splitlines()],
+            [orjson.loads(x) for x in dlq.getvalue().splitlines()])
+
+
+def test_a_camera_15_s_fast_in_a_recorded_night_makes_no_other_reading_late(tmp_path: Any
+                                                                           ) -> None:
+    events, reports = _crush_files(tmp_path)
+    _, clean = _replay(events, reports)
+    fast = tmp_path / "fast.jsonl"
+    lines = []
+    for line in events.read_bytes().splitlines():
+        doc = orjson.loads(line)
+        for item in doc if isinstance(doc, list) else [doc]:
+            if item.get("sensor_id") == "nb-cam-east":
+                item["ts"] += 15_000
+        lines.append(orjson.dumps(doc))
+    fast.write_bytes(b"\n".join(lines) + b"\n")
+    _, dirty = _replay(fast, reports)
+    late = [d for d in dirty if d["reason"] == "late"]
+    assert len(late) == len([d for d in clean if d["reason"] == "late"])
+
+
+def test_a_report_sent_late_in_a_recorded_file_gets_no_other_report_refused(tmp_path: Any
+                                                                          ) -> None:
+    events, reports = _crush_files(tmp_path)
+    lines = reports.read_bytes().splitlines()
+    lines.insert(3, lines.pop(0))  # the first report arrived after the fourth
+    moved = tmp_path / "moved.jsonl"
+    moved.write_bytes(b"\n".join(lines) + b"\n")
+    _, dlq = _replay(events, moved)
+    assert [d["reason"] for d in dlq if "reports" in d["source"]["topic"]
+            or "moved" in d["source"]["topic"]] == []
+
+
+def test_a_huge_or_tiny_zone_is_refused_at_once() -> None:
+    import pytest  # noqa: PLC0415
+
+    from agents.config import Settings  # noqa: PLC0415
+    from streams.registry import check_zones  # noqa: PLC0415
+
+    rules = Settings.from_env({}).registry_rules()
+    circle = tuple((16.82 + 0.001 * math.cos(2 * math.pi * i / 20_000),
+                    100.26 + 0.001 * math.sin(2 * math.pi * i / 20_000)) for i in range(20_000))
+    big = Zone("big", "ก", "Big", 500.0, "standing", (), polygon=circle)
+    with pytest.raises(schemas.ZoneRegistryError, match="more than 1000 points"):
+        check_zones([big], rules)
+    with pytest.raises(schemas.ZoneRegistryError, match="area_m2"):
+        check_zones([Zone("tiny", "ก", "Tiny", 1e-300, "standing", ())], rules)
