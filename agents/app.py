@@ -32,7 +32,7 @@ from .heartbeat import HeartbeatSnapshot, run_heartbeat
 from .logs import Throttled
 from .metrics import Metrics
 from .publish import BatchPublisher
-from .state import Snapshot, read_snapshots, write_snapshot
+from .state import Lineage, Snapshot, read_snapshots, start_offsets, write_snapshots
 from .topics import DLQ_MAX_MESSAGE_BYTES
 from .transport import BatchingTransport, RecordBatch
 from .zones import follow_zone_topic
@@ -115,7 +115,6 @@ def build_app(
                          key_serializer="raw", value_serializer="raw")
 
     sensor_topic = raw_topic(settings.topics.sensor_events)
-    state_topic = raw_topic(settings.topics.state)
     alerts_topic = raw_topic(settings.topics.alerts)
     cap_topic = raw_topic(settings.topics.alerts_cap)
     density_topic = raw_topic(settings.topics.density)
@@ -176,17 +175,22 @@ def build_app(
     restored: set[int] = set()
     last_snapshot = [time.monotonic()]
     unsnapshotted: set[int] = set()  # partitions processed since their last snapshot
+    # The snapshot lineage (fencing epoch, seq, live snapshots) of each partition held.
+    lineages: dict[int, Lineage] = {}
 
-    async def send_state(key: bytes, value: bytes) -> None:
-        await state_topic.send(key=key, value=value)
+    async def send_state(key: bytes, value: bytes | None) -> None:
+        # Returns once the broker has acknowledged the record (None: a tombstone).
+        await app.producer.send_and_wait(settings.topics.state, key, value, None, None, None)
 
     async def take_snapshots(partitions: set[int]) -> None:
-        for p in sorted(partitions & set(next_offset)):
-            snap = Snapshot(p, next_offset[p], pipe.snapshot(p))
-            await write_snapshot(send_state, settings.app_id, snap)
+        held = sorted(partitions & set(next_offset) & set(lineages))
+        snaps = [Snapshot(p, next_offset[p], pipe.snapshot(p)) for p in held]
+        if snaps:
+            await write_snapshots(send_state, settings.app_id, snaps, lineages)
+        for snap in snaps:
             m.snapshots.inc()
-            m.snapshot_bytes.labels(str(p)).set(len(snap.blob))
-            unsnapshotted.discard(p)
+            m.snapshot_bytes.labels(str(snap.partition)).set(len(snap.blob))
+            unsnapshotted.discard(snap.partition)
         last_snapshot[0] = time.monotonic()
 
     async def ingest(stream: Any) -> None:
@@ -227,40 +231,76 @@ def build_app(
     async def on_revoked(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
         # Hand over a fresh snapshot, so the next owner replays as little as possible.
         gone = sensor_partitions(args[0] if args else kwargs.get("revoked", ()))
-        await take_snapshots(gone)
+        try:
+            await take_snapshots(gone)
+        except Exception:
+            # The previous complete snapshot stays readable: the next owner restores it.
+            log.exception("partitions %s: hand-over snapshot failed", sorted(gone))
         for p in gone:
             next_offset.pop(p, None)
             restored.discard(p)
+            lineages.pop(p, None)
+            unsnapshotted.discard(p)
 
     async def on_rebalanced(
         sender: Any, *args: Any, signal: Any = None, **kwargs: Any
     ) -> None:
         # Runs just before faust seeks every partition to its committed offset: restore the
-        # newest snapshot of each newly assigned partition and commit the snapshot's offset,
-        # so the seek resumes exactly where the restored state ends. No snapshot: replay the
-        # partition from its beginning (offset 0, or the oldest retained).
+        # newest complete snapshot of each newly assigned partition and commit its offset, so
+        # the seek resumes exactly where the restored state ends. No snapshot: start at the
+        # first arrival of the last window + grace (SAFETOUR_START=recent) or at the oldest
+        # retained offset (from-start).
         new = sensor_partitions(app.consumer.assignment()) - restored
         if not new:
             return
-        snaps = await read_snapshots(settings.bootstrap_servers, settings.topics.state,
+        found = await read_snapshots(settings.bootstrap_servers, settings.topics.state,
                                      settings.app_id, new)
-        offsets = {}
+        now_ms = int(time.time() * 1000)
+        offsets: dict[int, int] = {}
         for p in sorted(new):
-            snap = snaps.get(p)
-            if snap is not None:
-                zones = pipe.restore(snap.blob, int(time.time() * 1000))
-                log.info("partition %d: restored %d zones; resuming at offset %d",
-                         p, zones, snap.offset)
-            else:
-                log.info("partition %d: no snapshot; replaying it from the start", p)
-            offsets[TP(settings.topics.sensor_events, p)] = snap.offset if snap else 0
+            f = found.get(p)
+            for ref, snap in f.candidates if f is not None else ():
+                try:
+                    zones = pipe.restore(snap.blob, now_ms)
+                except Exception:
+                    log.exception("partition %d: snapshot %s could not be restored; trying "
+                                  "the one before it", p, ref.sid)
+                    continue
+                log.info("partition %d: restored %d zones from snapshot %s (epoch %d, seq %d); "
+                         "resuming at offset %d", p, zones, ref.sid, ref.epoch, ref.seq,
+                         snap.offset)
+                offsets[p] = snap.offset
+                break
+            lineages[p] = Lineage.after(f)
+        fresh = sorted(new - set(offsets))
+        if fresh:
+            recent = settings.start == "recent"
+            since = now_ms - round((settings.window_s + settings.grace_s) * 1000)
+            starts = await start_offsets(settings.bootstrap_servers,
+                                         settings.topics.sensor_events, fresh,
+                                         since if recent else None)
+            for p in fresh:
+                offsets[p] = starts[p]
+                if recent:
+                    log.info("partition %d: no snapshot; starting at offset %d, the first "
+                             "arrival of the last %.0f s (SAFETOUR_START=recent)", p, starts[p],
+                             settings.window_s + settings.grace_s)
+                else:
+                    log.info("partition %d: no snapshot; replaying it from the start "
+                             "(offset %d)", p, starts[p])
+        tps = {TP(settings.topics.sensor_events, p): o for p, o in offsets.items()}
         # faust's public commit() takes only offsets it saw acked; _commit takes ours.
-        await cast(Any, app.consumer)._commit(offsets)
+        await cast(Any, app.consumer)._commit(tps)
         # aiokafka's seek_to_committed skips a committed offset of 0 (the consumer would
         # stay at the old committed position and skip the replay): seek those ourselves.
-        for tp, offset in offsets.items():
+        for tp, offset in tps.items():
             if offset == 0:
                 await app.consumer.seek(tp, 0)
+        for p, offset in offsets.items():
+            # The state now stands for this offset. Snapshot it soon: the new epoch fences
+            # the snapshots of any previous owner still writing late.
+            next_offset[p] = offset
+            unsnapshotted.add(p)
         restored.update(new)
 
     # mode's Signal.connect is typed for one receiver shape; these are the documented ones.

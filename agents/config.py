@@ -15,6 +15,8 @@ from streams import RegistryRules, WindowedDensityEngine, check_zones
 from streams.alarm import AlarmConfig
 from streams.pipeline import Pipeline
 
+START_MODES = ("recent", "from-start")
+
 
 def repo_root() -> Path:
     """The source checkout this package runs from (it holds ``deploy/``)."""
@@ -145,6 +147,9 @@ class Settings:
     idle_s: float = 30.0
     # Seconds between state snapshots (recovery replays at most this much input).
     snapshot_s: float = 10.0
+    # Where a partition without a snapshot starts: "recent" (the arrivals of the last
+    # window + grace, found by timestamp) or "from-start" (the oldest retained: a backtest).
+    start: str = "recent"
     # Export a per-zone density gauge only up to this many zones (cardinality).
     zone_metrics_max: int = 500
     # Alarm discipline (streams/alarm.py).
@@ -242,6 +247,7 @@ class Settings:
             grace_s=_float(e, "SAFETOUR_GRACE_S", 10.0),
             idle_s=_float(e, "SAFETOUR_IDLE_S", 30.0),
             snapshot_s=_float(e, "SAFETOUR_SNAPSHOT_S", 10.0),
+            start=e.get("SAFETOUR_START", "").strip().lower() or "recent",
             session_timeout_s=_float(e, "SAFETOUR_SESSION_TIMEOUT_S", 6.0),
             zone_metrics_max=_int(e, "SAFETOUR_ZONE_METRICS_MAX", 500),
             on_delay_s=_float(e, "SAFETOUR_ON_DELAY_S", 10.0),
@@ -268,6 +274,8 @@ class Settings:
             raise ConfigError("SAFETOUR_GRACE_S, _IDLE_S and _LEAD_S must be >= 0")
         if s.max_skew_s < s.lead_s:
             raise ConfigError("SAFETOUR_MAX_SKEW_S must be at least SAFETOUR_LEAD_S")
+        if s.start not in START_MODES:
+            raise ConfigError(f"SAFETOUR_START={s.start!r}: use recent or from-start")
         if s.dashboard_stale_s <= 0:
             raise ConfigError("SAFETOUR_DASHBOARD_STALE_S must be > 0")
         ratio = s.window_s / s.slide_s
@@ -294,6 +302,8 @@ environment:
   SAFETOUR_GRACE_S          allowed lateness of events in seconds (default 10)
   SAFETOUR_IDLE_S           quiet time before a partition follows the wall clock (default 30)
   SAFETOUR_SNAPSHOT_S       seconds between state snapshots for recovery (default 10)
+  SAFETOUR_START            without a snapshot, start at the last window + grace of input
+                            (recent, default) or at the oldest retained (from-start: backtest)
   SAFETOUR_ON_DELAY_S       a level must hold this long before it is raised (default 10)
   SAFETOUR_OFF_DELAY_S      ... and be cleared this long before it is lowered (default 30)
   SAFETOUR_DEAD_BAND        a level clears below (1 - band) x its threshold (default 0.10)

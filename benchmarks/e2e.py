@@ -193,6 +193,8 @@ def safetour_env(bootstrap: str, in_topic: str, zones_file: Path, state: Path,
         "SAFETOUR_LOG_LEVEL": os.environ.get("BENCH_WORKER_LOG_LEVEL", "WARNING"),
         # Event time of the data is months ago: never let idle partitions jump to the wall clock.
         "SAFETOUR_IDLE_S": "86400", "SAFETOUR_ZONE_METRICS_MAX": "0",
+        # The input is published before the worker starts: read all of it (a backtest).
+        "SAFETOUR_START": "from-start",
     })
     env.update(extra)
     return env

@@ -41,6 +41,7 @@ from .cap import to_cap
 from .clock import RobustClock
 from .density import WindowedDensityEngine
 from .engine import DensityEngine, DensityUpdate
+from .levels import Level
 
 log = logging.getLogger(__name__)
 
@@ -212,18 +213,58 @@ class Pipeline:
         return zlib.compress(buf.getvalue(), 1)
 
     def restore(self, blob: bytes, now_ms: int | None = None) -> int:
-        """Put back a :meth:`snapshot`; return the number of zones restored. ``now_ms``: the
-        wall clock, which a snapshot's clocks may not run ahead of (see the engine)."""
+        """Put back a :meth:`snapshot`; return the number of zones whose density state was
+        restored. ``now_ms``: the wall clock, which a snapshot's clocks may not run ahead of
+        (see the engine).
+
+        The open alert episodes are carried over even when the density state cannot be
+        (another snapshot format, window or grace: an upgrade), so an episode is never
+        dropped silently: the next alert of the zone continues it (same ``alert_id``)."""
         with np.load(io.BytesIO(zlib.decompress(blob)), allow_pickle=False) as f:
             snap = {k: f[k] for k in f.files}
-        if int(snap.pop("format")[0]) != SNAPSHOT_FORMAT:
-            log.warning("snapshot has an unknown format; ignored")
-            return 0
-        alerts = orjson.loads(snap.pop("alerts_json").tobytes())
-        restored = self.engine.restore(snap, now_ms)
-        if restored:
-            self.alerts.import_state(snap["zone_ids"].tolist(), alerts)
+        fmt = int(snap.pop("format")[0]) if "format" in snap else None
+        raw = snap.pop("alerts_json", None)
+        alerts: Any = orjson.loads(raw.tobytes()) if raw is not None else {}
+        if not isinstance(alerts, dict):
+            alerts = {}
+        zone_ids = [str(z) for z in snap["zone_ids"].tolist()] if "zone_ids" in snap else []
+        restored = 0
+        if fmt == SNAPSHOT_FORMAT:
+            restored = self.engine.restore(snap, now_ms)
+        else:
+            log.warning("snapshot has format %s (this version reads %d); its density state "
+                        "is not restored", fmt, SNAPSHOT_FORMAT)
+        carried = self._carry_over(zone_ids or list(alerts), alerts, now_ms)
+        if restored < len(zone_ids) and carried:
+            log.warning("density state of %d of %d zones not restored; open alert episodes "
+                        "carried over: %s", len(zone_ids) - restored, len(zone_ids),
+                        ", ".join(carried))
         return restored
+
+    def _carry_over(
+        self, zone_ids: Sequence[str], alerts: dict[str, Any], now_ms: int | None
+    ) -> list[str]:
+        """Import the alert state of ``zone_ids`` (independent of the window settings);
+        return the open episodes, as ``zone (level, seq n)``. A zone whose state is stamped
+        ahead of the wall clock (a poisoned snapshot) starts afresh."""
+        ok: dict[str, Any] = {}
+        for zid in zone_ids:
+            st = alerts.get(zid)
+            if not isinstance(st, dict):
+                continue
+            stamps = [st.get(k) for k in ("episode_start_ms", "last_sent_ms", "clock_ms")]
+            if now_ms is not None and any(
+                    isinstance(t, int) and t > now_ms + self.max_skew_ms for t in stamps):
+                log.warning("zone %r: alert state stamped ahead of the wall clock; dropped", zid)
+                continue
+            ok[zid] = st
+        try:
+            self.alerts.import_state(list(ok), ok)
+        except (KeyError, TypeError, ValueError):
+            log.exception("alert state of the snapshot could not be read; not carried over")
+            return []
+        return [f"{z} ({Level(int(st['level'])).name.lower()}, seq {st.get('seq', 0)})"
+                for z, st in ok.items() if z in self.zones and int(st["level"]) > 0]
 
     def _votes(self, ev: SensorEvent) -> bool:
         """Only the registry's own sensors vote on the offline clock: a sender that invents

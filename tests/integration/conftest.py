@@ -75,6 +75,9 @@ def settings_env(s: Settings) -> dict[str, str]:
         # Short windows so tests see outputs within seconds (defaults: 60/5/10/30 s).
         SAFETOUR_WINDOW_S="10", SAFETOUR_SLIDE_S="1", SAFETOUR_GRACE_S="1",
         SAFETOUR_IDLE_S="2", SAFETOUR_SESSION_TIMEOUT_S="6",
+        # Tests publish recorded input before the worker starts: read it all (a backtest).
+        # tests/integration/test_start.py covers the default, recent.
+        SAFETOUR_START="from-start",
     )
 
 

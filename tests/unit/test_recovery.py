@@ -72,3 +72,40 @@ def test_backfill_is_not_made_late_by_the_wall_clock() -> None:
     last = e.emit()
     assert last
     assert last[-1].readings == 0
+
+
+def test_an_upgrade_that_changes_the_grace_keeps_the_open_critical_episode() -> None:
+    """A snapshot taken with window 60 / grace 10, restored into an engine with grace 5:
+    the density state cannot be restored, but the open critical episode is carried over and
+    the zone's next alert continues it (same alert_id), instead of vanishing unresolved."""
+    from .test_input_rules import live, occ, zone  # noqa: PLC0415
+
+    t0 = 1_771_150_000_000
+    zs = [zone()]
+
+    def engine(grace_ms: int) -> WindowedDensityEngine:
+        return WindowedDensityEngine(zs, window_ms=60_000, slide_ms=5_000, grace_ms=grace_ms)
+
+    def feed(p: Pipeline, start: int, seconds: int, count: int) -> list[dict[str, object]]:
+        out = []
+        for i in range(start, start + seconds):
+            t = t0 + i * 1000
+            msgs = [live(occ(f"{s}-{i}", t, count, sensor=s), 3 * i + k, t + 200)
+                    for k, s in enumerate(("cam", "cam2", "cam3"))]
+            out += [orjson.loads(r.value) for r in p.process_sensor_batch(msgs, t + 200).alerts]
+        return out
+
+    old = Pipeline(zs, engine=engine(10_000))
+    raised = feed(old, 0, 120, 300)  # 6 p/m²: critical
+    critical = [a for a in raised if a["level"] == "critical"]
+    assert critical
+    episode = critical[-1]["alert_id"]
+    blob = old.snapshot(0)
+
+    new = Pipeline(zs, engine=engine(5_000))
+    assert new.restore(blob, now_ms=t0 + 120_000) == 0  # the density state is not restored
+    after = feed(new, 120, 120, 30)  # the crowd thins out: 0.6 p/m²
+    assert after, "the open episode vanished: no alert ever resolves it"
+    assert after[0]["alert_id"] == episode
+    assert after[0]["status"] != "raised"
+    assert any(a["status"] == "resolved" for a in after)
