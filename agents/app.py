@@ -42,11 +42,6 @@ log = logging.getLogger(__name__)
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4"
 
 
-def kafka_url(bootstrap: str) -> str:
-    """``host1:9092,host2:9092`` as faust's broker URL list."""
-    return ";".join(f"kafka://{h.strip()}" for h in bootstrap.split(",") if h.strip())
-
-
 class SafetourApp(faust.App):
     """faust's App with the batching transport (``agents/transport.py``) for the topics in
     ``batch_topics``."""
@@ -85,7 +80,8 @@ def build_app(
     datadir.parent.mkdir(parents=True, exist_ok=True)
     app = SafetourApp(
         settings.app_id,
-        broker=kafka_url(settings.bootstrap_servers),
+        # The broker URL and the connection's security: the client factory (agents/kafka.py).
+        **settings.kafka.faust_kwargs(),
         store="memory://",
         autodiscover=False,
         datadir=str(datadir),
