@@ -313,6 +313,28 @@ def start_worker_process(settings: Settings, log_path: Path) -> subprocess.Popen
         )
 
 
+# `safetour run` stopping (SIGTERM, SIGINT): the worker has this long to leave its group and
+# exit before it is killed, then the broker this long (README "The `safetour` command").
+WORKER_STOP_S = 10.0
+BROKER_STOP_S = 15.0
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM (systemd, `timeout`, a CI runner) stops like Ctrl-C: as SIGINT, so that
+    asyncio.run cancels its main task and the clean-up of cmd_run runs."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
+
+
+def _ignore_stop_signals() -> None:
+    """While it stops what it started, a second signal must not leave them running (each
+    stop is bounded and ends in SIGKILL)."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def stop_process(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -349,7 +371,6 @@ def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from . import simulate as sim  # noqa: PLC0415
-    from .tail import tail_alerts  # noqa: PLC0415
 
     if args.scenario not in sim.SCENARIOS:
         raise SafetourError(f"unknown scenario {args.scenario!r}; choose from "
@@ -363,10 +384,28 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
                            app_id=f"safetour-demo-{run_id}")
     zones = settings.load_registry()
     simulated = sim.simulate(scenario, zones, seed=args.seed, grace_s=settings.grace_s)
-    started = ensure_broker(settings)
+    handlers = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    try:
+        return _run(args, settings, scenario, simulated)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
+
+def _run(args: argparse.Namespace, settings: Settings, scenario: Any, simulated: Any) -> int:
+    from . import simulate as sim  # noqa: PLC0415
+    from .tail import tail_alerts  # noqa: PLC0415
+
+    _interrupt_on_sigterm()
+    broker = EmbeddedBroker(settings, echo=_echo)
+    started = False
     worker: subprocess.Popen[bytes] | None = None
     seen = 0
     try:
+        if settings.embedded:
+            started = broker.start()
+        else:
+            _echo(f"using Kafka at {settings.bootstrap} (SAFETOUR_KAFKA_BOOTSTRAP)")
         asyncio.run(create_topics(settings.kafka, topic_specs(settings.topics),
                                   wait_s=60.0 if started else None))
         _echo(f"topics ready: {settings.topics.prefix}* (another terminal: "
@@ -422,10 +461,12 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     except KeyboardInterrupt:
         _echo("interrupted; shutting down")
     finally:
+        _ignore_stop_signals()
         if worker is not None:
-            stop_process(worker)
-        if started and not args.keep_broker:
-            EmbeddedBroker(settings, echo=_echo).stop()
+            _echo(f"stopping the worker (pid {worker.pid})...")
+            stop_process(worker, timeout=WORKER_STOP_S)
+        if (started or broker.started_here) and not args.keep_broker:
+            broker.stop(timeout=BROKER_STOP_S)
     return 0 if seen or not args.expect_alerts else 1
 
 
