@@ -162,6 +162,7 @@ async def wait_for_topics(
     cfg = as_config(kafka)
     deadline = time.monotonic() + wait_s
     failure: BaseException | None = None
+    next_log = 0.0  # the wait is logged once every 10 s, not at every retry
     while True:
         admin = cfg.admin()
         try:
@@ -175,7 +176,9 @@ async def wait_for_topics(
                 return
         except (KafkaUnreachable, KafkaConnectionError, KafkaError, OSError) as exc:
             failure = exc
-            log.info("waiting for Kafka at %s: %s", cfg.bootstrap, exc)
+            if time.monotonic() >= next_log:
+                log.info("waiting for Kafka at %s: %s", cfg.bootstrap, exc)
+                next_log = time.monotonic() + 10.0
         finally:
             await admin.close()
         if time.monotonic() > deadline:
