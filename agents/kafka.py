@@ -339,8 +339,8 @@ class KafkaConfig:
         except (KafkaError, OSError, TimeoutError) as exc:
             await _close(client)
             if isinstance(exc, TimeoutError) and not str(exc):
-                waited = round(self.connect_timeout_s, 1)
-                raise self.unreachable(f"no answer within {waited:g}s") from None
+                raise self.unreachable(f"no answer within {self.connect_timeout_s:.3g}s") \
+                    from None
             raise self.unreachable(exc) from None
 
     @contextlib.asynccontextmanager

@@ -71,7 +71,7 @@ async def tail_alerts(
                                    else consumer.seek_to_end(*tps), cfg.connect_timeout_s)
         except (KafkaError, OSError, TimeoutError) as exc:
             raise cfg.unreachable(exc if str(exc) else "no answer within "
-                                  f"{round(cfg.connect_timeout_s, 1):g}s") from None
+                                  f"{cfg.connect_timeout_s:.3g}s") from None
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while max_alerts is None or seen < max_alerts:
             if stop is not None and stop.is_set():

@@ -75,7 +75,7 @@ async def publish_zones(kafka: KafkaTarget, topic: str, zones: Iterable[Zone]) -
                     cfg.connect_timeout_s)
             except (KafkaError, OSError, TimeoutError) as exc:
                 raise cfg.unreachable(exc if str(exc) else "no acknowledgement within "
-                                      f"{round(cfg.connect_timeout_s, 1):g}s") from None
+                                      f"{cfg.connect_timeout_s:.3g}s") from None
             n += 1
     return n
 
