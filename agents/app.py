@@ -42,11 +42,6 @@ log = logging.getLogger(__name__)
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4"
 
 
-def kafka_url(bootstrap: str) -> str:
-    """``host1:9092,host2:9092`` as faust's broker URL list."""
-    return ";".join(f"kafka://{h.strip()}" for h in bootstrap.split(",") if h.strip())
-
-
 class SafetourApp(faust.App):
     """faust's App with the batching transport (``agents/transport.py``) for the topics in
     ``batch_topics``."""
@@ -85,7 +80,8 @@ def build_app(
     datadir.parent.mkdir(parents=True, exist_ok=True)
     app = SafetourApp(
         settings.app_id,
-        broker=kafka_url(settings.bootstrap_servers),
+        # The broker URL and the connection's security: the client factory (agents/kafka.py).
+        **settings.kafka.faust_kwargs(),
         store="memory://",
         autodiscover=False,
         datadir=str(datadir),
@@ -253,7 +249,7 @@ def build_app(
         new = sensor_partitions(app.consumer.assignment()) - restored
         if not new:
             return
-        found = await read_snapshots(settings.bootstrap_servers, settings.topics.state,
+        found = await read_snapshots(settings.kafka, settings.topics.state,
                                      settings.app_id, new)
         now_ms = int(time.time() * 1000)
         offsets: dict[int, int] = {}
@@ -276,7 +272,7 @@ def build_app(
         if fresh:
             recent = settings.start == "recent"
             since = now_ms - round((settings.window_s + settings.grace_s) * 1000)
-            starts = await start_offsets(settings.bootstrap_servers,
+            starts = await start_offsets(settings.kafka,
                                          settings.topics.sensor_events, fresh,
                                          since if recent else None)
             for p in fresh:

@@ -106,6 +106,12 @@ class EmbeddedBroker:
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
 
+    @property
+    def started_here(self) -> bool:
+        """True while this object holds a broker process it started (even one still
+        starting up): the one :meth:`stop` must not leave behind."""
+        return self._proc is not None
+
     # -- jars -------------------------------------------------------------------------------
     def ensure_jars(self) -> None:
         marker = self.libs / f".complete-{KAFKA_VERSION}"

@@ -34,7 +34,7 @@ from schemas import SafetourError
 from .broker import BrokerError, EmbeddedBroker
 from .config import ENV_HELP, Settings, Topics
 from .kafka_safety import install_safe_fetch
-from .logs import logging_config
+from .logs import faust_logging_config, logging_config
 from .topics import create_topics, list_topics, topic_specs
 
 log = logging.getLogger("safetour.cli")
@@ -74,15 +74,16 @@ def cmd_broker(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "create":
-        if args.start_broker:
-            ensure_broker(settings)
+        started = ensure_broker(settings) if args.start_broker else False
         specs = topic_specs(settings.topics, replication=args.replication)
-        result = asyncio.run(create_topics(settings.bootstrap_servers, specs))
+        # A broker started just now may need a few more seconds before it takes requests.
+        result = asyncio.run(create_topics(settings.kafka, specs,
+                                           wait_s=60.0 if started else None))
         for s in specs:
             print(f"{result[s.name]:<8} {s.name} partitions={s.partitions} "
                   + " ".join(f"{k}={v}" for k, v in s.config.items()))
     else:
-        for name in asyncio.run(list_topics(settings.bootstrap_servers)):
+        for name in asyncio.run(list_topics(settings.kafka)):
             print(name)
     return 0
 
@@ -92,7 +93,7 @@ def cmd_zones(args: argparse.Namespace, settings: Settings) -> int:
 
     path = Path(args.file) if args.file else settings.zones_file
     zones = settings.load_registry(path)
-    n = asyncio.run(publish_zones(settings.bootstrap_servers, settings.topics.zones, zones))
+    n = asyncio.run(publish_zones(settings.kafka, settings.topics.zones, zones))
     _echo(f"published {n} zones from {path} to {settings.topics.zones}")
     return 0
 
@@ -161,7 +162,7 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
               f"reports -> {d}/events.jsonl, {d}/reports.jsonl")
         return 0
     progress = _sim_progress if sys.stderr.isatty() and not args.quiet else None
-    sent = asyncio.run(sim.publish_live(out, settings.bootstrap_servers,
+    sent = asyncio.run(sim.publish_live(out, settings.kafka,
                                         settings.topics.sensor_events, settings.topics.reports,
                                         speed=args.speed, progress=progress))
     if progress is not None:
@@ -239,9 +240,18 @@ def cmd_notify(args: argparse.Namespace, settings: Settings) -> int:
 
     app = build_notify_app(settings, factory, args.channel, Route(args.min_level, zones),
                            policy)
-    worker = faust.Worker(app, loglevel=args.log_level, quiet=True)
+    worker = faust.Worker(app, loglevel=args.log_level, quiet=True,
+                          logging_config=_faust_logging(args.log_level))
     _no_spinner(worker)
     worker.execute_from_commandline()
+
+
+def _faust_logging(level: str) -> dict[str, Any]:
+    """A faust worker's logging: JSON lines or faust's text format, and Kafka outages
+    logged once every 10 s (agents/logs.py KafkaOutageFilter)."""
+    if os.environ.get("SAFETOUR_LOG_FORMAT", "text") == "json":
+        return logging_config("json", level)
+    return faust_logging_config(level)
 
 
 def _no_spinner(worker: Any) -> None:
@@ -261,13 +271,11 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     # Join the group only once the input topics have leaders: joining earlier gets an empty
     # assignment that lasts until the next metadata refresh.
     t = settings.topics
-    asyncio.run(wait_for_topics(settings.bootstrap_servers,
+    asyncio.run(wait_for_topics(settings.kafka,
                                 [t.sensor_events, t.reports, t.zones, t.state]))
     app = build_app(settings)
-    config = None
-    if os.environ.get("SAFETOUR_LOG_FORMAT", "text") == "json":
-        config = logging_config("json", args.log_level)
-    worker = faust.Worker(app, loglevel=args.log_level, quiet=True, logging_config=config)
+    worker = faust.Worker(app, loglevel=args.log_level, quiet=True,
+                          logging_config=_faust_logging(args.log_level))
     _no_spinner(worker)
     worker.execute_from_commandline()  # runs until SIGTERM/Ctrl-C, then exits the process
 
@@ -276,7 +284,7 @@ def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
     from .tail import tail_alerts  # noqa: PLC0415
 
     n = asyncio.run(tail_alerts(
-        settings.bootstrap_servers, settings.topics.alerts, from_beginning=args.from_beginning,
+        settings.kafka, settings.topics.alerts, from_beginning=args.from_beginning,
         max_alerts=args.max, timeout_s=args.timeout, as_json=args.json,
     ))
     return 0 if n or args.max is None else 1
@@ -303,6 +311,28 @@ def start_worker_process(settings: Settings, log_path: Path) -> subprocess.Popen
             [sys.executable, "-m", "agents", "worker"], stdout=out, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, env=env,
         )
+
+
+# `safetour run` stopping (SIGTERM, SIGINT): the worker has this long to leave its group and
+# exit before it is killed, then the broker this long (README "The `safetour` command").
+WORKER_STOP_S = 10.0
+BROKER_STOP_S = 15.0
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM (systemd, `timeout`, a CI runner) stops like Ctrl-C: as SIGINT, so that
+    asyncio.run cancels its main task and the clean-up of cmd_run runs."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
+
+
+def _ignore_stop_signals() -> None:
+    """While it stops what it started, a second signal must not leave them running (each
+    stop is bounded and ends in SIGKILL)."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
@@ -341,7 +371,6 @@ def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from . import simulate as sim  # noqa: PLC0415
-    from .tail import tail_alerts  # noqa: PLC0415
 
     if args.scenario not in sim.SCENARIOS:
         raise SafetourError(f"unknown scenario {args.scenario!r}; choose from "
@@ -355,11 +384,30 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
                            app_id=f"safetour-demo-{run_id}")
     zones = settings.load_registry()
     simulated = sim.simulate(scenario, zones, seed=args.seed, grace_s=settings.grace_s)
-    started = ensure_broker(settings)
+    handlers = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    try:
+        return _run(args, settings, scenario, simulated)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
+
+def _run(args: argparse.Namespace, settings: Settings, scenario: Any, simulated: Any) -> int:
+    from . import simulate as sim  # noqa: PLC0415
+    from .tail import tail_alerts  # noqa: PLC0415
+
+    _interrupt_on_sigterm()
+    broker = EmbeddedBroker(settings, echo=_echo)
+    started = False
     worker: subprocess.Popen[bytes] | None = None
     seen = 0
     try:
-        asyncio.run(create_topics(settings.bootstrap_servers, topic_specs(settings.topics)))
+        if settings.embedded:
+            started = broker.start()
+        else:
+            _echo(f"using Kafka at {settings.bootstrap} (SAFETOUR_KAFKA_BOOTSTRAP)")
+        asyncio.run(create_topics(settings.kafka, topic_specs(settings.topics),
+                                  wait_s=60.0 if started else None))
         _echo(f"topics ready: {settings.topics.prefix}* (another terminal: "
               f"SAFETOUR_TOPIC_PREFIX={settings.topics.prefix} safetour alerts tail)")
         log_path = settings.state_dir / "logs" / "worker.log"
@@ -377,7 +425,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
             stop = asyncio.Event()
             board_stop = asyncio.Event()
             tail = asyncio.create_task(tail_alerts(
-                settings.bootstrap_servers, settings.topics.alerts, stop=stop,
+                settings.kafka, settings.topics.alerts, stop=stop,
             ))
             board: asyncio.Task[None] | None = None
             if args.dashboard_port:
@@ -394,7 +442,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
                     stop=board_stop, ready=ready))
             try:
                 await sim.publish_live(
-                    simulated, settings.bootstrap_servers, settings.topics.sensor_events,
+                    simulated, settings.kafka, settings.topics.sensor_events,
                     settings.topics.reports, speed=args.speed)
                 # Let the last windows close (the partitions go quiet) and their alerts arrive.
                 await asyncio.sleep(settings.idle_s + settings.grace_s + settings.slide_s + 3)
@@ -413,10 +461,12 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     except KeyboardInterrupt:
         _echo("interrupted; shutting down")
     finally:
+        _ignore_stop_signals()
         if worker is not None:
-            stop_process(worker)
-        if started and not args.keep_broker:
-            EmbeddedBroker(settings, echo=_echo).stop()
+            _echo(f"stopping the worker (pid {worker.pid})...")
+            stop_process(worker, timeout=WORKER_STOP_S)
+        if (started or broker.started_here) and not args.keep_broker:
+            broker.stop(timeout=BROKER_STOP_S)
     return 0 if seen or not args.expect_alerts else 1
 
 
@@ -526,6 +576,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+ONE_SHOT_COMMANDS = frozenset({"broker", "topics", "zones", "alerts", "replay"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     # Before any command runs: a record batch that aiokafka cannot decode (a codec library
     # missing, a corrupt batch) is skipped with a sentinel record in its place, never raised
@@ -538,7 +591,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"safetour: error: SAFETOUR_LOG_FORMAT={fmt!r}: use text or json",
               file=sys.stderr)
         return 2
-    logging.config.dictConfig(logging_config(fmt, args.log_level))
+    # One-shot tools report an unreachable Kafka in one line of their own: the clients'
+    # connection errors are not shown; long-running processes log them every 10 s.
+    quiet = args.command in ONE_SHOT_COMMANDS
+    logging.config.dictConfig(logging_config(fmt, args.log_level,
+                                             kafka_errors="quiet" if quiet else "throttle"))
     logging.getLogger("safetour").setLevel(args.log_level)
     try:
         settings = Settings.from_env()

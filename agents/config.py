@@ -15,6 +15,8 @@ from streams import RegistryRules, WindowedDensityEngine, check_zones
 from streams.alarm import AlarmConfig
 from streams.pipeline import Pipeline
 
+from .kafka import KafkaConfig
+
 START_MODES = ("recent", "from-start")
 
 
@@ -177,6 +179,9 @@ class Settings:
     accept_unlisted: bool = False
     # The dashboard's banner: no heartbeat and no density record for this long.
     dashboard_stale_s: float = 30.0
+    # How to connect to Kafka (SAFETOUR_KAFKA_*: security, connect timeout); its bootstrap
+    # follows ``bootstrap_servers`` (see :attr:`kafka`). None: plaintext, defaults.
+    kafka_security: KafkaConfig | None = None
 
     def pipeline(self, zones: Iterable[Zone]) -> Pipeline:
         """The processing pipeline these settings describe."""
@@ -231,6 +236,15 @@ class Settings:
     def bootstrap_servers(self) -> str:
         return self.bootstrap or f"127.0.0.1:{self.broker_port}"
 
+    @property
+    def kafka(self) -> KafkaConfig:
+        """The Kafka client factory (agents/kafka.py) for these settings: every component
+        builds its clients from it."""
+        base = self.kafka_security or KafkaConfig(self.bootstrap_servers)
+        if base.bootstrap == self.bootstrap_servers:
+            return base
+        return replace(base, bootstrap=self.bootstrap_servers)
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         e = os.environ if env is None else env
@@ -263,6 +277,7 @@ class Settings:
             accept_unlisted=_bool(e, "SAFETOUR_ACCEPT_UNLISTED_SENSORS"),
             dashboard_stale_s=_float(e, "SAFETOUR_DASHBOARD_STALE_S", 30.0),
         )
+        s = replace(s, kafka_security=KafkaConfig.from_env(e, s.bootstrap_servers))
         if e.get("SAFETOUR_ZONES"):
             s = replace(s, zones_file=Path(e["SAFETOUR_ZONES"]))
         if e.get("SAFETOUR_STATE_DIR"):
@@ -287,6 +302,12 @@ class Settings:
 ENV_HELP = """\
 environment:
   SAFETOUR_KAFKA_BOOTSTRAP  existing Kafka cluster (host:port,...); unset = embedded broker
+  SAFETOUR_KAFKA_SECURITY_PROTOCOL  PLAINTEXT (default), SSL, SASL_PLAINTEXT or SASL_SSL
+  SAFETOUR_KAFKA_SASL_MECHANISM  SCRAM-SHA-512 (default with SASL), SCRAM-SHA-256 or PLAIN
+  SAFETOUR_KAFKA_USER, SAFETOUR_KAFKA_PASSWORD or SAFETOUR_KAFKA_PASSWORD_FILE  SASL login
+  SAFETOUR_KAFKA_CA_FILE    CA bundle (PEM) the broker's certificate is checked against
+  SAFETOUR_KAFKA_CERT_FILE/_KEY_FILE  client certificate and key (PEM), for mTLS
+  SAFETOUR_KAFKA_CONNECT_TIMEOUT_S  tools give up on an unreachable Kafka after this (15)
   SAFETOUR_BROKER_PORT      embedded broker port (default 19092; controller on +1)
   SAFETOUR_TOPIC_PREFIX     topic name prefix (default "safetour.")
   SAFETOUR_SENSOR_TOPIC     read sensor events from this topic instead (replays, benchmarks)

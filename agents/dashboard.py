@@ -69,6 +69,7 @@ from schemas import (
 from streams import LEVEL_NAMES
 
 from .heartbeat import decode_heartbeat
+from .kafka import KafkaTarget, KafkaUnreachable, as_config
 from .metrics import Metrics
 from .rejects import InternalRejects, ThrottledLog
 
@@ -469,20 +470,21 @@ def apply_records(board: Board, topic_kind: str, values: Iterable[bytes | None],
     return bad
 
 
-async def follow_topics(bootstrap: str, topics: Mapping[str, tuple[str, float]], board: Board,
-                        stop: asyncio.Event, rejects: InternalRejects | None = None) -> None:
+async def follow_topics(kafka: KafkaTarget, topics: Mapping[str, tuple[str, float]],
+                        board: Board, stop: asyncio.Event,
+                        rejects: InternalRejects | None = None) -> None:
     """Read ``{kind: (topic, lookback_s)}`` into ``board`` until ``stop``."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: PLC0415
+    from aiokafka import TopicPartition  # noqa: PLC0415
 
     from .topics import partitions_of, seek_since  # noqa: PLC0415
 
+    cfg = as_config(kafka)
     kind_of: dict[str, str] = {t: k for k, (t, _) in topics.items()}
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                                enable_auto_commit=False)
-    await consumer.start()
+    consumer = cfg.consumer()
+    await cfg.start(consumer)
     try:
         tps = [TopicPartition(t, p) for t, _ in topics.values()
-               for p in await partitions_of(bootstrap, t)]
+               for p in await partitions_of(cfg, t)]
         consumer.assign(tps)
         now = time.time()
         for topic, lookback_s in topics.values():
@@ -499,7 +501,7 @@ async def follow_topics(bootstrap: str, topics: Mapping[str, tuple[str, float]],
         await consumer.stop()
 
 
-async def follow_retrying(bootstrap: str, topics: Mapping[str, tuple[str, float]],
+async def follow_retrying(kafka: KafkaTarget, topics: Mapping[str, tuple[str, float]],
                           board: Board, stop: asyncio.Event, rejects: InternalRejects,
                           *, retry_s: float = 2.0) -> None:
     """:func:`follow_topics`, started again whenever it fails: a dashboard that cannot read
@@ -508,13 +510,15 @@ async def follow_retrying(bootstrap: str, topics: Mapping[str, tuple[str, float]
 
     from .topics import TopicError  # noqa: PLC0415
 
+    cfg = as_config(kafka)
     failures = ThrottledLog(log)
     while not stop.is_set():
         try:
-            await follow_topics(bootstrap, topics, board, stop, rejects)
-        except (KafkaError, TopicError, OSError) as exc:
+            await follow_topics(cfg, topics, board, stop, rejects)
+        except (KafkaError, TopicError, KafkaUnreachable, OSError) as exc:
             board.kafka_failed(f"{type(exc).__name__}: {exc}")
-            failures.note("dashboard: cannot read Kafka at %s: %r; retrying", bootstrap, exc)
+            failures.note("dashboard: cannot read Kafka at %s: %s; retrying", cfg.bootstrap,
+                          exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), retry_s)
 
@@ -523,21 +527,19 @@ async def serve_dashboard(settings: Any, operators: Mapping[str, str], host: str
                           *, stop: asyncio.Event, ready: Callable[[str], None] | None = None
                           ) -> None:
     """Run the dashboard until ``stop``: the Kafka follower, the producer, the web server."""
-    from aiokafka import AIOKafkaProducer  # noqa: PLC0415
-
     board = Board(settings.load_registry(),
                   stale_s=getattr(settings, "dashboard_stale_s", STALE_S))
     rejects = InternalRejects.of("dashboard", Metrics(), log)
     t = settings.topics
-    producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, acks="all",
-                                enable_idempotence=True)
-    await producer.start()
+    cfg = settings.kafka
+    producer = cfg.producer()
+    await cfg.start(producer)
 
     async def publish_ack(key: bytes, value: bytes) -> None:
         await producer.send_and_wait(t.acks, key=key, value=value)
 
     follower = asyncio.create_task(follow_retrying(
-        settings.bootstrap_servers,
+        cfg,
         {"alert": (t.alerts, 24 * 3600), "ack": (t.acks, 24 * 3600),
          "density": (t.density, 15 * 60), "health": (t.health, 15 * 60)}, board, stop,
         rejects), name="dashboard-follower")

@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 import aiohttp
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
 
 from schemas import Ack, Reason, Rejection, decode_ack, decode_alert, format_ts
 from streams.escalation import EscalationTracker, escalation_alert
@@ -50,20 +50,22 @@ async def run_escalator(
     metrics: Metrics | None = None,
 ) -> None:
     topics = settings.topics
-    bootstrap = settings.bootstrap_servers
+    cfg = settings.kafka
     route = route or Route("critical")
     m = metrics or Metrics()
     stop = stop or asyncio.Event()
     tps = [TopicPartition(t, p) for t in (topics.alerts, topics.acks, topics.escalations)
-           for p in await partitions_of(bootstrap, t)]
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                                enable_auto_commit=False)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
-                                enable_idempotence=True)
+           for p in await partitions_of(cfg, t)]
+    consumer = cfg.consumer()
+    producer = cfg.producer()
     tracker = EscalationTracker(round(after_s * 1000))
     rejects = InternalRejects.of(f"escalate-{channel}", m, log)
-    await consumer.start()
-    await producer.start()
+    await cfg.start(consumer)
+    try:
+        await cfg.start(producer)
+    except BaseException:
+        await consumer.stop()
+        raise
     try:
         consumer.assign(tps)
         await seek_since(consumer, tps, int((time.time() - lookback_s) * 1000))

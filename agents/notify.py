@@ -331,19 +331,17 @@ def build_notify_app(settings: Any, notifier_factory: Callable[[aiohttp.ClientSe
     never holds back another, and a restarted notifier resumes from its committed offset.
     Offsets commit after delivery (at least once); receivers drop repeats by idempotency key.
     """
-    import faust  # noqa: PLC0415
-
-    from .app import kafka_url  # noqa: PLC0415
     from .metrics import Metrics  # noqa: PLC0415
     from .rejects import InternalRejects  # noqa: PLC0415
+    from .transport import IdempotentApp  # noqa: PLC0415
 
     group = f"{settings.app_id}-notify-{channel}"
     datadir = settings.state_dir / "faust" / group
     datadir.parent.mkdir(parents=True, exist_ok=True)
-    app = faust.App(group, broker=kafka_url(settings.bootstrap_servers), store="memory://",
-                    autodiscover=False, datadir=str(datadir), web_enabled=False,
-                    consumer_auto_offset_reset="earliest",
-                    broker_session_timeout=settings.session_timeout_s)
+    app = IdempotentApp(group, **settings.kafka.faust_kwargs(), store="memory://",
+                        autodiscover=False, datadir=str(datadir), web_enabled=False,
+                        consumer_auto_offset_reset="earliest",
+                        broker_session_timeout=settings.session_timeout_s)
     alerts = app.topic(settings.topics.alerts, key_type=bytes, value_type=bytes,
                        key_serializer="raw", value_serializer="raw")
     dlq = app.topic(settings.topics.notify_dlq, key_type=bytes, value_type=bytes,

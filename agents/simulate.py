@@ -30,13 +30,16 @@ import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from schemas import Kind, Zone
 from streams.levels import Level, level_for, resolve_thresholds
 from streams.messages import BANGKOK
+
+if TYPE_CHECKING:
+    from .kafka import KafkaTarget
 
 Target = Callable[[float], float]  # seconds since start -> target density, p/m²
 
@@ -329,7 +332,7 @@ def write_files(out: SimOutput, events_path: str, reports_path: str) -> None:
 
 
 async def publish_live(
-    out: SimOutput, bootstrap: str, sensor_topic: str, reports_topic: str, *,
+    out: SimOutput, kafka: KafkaTarget, sensor_topic: str, reports_topic: str, *,
     speed: float, progress: Callable[[int, float, int], None] | None = None,
     stop: Any = None,
 ) -> int:
@@ -338,15 +341,16 @@ async def publish_live(
     import asyncio  # noqa: PLC0415
     import time  # noqa: PLC0415
 
-    from aiokafka import AIOKafkaProducer  # noqa: PLC0415
+    from .kafka import as_config  # noqa: PLC0415
 
     merged = sorted([(t, sensor_topic, k, v) for t, k, v in out.events]
                     + [(t, reports_topic, k, v) for t, k, v in out.reports],
                     key=lambda d: d[0])
     if not merged:
         return 0
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=10)
-    await producer.start()
+    cfg = as_config(kafka)
+    producer = cfg.producer(linger_ms=10)
+    await cfg.start(producer)
     sent = 0
     wall0 = time.monotonic()
     sim0 = merged[0][0]

@@ -34,7 +34,9 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
+
+from .kafka import KafkaTarget, as_config
 
 log = logging.getLogger(__name__)
 
@@ -267,12 +269,11 @@ def _assemble(
 
 
 async def read_snapshots(
-    bootstrap: str, topic: str, group: str, partitions: Iterable[int]
+    kafka: KafkaTarget, topic: str, group: str, partitions: Iterable[int]
 ) -> dict[int, Found]:
     """What the state topic holds for each of ``partitions`` (see :func:`choose_snapshots`)."""
     wanted = set(partitions)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                                enable_auto_commit=False, max_partition_fetch_bytes=4 << 20)
+    consumer = as_config(kafka).consumer(max_partition_fetch_bytes=4 << 20)
     await consumer.start()
     latest: dict[bytes, bytes] = {}
     try:
@@ -295,7 +296,7 @@ async def read_snapshots(
 
 
 async def start_offsets(
-    bootstrap: str, topic: str, partitions: Iterable[int], since_ms: int | None
+    kafka: KafkaTarget, topic: str, partitions: Iterable[int], since_ms: int | None
 ) -> dict[int, int]:
     """Where to start each of ``partitions`` without a snapshot: the first offset whose
     timestamp (arrival, on the sensor topic) is at or after ``since_ms`` (the end if none
@@ -303,8 +304,7 @@ async def start_offsets(
     tps = [TopicPartition(topic, p) for p in sorted(set(partitions))]
     if not tps:
         return {}
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                                enable_auto_commit=False)
+    consumer = as_config(kafka).consumer()
     await consumer.start()
     try:
         begin = await consumer.beginning_offsets(tps)

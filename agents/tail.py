@@ -10,10 +10,12 @@ from datetime import datetime
 from typing import Any, TextIO
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
 
 from streams.messages import BANGKOK
 
+from .kafka import KafkaTarget, as_config
 from .topics import partitions_of
 
 COLOURS = {"normal": "32", "elevated": "33", "high": "38;5;208", "critical": "1;31"}
@@ -43,7 +45,7 @@ def format_alert(alert: dict[str, Any], *, colour: bool) -> str:
 
 
 async def tail_alerts(
-    bootstrap: str,
+    kafka: KafkaTarget,
     topic: str,
     *,
     from_beginning: bool = False,
@@ -57,17 +59,19 @@ async def tail_alerts(
     """Print alerts until ``max_alerts`` were seen, ``timeout_s`` passed or ``stop`` is set."""
     stream = out or sys.stdout
     colour = stream.isatty()
-    tps = [TopicPartition(topic, p) for p in await partitions_of(bootstrap, topic)]
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
-                                enable_auto_commit=False)
-    await consumer.start()
+    cfg = as_config(kafka)
+    tps = [TopicPartition(topic, p) for p in await partitions_of(cfg, topic)]
+    consumer = cfg.consumer()
+    await cfg.start(consumer)
     seen = 0
     try:
         consumer.assign(tps)
-        if from_beginning:
-            await consumer.seek_to_beginning(*tps)
-        else:
-            await consumer.seek_to_end(*tps)
+        try:
+            await asyncio.wait_for(consumer.seek_to_beginning(*tps) if from_beginning
+                                   else consumer.seek_to_end(*tps), cfg.connect_timeout_s)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            raise cfg.unreachable(exc if str(exc) else "no answer within "
+                                  f"{cfg.connect_timeout_s:.3g}s") from None
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while max_alerts is None or seen < max_alerts:
             if stop is not None and stop.is_set():

@@ -24,7 +24,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -33,6 +33,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 from schemas import SafetourError
 
 from .config import Topics
+from .kafka import KafkaConfig, KafkaTarget, KafkaUnreachable, as_config
 
 log = logging.getLogger(__name__)
 
@@ -83,17 +84,21 @@ def topic_specs(topics: Topics, *, replication: int = 1) -> list[TopicSpec]:
 
 
 async def create_topics(
-    bootstrap: str, specs: Sequence[TopicSpec], *, wait_s: float = 60.0
+    kafka: KafkaTarget, specs: Sequence[TopicSpec], *, wait_s: float | None = None
 ) -> dict[str, str]:
     """Create the topics that do not exist yet; return ``{name: "created" | "exists"}``.
 
-    Retries while the broker is still starting, up to ``wait_s`` seconds.
+    With ``wait_s``, retries while the broker is still starting, up to ``wait_s`` seconds;
+    without, one attempt bounded by the connect timeout. Then
+    :class:`~agents.kafka.KafkaUnreachable`.
     """
-    deadline = time.monotonic() + wait_s
+    cfg = as_config(kafka)
+    retry = wait_s is not None
+    deadline = time.monotonic() + (wait_s if wait_s is not None else cfg.connect_timeout_s)
     while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15000)
+        admin = cfg.admin()
         try:
-            await admin.start()
+            await _start(cfg, admin, deadline)
             resp = await admin.create_topics(
                 [NewTopic(s.name, s.partitions, s.replication, topic_configs=s.config)
                  for s in specs],
@@ -110,13 +115,24 @@ async def create_topics(
                     raise TopicError(f"creating {name} failed: error {code} {msg}")
             await wait_for_leaders(admin, {s.name: s.partitions for s in specs}, deadline)
             return result
-        except (KafkaConnectionError, KafkaError, OSError) as exc:
-            if time.monotonic() > deadline:
-                raise TopicError(f"cannot reach Kafka at {bootstrap}: {exc!r}") from exc
-            log.info("broker not ready yet (%r); retrying", exc)
+        except (KafkaUnreachable, KafkaConnectionError, KafkaError, OSError) as exc:
+            if not retry or time.monotonic() > deadline:
+                raise exc if isinstance(exc, KafkaUnreachable) else cfg.unreachable(exc) \
+                    from None
+            log.debug("broker not ready yet (%s); retrying", exc)
             await asyncio.sleep(0.5)
         finally:
             await admin.close()
+
+
+async def _start(cfg: KafkaConfig, client: Any, deadline: float) -> None:
+    """Start ``client`` within what is left until ``deadline``, at least one second, at
+    most the connect timeout."""
+    left = max(deadline - time.monotonic(), 1.0)
+    if left >= cfg.connect_timeout_s:
+        await cfg.start(client)
+    else:
+        await replace(cfg, connect_timeout_s=left).start(client)
 
 
 async def wait_for_leaders(
@@ -139,47 +155,60 @@ async def wait_for_leaders(
         await asyncio.sleep(0.2)
 
 
-async def wait_for_topics(bootstrap: str, names: Sequence[str], *, wait_s: float = 60.0) -> None:
+async def wait_for_topics(
+    kafka: KafkaTarget, names: Sequence[str], *, wait_s: float = 60.0
+) -> None:
     """Wait until ``names`` exist with leaders (the worker calls this before joining)."""
+    cfg = as_config(kafka)
     deadline = time.monotonic() + wait_s
+    failure: BaseException | None = None
+    next_log = 0.0  # the wait is logged once every 10 s, not at every retry
     while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        admin = cfg.admin()
         try:
-            await admin.start()
+            await _start(cfg, admin, deadline)
             described = await admin.describe_topics(list(names))
             counts = {d["topic"]: len(d["partitions"]) for d in described
                       if d["error_code"] == 0 and d["partitions"]}
+            failure = None
             if len(counts) == len(names):
                 await wait_for_leaders(admin, counts, deadline)
                 return
-        except (KafkaConnectionError, KafkaError, OSError) as exc:
-            log.info("waiting for Kafka at %s: %r", bootstrap, exc)
+        except (KafkaUnreachable, KafkaConnectionError, KafkaError, OSError) as exc:
+            failure = exc
+            if time.monotonic() >= next_log:
+                log.info("waiting for Kafka at %s: %s", cfg.bootstrap, exc)
+                next_log = time.monotonic() + 10.0
         finally:
             await admin.close()
         if time.monotonic() > deadline:
+            if failure is not None:
+                raise failure if isinstance(failure, KafkaUnreachable) else \
+                    cfg.unreachable(failure)
             missing = sorted(set(names))
-            raise TopicError(f"topics {missing} do not exist at {bootstrap}; run "
+            raise TopicError(f"topics {missing} do not exist at {cfg.bootstrap}; run "
                              "`safetour topics create`")
         await asyncio.sleep(0.5)
 
 
-async def list_topics(bootstrap: str) -> list[str]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        await admin.start()
-        return sorted(await admin.list_topics())
-    finally:
-        await admin.close()
+async def list_topics(kafka: KafkaTarget) -> list[str]:
+    cfg = as_config(kafka)
+    async with cfg.running(cfg.admin()) as admin:
+        try:
+            return sorted(await admin.list_topics())
+        except (KafkaError, OSError) as exc:
+            raise cfg.unreachable(exc) from None
 
 
-async def partitions_of(bootstrap: str, topic: str) -> list[int]:
-    """Partition ids of ``topic``; raises :class:`TopicError` if it does not exist."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        await admin.start()
-        (desc,) = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
+async def partitions_of(kafka: KafkaTarget, topic: str) -> list[int]:
+    """Partition ids of ``topic``; raises :class:`TopicError` if it does not exist, and
+    :class:`~agents.kafka.KafkaUnreachable` if the cluster cannot be reached."""
+    cfg = as_config(kafka)
+    async with cfg.running(cfg.admin()) as admin:
+        try:
+            (desc,) = await admin.describe_topics([topic])
+        except (KafkaError, OSError) as exc:
+            raise cfg.unreachable(exc) from None
     if desc["error_code"] != 0 or not desc["partitions"]:
         raise TopicError(f"topic {topic} does not exist; run `safetour topics create`")
     return sorted(p["partition"] for p in desc["partitions"])

@@ -15,6 +15,10 @@ offsets a message skipped as a *gap* that counts as processed once a later messa
 commits the whole batch, and a worker that dies mid-batch replays it.
 
 Topics not named in ``batch_topics`` (reports, ...) are passed through record by record.
+
+Every safetour faust app (:class:`IdempotentApp`, and the worker's app on
+:class:`BatchingTransport`) has an idempotent ``acks=all`` producer
+(:class:`IdempotentProducer`): faust's own sets idempotence only inside transactions.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
+import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 
@@ -66,5 +71,26 @@ class BatchingConsumer(faust_aiokafka.Consumer):
         return fold(records, topics) if topics and records else records
 
 
-class BatchingTransport(faust_aiokafka.Transport):
+class IdempotentProducer(faust_aiokafka.Producer):
+    """faust's aiokafka producer, idempotent and waiting for every in-sync replica."""
+
+    def _settings_extra(self) -> Mapping[str, Any]:
+        extra: Mapping[str, Any] = super()._settings_extra()
+        return {**extra, "acks": "all", "enable_idempotence": True}
+
+
+class Transport(faust_aiokafka.Transport):
+    """faust's aiokafka transport with :class:`IdempotentProducer`."""
+
+    Producer = IdempotentProducer
+
+
+class IdempotentApp(faust.App):
+    """faust's App on :class:`Transport` (its broker settings: ``KafkaConfig.faust_kwargs``)."""
+
+    def _new_transport(self) -> Any:
+        return Transport(self.conf.broker_consumer, self)
+
+
+class BatchingTransport(Transport):
     Consumer = BatchingConsumer

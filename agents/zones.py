@@ -16,7 +16,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
 
 from schemas import (
     Reason,
@@ -32,6 +33,7 @@ from streams.pipeline import Pipeline
 from streams.registry import RegistryRules, check_zone_update, sensor_owners
 
 from .config import Settings
+from .kafka import KafkaTarget, as_config
 from .topics import partitions_of
 
 log = logging.getLogger(__name__)
@@ -60,17 +62,21 @@ def zone_document(z: Zone) -> dict[str, Any]:
     return doc | z.extra
 
 
-async def publish_zones(bootstrap: str, topic: str, zones: Iterable[Zone]) -> int:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
-    await producer.start()
+async def publish_zones(kafka: KafkaTarget, topic: str, zones: Iterable[Zone]) -> int:
+    """Publish every zone, each acknowledged by the broker; KafkaUnreachable if it cannot
+    be reached (within the connect timeout, each send too)."""
+    cfg = as_config(kafka)
     n = 0
-    try:
+    async with cfg.running(cfg.producer()) as producer:
         for z in zones:
-            await producer.send_and_wait(topic, orjson.dumps(zone_document(z)),
-                                         key=z.zone_id.encode())
+            try:
+                await asyncio.wait_for(producer.send_and_wait(
+                    topic, orjson.dumps(zone_document(z)), key=z.zone_id.encode()),
+                    cfg.connect_timeout_s)
+            except (KafkaError, OSError, TimeoutError) as exc:
+                raise cfg.unreachable(exc if str(exc) else "no acknowledgement within "
+                                      f"{cfg.connect_timeout_s:.3g}s") from None
             n += 1
-    finally:
-        await producer.stop()
     return n
 
 
@@ -80,11 +86,10 @@ async def follow_zone_topic(
     topic = settings.topics.zones
     rules = settings.registry_rules()
     owners = sensor_owners(registry.values())
-    tps = [TopicPartition(topic, p)
-           for p in await partitions_of(settings.bootstrap_servers, topic)]
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap_servers, group_id=None,
-                                enable_auto_commit=False)
-    await consumer.start()
+    cfg = settings.kafka
+    tps = [TopicPartition(topic, p) for p in await partitions_of(cfg, topic)]
+    consumer = cfg.consumer()
+    await cfg.start(consumer)
     try:
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)

@@ -77,10 +77,8 @@ def _lines(path: Path, kind: str) -> Iterator[tuple[int, int, str, int, bytes]]:
         ts, n, line = window.popleft()
         # Lines without a time (0: not JSON, say) go where their neighbours go.
         later = [t for t, _, _ in window if t > 0]
-        if ts > 0:
-            key = min([ts, *(t + slack for t in later)])
-        else:
-            key = min(later) if later else last[0]
+        own = [ts, *(t + slack for t in later)] if ts > 0 else later
+        key = min(own) if own else last[0]
         last[0] = key
         return key, prio, kind, n, line
 

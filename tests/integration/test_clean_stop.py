@@ -1,0 +1,110 @@
+"""`safetour run` stopped by SIGTERM (systemd, `timeout`, a CI runner) or SIGINT stops the
+worker and the embedded broker it started, by their pids, and exits, within 30 s.
+
+The run starts a broker of its own (its own state dir and port, SAFETOUR_KAFKA_BOOTSTRAP
+unset), from the jars the session already has (symlinked: no download)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agents.broker import _pid_alive
+from agents.config import Settings
+
+from .conftest import REPO, free_port, poll_until
+
+STOP_WITHIN_S = 30.0
+
+
+def free_port_pair() -> int:
+    """A port whose next port (the embedded broker's controller) is free too."""
+    for _ in range(50):
+        port = free_port()
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise AssertionError("no two free consecutive ports")
+
+
+def jars() -> Path:
+    """The Kafka jars of this checkout (or of the configured state dir)."""
+    libs = Settings.from_env().state_dir / "kafka" / "libs"
+    assert (libs / ".complete-4.1.1").exists(), f"no Kafka jars in {libs}: run scripts/bootstrap"
+    return libs
+
+
+@pytest.fixture
+def run_env(tmp_path: Path) -> Iterator[tuple[dict[str, str], Path]]:
+    state = tmp_path / "state"
+    (state / "kafka").mkdir(parents=True)
+    (state / "kafka" / "libs").symlink_to(jars(), target_is_directory=True)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("SAFETOUR_KAFKA_BOOTSTRAP", "SAFETOUR_TOPIC_PREFIX", "SAFETOUR_APP_ID")}
+    env |= {"SAFETOUR_STATE_DIR": str(state), "SAFETOUR_BROKER_PORT": str(free_port_pair()),
+            "SAFETOUR_WEB_PORT": str(free_port())}
+    yield env, state
+    # Whatever happened, leave no broker behind.
+    pid_file = state / "kafka" / "broker.pid"
+    with contextlib.suppress(OSError, ValueError, ProcessLookupError):
+        os.killpg(int(pid_file.read_text().strip()), signal.SIGKILL)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_run_stops_the_worker_and_the_broker(
+    sig: signal.Signals, run_env: tuple[dict[str, str], Path], tmp_path: Path
+) -> None:
+    env, state = run_env
+    out = tmp_path / "run.out"
+    with out.open("wb") as f:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "agents", "run", "--scenario", "crush", "--speed", "20",
+             "--dashboard-port", str(free_port())],
+            cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    worker_pid: int | None = None
+    try:
+        text = poll_until(lambda: (t := out.read_text(errors="replace"))
+                          and "worker ready" in t and t, timeout=180, what="worker ready",
+                          proc=proc, log=out)
+        m = re.search(r"worker starting \(pid (\d+)", text)
+        assert m, text
+        worker_pid = int(m.group(1))
+        broker_pid = int((state / "kafka" / "broker.pid").read_text().strip())
+        assert _pid_alive(worker_pid)
+        assert _pid_alive(broker_pid)
+
+        t0 = time.monotonic()
+        proc.send_signal(sig)
+        try:
+            rc = proc.wait(STOP_WITHIN_S)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"`safetour run` still running {STOP_WITHIN_S:.0f}s after {sig.name}\n"
+                        + out.read_text(errors="replace")[-3000:])
+        took = time.monotonic() - t0
+        log = out.read_text(errors="replace")
+        assert rc == 0, log[-3000:]
+        assert "Traceback" not in log, log[-3000:]
+        assert not _pid_alive(worker_pid), f"worker {worker_pid} still running\n{log[-3000:]}"
+        assert not _pid_alive(broker_pid), f"broker {broker_pid} still running\n{log[-3000:]}"
+        assert not (state / "kafka" / "broker.pid").exists()
+        assert took < STOP_WITHIN_S
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if worker_pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker_pid, signal.SIGKILL)
