@@ -38,6 +38,7 @@ from agents.simulate import SCENARIOS, SimOutput, simulate
 from agents.topics import create_topics, topic_specs
 from schemas import load_zones, parse_ts
 from tests.hostile import (
+    LIGHT_CATEGORIES,
     HostileMessage,
     hostile_messages,
     mix,
@@ -114,7 +115,14 @@ def corpus(out: SimOutput, clean_dead: set[int]) -> list[HostileMessage]:
     rng = random.Random(SEED * 7919)
     kw: dict[str, Any] = dict(start_ms=start, end_ms=end, sources=sources, on_time=on_time,
                               registered=[z.zone_id for z in ZONES])
-    msgs = hostile_messages(active_zones(), rng, N_HOSTILE, heavy=False, tombstones=True, **kw)
+    # Readings keyed to another zone's partition (wrong or missing keys, batches that mix
+    # zones) are left out over Kafka: a worker reads partitions independently, so such a
+    # reading is processed ahead of or behind its zone's own; giving every zone one owner
+    # whatever the producer did (a repartition by zone) is issue 13's. Offline, with one
+    # input partition, they are in tests/unit/test_hostile_replay.py.
+    light = [c for c in LIGHT_CATEGORIES if c not in ("wrong_key", "missing_key", "mixed_batch")]
+    msgs = hostile_messages(active_zones(), rng, N_HOSTILE, heavy=False, tombstones=True,
+                            categories=light, **kw)
     msgs += hostile_messages(active_zones(), rng, 2 * len(HEAVY), categories=HEAVY, **kw)
     # aiokafka refuses a record without key and value: a tombstone is keyed, as on any topic.
     msgs = [replace(m, key=b"wat-yai-vihara") if m.value is None and m.key is None else m
