@@ -622,7 +622,10 @@ class WindowedDensityEngine:
                 self.sf[s, K.SF_SKEW] = snap["sf"][row][K.SF_SKEW]
         self.p_max[partition] = max(int(self.p_max[partition]), p_max)
         self.p_event_max[partition] = max(int(self.p_event_max[partition]), p_event_max)
-        self.p_wall[partition] = K.NEVER  # idleness restarts with the next arrival
+        # Idleness restarts now (live), so a partition whose input stopped before a restart
+        # still moves on by wall time and its zones still go blind; offline it waits for the
+        # next arrival.
+        self.p_wall[partition] = K.NEVER if now_ms is None else now_ms
         return restored
 
     # -- introspection ----------------------------------------------------------------------

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -120,8 +121,13 @@ def test_operator_sees_the_surge_and_acknowledges_it(
     note = item.find_element(By.CSS_SELECTOR, ".ack input")
     note.send_keys("ส่งเจ้าหน้าที่ไปที่ประตูวิหารแล้ว")
     item.find_element(By.CSS_SELECTOR, ".ack-button").click()
-    acked = wait_css(browser, f'#feed li[data-alert="{alert_id}"] .acked', timeout=30)
-    assert "somchai" in acked[0].text
+    # The feed is redrawn as events arrive: read the text inside the wait, so an element
+    # replaced between finding and reading it is simply found again.
+    acked_css = f'#feed li[data-alert="{alert_id}"] .acked'
+    WebDriverWait(browser, 30, poll_frequency=0.2,
+                  ignored_exceptions=(StaleElementReferenceException,)).until(
+        lambda d: any("somchai" in e.text for e in d.find_elements(By.CSS_SELECTOR, acked_css)),
+        message=f"no {acked_css} naming somchai")
 
     def ack_in_kafka() -> Any:
         return [a for a in payloads(stack.bootstrap, stack.topics.acks)
@@ -133,12 +139,15 @@ def test_operator_sees_the_surge_and_acknowledges_it(
     assert ack["zone_id"] == ZONE
 
     browser.find_element(By.ID, "lang").click()  # English
-    WebDriverWait(browser, 10).until(lambda d: "critical" in d.find_element(
-        By.CSS_SELECTOR, f'#feed li[data-alert="{alert_id}"]').text)
+    WebDriverWait(browser, 10, ignored_exceptions=(StaleElementReferenceException,)).until(
+        lambda d: "critical" in d.find_element(
+            By.CSS_SELECTOR, f'#feed li[data-alert="{alert_id}"]').text)
     browser.save_screenshot(str(ARTIFACTS / "dashboard-acknowledged-en.png"))
 
     # A reload (a reconnect from scratch) shows the same state: level, alert and who acked.
     browser.refresh()
     wait_css(browser, f'#zones li[data-zone="{ZONE}"][data-level="critical"]')
-    again = wait_css(browser, f'#feed li[data-alert="{alert_id}"] .acked')
-    assert "somchai" in again[0].text
+    WebDriverWait(browser, 30, poll_frequency=0.2,
+                  ignored_exceptions=(StaleElementReferenceException,)).until(
+        lambda d: any("somchai" in e.text for e in d.find_elements(By.CSS_SELECTOR, acked_css)),
+        message=f"no {acked_css} naming somchai after the reload")

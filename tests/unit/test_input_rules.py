@@ -398,3 +398,21 @@ def test_a_huge_or_tiny_zone_is_refused_at_once() -> None:
         check_zones([big], rules)
     with pytest.raises(schemas.ZoneRegistryError, match="area_m2"):
         check_zones([Zone("tiny", "ก", "Tiny", 1e-300, "standing", ())], rules)
+
+
+def test_a_restored_partition_whose_input_stopped_still_goes_blind_by_the_wall_clock() -> None:
+    """A restart after the sensors stopped: no arrival ever comes again, yet the zone's
+    windows close by the wall clock and the open episode hears that the zone is blind."""
+    p = pipeline(zone(), idle_ms=30_000)
+    for i in range(60):
+        t = T0 + i * 1000
+        p.process_sensor_batch([live(occ(f"a{i}", t, count=300), i, t)], now_ms=t)
+    blob = p.snapshot(0)
+    fresh = pipeline(zone(), idle_ms=30_000)
+    restart = T0 + 70_000
+    assert fresh.restore(blob, now_ms=restart) == 1
+    assert p.alerts.export_state(["vihara"])["vihara"]["level"] == 3  # critical
+    statuses = [orjson.loads(r.value)["reason"]
+                for now in range(restart, restart + 300_000, 2500)
+                for r in fresh.tick(now).alerts]
+    assert "sensing_lost" in statuses
