@@ -29,7 +29,7 @@ from streams.pipeline import Consumed, Outputs, OutRecord, Pipeline, SourceMessa
 
 from .config import Settings
 from .heartbeat import HeartbeatSnapshot, run_heartbeat
-from .logs import Throttled
+from .logs import ThrottledLog
 from .metrics import Metrics
 from .publish import BatchPublisher
 from .state import Lineage, Snapshot, read_snapshots, start_offsets, write_snapshots
@@ -118,7 +118,7 @@ def build_app(
 
     batcher = BatchPublisher()
     # Bad input is counted in the metrics at once and logged at most every 10 s.
-    dlq_log = Throttled(log, "dead-lettered (items by reason, since the last line)")
+    dlq_log = ThrottledLog(log)
 
     async def publish(topic: Any, records: list[OutRecord]) -> None:
         # Straight to faust's producer, not Topic.send's per-message machinery: a batch can
@@ -163,7 +163,7 @@ def build_app(
             if append_ms is not None:
                 m.latency.labels("append").observe(max(now - append_ms / 1000, 0))
         if out.rejected:
-            dlq_log.add(out.rejected)
+            dlq_log.add("dead-lettered (items by reason, since the last line)", out.rejected)
 
     # Recovery (agents/state.py): the next offset of every sensor partition this worker holds,
     # advanced together with the pipeline's state, and snapshotted with it.

@@ -70,8 +70,9 @@ from streams import LEVEL_NAMES
 
 from .heartbeat import decode_heartbeat
 from .kafka import KafkaTarget, KafkaUnreachable, as_config
+from .logs import ThrottledLog
 from .metrics import Metrics
-from .rejects import InternalRejects, ThrottledLog
+from .rejects import InternalRejects
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ import orjson
 
 from schemas import Reason, Rejection, decode_json_object, format_ts
 
-from .rejects import ThrottledLog
+from .logs import ThrottledLog
 
 log = logging.getLogger(__name__)
 

@@ -8,6 +8,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -139,26 +140,40 @@ class KafkaOutageFilter(logging.Filter):
         return True
 
 
-class Throttled:
-    """Log repeated events at most once every ``every_s`` seconds, with the counts since the
-    last line: a sender that keeps sending bad input must not flood the log."""
+@dataclass
+class ThrottledLog:
+    """Warnings about repeated events at most once every ``every_s`` seconds, with what was
+    held back since the last line: a sender that keeps sending bad input, or a topic that
+    keeps holding bad records, must not flood the log."""
 
-    def __init__(self, logger: logging.Logger, message: str, every_s: float = 10.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.logger = logger
-        self.message = message
-        self.every_s = every_s
-        self._clock = clock
-        self._last = -float("inf")
-        self._pending: Counter[str] = Counter()
+    logger: logging.Logger
+    every_s: float = 10.0
+    clock: Callable[[], float] = time.monotonic
+    _last: float | None = field(default=None, init=False)
+    _count: int = field(default=0, init=False)
+    _pending: Counter[str] = field(default_factory=Counter, init=False)
 
-    def add(self, counts: Mapping[str, int]) -> bool:
-        """Count ``counts``; log them (and what was held back) if it is time. True if logged."""
-        self._pending.update(counts)
-        now = self._clock()
-        if not self._pending or now - self._last < self.every_s:
+    def _due(self) -> bool:
+        now = self.clock()
+        if self._last is not None and now - self._last < self.every_s:
             return False
         self._last = now
-        self.logger.warning("%s: %s", self.message, dict(sorted(self._pending.items())))
+        return True
+
+    def note(self, msg: str, *args: object) -> bool:
+        """Count one occurrence; log it (with the count since the last line) if due."""
+        self._count += 1
+        if not self._due():
+            return False
+        self.logger.warning("%s (%d since the last such line)", msg % args, self._count)
+        self._count = 0
+        return True
+
+    def add(self, message: str, counts: Mapping[str, int]) -> bool:
+        """Count ``counts``; log them all since the last line, after ``message``, if due."""
+        self._pending.update(counts)
+        if not self._pending or not self._due():
+            return False
+        self.logger.warning("%s: %s", message, dict(sorted(self._pending.items())))
         self._pending.clear()
         return True

@@ -12,40 +12,17 @@ from __future__ import annotations
 
 import base64
 import logging
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
 from schemas import Rejection
 
+from .logs import ThrottledLog
 from .metrics import Metrics
 
 MALFORMED_VALUE_MAX: Final = 256 * 1024
 """Bytes of a malformed value kept in its notify-DLQ record (the topic takes 1 MiB)."""
-LOG_EVERY_S: Final = 10.0
-
-
-@dataclass
-class ThrottledLog:
-    """A warning at most once every ``every_s`` seconds, with how many were not logged."""
-
-    logger: logging.Logger
-    every_s: float = LOG_EVERY_S
-    clock: Callable[[], float] = time.monotonic
-    _last: float | None = field(default=None, init=False)
-    _count: int = field(default=0, init=False)
-
-    def note(self, msg: str, *args: object) -> bool:
-        """Count one occurrence; log it (with the count since the last line) if due."""
-        self._count += 1
-        now = self.clock()
-        if self._last is not None and now - self._last < self.every_s:
-            return False
-        self.logger.warning("%s (%d since the last such line)", msg % args, self._count)
-        self._last, self._count = now, 0
-        return True
 
 
 @dataclass

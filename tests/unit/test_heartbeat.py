@@ -14,7 +14,7 @@ from agents.heartbeat import (
     heartbeat_record,
     run_heartbeat,
 )
-from agents.rejects import ThrottledLog
+from agents.logs import ThrottledLog
 from schemas import Rejection
 
 
