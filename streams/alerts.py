@@ -87,6 +87,9 @@ class AlertTracker:
     def __init__(self, zones: Mapping[str, Zone], config: AlarmConfig | None = None) -> None:
         self.config = config or AlarmConfig()
         self._zones: dict[str, _ZoneAlerts] = {}
+        # Zones with an open episode: the only ones a tick can change (the worker ticks every
+        # few seconds and replay every batch, so a tick must not visit 100,000 calm zones).
+        self._open: set[str] = set()
         self.set_zones(zones)
 
     def set_zones(self, zones: Mapping[str, Zone]) -> None:
@@ -103,6 +106,8 @@ class AlertTracker:
             else:
                 new[zid] = _ZoneAlerts(z, ZoneAlarm(t, self.config, z.capacity))
         self._zones = new
+        self._order = {zid: i for i, zid in enumerate(new)}  # registry order
+        self._open &= set(new)
 
     def thresholds(self, zone_id: str) -> Thresholds:
         return self._zones[zone_id].alarm.thresholds
@@ -142,10 +147,9 @@ class AlertTracker:
         sensors: report floors expire, blind and critical episodes re-alarm."""
         quiet = round(self.config.quiet_s * 1000)
         out: list[tuple[str, dict[str, Any]]] = []
-        for zid, za in self._zones.items():
+        for zid in sorted(self._open, key=self._order.__getitem__):
+            za = self._zones[zid]
             a = za.alarm
-            if a.level is Level.NORMAL:
-                continue
             now_ms = clock_of(zid)
             if now_ms is None or (za.clock_ms is not None and now_ms - za.clock_ms < quiet):
                 continue
@@ -223,11 +227,19 @@ class AlertTracker:
             za.clock_ms = s.get("clock_ms")
             a.blind = bool(s.get("blind", False))
             a.seq = int(s.get("seq", 0))
+            self._track(zid, a.level)
 
     # -- output -----------------------------------------------------------------------------
+    def _track(self, zone_id: str, level: Level) -> None:
+        if level is Level.NORMAL:
+            self._open.discard(zone_id)
+        else:
+            self._open.add(zone_id)
+
     def _alert(self, za: _ZoneAlerts, tr: Transition, ts_ms: int, *, blind: bool = False
                ) -> dict[str, Any]:
         z = za.zone
+        self._track(z.zone_id, tr.level)
         u = None if blind else za.last  # a blind zone has no density to report
         density = u.density if u is not None else math.nan
         trend = u.trend_per_min if u is not None else math.nan
