@@ -39,6 +39,7 @@ class DensityUpdate(NamedTuple):
 
 class DensityEngine(Protocol):
     duplicates: int  # duplicate readings dropped so far
+    clamped: int  # readings counted at arrival + lead so far (stamped further ahead)
 
     def set_zones(self, zones: Iterable[Zone]) -> None: ...
 

@@ -169,8 +169,7 @@ class Pipeline:
         max_skew_ms: int = DEFAULT_MAX_SKEW_MS,
     ) -> None:
         zone_list = list(zones)
-        self.zones = {z.zone_id: z for z in zone_list}
-        self._owner = {s.sensor_id: z.zone_id for z in zone_list for s in z.sensors}
+        self._index(zone_list)
         self.engine: DensityEngine = engine or WindowedDensityEngine(zone_list)
         self.alerts = AlertTracker(self.zones, alarm)
         self._clock = clock
@@ -182,10 +181,13 @@ class Pipeline:
 
     def set_zones(self, zones: Iterable[Zone]) -> None:
         zone_list = list(zones)
-        self.zones = {z.zone_id: z for z in zone_list}
-        self._owner = {s.sensor_id: z.zone_id for z in zone_list for s in z.sensors}
+        self._index(zone_list)
         self.engine.set_zones(zone_list)
         self.alerts.set_zones(self.zones)
+
+    def _index(self, zone_list: list[Zone]) -> None:
+        self.zones = {z.zone_id: z for z in zone_list}
+        self._owner = {s.sensor_id: z.zone_id for z in zone_list for s in z.sensors}
 
     def _dead_letter(self, out: Outputs, msg: Consumed, rejections: list[Rejection]) -> None:
         """One DLQ record for ``msg``, listing all its rejected items."""
@@ -343,11 +345,11 @@ class Pipeline:
         out.kinds.update(e.kind.wire for e in events)
         if events:
             dup_before = self.engine.duplicates
-            clamped_before = getattr(self.engine, "clamped", 0)
+            clamped_before = self.engine.clamped
             refused = self.engine.ingest(events, [messages[k].partition for k in ev_msg],
                                          now_ms, arrivals)
             out.duplicates = self.engine.duplicates - dup_before
-            out.clamped = getattr(self.engine, "clamped", 0) - clamped_before
+            out.clamped = self.engine.clamped - clamped_before
             for i, rej in refused:
                 pos = ev_item[i]
                 at = None if pos is None else f"/{pos}"
@@ -404,10 +406,9 @@ class Pipeline:
                 zone_now = self.engine.zone_clock_ms(zone_id)
             if zone_now is None and not self.zones[zone_id].sensors:
                 zone_now = world if world is not None else arrival
-            now = zone_now
-            if now is not None and rep.ts_ms + hold <= now:
+            if zone_now is not None and rep.ts_ms + hold <= zone_now:
                 self._dead_letter(out, msg, [Rejection(
-                    Reason.STALE, f"{rep.report_id}: written {(now - rep.ts_ms) // 1000} s "
+                    Reason.STALE, f"{rep.report_id}: written {(zone_now - rep.ts_ms) // 1000} s "
                     f"before the zone's clock; a report holds for {hold // 1000} s", None,
                     "/ts")])
                 continue
