@@ -34,11 +34,11 @@ TOKEN = "browser-test-token-0123456789"
 ZONE = "wat-yai-vihara"
 
 
-@pytest.fixture(scope="module")
-def dashboard(stack: Settings) -> Iterator[str]:
+def start_dashboard(s: Settings, **env: str) -> tuple[subprocess.Popen[bytes], str]:
+    """``safetour dashboard`` on a free port with operator somchai; its URL once healthy."""
     port = free_port()
-    log = stack.state_dir / "dashboard.log"
-    env = settings_env(stack) | {"SAFETOUR_DASHBOARD_TOKENS": f"somchai:{TOKEN}"}
+    log = s.state_dir / "dashboard.log"
+    env = settings_env(s) | {"SAFETOUR_DASHBOARD_TOKENS": f"somchai:{TOKEN}"} | env
     with log.open("ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "agents", "dashboard", "--port",
                                  str(port)], env=env, stdout=out, stderr=subprocess.STDOUT,
@@ -52,8 +52,14 @@ def dashboard(stack: Settings) -> Iterator[str]:
         except OSError:
             return False
 
+    poll_until(healthy, timeout=60, what="dashboard up", proc=proc, log=log)
+    return proc, url
+
+
+@pytest.fixture(scope="module")
+def dashboard(stack: Settings) -> Iterator[str]:
+    proc, url = start_dashboard(stack)
     try:
-        poll_until(healthy, timeout=60, what="dashboard up", proc=proc, log=log)
         yield url
     finally:
         proc.terminate()

@@ -8,11 +8,8 @@ comes back; and when the dashboard server itself dies, the page shows the banner
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,8 +22,8 @@ from agents.config import Settings
 from agents.heartbeat import heartbeat_record
 from agents.topics import create_topics, topic_specs
 
-from .conftest import free_port, make_settings, poll_until, settings_env
-from .test_dashboard_browser import ARTIFACTS, TOKEN
+from .conftest import make_settings
+from .test_dashboard_browser import ARTIFACTS, TOKEN, start_dashboard
 from .test_dashboard_browser import browser as browser  # the fixture  # noqa: PLC0414
 from .test_recovery import publish
 
@@ -38,28 +35,6 @@ def quiet(kafka: str, tmp_path: Path) -> Settings:
     s = make_settings(kafka, tmp_path)
     asyncio.run(create_topics(kafka, topic_specs(s.topics)))
     return s
-
-
-def start_dashboard(s: Settings) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    log = s.state_dir / "dashboard.log"
-    env = settings_env(s) | {"SAFETOUR_DASHBOARD_TOKENS": f"somchai:{TOKEN}",
-                             "SAFETOUR_DASHBOARD_STALE_S": str(STALE_S)}
-    with log.open("ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "agents", "dashboard", "--port",
-                                 str(port)], env=env, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/"
-
-    def healthy() -> bool:
-        try:
-            with urllib.request.urlopen(url + "healthz", timeout=2) as r:
-                return bool(r.status == 200)
-        except OSError:
-            return False
-
-    poll_until(healthy, timeout=60, what="dashboard up", proc=proc, log=log)
-    return proc, url
 
 
 def beat(s: Settings, worker: str = "w1") -> None:
@@ -95,7 +70,7 @@ def test_the_page_says_when_it_hears_nothing(
     quiet: Settings, heartbeats: threading.Event, browser: webdriver.Chrome
 ) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
-    proc, url = start_dashboard(quiet)
+    proc, url = start_dashboard(quiet, SAFETOUR_DASHBOARD_STALE_S=str(STALE_S))
     try:
         browser.get(f"{url}login?token={TOKEN}")
         wait = WebDriverWait(browser, 30, poll_frequency=0.2)
