@@ -80,6 +80,12 @@ class Topics:
     def health(self) -> str:
         return f"{self.prefix}health.v1"
 
+    @property
+    def by_zone(self) -> str:
+        """Internal: sensor messages and reports re-keyed by zone (agents/router.py), on the
+        partition safetour picks for the zone (streams/route.py ``zone_partition``)."""
+        return f"{self.prefix}by-zone.v1"
+
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name)

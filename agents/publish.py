@@ -13,12 +13,14 @@ still covers these records: delivery stays at least once.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
 from aiokafka.partitioner import DefaultPartitioner
 
 from streams.pipeline import OutRecord
+from streams.route import RoutedRecord
 
 
 class BatchPublisher:
@@ -65,3 +67,30 @@ class BatchPublisher:
                 await producer.send_batch(builder, topic, partition=part)
                 sent += 1
         return sent
+
+    async def send_routed(
+        self, producer: Any, topic: str, records: Sequence[RoutedRecord]
+    ) -> list[asyncio.Future[Any]]:
+        """Queue by-zone records (streams/route.py) on their own partitions, with their own
+        timestamps, in order per partition; return the delivery futures (each resolves once
+        the broker acknowledged its batch, or raises its error). Awaiting all of them is
+        what makes the input offsets safe to commit (agents/router.py)."""
+        by_part: dict[int, list[RoutedRecord]] = {}
+        for r in records:
+            by_part.setdefault(r.partition, []).append(r)
+        futures: list[asyncio.Future[Any]] = []
+        for part, recs in by_part.items():
+            builder = producer.create_batch()
+            for r in recs:
+                while builder.append(timestamp=r.timestamp_ms, key=r.key, value=r.value,
+                                     headers=r.headers) is None:
+                    if builder.record_count() == 0:  # larger than a whole batch: send alone
+                        futures.append(await producer.send(
+                            topic, r.value, key=r.key, partition=part,
+                            timestamp_ms=r.timestamp_ms, headers=r.headers or None))
+                        break
+                    futures.append(await producer.send_batch(builder, topic, partition=part))
+                    builder = producer.create_batch()
+            if builder.record_count():
+                futures.append(await producer.send_batch(builder, topic, partition=part))
+        return futures

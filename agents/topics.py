@@ -14,8 +14,15 @@
 | safetour.acks.v1          | 1     | delete  | 90 days   | operators' acknowledgements (audit) |
 | safetour.escalations.v1   | 1     | delete  | 30 days   | escalations sent (never repeated)    |
 | safetour.health.v1        | 1     | delete  | 1 day     | worker heartbeats (dashboard banner) |
+| safetour.by-zone.v1       | 8     | delete  | 7 days    | internal: input re-keyed by zone     |
 
 Partition counts bound parallelism: a consumer group uses at most one worker per partition.
+
+``by-zone`` is internal (agents/router.py): every sensor message and report, re-keyed by zone
+onto the partition ``streams.route.zone_partition`` picks, stamped (CreateTime) with its
+original arrival. It has as many partitions as the sensor topic by default. Its partition
+count is fixed once created: changing it remaps zones to other partitions (their state and
+snapshots no longer match), so grow it only with a fresh state topic.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ log = logging.getLogger(__name__)
 DAY_MS = 24 * 3600 * 1000
 TOPIC_ALREADY_EXISTS = 36
 DLQ_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+SENSOR_PARTITIONS = 8
 
 
 class TopicError(SafetourError, RuntimeError):
@@ -54,7 +62,11 @@ class TopicSpec:
     replication: int = 1
 
 
-def topic_specs(topics: Topics, *, replication: int = 1) -> list[TopicSpec]:
+def topic_specs(
+    topics: Topics, *, replication: int = 1, by_zone_partitions: int | None = None
+) -> list[TopicSpec]:
+    """The topics of safetour; ``by_zone_partitions``: partitions of the internal by-zone
+    topic (default: as many as the sensor topic)."""
     def spec(name: str, partitions: int, **config: str) -> TopicSpec:
         conf = {k.replace("_", "."): v for k, v in config.items()}
         return TopicSpec(name, partitions, conf, replication)
@@ -63,8 +75,8 @@ def topic_specs(topics: Topics, *, replication: int = 1) -> list[TopicSpec]:
         # Input topics stamp each record with the broker's clock (LogAppendTime): its arrival,
         # the time no sender can fake, that readings and reports are judged by (README
         # "Input rules").
-        spec(topics.sensor_events, 8, cleanup_policy="delete", retention_ms=str(7 * DAY_MS),
-             message_timestamp_type="LogAppendTime"),
+        spec(topics.sensor_events, SENSOR_PARTITIONS, cleanup_policy="delete",
+             retention_ms=str(7 * DAY_MS), message_timestamp_type="LogAppendTime"),
         spec(topics.reports, 4, cleanup_policy="delete", retention_ms=str(30 * DAY_MS),
              message_timestamp_type="LogAppendTime"),
         spec(topics.zones, 1, cleanup_policy="compact", retention_ms="-1"),
@@ -80,6 +92,12 @@ def topic_specs(topics: Topics, *, replication: int = 1) -> list[TopicSpec]:
         # Snapshots are rewritten every few seconds: compact often so the topic stays small.
         spec(topics.state, 1, cleanup_policy="compact", retention_ms="-1",
              segment_ms=str(10 * 60 * 1000), min_cleanable_dirty_ratio="0.1"),
+        # Internal: input re-keyed by zone. The router stamps each record with its original
+        # arrival (CreateTime), so "recent" starts find it by time like the input topics.
+        # Records carry their origin in headers: room above the input's 1 MiB.
+        spec(topics.by_zone, by_zone_partitions or SENSOR_PARTITIONS, cleanup_policy="delete",
+             retention_ms=str(7 * DAY_MS), message_timestamp_type="CreateTime",
+             max_message_bytes=str(DLQ_MAX_MESSAGE_BYTES)),
     ]
 
 

@@ -72,6 +72,19 @@ def point_in_polygon(lat: float, lon: float, polygon: Iterable[tuple[float, floa
     return inside
 
 
+def report_zone(report: Report, zones: Mapping[str, Zone]) -> str | None:
+    """The zone a report is about: its ``zone_id`` if the registry ``zones`` holds it, else
+    the first zone (registry order) whose polygon holds its lat/lon, else None."""
+    if report.zone_id is not None:
+        return report.zone_id if report.zone_id in zones else None
+    if report.lat is None or report.lon is None:
+        return None
+    for zid, z in zones.items():
+        if z.polygon and point_in_polygon(report.lat, report.lon, z.polygon):
+            return zid
+    return None
+
+
 @dataclass(slots=True)
 class _ZoneAlerts:
     zone: Zone
@@ -106,6 +119,7 @@ class AlertTracker:
             else:
                 new[zid] = _ZoneAlerts(z, ZoneAlarm(t, self.config, z.capacity))
         self._zones = new
+        self._registry = {zid: za.zone for zid, za in new.items()}
         self._order = {zid: i for i, zid in enumerate(new)}  # registry order
         self._open &= set(new)
 
@@ -113,14 +127,7 @@ class AlertTracker:
         return self._zones[zone_id].alarm.thresholds
 
     def zone_for(self, report: Report) -> str | None:
-        if report.zone_id is not None:
-            return report.zone_id if report.zone_id in self._zones else None
-        if report.lat is None or report.lon is None:
-            return None
-        for zid, za in self._zones.items():
-            if za.zone.polygon and point_in_polygon(report.lat, report.lon, za.zone.polygon):
-                return zid
-        return None
+        return report_zone(report, self._registry)
 
     # -- inputs -----------------------------------------------------------------------------
     def observe(self, u: DensityUpdate) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ alerts.
 
 from __future__ import annotations
 
+import base64
 import functools
 import io
 import logging
@@ -51,6 +52,10 @@ DEFAULT_MAX_SKEW_MS = 300_000
 """A reading or report stamped further ahead of its arrival than this is dead-lettered."""
 UNDECODABLE_HEADER = "safetour-undecodable"
 UNDECODABLE_OFFSETS_HEADER = "safetour-undecodable-offsets"
+ORIGIN_HEADER = "safetour-origin"
+"""On the internal by-zone topic (streams/route.py): the message a record was routed from."""
+ITEMS_HEADER = "safetour-items"
+"""On a sub-batch split off a gateway batch: its items' indices in the original message."""
 
 
 class Consumed(Protocol):
@@ -83,6 +88,94 @@ class SourceMessage(NamedTuple):
     key: bytes | None
     value: bytes | None
     headers: Sequence[tuple[str, bytes]] = ()
+
+
+class Origin(NamedTuple):
+    """What a record of the by-zone topic stands for (:func:`read_origin`): its kind
+    (``sensor`` or ``report``), the original message (topic, partition, offset, arrival, key
+    and headers; the value is the routed one) and, for a sub-batch of a split gateway batch,
+    each item's index in the original message."""
+
+    kind: str
+    message: Consumed
+    items: tuple[int, ...] | None = None
+
+
+def _b64(v: bytes | None) -> str | None:
+    return None if v is None else base64.b64encode(v).decode("ascii")
+
+
+def origin_header(kind: str, msg: Consumed) -> tuple[str, bytes]:
+    """The :data:`ORIGIN_HEADER` of a record routed from ``msg`` (the router writes it)."""
+    return ORIGIN_HEADER, orjson.dumps({
+        "kind": kind, "topic": msg.topic, "partition": msg.partition, "offset": msg.offset,
+        "timestamp": msg.timestamp, "key_b64": _b64(msg.key),
+        "headers": [[k, _b64(v)] for k, v in msg.headers or ()],
+    })
+
+
+def _unb64(v: object) -> bytes | None:
+    if v is None:
+        return None
+    if not isinstance(v, str):
+        raise ValueError("not base64 text")
+    return base64.b64decode(v, validate=True)
+
+
+def read_origin(msg: Consumed) -> Origin:
+    """The origin of a by-zone record. A record without a readable origin (written there by
+    hand, or by another program) stands for itself, as a sensor message."""
+    raw = items = None
+    for k, v in msg.headers or ():
+        if k == ORIGIN_HEADER:
+            raw = v
+        elif k == ITEMS_HEADER:
+            items = v
+    if raw is None:
+        return Origin("sensor", msg)
+    try:
+        o = orjson.loads(raw)
+        kind, topic, part, off, ts = (o["kind"], o["topic"], o["partition"], o["offset"],
+                                      o["timestamp"])
+        if kind not in ("sensor", "report") or not isinstance(topic, str) or \
+                not all(isinstance(x, int) for x in (part, off)) or \
+                not (ts is None or isinstance(ts, int)):
+            raise ValueError("bad origin fields")
+        headers = tuple((str(h), _unb64(b)) for h, b in o["headers"])
+        idx: tuple[int, ...] | None = None
+        if items is not None:
+            idx = tuple(orjson.loads(items))
+            if not all(isinstance(i, int) for i in idx):
+                raise ValueError("bad item indices")
+        src = SourceMessage(topic, part, off, ts, _unb64(o["key_b64"]), msg.value,
+                            headers)  # type: ignore[arg-type]  # a null header value
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return Origin("sensor", msg)
+    return Origin(kind, src, idx)
+
+
+def _renumber(text: str | None, old: str, new: str) -> str | None:
+    if text is None or not text.startswith(old):
+        return text
+    rest = text[len(old):]
+    return new + rest if rest == "" or rest[0] in "/: " else text
+
+
+def _to_original(rejections: list[Rejection], items: Sequence[int] | None) -> list[Rejection]:
+    """Rejections of a sub-batch, renumbered to its items' indices in the original message
+    (index, pointer and the pointer a detail starts with)."""
+    if items is None:
+        return rejections
+    out = []
+    for r in rejections:
+        i = r.index
+        if i is None or not 0 <= i < len(items):
+            out.append(r)
+            continue
+        old, new = f"/{i}", f"/{items[i]}"
+        out.append(replace(r, index=items[i], pointer=_renumber(r.pointer, old, new),
+                           detail=_renumber(r.detail, old, new) or r.detail))
+    return out
 
 
 class OutRecord(NamedTuple):
@@ -295,10 +388,14 @@ class Pipeline:
         return clocks
 
     def process_sensor_batch(
-        self, messages: Sequence[Consumed], now_ms: int | None = None
+        self, messages: Sequence[Consumed], now_ms: int | None = None,
+        *, origins: Sequence[Origin] | None = None,
     ) -> Outputs:
         """Decode, validate and window one batch. ``now_ms``: the wall clock, live (the
-        worker passes it; offline replay does not, and stays in event time)."""
+        worker passes it; offline replay does not, and stays in event time). ``origins``
+        (by-zone input, :meth:`process_routed_batch`): what each message stands for, the
+        source that arrival and DLQ records name; the engine partition stays the message's
+        own."""
         out = Outputs()
         events: list[SensorEvent] = []
         arrivals: list[int] = []
@@ -307,8 +404,9 @@ class Pipeline:
         rejected: dict[int, list[Rejection]] = {}
         skew = self.max_skew_ms
         decoded: list[tuple[Consumed, list[SensorEvent], list[int], list[Rejection]]] = []
-        for msg in messages:
-            broken = undecodable(msg)
+        srcs = [o.message for o in origins] if origins is not None else messages
+        for msg, src in zip(messages, srcs, strict=True):
+            broken = undecodable(src)
             if broken is not None:
                 decoded.append((msg, [], [], [Rejection(Reason.UNDECODABLE, broken)]))
             else:
@@ -321,7 +419,7 @@ class Pipeline:
             if not evs:
                 continue
             batch_msg = msg.value is not None and msg.value.lstrip()[:1] == b"["
-            arrival = _arrival(msg, now_ms)
+            arrival = _arrival(srcs[k], now_ms)
             offline = clocks.get((msg.topic, msg.partition)) if arrival is None else None
             ref = arrival if offline is None else offline.now()
             accepted: list[tuple[str, int]] = []
@@ -356,7 +454,8 @@ class Pipeline:
                 rejected.setdefault(ev_msg[i], []).append(
                     replace(rej, index=pos, pointer=rej.pointer or at))
         for k, rejs in rejected.items():
-            self._dead_letter(out, messages[k], rejs)
+            self._dead_letter(out, srcs[k], _to_original(
+                rejs, origins[k].items if origins is not None else None))
         self._emit(out)
         self._expire(out)
         return out
@@ -366,14 +465,17 @@ class Pipeline:
         return self.engine.clock_ms()
 
     def process_report_batch(
-        self, messages: Sequence[Consumed], now_ms: int | None = None
+        self, messages: Sequence[Consumed], now_ms: int | None = None,
+        *, origins: Sequence[Origin] | None = None,
     ) -> Outputs:
         """Human reports: each maps to a zone (by zone_id, or lat/lon inside a zone polygon)
         and acts at once: it may raise or corroborate an alert without waiting for a window.
-        Stamped far in the future, or too old to matter, it is dead-lettered."""
+        Stamped far in the future, or too old to matter, it is dead-lettered. ``origins``:
+        as for :meth:`process_sensor_batch` (arrival and DLQ provenance)."""
         out = Outputs()
         hold = round(self.alerts.config.report_hold_s * 1000)
-        for msg in messages:
+        srcs = [o.message for o in origins] if origins is not None else messages
+        for msg in srcs:
             broken = undecodable(msg)
             if broken is not None:
                 self._dead_letter(out, msg, [Rejection(Reason.UNDECODABLE, broken)])
@@ -467,3 +569,42 @@ class Pipeline:
             out.density.append(OutRecord(key, density_record(u, fmt), []))
             for alert in self.alerts.observe(u):
                 self._alert(out, key, alert)
+
+    def process_routed_batch(
+        self, messages: Sequence[Consumed], now_ms: int | None = None
+    ) -> Outputs:
+        """One fetch of the internal by-zone topic (streams/route.py): sensor messages and
+        reports of the zones of one partition, in order. Each run of sensor records goes
+        through :meth:`process_sensor_batch`, each run of reports through
+        :meth:`process_report_batch`, in order; the by-zone partition is the state partition
+        (engine partition, clocks, snapshots), while arrival and DLQ provenance come from
+        each record's origin (:func:`read_origin`): a DLQ record names the message the
+        integrator sent, and a rejected item of a split batch its index there. The outputs
+        are those of the two paths, concatenated in input order."""
+        out = Outputs()
+        origins = [read_origin(m) for m in messages]
+        start = 0
+        while start < len(messages):
+            kind = origins[start].kind
+            end = start + 1
+            while end < len(messages) and origins[end].kind == kind:
+                end += 1
+            run, run_origins = messages[start:end], origins[start:end]
+            part = (self.process_report_batch(run, now_ms, origins=run_origins)
+                    if kind == "report" else
+                    self.process_sensor_batch(run, now_ms, origins=run_origins))
+            _merge(out, part)
+            start = end
+        return out
+
+
+def _merge(into: Outputs, part: Outputs) -> None:
+    into.alerts.extend(part.alerts)
+    into.cap.extend(part.cap)
+    into.density.extend(part.density)
+    into.dlq.extend(part.dlq)
+    into.events_in += part.events_in
+    into.kinds.update(part.kinds)
+    into.duplicates += part.duplicates
+    into.rejected.update(part.rejected)
+    into.clamped += part.clamped

@@ -1,0 +1,141 @@
+"""The zone router's driver: a fetch of the input topics, re-keyed by zone onto the internal
+by-zone topic (``Topics.by_zone``), acknowledged by the broker before the fetch counts as done.
+
+The rules live in ``streams/route.py`` (pure); this module produces what they return, with an
+explicit partition and timestamp per record (``BatchPublisher.send_routed``), and returns only
+once the broker acknowledged every record: the input offsets of the fetch may then be
+committed. A failed send raises (:class:`RouteError`) and the fetch must not be committed: it
+is routed again (at least once; stage 2 drops duplicate readings by ``event_id``).
+
+The seam (how the worker, agents/app.py, wires it):
+
+1. Build one :class:`ZoneRouter` per worker::
+
+       zr = ZoneRouter(zones, settings.topics)      # zones: the registry the pipeline has
+
+   It reads the partition count of the by-zone topic from the producer's metadata at its
+   first fetch (or pass ``partitions=``). Registry updates (the zones topic) go to
+   ``zr.set_zones(zones)`` as they go to ``pipe.set_zones``.
+2. Three agents, all in the worker's one consumer group:
+
+   - a router agent on ``topics.sensor_events`` (a batched topic, agents/transport.py): for
+     each fetch, ``await zr.route_fetch(producer, sources)``; faust commits the fetch's
+     offsets after the agent returns from it;
+   - a router agent on ``topics.reports``: ``await zr.route_fetch(producer, sources)`` for
+     each ``take_events`` batch;
+   - the ingest agent on ``topics.by_zone`` (also batched): ``pipe.process_routed_batch(
+     sources, now_ms)`` and ``publish_all`` as today. Its partitions are the state
+     partitions: snapshots, restore, ``start_offsets``, the wall-clock timer, heartbeats and
+     readiness follow ``topics.by_zone``, no longer the sensor topic. The by-zone topic's
+     record timestamps are the original arrivals, so the "recent" start works on it as is.
+
+   ``producer`` is the aiokafka producer (``app.producer._ensure_producer()``): idempotent,
+   ``acks=all`` from the client factory.
+3. An input partition of the router without a committed offset starts where
+   :func:`router_start_offsets` says (SAFETOUR_START: ``recent`` = the first arrival at or
+   after now - (window + grace); ``from-start`` = the oldest retained). faust's
+   ``consumer_auto_offset_reset`` would start it at the oldest retained: a week of input
+   routed again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from schemas import SafetourError, Zone
+from streams.pipeline import Consumed
+from streams.route import Router
+
+from .config import Settings, Topics
+from .publish import BatchPublisher
+from .state import start_offsets
+
+log = logging.getLogger(__name__)
+
+
+class RouteError(SafetourError, RuntimeError):
+    """Routed records were not acknowledged: the fetch must not be committed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Routed:
+    """What one :meth:`ZoneRouter.route_fetch` did."""
+
+    messages: int  # input messages routed
+    records: int  # records the broker acknowledged on the by-zone topic
+    partitions: dict[int, int]  # by-zone partition -> records written there
+
+
+class ZoneRouter:
+    """Routes fetches of the sensor and reports topics to ``topics.by_zone``."""
+
+    def __init__(
+        self, zones: Iterable[Zone], topics: Topics, *, partitions: int | None = None,
+        publisher: BatchPublisher | None = None,
+    ) -> None:
+        self.topics = topics
+        self._zones = list(zones)
+        self._publisher = publisher or BatchPublisher()
+        self.router: Router | None = (
+            None if partitions is None else
+            Router(self._zones, partitions, reports_topic=topics.reports))
+
+    def set_zones(self, zones: Iterable[Zone]) -> None:
+        """A new registry: reports located by lat/lon follow it from the next fetch."""
+        self._zones = list(zones)
+        if self.router is not None:
+            self.router.set_zones(self._zones)
+
+    async def _router(self, producer: Any) -> Router:
+        if self.router is None:
+            parts = sorted(await producer.partitions_for(self.topics.by_zone))
+            if not parts or parts != list(range(len(parts))):
+                raise RouteError(f"topic {self.topics.by_zone} has partitions {parts}; run "
+                                 "`safetour topics create`")
+            self.router = Router(self._zones, len(parts), reports_topic=self.topics.reports)
+        return self.router
+
+    async def route_fetch(self, producer: Any, messages: Sequence[Consumed]) -> Routed:
+        """Route ``messages`` (one fetch of the sensor or reports topic, or both) and produce
+        them; return once the broker acknowledged every record. Raises
+        :class:`RouteError` if any was not (after the producer's own retries): then the
+        fetch's input offsets must not be committed."""
+        if not messages:
+            return Routed(0, 0, {})
+        router = await self._router(producer)
+        records = router.route_batch(messages)
+        futures = await self._publisher.send_routed(producer, self.topics.by_zone, records)
+        # Wait for every delivery, failed or not, before judging: no send is left in flight.
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            raise RouteError(f"{len(failed)} of {len(futures)} record batches to "
+                             f"{self.topics.by_zone} failed: {failed[0]!r}") from failed[0]
+        parts: dict[int, int] = {}
+        for r in records:
+            parts[r.partition] = parts.get(r.partition, 0) + 1
+        return Routed(len(messages), len(records), parts)
+
+
+async def router_start_offsets(
+    settings: Settings, topic: str, partitions: Iterable[int], now_ms: int | None = None
+) -> dict[int, int]:
+    """Where the router starts ``partitions`` of an input ``topic`` that have no committed
+    offset: SAFETOUR_START=recent, the first arrival at or after now - (window + grace);
+    from-start, the oldest retained offset (agents/state.py ``start_offsets``)."""
+    parts = sorted(set(partitions))
+    if settings.start == "from-start":
+        since = None
+    else:
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        since = now - round((settings.window_s + settings.grace_s) * 1000)
+    starts = await start_offsets(settings.kafka, topic, parts, since)
+    for p in parts:
+        log.info("%s[%d]: no committed offset; routing from offset %d (SAFETOUR_START=%s)",
+                 topic, p, starts[p], settings.start)
+    return starts
