@@ -32,10 +32,14 @@ def test_topics_create_twice_then_exist_with_documented_config(
     cmd = [sys.executable, "-m", "agents", "topics", "create"]
     first = subprocess.run(cmd, env=settings_env(s), capture_output=True, text=True, check=True)
     second = subprocess.run(cmd, env=settings_env(s), capture_output=True, text=True, check=True)
-    assert first.stdout.count("created") == 12
-    assert second.stdout.count("exists") == 12
+    assert first.stdout.count("created") == 13
+    assert second.stdout.count("exists") == 13
     zones = asyncio.run(_config(kafka, s.topics.zones))
     assert zones["cleanup.policy"] == "compact"
     dlq = asyncio.run(_config(kafka, s.topics.dlq))
     assert dlq["cleanup.policy"] == "delete"
     assert int(dlq["max.message.bytes"]) >= 4 * 1024 * 1024
+    # The internal by-zone topic: the router stamps each record with its original arrival.
+    by_zone = asyncio.run(_config(kafka, s.topics.by_zone))
+    assert by_zone["message.timestamp.type"] == "CreateTime"
+    assert by_zone["retention.ms"] == str(7 * 24 * 3600 * 1000)
