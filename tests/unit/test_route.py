@@ -7,6 +7,7 @@ each zone one by-zone partition, and the same densities and alerts as one in-ord
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import zlib
@@ -17,11 +18,15 @@ from typing import Any
 
 import jsonschema
 import orjson
+import pytest
+from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import schemas
+from agents.config import Topics
+from agents.router import RouteError, ZoneRouter
 from agents.simulate import SCENARIOS, simulate
 from schemas import load_zones
 from streams.pipeline import (
@@ -319,3 +324,73 @@ def test_fuzz_router_never_raises_never_drops_and_stage_two_digests_it(
     records = router.route_batch(msgs)
     out = Pipeline(ZONES).process_routed_batch(as_consumed(records), now_ms=T0)
     dlq_of(out.dlq)
+
+
+class FakeBuilder:
+    def __init__(self) -> None:
+        self.records: list[tuple[int | None, bytes | None, bytes | None]] = []
+
+    def append(self, *, timestamp: int | None, key: bytes | None, value: bytes | None,
+               headers: Any) -> object:
+        self.records.append((timestamp, key, value))
+        return object()
+
+    def record_count(self) -> int:
+        return len(self.records)
+
+
+class FakeProducer:
+    """Batches are acknowledged only when the test says so (``futures``)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[int, FakeBuilder]] = []
+        self.futures: list[asyncio.Future[Any]] = []
+        self.both_sent = asyncio.Event()  # one batch per zone of the fetch: two
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return set(range(N))
+
+    def create_batch(self) -> FakeBuilder:
+        return FakeBuilder()
+
+    async def send_batch(self, builder: FakeBuilder, topic: str, *, partition: int
+                         ) -> asyncio.Future[Any]:
+        self.sent.append((partition, builder))
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.futures.append(fut)
+        if len(self.futures) == 2:
+            self.both_sent.set()
+        return fut
+
+
+def test_route_fetch_returns_only_once_every_record_is_acknowledged() -> None:
+    sources = [SourceMessage("safetour.sensor-events.v1", 0, i, T0 + i, b"k", orjson.dumps(
+        [occ(f"a{i}", "wat-yai-vihara"), occ(f"b{i}", "naresuan-bridge")])) for i in range(3)]
+
+    async def scenario(fail: bool) -> None:
+        producer = FakeProducer()
+        zr = ZoneRouter(ZONES, Topics())
+        task = asyncio.create_task(zr.route_fetch(producer, sources))
+        await asyncio.wait_for(producer.both_sent.wait(), 5)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not task.done()  # nothing acknowledged yet
+        producer.futures[0].set_result(None)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not task.done()  # one batch of two still in flight
+        if fail:
+            producer.futures[1].set_exception(KafkaError("broker said no"))
+            with pytest.raises(RouteError, match="1 of 2"):
+                await task
+            return
+        producer.futures[1].set_result(None)
+        result = await task
+        assert (result.messages, result.records) == (3, 6)
+        assert result.partitions == {zone_partition("wat-yai-vihara", N): 3,
+                                     zone_partition("naresuan-bridge", N): 3}
+        stamps = {p: [ts for ts, _, _ in b.records] for p, b in producer.sent}
+        assert all(v == [T0, T0 + 1, T0 + 2] for v in stamps.values())
+
+    asyncio.run(scenario(fail=False))
+    asyncio.run(scenario(fail=True))
