@@ -172,6 +172,10 @@ class AlertTracker:
 
     def _apply_report(self, za: _ZoneAlerts, report: Report) -> list[dict[str, Any]]:
         self._expire(za, report.ts_ms)
+        # Delivery is at least once (a fetch routed or read again after a crash): a report
+        # seen before is not a new witness, and its floor is already applied.
+        if any(r.report_id == report.report_id for r in za.reports):
+            return []
         za.reports.append(report)
         trs: list[Transition] = []
         level = report_level(report)

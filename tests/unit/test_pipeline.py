@@ -124,3 +124,20 @@ def test_replaying_the_same_input_gives_identical_alerts() -> None:
     assert statuses.count("raised") == 2
     assert statuses.count("resolved") == 2
     assert statuses[-1] == "resolved"
+
+
+def test_a_report_delivered_again_counts_once() -> None:
+    """At-least-once delivery (a fetch routed again after a crash) repeats a report: the
+    repeats do not count as corroborating reports of their own."""
+    sensorless = Zone("lawn", "สนาม", "Lawn", 500.0, "standing", ())
+    pipe = Pipeline([sensorless])
+
+    def report(rid: str, ts: int) -> SourceMessage:
+        value = {"report_id": rid, "ts": ts, "category": "overcrowding", "source": "tourist",
+                 "zone_id": "lawn"}
+        return SourceMessage("reports", 0, 0, ts, b"lawn", orjson.dumps(value))
+
+    again = [report("r1", T0), report("r1", T0), report("r1", T0 + 1000)]
+    assert pipe.process_report_batch(again).alerts == []
+    three = pipe.process_report_batch([report("r2", T0 + 2000), report("r3", T0 + 3000)])
+    assert [orjson.loads(a.value)["level"] for a in three.alerts] == ["elevated"]
