@@ -272,3 +272,29 @@ def test_the_text_channels_mark_a_late_alert() -> None:
     assert lateness_s(ALERT, at + 31, 30) == 31
     assert lateness_s(ALERT, at + 29, 30) is None
     assert lateness_s(ALERT | {"ts": "garbage"}, at, 30) is None
+
+
+@pytest.mark.asyncio
+async def test_the_escalator_gives_a_delivery_under_way_a_grace_then_hands_it_back() -> None:
+    import asyncio  # noqa: PLC0415
+
+    from agents.escalate import _unless_stopped  # noqa: PLC0415
+
+    stop = asyncio.Event()
+    never = asyncio.Event()
+
+    async def hanging() -> Result:
+        await never.wait()
+        return Result(Outcome.DELIVERED)
+
+    async def quick() -> Result:
+        await asyncio.sleep(0.05)
+        return Result(Outcome.DELIVERED)
+
+    stop.set()
+    t0 = asyncio.get_running_loop().time()
+    assert await _unless_stopped(hanging(), stop, 0.2) is None  # cut off: not recorded
+    assert 0.15 < asyncio.get_running_loop().time() - t0 < 2
+    finished = await _unless_stopped(quick(), stop, 1.0)  # finishes within the grace
+    assert finished is not None
+    assert finished.outcome is Outcome.DELIVERED
