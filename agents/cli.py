@@ -223,7 +223,7 @@ def cmd_notify(args: argparse.Namespace, settings: Settings) -> int:
 
     def factory(session: Any) -> Any:
         return RateLimited(inner(session), bucket)
-    policy = RetryPolicy(max_attempts=args.attempts)
+    policy = RetryPolicy(max_attempts=args.attempts, retry_after_cap_s=args.retry_after_cap)
     if args.escalate_after is not None:
         from .escalate import run_escalator  # noqa: PLC0415
 
@@ -231,19 +231,16 @@ def cmd_notify(args: argparse.Namespace, settings: Settings) -> int:
               f"{args.escalate_after:g} s")
         asyncio.run(_until_signal(lambda stop: run_escalator(
             settings, factory, args.channel, args.escalate_after, policy,
-            route=Route("critical", zones), stop=stop)))
+            route=Route("critical", zones), stop=stop, grace_s=args.grace)))
         return 0
 
-    import faust  # noqa: PLC0415
+    from .channels import run_notify  # noqa: PLC0415
 
-    from .notify import build_notify_app  # noqa: PLC0415
-
-    app = build_notify_app(settings, factory, args.channel, Route(args.min_level, zones),
-                           policy)
-    worker = faust.Worker(app, loglevel=args.log_level, quiet=True,
-                          logging_config=_faust_logging(args.log_level))
-    _no_spinner(worker)
-    worker.execute_from_commandline()
+    # Stops within --grace plus about a second on SIGTERM/SIGINT (README "Notifiers").
+    asyncio.run(_until_signal(lambda stop: run_notify(
+        settings, factory, args.channel, Route(args.min_level, zones), policy, stop,
+        queue_bound=args.queue, grace_s=args.grace, delayed_after_s=args.delayed_after)))
+    return 0
 
 
 def _faust_logging(level: str) -> dict[str, Any]:
@@ -543,7 +540,17 @@ def build_parser() -> argparse.ArgumentParser:
     nt.add_argument("--min-level", default="elevated",
                     choices=["elevated", "high", "critical"])
     nt.add_argument("--zones", help="only these zones, comma-separated")
-    nt.add_argument("--attempts", type=int, default=6, help="tries before the notify DLQ")
+    nt.add_argument("--attempts", type=int, default=6,
+                    help="tries before the notify DLQ (retries go on while the episode is "
+                         "open)")
+    nt.add_argument("--retry-after-cap", type=float, default=300.0, metavar="SECONDS",
+                    help="longest Retry-After honoured (300)")
+    nt.add_argument("--queue", type=int, default=1000,
+                    help="most alerts held per channel; the consumer pauses beyond (1000)")
+    nt.add_argument("--grace", type=float, default=5.0, metavar="SECONDS",
+                    help="on SIGTERM/SIGINT, time given to sends in flight (5)")
+    nt.add_argument("--delayed-after", type=float, default=30.0, metavar="SECONDS",
+                    help="an alert sent later than this after its ts is marked delayed (30)")
     nt.add_argument("--rate", type=float, metavar="PER_S",
                     help="most sends a second, retries included (webhook 20, line 10, "
                          "email 2)")

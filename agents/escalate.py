@@ -17,9 +17,11 @@ wall clock (processing time: how long the alert has stood unacknowledged).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import aiohttp
 import orjson
@@ -30,7 +32,15 @@ from streams.escalation import EscalationTracker, escalation_alert
 
 from .config import Settings
 from .metrics import Metrics
-from .notify import Notifier, Outcome, RetryPolicy, Route, deliver, notify_dlq_record
+from .notify import (
+    Notifier,
+    Outcome,
+    Result,
+    RetryPolicy,
+    Route,
+    deliver,
+    notify_dlq_record,
+)
 from .rejects import InternalRejects, malformed_dlq_record
 from .topics import partitions_of, seek_since
 
@@ -48,7 +58,10 @@ async def run_escalator(
     lookback_s: float = 24 * 3600,
     stop: asyncio.Event | None = None,
     metrics: Metrics | None = None,
+    grace_s: float = 5.0,
 ) -> None:
+    """Escalate until ``stop``. On stop, a delivery under way gets ``grace_s`` to finish;
+    one cut off is not recorded in the escalations log, so the next start sends it."""
     topics = settings.topics
     cfg = settings.kafka
     route = route or Route("critical")
@@ -96,7 +109,13 @@ async def run_escalator(
                 now = int(time.time() * 1000)
                 for p in tracker.due(now):
                     alert = escalation_alert(p, now)
-                    result = await deliver(notifier, alert, policy)
+                    got = await _unless_stopped(deliver(notifier, alert, policy), stop,
+                                                grace_s)
+                    if got is None:
+                        log.warning("escalation of %s cut off by the stop: the next start "
+                                    "sends it", alert["alert_id"])
+                        break
+                    result = got
                     alert_id = str(alert["alert_id"])
                     tracker.on_escalated(alert_id, now)
                     await producer.send_and_wait(topics.escalations, key=alert_id.encode(),
@@ -116,6 +135,25 @@ async def run_escalator(
     finally:
         await consumer.stop()
         await producer.stop()
+
+
+async def _unless_stopped(work: Coroutine[Any, Any, Result], stop: asyncio.Event,
+                          grace_s: float) -> Result | None:
+    """``work``'s result; once ``stop`` is set it gets ``grace_s`` more, then None."""
+    task = asyncio.ensure_future(work)
+    waiter = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            await asyncio.wait({task}, timeout=grace_s)
+    finally:
+        waiter.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return None
 
 
 def _apply(tracker: EscalationTracker, route: Route, topic: str, alerts: str, acks: str,

@@ -31,12 +31,11 @@ from typing import Any, cast
 from schemas import ConfigError
 from streams.messages import BANGKOK, LEVEL_TH
 
-from .notify import Outcome, Result, read_secret
+from .notify import Outcome, Result, delayed_marker, read_secret
 
 log = logging.getLogger(__name__)
 
 SECURITY = ("starttls", "tls", "none")
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,14 +83,17 @@ def _when(alert: Mapping[str, Any]) -> datetime | None:
         return None
 
 
-def alert_email(alert: Mapping[str, Any], key: str, cfg: SmtpConfig) -> EmailMessage:
-    """The message: Thai first, English after, times in Asia/Bangkok."""
+def alert_email(alert: Mapping[str, Any], key: str, cfg: SmtpConfig,
+                delayed_s: int | None = None) -> EmailMessage:
+    """The message: Thai first, English after, times in Asia/Bangkok; a late alert's
+    subject starts with the delayed marker (and ``X-Safetour-Delayed`` gives the seconds)."""
     level = str(alert.get("level", "?"))
     zone = str(alert.get("zone_id", "?"))
     status = str(alert.get("status", "?"))
     msg = EmailMessage()
-    msg["Subject"] = (f"[safetour] {LEVEL_TH.get(level, level)} / {level.upper()} {status}: "
-                      f"{zone}")
+    late = f"{delayed_marker(delayed_s)} " if delayed_s is not None else ""
+    msg["Subject"] = (f"{late}[safetour] {LEVEL_TH.get(level, level)} / {level.upper()} "
+                      f"{status}: {zone}")
     msg["From"] = cfg.sender
     msg["To"] = ", ".join(cfg.recipients)
     msg["Message-ID"] = f"<{uuid.uuid5(uuid.NAMESPACE_URL, 'safetour:' + key)}@safetour>"
@@ -100,6 +102,8 @@ def alert_email(alert: Mapping[str, Any], key: str, cfg: SmtpConfig) -> EmailMes
         msg["Date"] = format_datetime(when.astimezone(BANGKOK))
     msg["X-Safetour-Alert-Id"] = str(alert.get("alert_id", ""))
     msg["X-Safetour-Idempotency-Key"] = key
+    if delayed_s is not None:
+        msg["X-Safetour-Delayed"] = str(delayed_s)
     text = alert.get("message") or {}
     lines = [str(text.get("th", "")), "", str(text.get("en", "")), "", "--",
              f"alert_id: {alert.get('alert_id', '')}", f"zone: {zone}",
@@ -148,8 +152,9 @@ class EmailNotifier:
     cfg: SmtpConfig
     channel: str = "email"
 
-    async def send(self, alert: Mapping[str, Any], key: str) -> Result:
-        msg = alert_email(alert, key, self.cfg)
+    async def send(self, alert: Mapping[str, Any], key: str, *,
+                   delayed_s: int | None = None) -> Result:
+        msg = alert_email(alert, key, self.cfg, delayed_s)
         return await _in_daemon_thread(lambda: self._send(msg))
 
     def _send(self, msg: EmailMessage) -> Result:

@@ -6,10 +6,12 @@
         REJECTED    will never work as it is (4xx but 429): dead-letter at once
 
 ``deliver`` retries RETRY outcomes with exponential backoff and full jitter (honouring a
-``Retry-After``) up to ``RetryPolicy.max_attempts``, then gives up with a FAILED result that the
-caller dead-letters to ``safetour.notify-dlq.v1``. Every attempt of one alert message carries
-the same idempotency key (``alert_id:status:ts``), so a receiver can drop repeats, including
-the identical alert a replay may publish again.
+``Retry-After``, capped) up to ``RetryPolicy.max_attempts``, then gives up with a FAILED result
+that the caller dead-letters to ``safetour.notify-dlq.v1``. Every attempt of one alert message
+carries the same idempotency key (``alert_id:seq``, or ``alert_id:status:ts`` for an alert
+without ``seq``), so a receiver can drop repeats, including the identical alert a replay may
+publish again. The channel runner (``agents/channels.py``: per-channel bounded priority
+queue, dedup, offsets committed after delivery) is what ``safetour notify`` runs.
 
 ``MemoryNotifier`` is the in-memory twin for tests; ``WebhookNotifier`` posts the alert JSON,
 signed: ``X-Safetour-Signature: v1=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`` with
@@ -29,21 +31,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import aiohttp
 import orjson
 
-from schemas import Rejection, decode_alert
 from streams import level_rank
-
-from .kafka_safety import undecodable_info
-
-if TYPE_CHECKING:
-    from .metrics import Metrics
-    from .rejects import InternalRejects
-
-log = logging.getLogger(__name__)
 
 log = logging.getLogger(__name__)
 
@@ -64,16 +57,52 @@ class Result:
 
 
 class Notifier(Protocol):
+    """``delayed_s``: the alert goes out this many seconds after its ``ts`` (more than the
+    runner's ``delayed_after_s``), so the channel marks it as late; None when on time."""
+
     channel: str
 
-    async def send(self, alert: Mapping[str, Any], key: str) -> Result: ...
+    async def send(self, alert: Mapping[str, Any], key: str, *,
+                   delayed_s: int | None = None) -> Result: ...
 
 
 def idempotency_key(alert: Mapping[str, Any]) -> str:
-    """``alert_id:status:ts``; an escalation of the alert (``streams.escalation``) is a
-    message of its own, so it gets a key of its own."""
-    key = f"{alert['alert_id']}:{alert['status']}:{alert['ts']}"
+    """``alert_id:seq`` when the alert carries its per-episode ``seq`` (exact: a replay
+    publishes the same pair again), else ``alert_id:status:ts``. An escalation of the alert
+    (``streams.escalation``) is a message of its own, so it gets a key of its own."""
+    seq = alert.get("seq")
+    if isinstance(seq, int | float) and not isinstance(seq, bool) and seq >= 1:
+        key = f"{alert['alert_id']}:{int(seq)}"
+    else:
+        key = f"{alert['alert_id']}:{alert['status']}:{alert['ts']}"
     return f"{key}:escalation" if alert.get("escalation") else key
+
+
+def alert_epoch_s(alert: Mapping[str, Any]) -> float | None:
+    """The alert's ``ts`` in epoch seconds (None when it is not a readable time)."""
+    try:
+        when = datetime.fromisoformat(str(alert["ts"]).replace("Z", "+00:00"))
+    except (KeyError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
+
+
+def lateness_s(alert: Mapping[str, Any], now_s: float, after_s: float) -> int | None:
+    """Whole seconds the alert is late (sent more than ``after_s`` after its ``ts``), or
+    None when it is on time."""
+    at = alert_epoch_s(alert)
+    if at is None or now_s - at <= after_s:
+        return None
+    return int(now_s - at)
+
+
+def delayed_marker(delayed_s: int) -> str:
+    """The short marker a text channel (LINE, the e-mail subject) puts first."""
+    minutes = delayed_s // 60
+    took = f"{minutes} min" if minutes else f"{delayed_s} s"
+    return f"[ล่าช้า {took} / DELAYED {took}]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,14 +123,21 @@ class Route:
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
+    """``max_attempts`` before the DLQ (the channel runner keeps retrying past it while the
+    alert's episode is open); backoff with full jitter, capped at ``cap_s``; a receiver's
+    ``Retry-After`` is honoured up to ``retry_after_cap_s`` (a receiver cannot stall a
+    channel for a day)."""
+
     max_attempts: int = 6
     base_s: float = 0.5
     cap_s: float = 60.0
+    retry_after_cap_s: float = 300.0
 
     def delay(self, attempt: int, rng: random.Random, retry_after_s: float | None) -> float:
-        """Full jitter: uniform in [0, min(cap, base * 2^attempt)], at least Retry-After."""
-        backoff = rng.uniform(0, min(self.cap_s, self.base_s * 2 ** attempt))
-        return max(backoff, retry_after_s or 0.0)
+        """Full jitter: uniform in [0, min(cap, base * 2^attempt)], at least Retry-After
+        (itself at most ``retry_after_cap_s``)."""
+        backoff = rng.uniform(0, min(self.cap_s, self.base_s * 2 ** min(attempt, 60)))
+        return max(backoff, min(retry_after_s or 0.0, self.retry_after_cap_s))
 
 
 @dataclass
@@ -148,9 +184,10 @@ class RateLimited:
     def channel(self) -> str:
         return self.inner.channel
 
-    async def send(self, alert: Mapping[str, Any], key: str) -> Result:
+    async def send(self, alert: Mapping[str, Any], key: str, *,
+                   delayed_s: int | None = None) -> Result:
         await self.bucket.acquire()
-        return await self.inner.send(alert, key)
+        return await self.inner.send(alert, key, delayed_s=delayed_s)
 
 
 async def deliver(
@@ -162,7 +199,8 @@ async def deliver(
     rng: random.Random | None = None,
     on_retry: Callable[[Result], None] | None = None,
 ) -> Result:
-    """Send until delivered, rejected, or out of attempts."""
+    """Send until delivered, rejected, or out of attempts (the escalator's loop; the
+    notifiers run :class:`agents.channels.ChannelRunner`)."""
     r = rng or random.Random()
     key = idempotency_key(alert)
     result = Result(Outcome.FAILED, "no attempt")
@@ -201,13 +239,18 @@ class MemoryNotifier:
     delivered: dict[str, Mapping[str, Any]] = field(default_factory=dict)
     calls: int = 0
 
-    async def send(self, alert: Mapping[str, Any], key: str) -> Result:
+    delayed: dict[str, int] = field(default_factory=dict)
+
+    async def send(self, alert: Mapping[str, Any], key: str, *,
+                   delayed_s: int | None = None) -> Result:
         self.calls += 1
         if self.script:
             result = self.script.pop(0)
             if result.outcome is not Outcome.DELIVERED:
                 return result
         self.delivered.setdefault(key, alert)
+        if delayed_s is not None:
+            self.delayed.setdefault(key, delayed_s)
         return Result(Outcome.DELIVERED)
 
 
@@ -239,7 +282,8 @@ async def post(
     if 200 <= status < 300 or status in delivered:
         return Result(Outcome.DELIVERED, str(status))
     if status == 429 or status >= 500:
-        after = float(retry_after) if retry_after and retry_after.isdigit() else None
+        # Delta-seconds only (an HTTP date is ignored); the policy caps it.
+        after = float(retry_after) if retry_after and retry_after.strip().isdigit() else None
         return Result(Outcome.RETRY, f"HTTP {status}", after)
     return Result(Outcome.REJECTED, f"HTTP {status}")
 
@@ -252,7 +296,8 @@ class WebhookNotifier:
     timeout_s: float = 5.0
     channel: str = "webhook"
 
-    async def send(self, alert: Mapping[str, Any], key: str) -> Result:
+    async def send(self, alert: Mapping[str, Any], key: str, *,
+                   delayed_s: int | None = None) -> Result:
         body = orjson.dumps(alert)
         ts = str(int(time.time()))
         headers = {
@@ -261,6 +306,8 @@ class WebhookNotifier:
             "X-Safetour-Timestamp": ts,
             "X-Safetour-Signature": sign(self.secret, ts, body),
         }
+        if delayed_s is not None:
+            headers["X-Safetour-Delayed"] = str(delayed_s)
         return await post(self.session, self.url, body, headers, self.timeout_s)
 
 
@@ -275,99 +322,6 @@ def read_secret(env: Mapping[str, str], name: str) -> bytes:
 
         raise ConfigError(f"set {name} or {name}_FILE")
     return value.encode()
-
-
-DeadLetter = Callable[[bytes | None, bytes], Awaitable[None]]
-
-
-@dataclass
-class AlertHandler:
-    """What a notifier does with one record of the alerts topic: decode it (a malformed
-    record goes to the notify DLQ with outcome ``malformed``, counted and logged, and the next
-    record is handled), route it, deliver it, dead-letter it if delivery failed."""
-
-    notifier: Notifier
-    channel: str
-    route: Route
-    policy: RetryPolicy
-    dead_letter: DeadLetter
-    metrics: Metrics
-    rejects: InternalRejects
-    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
-
-    async def handle(self, topic: str, partition: int, offset: int, key: bytes | None,
-                     value: bytes | None) -> Outcome | None:
-        """The outcome, ``None`` for an alert the route does not want or a malformed one."""
-        from .rejects import malformed_dlq_record  # noqa: PLC0415
-
-        alert = decode_alert(value)
-        if isinstance(alert, Rejection):
-            self.rejects.count(topic, alert, f"{partition}/{offset}")
-            await self.dead_letter(key, orjson.dumps(malformed_dlq_record(
-                alert, self.channel, value=value, topic=topic, partition=partition,
-                offset=offset, key=key)))
-            return None
-        if not self.route.wants(alert):
-            return None
-        channel = self.channel
-        result = await deliver(self.notifier, alert, self.policy, sleep=self.sleep,
-                               on_retry=lambda r: self.metrics.notifier_retries.labels(
-                                   channel).inc())
-        if result.outcome is Outcome.DELIVERED:
-            self.metrics.notifier_deliveries.labels(channel).inc()
-            log.info("%s delivered %s", channel, idempotency_key(alert))
-        else:
-            self.metrics.notifier_failures.labels(channel).inc()
-            log.warning("%s dead-lettered %s: %s", channel, idempotency_key(alert),
-                        result.reason)
-            await self.dead_letter(key, orjson.dumps(notify_dlq_record(alert, channel,
-                                                                       result)))
-        return result.outcome
-
-
-def build_notify_app(settings: Any, notifier_factory: Callable[[aiohttp.ClientSession], Notifier],
-                     channel: str, route: Route, policy: RetryPolicy) -> Any:
-    """A faust app of its own (consumer group ``<app_id>-notify-<channel>``): a slow channel
-    never holds back another, and a restarted notifier resumes from its committed offset.
-    Offsets commit after delivery (at least once); receivers drop repeats by idempotency key.
-    """
-    from .metrics import Metrics  # noqa: PLC0415
-    from .rejects import InternalRejects  # noqa: PLC0415
-    from .transport import IdempotentApp  # noqa: PLC0415
-
-    group = f"{settings.app_id}-notify-{channel}"
-    datadir = settings.state_dir / "faust" / group
-    datadir.parent.mkdir(parents=True, exist_ok=True)
-    app = IdempotentApp(group, **settings.kafka.faust_kwargs(), store="memory://",
-                        autodiscover=False, datadir=str(datadir), web_enabled=False,
-                        consumer_auto_offset_reset="earliest",
-                        broker_session_timeout=settings.session_timeout_s)
-    alerts = app.topic(settings.topics.alerts, key_type=bytes, value_type=bytes,
-                       key_serializer="raw", value_serializer="raw")
-    dlq = app.topic(settings.topics.notify_dlq, key_type=bytes, value_type=bytes,
-                    key_serializer="raw", value_serializer="raw")
-    metrics = Metrics()
-    rejects = InternalRejects.of(f"notify-{channel}", metrics, log)
-    session: list[aiohttp.ClientSession] = []
-
-    async def dead_letter(key: bytes | None, value: bytes) -> None:
-        await dlq.send(key=key, value=value)
-
-    async def notify(stream: Any) -> None:
-        if not session:
-            session.append(aiohttp.ClientSession())
-        handler = AlertHandler(notifier_factory(session[0]), channel, route, policy,
-                               dead_letter, metrics, rejects)
-        async for event in stream.events():
-            if undecodable_info(event.message) is not None:
-                # A record batch this process could not decode (agents/kafka_safety.py
-                # skipped it and logged it): no alert to deliver.
-                continue
-            m = event.message
-            await handler.handle(m.topic, m.partition, m.offset, event.key, event.value)
-
-    app.agent(alerts, name=f"safetour.notify.{channel}")(notify)
-    return app
 
 
 LINE_MAX_UTF16 = 5000
@@ -392,10 +346,14 @@ def cap_utf16(text: str, limit: int = LINE_MAX_UTF16) -> str:
     return "".join(out) + "…"
 
 
-def line_text(alert: Mapping[str, Any]) -> str:
-    """Thai first, English after (LINE Messaging API push text, capped at 5,000 units)."""
+def line_text(alert: Mapping[str, Any], delayed_s: int | None = None) -> str:
+    """Thai first, English after (LINE Messaging API push text, capped at 5,000 units);
+    a late alert starts with the delayed marker."""
     msg = alert.get("message") or {}
-    return cap_utf16(f"{msg.get('th', '')}\n\n{msg.get('en', '')}".strip())
+    text = f"{msg.get('th', '')}\n\n{msg.get('en', '')}".strip()
+    if delayed_s is not None:
+        text = f"{delayed_marker(delayed_s)}\n{text}"
+    return cap_utf16(text)
 
 
 @dataclass
@@ -413,11 +371,12 @@ class LineNotifier:
     timeout_s: float = 10.0
     channel: str = "line"
 
-    async def send(self, alert: Mapping[str, Any], key: str) -> Result:
+    async def send(self, alert: Mapping[str, Any], key: str, *,
+                   delayed_s: int | None = None) -> Result:
         import uuid  # noqa: PLC0415
 
-        body = orjson.dumps({"to": self.to, "messages": [{"type": "text",
-                                                           "text": line_text(alert)}]})
+        body = orjson.dumps({"to": self.to, "messages": [{"type": "text", "text": line_text(
+            alert, delayed_s)}]})
         headers = {
             "Content-Type": "application/json",
             "Authorization": f"Bearer {self.token.decode()}",

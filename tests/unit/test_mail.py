@@ -168,3 +168,13 @@ def test_config_from_env() -> None:
     with pytest.raises(ConfigError, match="SAFETOUR_SMTP_PASSWORD"):
         SmtpConfig.from_env({"SAFETOUR_SMTP_HOST": "h", "SAFETOUR_MAIL_FROM": "a@b.c",
                              "SAFETOUR_MAIL_TO": "x@y.z", "SAFETOUR_SMTP_USER": "u"})
+
+
+def test_a_late_alert_says_so_in_the_subject() -> None:
+    from agents.mail import SmtpConfig  # noqa: PLC0415
+
+    cfg = SmtpConfig("smtp.example", "a@example.org", ("b@example.org",))
+    late = alert_email(ALERT, "k", cfg, delayed_s=125)
+    assert str(late["Subject"]).startswith("[ล่าช้า 2 min / DELAYED 2 min] [safetour]")
+    assert late["X-Safetour-Delayed"] == "125"
+    assert "DELAYED" not in str(alert_email(ALERT, "k", cfg)["Subject"])

@@ -48,9 +48,11 @@ class Receiver:
     calls: int = 0
     deliveries: dict[str, Any] = field(default_factory=dict)
     bad_signatures: int = 0
+    delayed: list[str | None] = field(default_factory=list)
 
     async def handle(self, request: web.Request) -> web.Response:
         self.calls += 1
+        self.delayed.append(request.headers.get("X-Safetour-Delayed"))
         body = await request.read()
         if not verify(SECRET, request.headers["X-Safetour-Timestamp"], body,
                       request.headers["X-Safetour-Signature"]):
@@ -194,8 +196,11 @@ async def test_rate_limit_allows_the_burst_then_spaces_sends() -> None:
 
 @pytest.mark.asyncio
 async def test_a_malformed_record_is_dead_lettered_and_the_next_alert_delivered() -> None:
+    import asyncio  # noqa: PLC0415
+    import logging  # noqa: PLC0415
+
+    from agents.channels import ChannelRunner  # noqa: PLC0415
     from agents.metrics import Metrics  # noqa: PLC0415
-    from agents.notify import AlertHandler  # noqa: PLC0415
     from agents.rejects import InternalRejects  # noqa: PLC0415
 
     metrics = Metrics()
@@ -205,20 +210,91 @@ async def test_a_malformed_record_is_dead_lettered_and_the_next_alert_delivered(
     async def dead_letter(key: bytes | None, value: bytes) -> None:
         dlq.append((key, value))
 
-    import logging  # noqa: PLC0415
-
-    handler = AlertHandler(twin, "memory", Route("elevated"), RetryPolicy(), dead_letter,
-                           metrics, InternalRejects.of("notify-memory", metrics,
-                                                       logging.getLogger("test")))
+    runner = ChannelRunner(twin, Route("elevated"), RetryPolicy(), dead_letter, metrics,
+                           InternalRejects.of("notify-memory", metrics,
+                                              logging.getLogger("test")), senders=1)
     second = ALERT | {"alert_id": "naresuan-bridge:2:cd"}
     records = [orjson.dumps(ALERT), b"\x00 not json", orjson.dumps([ALERT]),
                orjson.dumps(ALERT | {"level": 3}), orjson.dumps(second)]
-    outcomes = [await handler.handle("t.alerts", 0, offset, b"naresuan-bridge", value)
-                for offset, value in enumerate(records)]
-    assert outcomes == [Outcome.DELIVERED, None, None, None, Outcome.DELIVERED]
+    queued = [await runner.accept("t.alerts", offset, b"naresuan-bridge", value)
+              for offset, value in enumerate(records)]
+    sender = asyncio.create_task(runner.send_forever())
+    try:
+        for _ in range(500):
+            if not runner.queue.held:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        sender.cancel()
+        await asyncio.gather(sender, return_exceptions=True)
+    assert queued == [True, False, False, False, True]
     assert list(twin.delivered) == [idempotency_key(ALERT), idempotency_key(second)]
     dead = [orjson.loads(v) for _, v in dlq]
     assert [(d["outcome"], d["reason"], d["source"]["offset"]) for d in dead] == [
         ("malformed", "not_json", 1), ("malformed", "schema", 2), ("malformed", "schema", 3)]
     assert "level" in dead[2]["detail"]
     assert metrics.internal_rejects.labels("t.alerts", "notify-memory")._value.get() == 3
+    assert runner.book.committable() == {"t.alerts": 5}
+
+
+@pytest.mark.asyncio
+async def test_retry_after_is_capped(server: tuple[Receiver, str]) -> None:
+    """Failed before: a receiver answering ``Retry-After: 86400`` stalled the channel a day."""
+    receiver, url = server
+    receiver.fail, receiver.fail_status, receiver.retry_after = 1, 503, "86400"
+    sleeps = Sleeps()
+    async with aiohttp.ClientSession() as session:
+        ok = await deliver(WebhookNotifier(url, SECRET, session), ALERT, RetryPolicy(),
+                           sleep=sleeps)
+    assert ok.outcome is Outcome.DELIVERED
+    assert sleeps == [300.0]
+    assert RetryPolicy(retry_after_cap_s=20).delay(0, random.Random(1), 86400) == 20
+
+
+@pytest.mark.asyncio
+async def test_a_late_alert_carries_the_delayed_header(server: tuple[Receiver, str]) -> None:
+    receiver, url = server
+    async with aiohttp.ClientSession() as session:
+        hook = WebhookNotifier(url, SECRET, session)
+        late = await hook.send(ALERT, "k1", delayed_s=95)
+        on_time = await hook.send(ALERT, "k2")
+    assert late.outcome is on_time.outcome is Outcome.DELIVERED
+    assert receiver.delayed == ["95", None]
+
+
+def test_the_text_channels_mark_a_late_alert() -> None:
+    from agents.notify import delayed_marker, lateness_s, line_text  # noqa: PLC0415
+
+    assert line_text(ALERT, 95).startswith("[ล่าช้า 1 min / DELAYED 1 min]\n")
+    assert line_text(ALERT) == "วิกฤต\n\ncritical"
+    assert delayed_marker(42) == "[ล่าช้า 42 s / DELAYED 42 s]"
+    at = 1771247185.0  # ALERT's ts
+    assert lateness_s(ALERT, at + 31, 30) == 31
+    assert lateness_s(ALERT, at + 29, 30) is None
+    assert lateness_s(ALERT | {"ts": "garbage"}, at, 30) is None
+
+
+@pytest.mark.asyncio
+async def test_the_escalator_gives_a_delivery_under_way_a_grace_then_hands_it_back() -> None:
+    import asyncio  # noqa: PLC0415
+
+    from agents.escalate import _unless_stopped  # noqa: PLC0415
+
+    stop = asyncio.Event()
+    never = asyncio.Event()
+
+    async def hanging() -> Result:
+        await never.wait()
+        return Result(Outcome.DELIVERED)
+
+    async def quick() -> Result:
+        await asyncio.sleep(0.05)
+        return Result(Outcome.DELIVERED)
+
+    stop.set()
+    t0 = asyncio.get_running_loop().time()
+    assert await _unless_stopped(hanging(), stop, 0.2) is None  # cut off: not recorded
+    assert 0.15 < asyncio.get_running_loop().time() - t0 < 2
+    finished = await _unless_stopped(quick(), stop, 1.0)  # finishes within the grace
+    assert finished is not None
+    assert finished.outcome is Outcome.DELIVERED

@@ -1,0 +1,608 @@
+"""What ``safetour notify`` runs: one :class:`ChannelRunner` per channel.
+
+Each channel has a consumer group of its own (``<app id>-notify-<channel>``), a bounded
+priority queue of its own and senders of its own, so a slow or dead receiver holds back no
+other channel (several channels in one process are independent tasks: :func:`run_notify`).
+
+- **At least once, offsets after delivery.** A record's offset counts as finished once its
+  alert is delivered, rejected and dead-lettered, given up and dead-lettered, or skipped (not
+  routed, a repeat, malformed and dead-lettered). A partition commits the lowest offset it
+  still holds (:class:`OffsetBook`), every second and on stop, so a restart re-reads only
+  the unfinished alerts (and those after them).
+- **Exactly once per (alert_id, seq) and channel.** :class:`Episodes` remembers the
+  idempotency keys (``alert_id:seq``, or ``alert_id:status:ts`` without ``seq``) of every
+  open episode, and of the last ``closed_cap`` resolved ones; an alert taken before (a worker
+  replay publishes identical alerts again) is skipped. Across a notifier restart, the
+  receivers drop repeats by the same key (``Idempotency-Key``, LINE's retry key, the
+  e-mail ``Message-ID``).
+- **Bounded memory, back-pressure.** At most ``queue_bound`` alerts are held (queued, waiting
+  for a retry, in flight). When the queue is full the consumer pauses its partitions (and
+  keeps polling, so it stays in the group) until there is room: nothing is dropped.
+- **Critical first.** The senders take the ready alert of the highest level, then the
+  oldest; an alert waiting for its backoff holds nothing back. The first delivery after
+  failures releases every waiting retry (the receiver is back).
+- **No giving up on an open episode.** Past ``RetryPolicy.max_attempts`` an alert whose
+  episode is open keeps being retried at the capped backoff; it is dead-lettered (outcome
+  ``failed``) only once its episode resolved, or at once when the receiver rejects it.
+- **Delayed marker.** An alert sent more than ``delayed_after_s`` after its ``ts`` is sent
+  with ``delayed_s`` (webhook header ``X-Safetour-Delayed``, a marker in LINE and e-mail).
+- **Clean stop.** On ``stop`` it fetches nothing more, gives sends in flight ``grace_s`` to
+  finish, cancels the rest, commits what finished and leaves the group: the alerts it still
+  held are read again by the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import random
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from schemas import Rejection, decode_alert
+from streams import level_rank
+
+from .kafka_safety import undecodable_info
+from .logs import ThrottledLog
+from .notify import (
+    Notifier,
+    Outcome,
+    Result,
+    RetryPolicy,
+    Route,
+    idempotency_key,
+    lateness_s,
+    notify_dlq_record,
+)
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from .config import Settings
+    from .metrics import Metrics
+    from .rejects import InternalRejects
+
+log = logging.getLogger(__name__)
+
+TP = Any  # a partition: aiokafka's TopicPartition, or any hashable in tests
+DeadLetter = Callable[[bytes | None, bytes], Awaitable[None]]
+
+QUEUE_BOUND = 1000
+SENDERS = 4
+GRACE_S = 5.0
+DELAYED_AFTER_S = 30.0
+
+
+@dataclass(eq=False)
+class Job:
+    """One alert on its way to one channel."""
+
+    alert: dict[str, Any]
+    key: str
+    alert_id: str
+    rank: int
+    tp: TP
+    offset: int
+    kafka_key: bytes | None
+    order: int
+    attempts: int = 0
+
+
+def priority_rank(alert: Mapping[str, Any]) -> int:
+    """Its level; a resolution ranks as the level it ends (it stays behind the episode's
+    own alerts, ahead of lesser episodes)."""
+    if alert.get("status") == "resolved":
+        return level_rank(str(alert.get("previous_level")))
+    return level_rank(str(alert.get("level")))
+
+
+class ChannelQueue:
+    """The alerts one channel holds, at most ``bound``: ready ones by (level, age), and
+    those waiting for their retry time."""
+
+    def __init__(self, bound: int, clock: Callable[[], float] = time.monotonic) -> None:
+        if bound < 1:
+            raise ValueError("bound must be >= 1")
+        self.bound = bound
+        self.clock = clock
+        self._ready: list[tuple[int, int, Job]] = []
+        self._waiting: list[tuple[float, int, Job]] = []
+        self._held = 0
+        self._cond = asyncio.Condition()
+
+    @property
+    def held(self) -> int:
+        """Queued, waiting for a retry, or taken and not yet :meth:`done`."""
+        return self._held
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def free(self) -> int:
+        return max(0, self.bound - self._held)
+
+    def full(self) -> bool:
+        return self._held >= self.bound
+
+    async def put(self, job: Job) -> None:
+        """Add a fresh job; waits while the queue is full (back-pressure)."""
+        async with self._cond:
+            await self._cond.wait_for(lambda: self._held < self.bound)
+            self._held += 1
+            heapq.heappush(self._ready, (-job.rank, job.order, job))
+            self._cond.notify_all()
+
+    async def wait_for_room(self) -> None:
+        async with self._cond:
+            await self._cond.wait_for(lambda: self._held < self.bound)
+
+    async def get(self) -> Job:
+        """The ready job of the highest level, oldest first; waits for one."""
+        async with self._cond:
+            while True:
+                now = self.clock()
+                while self._waiting and self._waiting[0][0] <= now:
+                    _, _, job = heapq.heappop(self._waiting)
+                    heapq.heappush(self._ready, (-job.rank, job.order, job))
+                if self._ready:
+                    return heapq.heappop(self._ready)[2]
+                if not self._waiting:
+                    await self._cond.wait()
+                    continue
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max(0.0, self._waiting[0][0] - now)):
+                        await self._cond.wait()
+
+    async def retry_at(self, job: Job, at: float) -> None:
+        """Hold a taken job until ``at`` (monotonic seconds); it stays counted."""
+        async with self._cond:
+            heapq.heappush(self._waiting, (at, job.order, job))
+            self._cond.notify_all()
+
+    async def wake(self) -> None:
+        """Every waiting job is ready now."""
+        async with self._cond:
+            if self._waiting:
+                now = self.clock()
+                self._waiting = [(now, order, job) for _, order, job in self._waiting]
+                heapq.heapify(self._waiting)
+                self._cond.notify_all()
+
+    async def done(self, job: Job) -> None:
+        """A taken job is finished: its place is free."""
+        async with self._cond:
+            self._held -= 1
+            self._cond.notify_all()
+
+
+class Episodes:
+    """The dedup memory of one channel: the keys taken per open episode, and per recently
+    resolved one (a replay may publish a closed episode again). Bounded: at most
+    ``open_cap`` open and ``closed_cap`` closed episodes, the oldest forgotten first."""
+
+    def __init__(self, open_cap: int = 10_000, closed_cap: int = 10_000) -> None:
+        self.open_cap, self.closed_cap = open_cap, closed_cap
+        self._open: OrderedDict[str, set[str]] = OrderedDict()
+        self._closed: OrderedDict[str, set[str]] = OrderedDict()
+        self.evicted = 0
+
+    def take(self, alert_id: str, key: str, *, resolved: bool) -> bool:
+        """True for an alert not taken before (now remembered), False for a repeat."""
+        if alert_id in self._closed:
+            keys = self._closed[alert_id]
+            if key in keys:
+                return False
+            keys.add(key)
+            return True
+        if alert_id not in self._open:
+            self._open[alert_id] = set()
+        keys = self._open[alert_id]
+        if key in keys:
+            return False
+        keys.add(key)
+        self._open.move_to_end(alert_id)
+        if resolved:
+            self._closed[alert_id] = self._open.pop(alert_id)
+            while len(self._closed) > self.closed_cap:
+                self._closed.popitem(last=False)
+        while len(self._open) > self.open_cap:
+            self._open.popitem(last=False)
+            self.evicted += 1
+        return True
+
+    def is_open(self, alert_id: str) -> bool:
+        return alert_id in self._open
+
+    def __len__(self) -> int:
+        return sum(map(len, self._open.values())) + sum(map(len, self._closed.values()))
+
+    @property
+    def episodes(self) -> int:
+        return len(self._open) + len(self._closed)
+
+
+class OffsetBook:
+    """Per partition: the offsets still held and the next one to read. The offset to commit
+    is the lowest held one, or the next one when nothing is held."""
+
+    def __init__(self) -> None:
+        self._held: dict[TP, set[int]] = {}
+        self._next: dict[TP, int] = {}
+        self._committed: dict[TP, int] = {}
+
+    def take(self, tp: TP, offset: int) -> None:
+        self._held.setdefault(tp, set()).add(offset)
+        self._next[tp] = max(self._next.get(tp, 0), offset + 1)
+
+    def skip(self, tp: TP, offset: int) -> None:
+        """A record finished as soon as it was read."""
+        self._next[tp] = max(self._next.get(tp, 0), offset + 1)
+
+    def untake(self, tp: TP, offset: int) -> None:
+        """A record taken but handed back (stopped before it was queued): it and all after
+        it are to be read again."""
+        held = self._held.get(tp)
+        if held is not None:
+            held.discard(offset)
+        if tp in self._next:
+            self._next[tp] = min(self._next[tp], offset)
+
+    def finish(self, tp: TP, offset: int) -> None:
+        held = self._held.get(tp)
+        if held is not None:
+            held.discard(offset)
+
+    def committable(self, tps: Any = None) -> dict[TP, int]:
+        """Offsets that moved since the last :meth:`committed` (of ``tps``, or all)."""
+        out = {}
+        for tp, nxt in self._next.items():
+            if tps is not None and tp not in tps:
+                continue
+            held = self._held.get(tp)
+            at = min(held) if held else nxt
+            if self._committed.get(tp) != at:
+                out[tp] = at
+        return out
+
+    def committed(self, offsets: Mapping[TP, int]) -> None:
+        self._committed.update(offsets)
+
+    def drop(self, tps: Any) -> None:
+        for tp in tps:
+            self._held.pop(tp, None)
+            self._next.pop(tp, None)
+            self._committed.pop(tp, None)
+
+
+@dataclass
+class ChannelRunner:
+    """The queue, the dedup memory, the offsets and the senders of one channel."""
+
+    notifier: Notifier
+    route: Route
+    policy: RetryPolicy
+    dead_letter: DeadLetter
+    metrics: Metrics
+    rejects: InternalRejects
+    queue_bound: int = QUEUE_BOUND
+    senders: int = SENDERS
+    delayed_after_s: float = DELAYED_AFTER_S
+    wall_clock: Callable[[], float] = time.time
+    rng: random.Random = field(default_factory=random.Random)
+    queue: ChannelQueue = field(init=False)
+    episodes: Episodes = field(default_factory=Episodes)
+    book: OffsetBook = field(default_factory=OffsetBook)
+    in_flight: int = field(default=0, init=False)
+    max_held: int = field(default=0, init=False)
+    duplicates: int = field(default=0, init=False)
+    dead_lettered: int = field(default=0, init=False)
+    _order: int = field(default=0, init=False)
+    _failing: bool = field(default=False, init=False)
+    _stopping: bool = field(default=False, init=False)
+    _quiet: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+
+    def __post_init__(self) -> None:
+        self.queue = ChannelQueue(self.queue_bound)
+        self._quiet.set()
+        self._outage = ThrottledLog(log)
+
+    @property
+    def channel(self) -> str:
+        return self.notifier.channel
+
+    # -- taking records ----------------------------------------------------------------
+    async def accept(self, tp: TP, offset: int, key: bytes | None, value: bytes | None,
+                     ) -> bool:
+        """Take one record of the alerts topic: True when it was queued for delivery."""
+        from .rejects import malformed_dlq_record  # noqa: PLC0415
+
+        alert = decode_alert(value)
+        if isinstance(alert, Rejection):
+            topic, partition = (tp.topic, tp.partition) if hasattr(tp, "topic") else (
+                str(tp), 0)
+            self.rejects.count(topic, alert, f"{partition}/{offset}")
+            await self._write_dlq(key, orjson.dumps(malformed_dlq_record(
+                alert, self.channel, value=value, topic=topic, partition=partition,
+                offset=offset, key=key)))
+            self.book.skip(tp, offset)
+            return False
+        if not self.route.wants(alert):
+            self.book.skip(tp, offset)
+            return False
+        ikey = idempotency_key(alert)
+        alert_id = str(alert["alert_id"])
+        if not self.episodes.take(alert_id, ikey, resolved=alert.get("status") == "resolved"):
+            self.duplicates += 1
+            log.info("%s: skipped a repeat of %s", self.channel, ikey)
+            self.book.skip(tp, offset)
+            return False
+        self._order += 1
+        job = Job(dict(alert), ikey, alert_id, priority_rank(alert), tp, offset, key,
+                  self._order)
+        self.book.take(tp, offset)
+        try:
+            await self.queue.put(job)
+        except asyncio.CancelledError:
+            self.book.untake(tp, offset)
+            raise
+        self.max_held = max(self.max_held, self.queue.held)
+        return True
+
+    # -- sending -----------------------------------------------------------------------
+    async def send_forever(self) -> None:
+        """One sender: take the best ready job, try it once, settle it; repeat."""
+        while True:
+            job = await self.queue.get()
+            if self._stopping:  # handed back: not finished, not committed
+                return
+            self.in_flight += 1
+            self._quiet.clear()
+            try:
+                await self._attempt(job)
+            finally:
+                self.in_flight -= 1
+                if self.in_flight == 0:
+                    self._quiet.set()
+
+    async def _attempt(self, job: Job) -> None:
+        delayed = lateness_s(job.alert, self.wall_clock(), self.delayed_after_s)
+        try:
+            result = await self.notifier.send(job.alert, job.key, delayed_s=delayed)
+        except Exception as exc:  # a notifier bug is a failed attempt, never a dead sender
+            log.exception("%s: send of %s raised", self.channel, job.key)
+            result = Result(Outcome.RETRY, f"{type(exc).__name__}: {exc}")
+        job.attempts += 1
+        if result.outcome is Outcome.DELIVERED:
+            self.metrics.notifier_deliveries.labels(self.channel).inc()
+            log.info("%s delivered %s%s", self.channel, job.key,
+                     f" ({delayed} s late)" if delayed is not None else "")
+            if self._failing:  # the receiver is back: release the waiting retries
+                self._failing = False
+                await self.queue.wake()
+            await self._finish(job)
+            return
+        if result.outcome is Outcome.REJECTED:
+            await self._give_up(job, Result(Outcome.REJECTED, result.reason,
+                                            attempts=job.attempts))
+            return
+        self._failing = True
+        self.metrics.notifier_retries.labels(self.channel).inc()
+        if job.attempts >= self.policy.max_attempts and not self.episodes.is_open(
+                job.alert_id):
+            await self._give_up(job, Result(
+                Outcome.FAILED, f"gave up after {job.attempts} attempts (episode "
+                f"resolved): {result.reason}", attempts=job.attempts))
+            return
+        if job.attempts == self.policy.max_attempts:
+            log.warning("%s: %s not delivered after %d attempts (%s); its episode is "
+                        "open, so retries go on", self.channel, job.key, job.attempts,
+                        result.reason)
+        else:
+            self._outage.note("%s: %s not delivered (%s); retrying", self.channel, job.key,
+                              result.reason)
+        delay = self.policy.delay(job.attempts - 1, self.rng, result.retry_after_s)
+        await self.queue.retry_at(job, self.queue.clock() + delay)
+
+    async def _give_up(self, job: Job, result: Result) -> None:
+        self.metrics.notifier_failures.labels(self.channel).inc()
+        log.warning("%s dead-lettered %s: %s", self.channel, job.key, result.reason)
+        await self._write_dlq(job.kafka_key, orjson.dumps(notify_dlq_record(
+            job.alert, self.channel, result)))
+        self.dead_lettered += 1
+        await self._finish(job)
+
+    async def _finish(self, job: Job) -> None:
+        self.book.finish(job.tp, job.offset)
+        await self.queue.done(job)
+
+    async def _write_dlq(self, key: bytes | None, value: bytes) -> None:
+        """The DLQ write, retried until it is acknowledged (its record stays unfinished,
+        and uncommitted, meanwhile)."""
+        delay = 0.5
+        while True:
+            try:
+                await self.dead_letter(key, value)
+                return
+            except Exception as exc:
+                self._outage.note("%s: the notify DLQ write failed (%s); retrying",
+                                  self.channel, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+    # -- the consumer loop -------------------------------------------------------------
+    async def serve(self, consumer: Any, stop: asyncio.Event, *, grace_s: float = GRACE_S,
+                    commit_every_s: float = 1.0) -> None:
+        """Consume (an aiokafka consumer, subscribed) and deliver until ``stop``."""
+        senders = [asyncio.create_task(self.send_forever(), name=f"{self.channel}-send-{i}")
+                   for i in range(self.senders)]
+        committer = asyncio.create_task(self._commit_forever(consumer, commit_every_s))
+        try:
+            await _until(stop, self._consume(consumer, stop))
+        finally:
+            self._stopping = True
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(grace_s):
+                    await self._quiet.wait()
+            if self.in_flight:
+                log.warning("%s: stopping with %d sends in flight after %.3g s: they are "
+                            "read again at the next start", self.channel, self.in_flight,
+                            grace_s)
+            for t in [*senders, committer]:
+                t.cancel()
+            await asyncio.gather(*senders, committer, return_exceptions=True)
+            await self.commit(consumer)
+            log.info("%s: stopped; %d alerts held were not finished and are read again at "
+                     "the next start", self.channel, self.queue.held)
+
+    async def _consume(self, consumer: Any, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            if self.queue.full():
+                consumer.pause(*consumer.assignment())
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(1.0):
+                        await self.queue.wait_for_room()
+                batches = await consumer.getmany(timeout_ms=0)  # stays in the group
+            else:
+                if consumer.paused():
+                    consumer.resume(*consumer.paused())
+                batches = await consumer.getmany(timeout_ms=500,
+                                                 max_records=max(1, self.queue.free))
+            for tp, records in batches.items():
+                for r in records:
+                    if undecodable_info(r) is not None:  # logged by agents/kafka_safety.py
+                        self.book.skip(tp, r.offset)
+                        continue
+                    await self.accept(tp, r.offset, r.key, r.value)
+
+    async def commit(self, consumer: Any, tps: Any = None) -> None:
+        assigned = consumer.assignment()
+        offsets = {tp: off for tp, off in self.book.committable(tps).items()
+                   if tp in assigned}
+        if not offsets:
+            return
+        try:
+            await consumer.commit(offsets)
+        except Exception as exc:
+            self._outage.note("%s: offset commit failed (%s); retrying", self.channel, exc)
+            return
+        self.book.committed(offsets)
+
+    async def _commit_forever(self, consumer: Any, every_s: float) -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            await self.commit(consumer)
+
+
+async def _until(stop: asyncio.Event, work: Coroutine[Any, Any, None]) -> None:
+    """Run ``work`` until it returns or ``stop`` is set (then cancel it)."""
+    task = asyncio.ensure_future(work)
+    waiter = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+        if not task.done():
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+class _Rebalance:
+    """Before partitions go: commit what finished on them and forget them."""
+
+    def __init__(self, runner: ChannelRunner, consumer: Any) -> None:
+        self.runner, self.consumer = runner, consumer
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self.runner.commit(self.consumer, set(revoked))
+        self.runner.book.drop(revoked)
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        log.info("%s: consuming %s", self.runner.channel,
+                 ", ".join(f"{tp.topic}/{tp.partition}" for tp in sorted(assigned)))
+
+
+async def run_notify(
+    settings: Settings,
+    notifier_factory: Callable[[aiohttp.ClientSession], Notifier],
+    channel: str,
+    route: Route,
+    policy: RetryPolicy,
+    stop: asyncio.Event,
+    *,
+    queue_bound: int = QUEUE_BOUND,
+    senders: int = SENDERS,
+    grace_s: float = GRACE_S,
+    delayed_after_s: float = DELAYED_AFTER_S,
+    on_runner: Callable[[ChannelRunner], None] | None = None,
+) -> None:
+    """Deliver the alerts topic to one channel (group ``<app_id>-notify-<channel>``) until
+    ``stop``. Several calls in one event loop are independent channels."""
+    import aiohttp  # noqa: PLC0415
+    from aiokafka import ConsumerRebalanceListener  # noqa: PLC0415
+
+    from .kafka import KafkaUnreachable  # noqa: PLC0415
+    from .metrics import Metrics  # noqa: PLC0415
+    from .rejects import InternalRejects  # noqa: PLC0415
+
+    cfg = settings.kafka
+    group = f"{settings.app_id}-notify-{channel}"
+    session_ms = round(settings.session_timeout_s * 1000)
+    outage = ThrottledLog(log)
+
+    async def started(make: Callable[[], Any]) -> Any:
+        """A started client, retried (a new one each time) until Kafka answers or stop."""
+        while not stop.is_set():
+            client = make()
+            try:
+                await cfg.start(client)
+                return client
+            except KafkaUnreachable as exc:
+                outage.note("notify %s: %s; retrying", channel, exc)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2.0):
+                    await stop.wait()
+        return None
+
+    consumer = await started(lambda: cfg.consumer(
+        group_id=group, auto_offset_reset="earliest", session_timeout_ms=session_ms,
+        heartbeat_interval_ms=max(100, session_ms // 3)))
+    producer = await started(cfg.producer) if consumer is not None else None
+    metrics = Metrics()
+    try:
+        if consumer is None or producer is None:
+            return
+
+        async def dead_letter(key: bytes | None, value: bytes) -> None:
+            await producer.send_and_wait(settings.topics.notify_dlq, key=key, value=value)
+
+        async with aiohttp.ClientSession() as session:
+            runner = ChannelRunner(notifier_factory(session), route, policy, dead_letter,
+                                   metrics, InternalRejects.of(f"notify-{channel}", metrics,
+                                                               log),
+                                   queue_bound=queue_bound, senders=senders,
+                                   delayed_after_s=delayed_after_s)
+            if on_runner is not None:
+                on_runner(runner)
+
+            class Listener(_Rebalance, ConsumerRebalanceListener):  # type: ignore[misc]
+                pass
+
+            consumer.subscribe([settings.topics.alerts], listener=Listener(runner, consumer))
+            log.info("notify %s: reading %s as group %s", channel, settings.topics.alerts,
+                     group)
+            await runner.serve(consumer, stop, grace_s=grace_s)
+    finally:
+        for client in (consumer, producer):
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await client.stop()
