@@ -256,6 +256,10 @@ class Board:
         finally:
             self._subscribers.discard(q)
 
+    def end_streams(self) -> None:
+        """Every open event stream ends (the server is stopping)."""
+        self._publish(None, "end", b"")
+
     def _add(self, kind: str, data: bytes) -> None:
         self._seq += 1
         e = FeedEvent(self._seq, kind, data)
@@ -337,6 +341,8 @@ def build_web_app(board: Board, operators: Mapping[str, str], publish_ack: Publi
                     await resp.write(_sse("health", board.health()))
                     next_health = loop.time() + health_every_s
                     continue
+                if e is None and kind == "end":  # the server is stopping
+                    break
                 if e is None:
                     await resp.write(_sse(kind, data))
                 elif e.seq > sent:
@@ -373,6 +379,10 @@ def build_web_app(board: Board, operators: Mapping[str, str], publish_ack: Publi
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
+    async def end_streams(app: web.Application) -> None:
+        board.end_streams()
+
+    app.on_shutdown.append(end_streams)
     app.router.add_get("/", index)
     app.router.add_get("/static/{name:.+}", static)
     app.router.add_get("/events", events)
@@ -546,7 +556,15 @@ async def serve_dashboard(settings: Any, operators: Mapping[str, str], host: str
             follower.result()  # raise what stopped it
     finally:
         stop.set()
-        with contextlib.suppress(asyncio.CancelledError):
-            await follower
-        await runner.cleanup()
+
+        async def stop_follower() -> None:  # it sees ``stop`` within 250 ms, unless busy
+            _, pending = await asyncio.wait({follower}, timeout=1.0)  # connecting to Kafka
+            for task in pending:
+                task.cancel()
+            await asyncio.wait({follower}, timeout=1.0)
+
+        # Within STOP_S: open event streams end at once (on_shutdown), Kafka in parallel.
+        await asyncio.gather(stop_follower(), runner.cleanup())
         await producer.stop()
+        if follower.done() and not follower.cancelled() and follower.exception() is not None:
+            log.warning("dashboard: the Kafka follower ended with %r", follower.exception())
