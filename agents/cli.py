@@ -359,10 +359,18 @@ def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
 
     settings.load_registry()  # a bad registry file fails here, before any connection
     operators, _ = _dashboard_operators(demo=False)
+    if args.login_link is not None and args.login_link not in operators.values():
+        raise SafetourError(f"--login-link {args.login_link!r}: no such operator")
     _echo(f"{len(operators)} operator(s); reading {settings.topics.prefix}alerts/acks/density")
+
+    def ready(url: str, link: str | None) -> None:
+        _echo(f"dashboard on {url} (sign in with an operator token)")
+        if link is not None:
+            _echo(f"one-time sign-in link for {args.login_link}: {link}")
+
     asyncio.run(_until_signal(lambda stop: serve_dashboard(
-        settings, operators, args.host, args.port, stop=stop,
-        ready=lambda url: _echo(f"dashboard on {url} (sign in with an operator token)"))))
+        settings, operators, args.host, args.port, stop=stop, ready=ready,
+        login_link_for=args.login_link)))
     return 0
 
 
@@ -429,14 +437,14 @@ def _run(args: argparse.Namespace, settings: Settings, scenario: Any, simulated:
                 from .dashboard import serve_dashboard  # noqa: PLC0415
 
                 operators, token = _dashboard_operators(demo=True)
-                hint = f"login?token={token}" if token else "  (sign in with your token)"
 
-                def ready(url: str) -> None:
-                    _echo(f"operations-centre dashboard: {url}{hint}")
+                def ready(url: str, link: str | None) -> None:
+                    _echo(f"operations-centre dashboard: {link} (works once)" if link else
+                          f"operations-centre dashboard: {url}  (sign in with your token)")
 
                 board = asyncio.create_task(serve_dashboard(
                     settings, operators, settings.web_host, args.dashboard_port,
-                    stop=board_stop, ready=ready))
+                    stop=board_stop, ready=ready, login_link_for="demo" if token else None))
             try:
                 await sim.publish_live(
                     simulated, settings.kafka, settings.topics.sensor_events,
@@ -567,6 +575,8 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_argument("--host", default=os.environ.get("SAFETOUR_DASHBOARD_HOST", "127.0.0.1"))
     db.add_argument("--port", type=int,
                     default=int(os.environ.get("SAFETOUR_DASHBOARD_PORT", "6070")))
+    db.add_argument("--login-link", metavar="OPERATOR",
+                    help="print a sign-in link for OPERATOR that works once (within 1 h)")
     db.set_defaults(func=cmd_dashboard)
 
     w = sub.add_parser("worker", help="run the faust worker")

@@ -185,6 +185,13 @@ class Settings:
     accept_unlisted: bool = False
     # The dashboard's banner: no heartbeat and no density record for this long.
     dashboard_stale_s: float = 30.0
+    # Dashboard sign-in (agents/dashboard_auth.py): a session's absolute and idle lifetime;
+    # whether a proxy's X-Forwarded-Proto/-For are believed; HTTPS certificate and key (PEM).
+    dashboard_session_s: float = 8 * 3600.0
+    dashboard_idle_s: float = 30 * 60.0
+    dashboard_trust_proxy: bool = False
+    dashboard_tls_cert_file: str | None = None
+    dashboard_tls_key_file: str | None = None
     # How to connect to Kafka (SAFETOUR_KAFKA_*: security, connect timeout); its bootstrap
     # follows ``bootstrap_servers`` (see :attr:`kafka`). None: plaintext, defaults.
     kafka_security: KafkaConfig | None = None
@@ -282,6 +289,11 @@ class Settings:
             lead_s=_float(e, "SAFETOUR_LEAD_S", 30.0),
             accept_unlisted=_bool(e, "SAFETOUR_ACCEPT_UNLISTED_SENSORS"),
             dashboard_stale_s=_float(e, "SAFETOUR_DASHBOARD_STALE_S", 30.0),
+            dashboard_session_s=_float(e, "SAFETOUR_DASHBOARD_SESSION_S", 8 * 3600.0),
+            dashboard_idle_s=_float(e, "SAFETOUR_DASHBOARD_IDLE_S", 30 * 60.0),
+            dashboard_trust_proxy=_bool(e, "SAFETOUR_DASHBOARD_TRUST_PROXY"),
+            dashboard_tls_cert_file=e.get("SAFETOUR_DASHBOARD_TLS_CERT_FILE") or None,
+            dashboard_tls_key_file=e.get("SAFETOUR_DASHBOARD_TLS_KEY_FILE") or None,
         )
         s = replace(s, kafka_security=KafkaConfig.from_env(e, s.bootstrap_servers))
         if e.get("SAFETOUR_ZONES"):
@@ -299,6 +311,8 @@ class Settings:
             raise ConfigError(f"SAFETOUR_START={s.start!r}: use recent or from-start")
         if s.dashboard_stale_s <= 0:
             raise ConfigError("SAFETOUR_DASHBOARD_STALE_S must be > 0")
+        if min(s.dashboard_session_s, s.dashboard_idle_s) <= 0:
+            raise ConfigError("SAFETOUR_DASHBOARD_SESSION_S and _IDLE_S must be > 0")
         ratio = s.window_s / s.slide_s
         if abs(ratio - round(ratio)) > 1e-9:
             raise ConfigError("SAFETOUR_WINDOW_S must be a multiple of SAFETOUR_SLIDE_S")
@@ -347,4 +361,8 @@ environment:
   SAFETOUR_ACCEPT_UNLISTED_SENSORS  1: accept unlisted sensors for zones that list none
   SAFETOUR_DASHBOARD_STALE_S  the dashboard's "no data" banner after this many seconds with
                             no worker heartbeat and no density record (default 30)
+  SAFETOUR_DASHBOARD_SESSION_S/_IDLE_S  a dashboard session ends this long after sign-in
+                            (default 28800) or after this long unused (default 1800)
+  SAFETOUR_DASHBOARD_TRUST_PROXY  1: believe X-Forwarded-Proto/-For (behind a TLS proxy)
+  SAFETOUR_DASHBOARD_TLS_CERT_FILE/_KEY_FILE  serve the dashboard over HTTPS (PEM)
 """

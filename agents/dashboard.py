@@ -16,8 +16,8 @@ long shows the banner by itself (a dead dashboard server is silence too).
 
 and serves, on loopback by default:
 
-    GET  /login            token form (``?token=`` logs in at once: the link ``safetour run``
-                           prints); POST /login; GET /logout
+    GET  /login            the sign-in form (POST /login takes the token); ``?once=CODE``:
+                           the one-time link ``safetour run`` prints; GET or POST /logout
     GET  /                 the map, the zone list with sparklines and the alert feed (TH/EN)
     GET  /events           Server-Sent Events: ``state`` (zones, on every connect), then
                            ``alert`` and ``ack`` events with ids, then ``density`` updates,
@@ -27,22 +27,26 @@ and serves, on loopback by default:
                            reconnects as long as the server keeps them (``FEED_MAX``).
     POST /api/ack          {"alert_id", "note"} -> an acknowledgement on safetour.acks.v1,
                            with the operator the login maps to; 202 once Kafka has it
+    GET  /api/me           {"operator"} of the session (401 once it has ended)
     GET  /healthz          liveness (no login)
 
 Operators and their tokens come from ``SAFETOUR_DASHBOARD_TOKENS`` (``name:token,...``) or
 the file ``SAFETOUR_DASHBOARD_TOKENS_FILE`` (one ``name:token`` a line): never from the repo.
-The session cookie is HttpOnly and SameSite=Strict; POSTs must be JSON (a cross-site form
-cannot send that), so acknowledgements cannot be forged from another site.
+Sessions, the one-time link, the login rate limit, cookie flags and the security headers:
+agents/dashboard_auth.py. POSTs to the API must be JSON (a cross-site form cannot send that),
+so acknowledgements cannot be forged from another site.
+
+SIGTERM or SIGINT stops ``safetour dashboard`` within STOP_S (open event streams are cut).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import html
 import logging
 import secrets
+import ssl
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -68,6 +72,7 @@ from schemas import (
 )
 from streams import LEVEL_NAMES
 
+from .dashboard_auth import OPERATOR, AccessLog, Auth, AuthConfig
 from .heartbeat import decode_heartbeat
 from .kafka import KafkaTarget, KafkaUnreachable, as_config
 from .logs import ThrottledLog
@@ -79,11 +84,10 @@ log = logging.getLogger(__name__)
 FEED_MAX = 5000  # alerts and acks kept for replay to reconnecting pages
 SPARK_POINTS = 60  # density points a zone keeps for its sparkline (5 min at a 5 s slide)
 RECENT_ALERTS = 300  # alerts sent to a page on a fresh connect
-COOKIE = "safetour_session"
 HEALTH_EVERY_S = 3.0  # a health event to every page this often (also the stream's keepalive)
+STOP_S = 5.0  # SIGTERM/SIGINT to exit, at most (README "The operations-centre dashboard")
 STALE_S = 30.0  # no heartbeat and no density this long: the banner (SAFETOUR_DASHBOARD_STALE_S)
 
-OPERATOR = web.RequestKey("operator", str)
 PublishAck = Callable[[bytes, bytes], Awaitable[None]]
 
 
@@ -252,6 +256,10 @@ class Board:
         finally:
             self._subscribers.discard(q)
 
+    def end_streams(self) -> None:
+        """Every open event stream ends (the server is stopping)."""
+        self._publish(None, "end", b"")
+
     def _add(self, kind: str, data: bytes) -> None:
         self._seq += 1
         e = FeedEvent(self._seq, kind, data)
@@ -283,61 +291,14 @@ STATIC = ("app.js", "app.css", "basemap.json", "vendor/leaflet/leaflet.js",
           "vendor/leaflet/leaflet.css", "vendor/leaflet/LICENSE", "vendor/sarabun/OFL.txt",
           *(f"vendor/sarabun/sarabun-{script}-{weight}-normal.woff2"
             for script in ("thai", "latin") for weight in (400, 600)))
-PUBLIC = frozenset({"/login", "/healthz"})  # and /static/: code, styles and fonts only
-
-
 def build_web_app(board: Board, operators: Mapping[str, str], publish_ack: PublishAck,
-                  *, secure_cookie: bool = False, health_every_s: float = HEALTH_EVERY_S,
+                  *, auth: Auth | None = None, health_every_s: float = HEALTH_EVERY_S,
                   ) -> web.Application:
-    def operator_of(request: web.Request) -> str | None:
-        token = request.cookies.get(COOKIE, "")
-        auth = request.headers.get("Authorization", "")
-        if auth.startswith("Bearer "):
-            token = auth[7:].strip()
-        for known, name in operators.items():  # constant time per candidate
-            if token and hmac.compare_digest(known.encode(), token.encode()):
-                return name
-        return None
-
-    @web.middleware
-    async def require_login(request: web.Request, handler: Any) -> web.StreamResponse:
-        if request.path in PUBLIC or request.path.startswith("/static/"):
-            return await handler(request)  # type: ignore[no-any-return]
-        name = operator_of(request)
-        if name is None:
-            if request.path.startswith(("/api/", "/events")):
-                return web.json_response({"error": "login required"}, status=401)
-            raise web.HTTPFound("/login")
-        request[OPERATOR] = name
-        return await handler(request)  # type: ignore[no-any-return]
-
-    app = web.Application(middlewares=[require_login], client_max_size=64 * 1024)
-
-    def login_page(error: str = "", status: int = 200) -> web.Response:
-        page = _static("login.html").decode().replace("{{error}}", error)
-        return web.Response(text=page, content_type="text/html", status=status,
-                            headers={"Cache-Control": "no-store"})
-
-    def logged_in(token: str) -> web.StreamResponse:
-        if not any(hmac.compare_digest(k.encode(), token.encode()) for k in operators):
-            return login_page("โทเค็นไม่ถูกต้อง / Invalid token", 401)
-        resp = web.Response(status=302, headers={"Location": "/"})
-        resp.set_cookie(COOKIE, token, httponly=True, samesite="Strict", secure=secure_cookie,
-                        max_age=12 * 3600, path="/")
-        return resp
-
-    async def login_get(request: web.Request) -> web.StreamResponse:
-        token = request.query.get("token", "")
-        return logged_in(token) if token else login_page()
-
-    async def login_post(request: web.Request) -> web.StreamResponse:
-        form = await request.post()
-        return logged_in(str(form.get("token", "")).strip())
-
-    async def logout(request: web.Request) -> web.StreamResponse:
-        resp = web.Response(status=302, headers={"Location": "/login"})
-        resp.del_cookie(COOKIE, path="/")
-        return resp
+    """The web side; ``auth`` signs operators in (agents/dashboard_auth.py), by default with
+    the default settings and ``operators``."""
+    auth = auth if auth is not None else Auth(operators)
+    app = web.Application(client_max_size=64 * 1024)
+    auth.install(app)
 
     async def index(request: web.Request) -> web.Response:
         page = _static("index.html").decode().replace(
@@ -374,10 +335,14 @@ def build_web_app(board: Board, operators: Mapping[str, str], publish_ack: Publi
                     e, kind, data = await asyncio.wait_for(
                         q.get(), max(next_health - loop.time(), 0.0))
                 except TimeoutError:
+                    if not auth.still_signed_in(request):  # signed out or expired
+                        break
                     # A timer on the server, not data: silence shows on the page as silence.
                     await resp.write(_sse("health", board.health()))
                     next_health = loop.time() + health_every_s
                     continue
+                if e is None and kind == "end":  # the server is stopping
+                    break
                 if e is None:
                     await resp.write(_sse(kind, data))
                 elif e.seq > sent:
@@ -407,16 +372,22 @@ def build_web_app(board: Board, operators: Mapping[str, str], publish_ack: Publi
         log.info("acknowledged %s by %s", alert_id, a.operator)
         return web.json_response(orjson.loads(value), status=202)
 
+    async def me(request: web.Request) -> web.Response:
+        return web.json_response({"operator": request[OPERATOR]},
+                                 headers={"Cache-Control": "no-store"})
+
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
-    app.router.add_get("/login", login_get)
-    app.router.add_post("/login", login_post)
-    app.router.add_get("/logout", logout)
+    async def end_streams(app: web.Application) -> None:
+        board.end_streams()
+
+    app.on_shutdown.append(end_streams)
     app.router.add_get("/", index)
     app.router.add_get("/static/{name:.+}", static)
     app.router.add_get("/events", events)
     app.router.add_post("/api/ack", ack)
+    app.router.add_get("/api/me", me)
     app.router.add_get("/healthz", healthz)
     return app
 
@@ -524,10 +495,30 @@ async def follow_retrying(kafka: KafkaTarget, topics: Mapping[str, tuple[str, fl
                 await asyncio.wait_for(stop.wait(), retry_s)
 
 
+def dashboard_runner(app: web.Application) -> web.AppRunner:
+    """The runner the dashboard serves ``app`` with: a closed page ends its stream, and the
+    access log shows no query strings."""
+    return web.AppRunner(app, shutdown_timeout=1, handler_cancellation=True,
+                         access_log_class=AccessLog)
+
+
+def tls_context(settings: Any) -> ssl.SSLContext | None:
+    """HTTPS with SAFETOUR_DASHBOARD_TLS_CERT_FILE/_KEY_FILE (PEM); None: plain HTTP."""
+    cert = getattr(settings, "dashboard_tls_cert_file", None)
+    if not cert:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(cert, getattr(settings, "dashboard_tls_key_file", None) or None)
+    return ctx
+
+
 async def serve_dashboard(settings: Any, operators: Mapping[str, str], host: str, port: int,
-                          *, stop: asyncio.Event, ready: Callable[[str], None] | None = None
-                          ) -> None:
-    """Run the dashboard until ``stop``: the Kafka follower, the producer, the web server."""
+                          *, stop: asyncio.Event,
+                          ready: Callable[[str, str | None], None] | None = None,
+                          login_link_for: str | None = None) -> None:
+    """Run the dashboard until ``stop``: the Kafka follower, the producer, the web server.
+    ``ready(url, link)`` once it serves; ``link`` is a one-time sign-in link for the operator
+    ``login_link_for`` (None without one)."""
     board = Board(settings.load_registry(),
                   stale_s=getattr(settings, "dashboard_stale_s", STALE_S))
     rejects = InternalRejects.of("dashboard", Metrics(), log)
@@ -544,16 +535,20 @@ async def serve_dashboard(settings: Any, operators: Mapping[str, str], host: str
         {"alert": (t.alerts, 24 * 3600), "ack": (t.acks, 24 * 3600),
          "density": (t.density, 15 * 60), "health": (t.health, 15 * 60)}, board, stop,
         rejects), name="dashboard-follower")
-    runner = web.AppRunner(build_web_app(board, operators, publish_ack), shutdown_timeout=1,
-                           handler_cancellation=True)  # a closed page ends its stream
+    auth = Auth(operators, AuthConfig.of(settings))
+    tls = tls_context(settings)
+    runner = dashboard_runner(build_web_app(board, operators, publish_ack, auth=auth))
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port)
+        site = web.TCPSite(runner, host, port, ssl_context=tls)
         await site.start()
-        url = f"http://{host}:{port}/"
+        url = f"{'https' if tls else 'http'}://{host}:{port}/"
         log.debug("dashboard on %s", url)
         if ready is not None:
-            ready(url)
+            link = None
+            if login_link_for is not None:
+                link = f"{url}login?once={auth.sessions.one_time_code(login_link_for)}"
+            ready(url, link)
         stopper = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait({follower, stopper}, return_when=asyncio.FIRST_COMPLETED)
         stopper.cancel()
@@ -561,7 +556,15 @@ async def serve_dashboard(settings: Any, operators: Mapping[str, str], host: str
             follower.result()  # raise what stopped it
     finally:
         stop.set()
-        with contextlib.suppress(asyncio.CancelledError):
-            await follower
-        await runner.cleanup()
+
+        async def stop_follower() -> None:  # it sees ``stop`` within 250 ms, unless busy
+            _, pending = await asyncio.wait({follower}, timeout=1.0)  # connecting to Kafka
+            for task in pending:
+                task.cancel()
+            await asyncio.wait({follower}, timeout=1.0)
+
+        # Within STOP_S: open event streams end at once (on_shutdown), Kafka in parallel.
+        await asyncio.gather(stop_follower(), runner.cleanup())
         await producer.stop()
+        if follower.done() and not follower.cancelled() and follower.exception() is not None:
+            log.warning("dashboard: the Kafka follower ended with %r", follower.exception())

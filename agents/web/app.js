@@ -144,6 +144,7 @@
     try {
       const r = await fetch("/api/ack", { method: "POST", headers: { "Content-Type": "application/json" },
         body: JSON.stringify({ alert_id: alertId, note: input.value }) });
+      if (r.status === 401) { location.assign("/login"); return; }  // the session ended
       if (!r.ok) throw new Error(String(r.status));
       const ack = await r.json();
       if (!acks.has(ack.alert_id)) acks.set(ack.alert_id, ack);
@@ -213,7 +214,15 @@
     // EventSource resends Last-Event-ID on its own reconnects; the server replays what we missed.
     const es = new EventSource("/events");
     es.addEventListener("open", () => { conn.className = "conn on"; conn.dataset.i18n = "live"; conn.textContent = t("live"); });
-    es.addEventListener("error", () => { conn.className = "conn off"; conn.dataset.i18n = "reconnecting"; conn.textContent = t("reconnecting"); });
+    es.addEventListener("error", () => {
+      conn.className = "conn off"; conn.dataset.i18n = "reconnecting"; conn.textContent = t("reconnecting");
+      if (es.readyState !== EventSource.CLOSED) return;  // the browser reconnects by itself
+      // Refused (not a network error): signed out or expired, to the sign-in page; else retry.
+      fetch("/api/me").then((r) => {
+        if (r.status === 401) location.assign("/login");
+        else setTimeout(connect, 3000);
+      }).catch(() => setTimeout(connect, 3000));
+    });
     es.addEventListener("state", (e) => {
       const s = JSON.parse(e.data);
       if (s.stale_after_s) health.staleAfterS = s.stale_after_s;

@@ -22,6 +22,7 @@ from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.expected_conditions import staleness_of
 from selenium.webdriver.support.ui import WebDriverWait
 
 from agents.config import Settings
@@ -34,15 +35,17 @@ TOKEN = "browser-test-token-0123456789"
 ZONE = "wat-yai-vihara"
 
 
-def start_dashboard(s: Settings, **env: str) -> tuple[subprocess.Popen[bytes], str]:
-    """``safetour dashboard`` on a free port with operator somchai; its URL once healthy."""
+def start_dashboard(s: Settings, *args: str, **env: str
+                    ) -> tuple[subprocess.Popen[bytes], str]:
+    """``safetour dashboard`` on a free port with operator somchai; its URL once healthy.
+    Its output goes to ``s.state_dir / "dashboard.log"``."""
     port = free_port()
     log = s.state_dir / "dashboard.log"
     env = settings_env(s) | {"SAFETOUR_DASHBOARD_TOKENS": f"somchai:{TOKEN}"} | env
     with log.open("ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "agents", "dashboard", "--port",
-                                 str(port)], env=env, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
+                                 str(port), *args], env=env, stdout=out,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/"
 
     def healthy() -> bool:
@@ -79,11 +82,28 @@ def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
                  "--window-size=1400,900", "--lang=th-TH", f"--user-data-dir={tmp_path}/ud"):
         opts.add_argument(flag)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # for csp_violations()
     driver = webdriver.Chrome(options=opts, service=Service("/usr/bin/chromedriver"))
     try:
         yield driver
     finally:
         driver.quit()
+
+
+def sign_in(driver: webdriver.Chrome, url: str, token: str = TOKEN) -> None:
+    """Type the token into the sign-in form (tokens never go in a URL)."""
+    driver.get(f"{url}login")
+    field = driver.find_element(By.CSS_SELECTOR, "form.login-box input#token")
+    field.send_keys(token)
+    driver.find_element(By.CSS_SELECTOR, "form.login-box button[type=submit]").click()
+    WebDriverWait(driver, 10).until(staleness_of(field), "the form was not submitted")
+
+
+def csp_violations(driver: webdriver.Chrome) -> list[str]:
+    """What the page's console said about the Content-Security-Policy (nothing, we hope)."""
+    return [e["message"] for e in driver.get_log("browser")
+            if "Content Security Policy" in e["message"] or "Content-Security-Policy"
+            in e["message"]]
 
 
 def surge(s: Settings) -> None:
@@ -109,7 +129,7 @@ def test_operator_sees_the_surge_and_acknowledges_it(
     ARTIFACTS.mkdir(exist_ok=True)
     browser.get(dashboard)  # not signed in: the login page
     assert browser.find_elements(By.CSS_SELECTOR, "form.login-box input#token")
-    browser.get(f"{dashboard}login?token={TOKEN}")
+    sign_in(browser, dashboard)
     wait_css(browser, f'#zones li[data-zone="{ZONE}"][data-level="normal"]')
     wait_css(browser, ".conn.on")
     assert browser.find_element(By.ID, "operator").text == "somchai"
@@ -119,14 +139,23 @@ def test_operator_sees_the_surge_and_acknowledges_it(
     surge(stack)
     wait_css(browser, f'#zones li[data-zone="{ZONE}"][data-level="critical"]')
     wait_css(browser, f'path[data-zone="{ZONE}"][data-level="critical"]')
-    [item, *_] = wait_css(browser, '#feed li[data-level="critical"]')
-    assert "วิกฤต" in item.text  # the Thai UI by default
+    wait_css(browser, '#feed li[data-level="critical"]')
     browser.save_screenshot(str(ARTIFACTS / "dashboard-critical.png"))
 
-    alert_id = item.get_attribute("data-alert")
-    note = item.find_element(By.CSS_SELECTOR, ".ack input")
-    note.send_keys("ส่งเจ้าหน้าที่ไปที่ประตูวิหารแล้ว")
-    item.find_element(By.CSS_SELECTOR, ".ack-button").click()
+    def acknowledge(d: webdriver.Chrome) -> str:
+        """Type the note and click; all again if the feed is redrawn meanwhile (an element
+        found before the redraw is stale: the wait ignores that and calls this again)."""
+        [item, *_] = d.find_elements(By.CSS_SELECTOR, '#feed li[data-level="critical"]')
+        assert "วิกฤต" in item.text  # the Thai UI by default
+        alert_id = str(item.get_attribute("data-alert"))
+        note = item.find_element(By.CSS_SELECTOR, ".ack input")
+        note.send_keys("ส่งเจ้าหน้าที่ไปที่ประตูวิหารแล้ว")
+        item.find_element(By.CSS_SELECTOR, ".ack-button").click()
+        return alert_id
+
+    alert_id = WebDriverWait(browser, 30, poll_frequency=0.2,
+                             ignored_exceptions=(StaleElementReferenceException,)).until(
+        acknowledge, message="could not acknowledge the critical alert")
     # The feed is redrawn as events arrive: read the text inside the wait, so an element
     # replaced between finding and reading it is simply found again.
     acked_css = f'#feed li[data-alert="{alert_id}"] .acked'
@@ -157,3 +186,7 @@ def test_operator_sees_the_surge_and_acknowledges_it(
                   ignored_exceptions=(StaleElementReferenceException,)).until(
         lambda d: any("somchai" in e.text for e in d.find_elements(By.CSS_SELECTOR, acked_css)),
         message=f"no {acked_css} naming somchai after the reload")
+    # All of it ran under the Content-Security-Policy, which the page never violated.
+    with urllib.request.urlopen(dashboard + "login") as r:
+        assert "default-src 'self'" in r.headers["Content-Security-Policy"]
+    assert csp_violations(browser) == []

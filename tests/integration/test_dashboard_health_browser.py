@@ -23,7 +23,7 @@ from agents.heartbeat import heartbeat_record
 from agents.topics import create_topics, topic_specs
 
 from .conftest import make_settings
-from .test_dashboard_browser import ARTIFACTS, TOKEN, start_dashboard
+from .test_dashboard_browser import ARTIFACTS, sign_in, start_dashboard
 from .test_dashboard_browser import browser as browser  # the fixture  # noqa: PLC0414
 from .test_recovery import publish
 
@@ -72,7 +72,7 @@ def test_the_page_says_when_it_hears_nothing(
     ARTIFACTS.mkdir(exist_ok=True)
     proc, url = start_dashboard(quiet, SAFETOUR_DASHBOARD_STALE_S=str(STALE_S))
     try:
-        browser.get(f"{url}login?token={TOKEN}")
+        sign_in(browser, url)
         wait = WebDriverWait(browser, 30, poll_frequency=0.2)
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, ".conn.on"), "not connected")
         # Nothing published: after STALE_S the banner, in both languages, zones greyed.

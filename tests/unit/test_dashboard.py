@@ -94,9 +94,12 @@ async def test_everything_but_login_needs_a_token(
             assert r.status == 401
         async with s.post(f"{url}/api/ack", json={"alert_id": "x"}) as r:
             assert r.status == 401
-        async with s.get(f"{url}/login?token=wrong-token-0123456789") as r:
+        async with s.post(f"{url}/login", data={"token": "wrong-token-0123456789"}) as r:
             assert r.status == 401
             assert "Invalid token" in await r.text()
+        async with s.get(f"{url}/login?token={TOKEN}", allow_redirects=False) as r:
+            assert r.status == 400  # a token in a URL does not sign in
+            assert "set-cookie" not in r.headers
         async with s.get(f"{url}/healthz") as r:
             assert r.status == 200
         async with s.post(f"{url}/login", data={"token": TOKEN}) as r:  # follows to /
