@@ -134,7 +134,7 @@ def _requests() -> tuple[type[Any], type[Any]]:
     )
     from aiokafka.protocol.api import Request  # noqa: PLC0415
 
-    class CreateAcls(Request[CreateAclsRequest_v1]):
+    class CreateAcls(Request[CreateAclsRequest_v1]):  # type: ignore[misc]
         API_KEY = 30
 
         def __init__(self, creations: list[tuple[Any, ...]]) -> None:
@@ -144,7 +144,7 @@ def _requests() -> tuple[type[Any], type[Any]]:
                   ) -> CreateAclsRequest_v1:
             return request_struct_class(self._creations)
 
-    class DescribeAcls(Request[DescribeAclsRequest_v1]):
+    class DescribeAcls(Request[DescribeAclsRequest_v1]):  # type: ignore[misc]
         API_KEY = 29
 
         def build(self, request_struct_class: type[DescribeAclsRequest_v1]
@@ -168,7 +168,7 @@ def _error(code: int, message: str | None, what: str) -> AclError:
 async def describe_acls(admin: Any) -> list[Acl]:
     """Every ACL on the cluster (what these credentials may describe)."""
     _, describe = _requests()
-    resp = await admin._send_request(describe())  # noqa: SLF001
+    resp = await admin._send_request(describe())
     if resp.error_code:
         raise _error(resp.error_code, resp.error_message, "describing ACLs failed")
     out: list[Acl] = []
@@ -204,7 +204,7 @@ async def apply_acls(cfg: KafkaConfig, acls: Sequence[Acl], *,
             if missing and not dry_run:
                 create, _ = _requests()
                 resp = await asyncio.wait_for(
-                    admin._send_request(create([a.key() for a in missing])),  # noqa: SLF001
+                    admin._send_request(create([a.key() for a in missing])),
                     cfg.connect_timeout_s)
                 for acl, (code, message) in zip(missing, resp.creation_responses,
                                                 strict=True):

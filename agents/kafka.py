@@ -56,6 +56,10 @@ class KafkaUnreachable(SafetourError):
     """The Kafka cluster could not be reached (or refused the connection) in time."""
 
 
+class KafkaDenied(KafkaUnreachable):
+    """The cluster refused an operation to these credentials (an ACL is missing)."""
+
+
 class Secret:
     """A secret string: ``repr`` and ``str`` show ``***``; :meth:`reveal` gives the value."""
 
@@ -327,6 +331,10 @@ class KafkaConfig:
         why = exc if isinstance(exc, str) else _one_line(exc)
         if self.password is not None:
             why = why.replace(self.password.reveal(), "***")
+        if not isinstance(exc, str) and "AuthorizationFailed" in type(exc).__name__:
+            who = f"user {self.user!r}" if self.user else "this client"
+            return KafkaDenied(f"Kafka at {self.bootstrap} denied {who}: {why} (ACLs: "
+                               "deploy/kafka/acls.json)")
         return KafkaUnreachable(f"cannot reach Kafka at {self.bootstrap}: {why}")
 
     async def start(self, client: _Client) -> None:
