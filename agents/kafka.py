@@ -354,15 +354,16 @@ class KafkaConfig:
             why: str | None = None
             if "Unable to bootstrap" in str(exc):
                 why = await self.probe()
-                if why is None or why.endswith("closed"):
+                if why == "" or (why is not None and why.endswith("closed")):
                     why = ("the broker closed the connection: does it want another "
                            f"security protocol than {self.security_protocol} "
                            "(SAFETOUR_KAFKA_SECURITY_PROTOCOL), or credentials?")
             raise self.unreachable(why or exc) from None
 
     async def probe(self) -> str | None:
-        """Why a connection to the first bootstrap server fails, on one line (None if it
-        does not), within ``connect_timeout_s``: what :meth:`start` reports."""
+        """Why a connection to the first bootstrap server fails, on one line, within
+        ``connect_timeout_s``: what :meth:`start` reports. ``""``: the connection (and its
+        login) succeeded; None: no answer at all (nothing to add)."""
         from aiokafka.conn import create_conn  # noqa: PLC0415
         from aiokafka.errors import KafkaError  # noqa: PLC0415
 
@@ -384,10 +385,10 @@ class KafkaConfig:
                 return (f"authentication failed for user {self.user!r} with "
                         f"{self.sasl_mechanism} (wrong user or password?): {text}")
             return text
-        except (OSError, TimeoutError, ValueError) as exc:
-            return _one_line(exc) if str(exc) else None
+        except (OSError, TimeoutError, ValueError):
+            return None
         conn.close()
-        return None
+        return ""
 
     @contextlib.asynccontextmanager
     async def running(self, client: Any) -> AsyncIterator[Any]:

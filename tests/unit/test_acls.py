@@ -30,7 +30,8 @@ def test_the_file_fills_in_the_prefix_and_app_id_and_grants_no_wildcards() -> No
     assert Acl("User:worker", "group", "w", "literal", "Read") in acls
     assert Acl("User:notifier", "group", "w-notify-", "prefixed", "Read") in acls
     assert all("{" not in a.name for a in acls)
-    assert all(a.operation != "All" and a.permission == "allow" for a in acls)
+    assert all(a.operation != "All" for a in acls)
+    assert all(a.permission == "allow" for a in acls)
     # Only the operator touches the cluster resource, and nobody gets a literal "*".
     assert {a.principal for a in acls if a.resource == "cluster"} == {"User:operator"}
     assert all(a.name != "*" for a in acls)
@@ -81,8 +82,10 @@ def test_result_report_counts_each_kind() -> None:
     a = Acl("User:x", "topic", "t", "literal", "Read")
     b = Acl("User:x", "topic", "u", "prefixed", "Write")
     lines = list(format_result(ApplyResult([a], [b], []), dry_run=True))
-    assert lines[0].startswith("would create") and "topic t" in lines[0]
-    assert lines[1].startswith("present") and "topic u*" in lines[1]
+    assert lines[0].startswith("would create")
+    assert "topic t" in lines[0]
+    assert lines[1].startswith("present")
+    assert "topic u*" in lines[1]
     assert lines[-1] == "1 would create, 1 already present, 0 on the cluster but not in the "\
         "file (kept)"
 
