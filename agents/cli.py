@@ -1,7 +1,8 @@
 """The ``safetour`` command.
 
     safetour run                   the demo: broker, topics, worker, a scenario, live alerts
-    safetour broker start|stop|status|logs
+    safetour broker start|stop|status|logs [--secure]
+    safetour acls apply [--dry-run]  the principals' ACLs (deploy/kafka/acls.json) on a cluster
     safetour topics create|list
     safetour zones publish         push a registry file to the zones topic (applied live)
     safetour replay                recorded JSONL files through the pipeline, no broker
