@@ -5,6 +5,20 @@ a KRaft data directory under the state dir (once), and starts ``kafka.Kafka`` in
 session so it outlives the command. A broker already running on the port is reused. Everything
 lives in ``<state_dir>/kafka/``: ``libs/``, ``data/``, ``server.properties``, ``broker.log``,
 ``broker.pid``.
+
+``--secure`` (``SAFETOUR_BROKER_SECURE=1``) runs a secured broker instead, in
+``<state_dir>/kafka-secure/`` (its own data: a plaintext broker's data is never reused):
+
+- clients connect on a ``SASL_SSL`` listener (the port) with SCRAM-SHA-512; one user a
+  principal of ``deploy/kafka/acls.json``, created when the storage is formatted (KIP-900),
+  each with a random password in ``secrets/<user>.password`` (mode 0600);
+- the controller listener (port + 1) and the inter-broker listener (port + 2) are SSL with a
+  client certificate required (SCRAM cannot be used on a KRaft controller listener): only a
+  holder of the broker's key, ``tls/broker.pem`` (mode 0600), gets in, as the one super user
+  ``User:CN=safetour-broker``;
+- ``StandardAuthorizer``, ``allow.everyone.if.no.acl.found=false``; at every start the broker's
+  own principal applies the ACLs of ``deploy/kafka/acls.json`` (agents/acls.py);
+- the CA and the broker certificate (``tls/``) are made once (agents/certs.py).
 """
 
 from __future__ import annotations
@@ -25,7 +39,9 @@ from pathlib import Path
 
 from schemas import SafetourError
 
+from .certs import BROKER_PRINCIPAL, TlsFiles, ensure_passwords, ensure_tls
 from .config import Settings, repo_root
+from .kafka import KafkaConfig
 
 log = logging.getLogger(__name__)
 
@@ -88,10 +104,13 @@ def _tail(path: Path, lines: int = 40) -> str:
 
 
 class EmbeddedBroker:
-    def __init__(self, settings: Settings, *, echo: Callable[[str], None] | None = None) -> None:
+    def __init__(self, settings: Settings, *, echo: Callable[[str], None] | None = None,
+                 secure: bool | None = None) -> None:
         self.settings = settings
-        self.home = settings.state_dir / "kafka"
-        self.libs = self.home / "libs"
+        self.secure = settings.broker_secure if secure is None else secure
+        self.home = settings.state_dir / ("kafka-secure" if self.secure else "kafka")
+        # The jars are shared by the plaintext and the secured broker.
+        self.libs = settings.state_dir / "kafka" / "libs"
         self.data = self.home / "data"
         self.log_file = self.home / "broker.log"
         self.pid_file = self.home / "broker.pid"
@@ -144,17 +163,91 @@ class EmbeddedBroker:
             raise BrokerError("java is not installed; run scripts/bootstrap (OpenJDK 17+)")
         return java
 
+    # -- security (--secure) -----------------------------------------------------------------
+    @property
+    def tls_dir(self) -> Path:
+        return self.home / "tls"
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.home / "secrets"
+
+    @property
+    def internal_bootstrap(self) -> str:
+        """The mTLS inter-broker listener (port + 2): the broker's own super-user door."""
+        return f"{self.host}:{self.port + 2}"
+
+    def users(self) -> list[str]:
+        from .acls import principals  # noqa: PLC0415
+
+        return principals()
+
+    def password_file(self, user: str) -> Path:
+        return self.secrets_dir / f"{user}.password"
+
+    def connection_env(self, user: str) -> dict[str, str]:
+        """The environment of a client connecting as ``user`` (agents/kafka.py)."""
+        return {
+            "SAFETOUR_KAFKA_BOOTSTRAP": self.bootstrap,
+            "SAFETOUR_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+            "SAFETOUR_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+            "SAFETOUR_KAFKA_USER": user,
+            "SAFETOUR_KAFKA_PASSWORD_FILE": str(self.password_file(user)),
+            "SAFETOUR_KAFKA_CA_FILE": str(self.tls_dir / "ca.pem"),
+        }
+
+    def superuser(self) -> KafkaConfig:
+        """A client config as the broker's own principal (the one super user), over mTLS."""
+        tls = ensure_tls(self.tls_dir)
+        return KafkaConfig(self.internal_bootstrap, security_protocol="SSL", ca_file=tls.ca,
+                           cert_file=tls.cert, key_file=tls.key)
+
+    def _secure_props(self, tls: TlsFiles) -> str:
+        ctl, internal = self.port + 1, self.port + 2
+        return (
+            f"listeners=SASL_SSL://{self.host}:{self.port},CONTROLLER://{self.host}:{ctl},"
+            f"INTERNAL://{self.host}:{internal}\n"
+            f"advertised.listeners=SASL_SSL://{self.host}:{self.port},"
+            f"INTERNAL://{self.host}:{internal}\n"
+            "controller.listener.names=CONTROLLER\n"
+            "inter.broker.listener.name=INTERNAL\n"
+            "listener.security.protocol.map=CONTROLLER:SSL,INTERNAL:SSL,SASL_SSL:SASL_SSL\n"
+            # Clients: SCRAM-SHA-512 over TLS. The server side of SCRAM needs no secret here:
+            # the credentials live in the cluster metadata (made at format time).
+            "sasl.enabled.mechanisms=SCRAM-SHA-512\n"
+            "listener.name.sasl_ssl.sasl.enabled.mechanisms=SCRAM-SHA-512\n"
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config="
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;\n"
+            # One key and certificate for every listener (PEM: KIP-651), one CA trusted.
+            "ssl.keystore.type=PEM\n"
+            f"ssl.keystore.location={tls.broker}\n"
+            "ssl.truststore.type=PEM\n"
+            f"ssl.truststore.location={tls.ca}\n"
+            # The controller and inter-broker listeners take only the broker's own cert.
+            "listener.name.controller.ssl.client.auth=required\n"
+            "listener.name.internal.ssl.client.auth=required\n"
+            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer\n"
+            "allow.everyone.if.no.acl.found=false\n"
+            f"super.users={BROKER_PRINCIPAL}\n"
+        )
+
     def _write_props(self) -> None:
         ctl = self.port + 1
+        if self.secure:
+            listeners = self._secure_props(ensure_tls(self.tls_dir))
+        else:
+            listeners = (
+                f"listeners=PLAINTEXT://{self.host}:{self.port},CONTROLLER://{self.host}:{ctl}\n"
+                f"advertised.listeners=PLAINTEXT://{self.host}:{self.port}\n"
+                "controller.listener.names=CONTROLLER\n"
+                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT\n"
+            )
         self.props.write_text(
             "# Written by safetour; regenerated at every start.\n"
             "process.roles=broker,controller\n"
             "node.id=1\n"
             f"controller.quorum.voters=1@{self.host}:{ctl}\n"
-            f"listeners=PLAINTEXT://{self.host}:{self.port},CONTROLLER://{self.host}:{ctl}\n"
-            f"advertised.listeners=PLAINTEXT://{self.host}:{self.port}\n"
-            "controller.listener.names=CONTROLLER\n"
-            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT\n"
+            + listeners +
             f"log.dirs={self.data}\n"
             "num.partitions=1\n"
             # Topics are created by `safetour topics create`, with their documented settings;
@@ -177,9 +270,21 @@ class EmbeddedBroker:
         self.data.mkdir(parents=True, exist_ok=True)
         cmd = [java, "-cp", f"{self.libs}/*", "kafka.tools.StorageTool", "format",
                f"--cluster-id={new_cluster_id()}", "-c", str(self.props)]
+        secrets: list[str] = []
+        if self.secure:
+            # KIP-900: the SCRAM users exist from the first start. The passwords are on this
+            # command line for the second it runs (visible to local users in /proc): the
+            # tool takes them no other way.
+            for user, path in ensure_passwords(self.secrets_dir, self.users()).items():
+                pw = path.read_text().strip()
+                secrets.append(pw)
+                cmd += ["--add-scram", f"SCRAM-SHA-512=[name={user},password={pw}]"]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0:
-            raise BrokerError(f"formatting KRaft storage failed:\n{proc.stdout}{proc.stderr}")
+            out = proc.stdout + proc.stderr
+            for pw in secrets:
+                out = out.replace(pw, "***")
+            raise BrokerError(f"formatting KRaft storage failed:\n{out}")
 
     def running_pid(self) -> int | None:
         try:
@@ -202,8 +307,11 @@ class EmbeddedBroker:
         """Start the broker unless one answers already; return True if this call started it."""
         if self.running_pid() is not None and _port_open(self.host, self.port):
             self._echo(f"broker already running on {self.bootstrap}")
+            if self.secure:
+                self._echo_connect()
             return False
-        if _port_open(self.host, self.port):
+        ports = (self.port, self.port + 1, self.port + 2) if self.secure else (self.port,)
+        if any(_port_open(self.host, p) for p in ports):
             raise BrokerError(
                 f"port {self.port} is taken by another process; set SAFETOUR_BROKER_PORT, or "
                 "SAFETOUR_KAFKA_BOOTSTRAP to use that broker"
@@ -236,7 +344,11 @@ class EmbeddedBroker:
                     f"last lines of {self.log_file}:\n{_tail(self.log_file)}"
                 )
             if _port_open(self.host, self.port):
+                if self.secure:
+                    self._apply_acls(deadline)
                 self._echo(f"broker ready on {self.bootstrap} in {time.monotonic() - t0:.1f}s")
+                if self.secure:
+                    self._echo_connect()
                 return True
             time.sleep(0.2)
         self.stop()
@@ -244,6 +356,35 @@ class EmbeddedBroker:
             f"the broker did not answer on {self.bootstrap} within {timeout:.0f}s; "
             f"last lines of {self.log_file}:\n{_tail(self.log_file)}"
         )
+
+    def _apply_acls(self, deadline: float) -> None:
+        """Apply deploy/kafka/acls.json (this state's prefix and app id) as the super user,
+        retrying while the broker finishes starting."""
+        import asyncio  # noqa: PLC0415
+
+        from .acls import apply_acls, load_acls  # noqa: PLC0415
+
+        acls = load_acls(self.settings)
+        cfg = self.superuser()
+        while True:
+            try:
+                result = asyncio.run(apply_acls(cfg, acls))
+            except SafetourError as exc:
+                if time.monotonic() > deadline:
+                    raise BrokerError(f"applying the ACLs failed: {exc}") from None
+                time.sleep(0.5)
+                continue
+            self._echo(f"ACLs: {len(result.created)} created, {len(result.present)} present "
+                       f"(deploy/kafka/acls.json, prefix {self.settings.topics.prefix!r})")
+            return
+
+    def _echo_connect(self) -> None:
+        self._echo("secured: SASL_SSL + SCRAM-SHA-512, TLS with a local CA, ACLs enforced. "
+                   "Connect as a principal (" + ", ".join(self.users()) + ") with:")
+        for k, v in self.connection_env("operator").items():
+            self._echo(f"  export {k}={v}")
+        self._echo(f"  (another principal: SAFETOUR_KAFKA_USER=<name>, "
+                   f"SAFETOUR_KAFKA_PASSWORD_FILE={self.secrets_dir}/<name>.password)")
 
     def stop(self, timeout: float = 30.0) -> bool:
         """Stop the broker this state dir started; return True if one was running."""

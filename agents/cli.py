@@ -1,7 +1,8 @@
 """The ``safetour`` command.
 
     safetour run                   the demo: broker, topics, worker, a scenario, live alerts
-    safetour broker start|stop|status|logs
+    safetour broker start|stop|status|logs [--secure]
+    safetour acls apply [--dry-run]  the principals' ACLs (deploy/kafka/acls.json) on a cluster
     safetour topics create|list
     safetour zones publish         push a registry file to the zones topic (applied live)
     safetour replay                recorded JSONL files through the pipeline, no broker
@@ -53,6 +54,8 @@ def ensure_broker(settings: Settings) -> bool:
 
 
 def cmd_broker(args: argparse.Namespace, settings: Settings) -> int:
+    if args.secure:
+        settings = replace(settings, broker_secure=True)
     broker = EmbeddedBroker(settings, echo=_echo)
     if args.action == "start":
         if not settings.embedded:
@@ -85,6 +88,17 @@ def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
     else:
         for name in asyncio.run(list_topics(settings.kafka)):
             print(name)
+    return 0
+
+
+def cmd_acls(args: argparse.Namespace, settings: Settings) -> int:
+    from .acls import apply_acls, default_file, format_result, load_acls  # noqa: PLC0415
+
+    path = Path(args.file) if args.file else default_file()
+    acls = load_acls(settings, path)
+    result = asyncio.run(apply_acls(settings.kafka, acls, dry_run=args.dry_run))
+    for line in format_result(result, dry_run=args.dry_run):
+        print(line)
     return 0
 
 
@@ -503,7 +517,18 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("action", choices=["start", "stop", "status", "logs"])
     b.add_argument("--timeout", type=float, default=90.0, help="start-up timeout, seconds")
     b.add_argument("--lines", type=int, default=40, help="log lines to show (logs)")
+    b.add_argument("--secure", action="store_true",
+                   help="the secured broker: SASL_SSL, SCRAM-SHA-512, TLS, ACLs "
+                        "(or SAFETOUR_BROKER_SECURE=1)")
     b.set_defaults(func=cmd_broker)
+
+    ac = sub.add_parser("acls", help="apply the principals' ACLs (deploy/kafka/acls.json)",
+                        description="Creates on the cluster (SAFETOUR_KAFKA_*: the operator's "
+                                    "credentials) the ACLs it lacks; deletes none.")
+    ac.add_argument("action", choices=["apply"])
+    ac.add_argument("--dry-run", action="store_true", help="show, create nothing")
+    ac.add_argument("--file", help="ACL file (default deploy/kafka/acls.json)")
+    ac.set_defaults(func=cmd_acls)
 
     t = sub.add_parser("topics", help="create or list topics")
     t.add_argument("action", choices=["create", "list"])
@@ -593,7 +618,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-ONE_SHOT_COMMANDS = frozenset({"broker", "topics", "zones", "alerts", "replay"})
+ONE_SHOT_COMMANDS = frozenset({"broker", "topics", "zones", "alerts", "replay", "acls"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

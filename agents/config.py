@@ -139,6 +139,9 @@ class Settings:
     bootstrap: str = ""
     # Port of the embedded broker (its controller listens on port + 1).
     broker_port: int = 19092
+    # The embedded broker secured (SASL_SSL, SCRAM, TLS, ACLs; agents/broker.py), its
+    # controller and inter-broker mTLS listeners on port + 1 and port + 2.
+    broker_secure: bool = False
     topics: Topics = field(default_factory=Topics)
     # Faust app id = consumer group id of the worker.
     app_id: str = "safetour-worker"
@@ -264,6 +267,7 @@ class Settings:
         s = cls(
             bootstrap=e.get("SAFETOUR_KAFKA_BOOTSTRAP", "").strip(),
             broker_port=_int(e, "SAFETOUR_BROKER_PORT", 19092),
+            broker_secure=_bool(e, "SAFETOUR_BROKER_SECURE"),
             topics=Topics(e.get("SAFETOUR_TOPIC_PREFIX", "safetour."),
                           e.get("SAFETOUR_SENSOR_TOPIC") or None),
             app_id=e.get("SAFETOUR_APP_ID", "safetour-worker"),
@@ -329,6 +333,7 @@ environment:
   SAFETOUR_KAFKA_CERT_FILE/_KEY_FILE  client certificate and key (PEM), for mTLS
   SAFETOUR_KAFKA_CONNECT_TIMEOUT_S  tools give up on an unreachable Kafka after this (15)
   SAFETOUR_BROKER_PORT      embedded broker port (default 19092; controller on +1)
+  SAFETOUR_BROKER_SECURE    1: the embedded broker is secured (as `broker start --secure`)
   SAFETOUR_TOPIC_PREFIX     topic name prefix (default "safetour.")
   SAFETOUR_SENSOR_TOPIC     read sensor events from this topic instead (replays, benchmarks)
   SAFETOUR_APP_ID           faust app id / consumer group (default safetour-worker)

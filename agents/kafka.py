@@ -56,6 +56,10 @@ class KafkaUnreachable(SafetourError):
     """The Kafka cluster could not be reached (or refused the connection) in time."""
 
 
+class KafkaDenied(KafkaUnreachable):
+    """The cluster refused an operation to these credentials (an ACL is missing)."""
+
+
 class Secret:
     """A secret string: ``repr`` and ``str`` show ``***``; :meth:`reveal` gives the value."""
 
@@ -327,6 +331,10 @@ class KafkaConfig:
         why = exc if isinstance(exc, str) else _one_line(exc)
         if self.password is not None:
             why = why.replace(self.password.reveal(), "***")
+        if not isinstance(exc, str) and "AuthorizationFailed" in type(exc).__name__:
+            who = f"user {self.user!r}" if self.user else "this client"
+            return KafkaDenied(f"Kafka at {self.bootstrap} denied {who}: {why} (ACLs: "
+                               "deploy/kafka/acls.json)")
         return KafkaUnreachable(f"cannot reach Kafka at {self.bootstrap}: {why}")
 
     async def start(self, client: _Client) -> None:
@@ -341,7 +349,46 @@ class KafkaConfig:
             if isinstance(exc, TimeoutError) and not str(exc):
                 raise self.unreachable(f"no answer within {self.connect_timeout_s:.3g}s") \
                     from None
-            raise self.unreachable(exc) from None
+            # aiokafka says only "Unable to bootstrap": ask one broker why (a refused
+            # login, an untrusted certificate, a listener of another protocol).
+            why: str | None = None
+            if "Unable to bootstrap" in str(exc):
+                why = await self.probe()
+                if why == "" or (why is not None and why.endswith("closed")):
+                    why = ("the broker closed the connection: does it want another "
+                           f"security protocol than {self.security_protocol} "
+                           "(SAFETOUR_KAFKA_SECURITY_PROTOCOL), or credentials?")
+            raise self.unreachable(why or exc) from None
+
+    async def probe(self) -> str | None:
+        """Why a connection to the first bootstrap server fails, on one line, within
+        ``connect_timeout_s``: what :meth:`start` reports. ``""``: the connection (and its
+        login) succeeded; None: no answer at all (nothing to add)."""
+        from aiokafka.conn import create_conn  # noqa: PLC0415
+        from aiokafka.errors import KafkaError  # noqa: PLC0415
+
+        host, _, port = self.bootstrap.split(",")[0].strip().rpartition(":")
+        try:
+            kw = self.security_kwargs()
+            conn = await asyncio.wait_for(
+                create_conn(host, int(port), request_timeout_ms=round(
+                    self.connect_timeout_s * 1000), **kw),
+                self.connect_timeout_s)
+        except ssl.SSLCertVerificationError as exc:
+            return (f"TLS: the broker's certificate is not trusted ({exc.verify_message}); "
+                    "check SAFETOUR_KAFKA_CA_FILE")
+        except ssl.SSLError as exc:
+            return f"TLS handshake failed ({exc.reason or _one_line(exc)})"
+        except KafkaError as exc:
+            text = _one_line(exc)
+            if "Authentication" in text or "Sasl" in text or "SASL" in text:
+                return (f"authentication failed for user {self.user!r} with "
+                        f"{self.sasl_mechanism} (wrong user or password?): {text}")
+            return text
+        except (OSError, TimeoutError, ValueError):
+            return None
+        conn.close()
+        return ""
 
     @contextlib.asynccontextmanager
     async def running(self, client: Any) -> AsyncIterator[Any]:

@@ -81,6 +81,10 @@ CONNECTION_ERROR_MARKERS = (
     "Unable to update metadata", "Unable to request metadata", "Failed fetch messages",
     "CoordinatorNotAvailable", "NotCoordinator", "Coordinator dead", "Connection reset",
     "Broken pipe", "ConnectionResetError", "timed out",
+    # A missing ACL or a refused login: the tools report it in one line of their own
+    # (agents/kafka.py), long-running processes once every 10 s.
+    "is not authorized", "AuthorizationFailed", "SaslAuthenticationFailed",
+    "Authentication failed",
 )
 
 

@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 DAY_MS = 24 * 3600 * 1000
 TOPIC_ALREADY_EXISTS = 36
+TOPIC_AUTHORIZATION_FAILED = 29
 DLQ_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 SENSOR_PARTITIONS = 8
 
@@ -227,6 +228,9 @@ async def partitions_of(kafka: KafkaTarget, topic: str) -> list[int]:
             (desc,) = await admin.describe_topics([topic])
         except (KafkaError, OSError) as exc:
             raise cfg.unreachable(exc) from None
+    if desc["error_code"] == TOPIC_AUTHORIZATION_FAILED:
+        raise TopicError(f"not authorized to read topic {topic} as {cfg.user or 'this client'}"
+                         " (its ACLs: deploy/kafka/acls.json)")
     if desc["error_code"] != 0 or not desc["partitions"]:
         raise TopicError(f"topic {topic} does not exist; run `safetour topics create`")
     return sorted(p["partition"] for p in desc["partitions"])
