@@ -12,9 +12,14 @@ other channel (several channels in one process are independent tasks: :func:`run
 - **Exactly once per (alert_id, seq) and channel.** :class:`Episodes` remembers the
   idempotency keys (``alert_id:seq``, or ``alert_id:status:ts`` without ``seq``) of every
   open episode, and of the last ``closed_cap`` resolved ones; an alert taken before (a worker
-  replay publishes identical alerts again) is skipped. Across a notifier restart, the
-  receivers drop repeats by the same key (``Idempotency-Key``, LINE's retry key, the
-  e-mail ``Message-ID``).
+  replay publishes identical alerts again), or held now, is skipped. A key counts as taken
+  once its alert is delivered or dead-lettered, not when it is queued.
+- **Rebalances lose nothing.** A revoked partition's queued alerts are dropped and
+  forgotten (:meth:`ChannelRunner.revoke`), so its next reader (another worker, or this one
+  when it comes back) delivers them; a send in flight finishes but is not retried here,
+  unless its record is read again meanwhile (then that copy adopts it). Across a notifier
+  restart, the receivers drop repeats by the same key (``Idempotency-Key``, LINE's retry
+  key, the e-mail ``Message-ID``).
 - **Bounded memory, back-pressure.** At most ``queue_bound`` alerts are held (queued, waiting
   for a retry, in flight). When the queue is full the consumer pauses its partitions (and
   keeps polling, so it stays in the group) until there is room: nothing is dropped.
@@ -26,6 +31,8 @@ other channel (several channels in one process are independent tasks: :func:`run
   ``failed``) only once its episode resolved, or at once when the receiver rejects it.
 - **Delayed marker.** An alert sent more than ``delayed_after_s`` after its ``ts`` is sent
   with ``delayed_s`` (webhook header ``X-Safetour-Delayed``, a marker in LINE and e-mail).
+- **Metrics** (agents/metrics.py): ``safetour_notify_queue_length`` and, per channel,
+  delivered, retried, dead-lettered (``notifier_failures``) and duplicates skipped.
 - **Clean stop.** On ``stop`` it fetches nothing more, gives sends in flight ``grace_s`` to
   finish, cancels the rest, commits what finished and leaves the group: the alerts it still
   held are read again by the next start.
@@ -35,7 +42,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import logging
 import random
 import time
@@ -47,8 +53,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from schemas import Rejection, decode_alert
-from streams import level_rank
 
+from .channel_queue import ChannelQueue, Job, priority_rank
 from .kafka_safety import undecodable_info
 from .logs import ThrottledLog
 from .notify import (
@@ -72,116 +78,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TP = Any  # a partition: aiokafka's TopicPartition, or any hashable in tests
+__all__ = ["ChannelQueue", "ChannelRunner", "Episodes", "Job", "OffsetBook", "priority_rank",
+           "run_notify"]
 DeadLetter = Callable[[bytes | None, bytes], Awaitable[None]]
 
 QUEUE_BOUND = 1000
 SENDERS = 4
 GRACE_S = 5.0
 DELAYED_AFTER_S = 30.0
-
-
-@dataclass(eq=False)
-class Job:
-    """One alert on its way to one channel."""
-
-    alert: dict[str, Any]
-    key: str
-    alert_id: str
-    rank: int
-    tp: TP
-    offset: int
-    kafka_key: bytes | None
-    order: int
-    attempts: int = 0
-
-
-def priority_rank(alert: Mapping[str, Any]) -> int:
-    """Its level; a resolution ranks as the level it ends (it stays behind the episode's
-    own alerts, ahead of lesser episodes)."""
-    if alert.get("status") == "resolved":
-        return level_rank(str(alert.get("previous_level")))
-    return level_rank(str(alert.get("level")))
-
-
-class ChannelQueue:
-    """The alerts one channel holds, at most ``bound``: ready ones by (level, age), and
-    those waiting for their retry time."""
-
-    def __init__(self, bound: int, clock: Callable[[], float] = time.monotonic) -> None:
-        if bound < 1:
-            raise ValueError("bound must be >= 1")
-        self.bound = bound
-        self.clock = clock
-        self._ready: list[tuple[int, int, Job]] = []
-        self._waiting: list[tuple[float, int, Job]] = []
-        self._held = 0
-        self._cond = asyncio.Condition()
-
-    @property
-    def held(self) -> int:
-        """Queued, waiting for a retry, or taken and not yet :meth:`done`."""
-        return self._held
-
-    @property
-    def waiting(self) -> int:
-        return len(self._waiting)
-
-    @property
-    def free(self) -> int:
-        return max(0, self.bound - self._held)
-
-    def full(self) -> bool:
-        return self._held >= self.bound
-
-    async def put(self, job: Job) -> None:
-        """Add a fresh job; waits while the queue is full (back-pressure)."""
-        async with self._cond:
-            await self._cond.wait_for(lambda: self._held < self.bound)
-            self._held += 1
-            heapq.heappush(self._ready, (-job.rank, job.order, job))
-            self._cond.notify_all()
-
-    async def wait_for_room(self) -> None:
-        async with self._cond:
-            await self._cond.wait_for(lambda: self._held < self.bound)
-
-    async def get(self) -> Job:
-        """The ready job of the highest level, oldest first; waits for one."""
-        async with self._cond:
-            while True:
-                now = self.clock()
-                while self._waiting and self._waiting[0][0] <= now:
-                    _, _, job = heapq.heappop(self._waiting)
-                    heapq.heappush(self._ready, (-job.rank, job.order, job))
-                if self._ready:
-                    return heapq.heappop(self._ready)[2]
-                if not self._waiting:
-                    await self._cond.wait()
-                    continue
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(max(0.0, self._waiting[0][0] - now)):
-                        await self._cond.wait()
-
-    async def retry_at(self, job: Job, at: float) -> None:
-        """Hold a taken job until ``at`` (monotonic seconds); it stays counted."""
-        async with self._cond:
-            heapq.heappush(self._waiting, (at, job.order, job))
-            self._cond.notify_all()
-
-    async def wake(self) -> None:
-        """Every waiting job is ready now."""
-        async with self._cond:
-            if self._waiting:
-                now = self.clock()
-                self._waiting = [(now, order, job) for _, order, job in self._waiting]
-                heapq.heapify(self._waiting)
-                self._cond.notify_all()
-
-    async def done(self, job: Job) -> None:
-        """A taken job is finished: its place is free."""
-        async with self._cond:
-            self._held -= 1
-            self._cond.notify_all()
 
 
 class Episodes:
@@ -218,6 +122,29 @@ class Episodes:
             self._open.popitem(last=False)
             self.evicted += 1
         return True
+
+    def seen(self, alert_id: str, key: str) -> bool:
+        """Taken before (delivered or dead-lettered)."""
+        keys = self._closed.get(alert_id)
+        if keys is None:
+            keys = self._open.get(alert_id)
+        return keys is not None and key in keys
+
+    def note(self, alert_id: str, *, resolved: bool) -> None:
+        """An alert of the episode was read: the episode is open, or closed by a
+        resolution (its keys count as taken only once :meth:`take` is called)."""
+        if alert_id in self._closed:
+            return
+        if not resolved:
+            if alert_id not in self._open:
+                self._open[alert_id] = set()
+                while len(self._open) > self.open_cap:
+                    self._open.popitem(last=False)
+                    self.evicted += 1
+            return
+        self._closed[alert_id] = self._open.pop(alert_id, set())
+        while len(self._closed) > self.closed_cap:
+            self._closed.popitem(last=False)
 
     def is_open(self, alert_id: str) -> bool:
         return alert_id in self._open
@@ -306,12 +233,15 @@ class ChannelRunner:
     duplicates: int = field(default=0, init=False)
     dead_lettered: int = field(default=0, init=False)
     _order: int = field(default=0, init=False)
+    _pending: dict[str, Job] = field(default_factory=dict, init=False)
     _failing: bool = field(default=False, init=False)
     _stopping: bool = field(default=False, init=False)
     _quiet: asyncio.Event = field(default_factory=asyncio.Event, init=False)
 
     def __post_init__(self) -> None:
         self.queue = ChannelQueue(self.queue_bound)
+        self.metrics.notify_queue_length.labels(self.channel).set_function(
+            lambda: self.queue.held)
         self._quiet.set()
         self._outage = ThrottledLog(log)
 
@@ -340,8 +270,15 @@ class ChannelRunner:
             return False
         ikey = idempotency_key(alert)
         alert_id = str(alert["alert_id"])
-        if not self.episodes.take(alert_id, ikey, resolved=alert.get("status") == "resolved"):
+        self.episodes.note(alert_id, resolved=alert.get("status") == "resolved")
+        held = self._pending.get(ikey)
+        if held is not None and held.orphan:  # in flight from a revoked partition: adopt
+            held.tp, held.offset, held.orphan = tp, offset, False
+            self.book.take(tp, offset)
+            return True
+        if held is not None or self.episodes.seen(alert_id, ikey):
             self.duplicates += 1
+            self.metrics.notifier_duplicates.labels(self.channel).inc()
             log.info("%s: skipped a repeat of %s", self.channel, ikey)
             self.book.skip(tp, offset)
             return False
@@ -349,13 +286,27 @@ class ChannelRunner:
         job = Job(dict(alert), ikey, alert_id, priority_rank(alert), tp, offset, key,
                   self._order)
         self.book.take(tp, offset)
+        self._pending[ikey] = job
         try:
             await self.queue.put(job)
         except asyncio.CancelledError:
             self.book.untake(tp, offset)
+            self._pending.pop(ikey, None)
             raise
         self.max_held = max(self.max_held, self.queue.held)
         return True
+
+    async def revoke(self, tps: Any) -> None:
+        """Partitions ``tps`` went to another worker (or away for a while): their queued
+        alerts are dropped and forgotten, so whoever reads those offsets next delivers
+        them; a send in flight finishes, but is not retried (an adopted one is)."""
+        gone = set(tps)
+        for job in await self.queue.drop(lambda j: j.tp in gone):
+            self._pending.pop(job.key, None)
+        for job in self._pending.values():
+            if job.tp in gone:
+                job.orphan = True
+        self.book.drop(gone)
 
     # -- sending -----------------------------------------------------------------------
     async def send_forever(self) -> None:
@@ -409,6 +360,10 @@ class ChannelRunner:
         else:
             self._outage.note("%s: %s not delivered (%s); retrying", self.channel, job.key,
                               result.reason)
+        if job.orphan:  # its partition went: the next reader of its offset sends it
+            self._pending.pop(job.key, None)
+            await self.queue.done(job)
+            return
         delay = self.policy.delay(job.attempts - 1, self.rng, result.retry_after_s)
         await self.queue.retry_at(job, self.queue.clock() + delay)
 
@@ -421,7 +376,12 @@ class ChannelRunner:
         await self._finish(job)
 
     async def _finish(self, job: Job) -> None:
-        self.book.finish(job.tp, job.offset)
+        """Delivered or dead-lettered: its key counts as taken from now on."""
+        self.episodes.take(job.alert_id, job.key,
+                           resolved=job.alert.get("status") == "resolved")
+        self._pending.pop(job.key, None)
+        if not job.orphan:
+            self.book.finish(job.tp, job.offset)
         await self.queue.done(job)
 
     async def _write_dlq(self, key: bytes | None, value: bytes) -> None:
@@ -524,7 +484,7 @@ class _Rebalance:
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         await self.runner.commit(self.consumer, set(revoked))
-        self.runner.book.drop(revoked)
+        await self.runner.revoke(revoked)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         log.info("%s: consuming %s", self.runner.channel,

@@ -12,6 +12,12 @@ and sends nothing until it has caught up with all three, so a restart neither re
 escalation nor misses one that fell due while it was down. The state machine is
 :class:`streams.escalation.EscalationTracker`; times are the Kafka record timestamps and the
 wall clock (processing time: how long the alert has stood unacknowledged).
+
+It does not give up on an open episode (:class:`Escalations`): an escalation the channel
+does not take is retried at the policy's capped backoff, past ``max_attempts``, while the
+loop goes on reading (so other escalations, acks and resolutions are not held back). Once
+the episode is acknowledged or resolved, an escalation still undelivered is dead-lettered
+(outcome ``failed``); one the receiver rejects is dead-lettered at once.
 """
 
 from __future__ import annotations
@@ -19,8 +25,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -28,7 +36,7 @@ import orjson
 from aiokafka import TopicPartition
 
 from schemas import Ack, Reason, Rejection, decode_ack, decode_alert, format_ts
-from streams.escalation import EscalationTracker, escalation_alert
+from streams.escalation import EscalationTracker, Pending, escalation_alert
 
 from .config import Settings
 from .metrics import Metrics
@@ -38,13 +46,102 @@ from .notify import (
     Result,
     RetryPolicy,
     Route,
-    deliver,
+    idempotency_key,
     notify_dlq_record,
 )
 from .rejects import InternalRejects, malformed_dlq_record
 from .topics import partitions_of, seek_since
 
 log = logging.getLogger(__name__)
+
+Record = Callable[[dict[str, Any], Result], Awaitable[None]]
+
+
+@dataclass
+class _Try:
+    pending: Pending
+    attempts: int = 0
+    next_at: float = 0.0
+    closed: bool = False
+
+
+@dataclass
+class Escalations:
+    """The escalations that fell due and are not yet settled. ``record(alert, result)``
+    writes the outcome (the escalations log, the DLQ when not delivered)."""
+
+    notifier: Notifier
+    policy: RetryPolicy
+    record: Record
+    metrics: Metrics
+    clock: Callable[[], float] = time.monotonic
+    rng: random.Random = field(default_factory=random.Random)
+    trying: dict[str, _Try] = field(default_factory=dict)
+
+    @property
+    def channel(self) -> str:
+        return self.notifier.channel
+
+    def due(self, pending: list[Pending]) -> None:
+        for p in pending:
+            self.trying.setdefault(str(p.alert["alert_id"]), _Try(p))
+
+    def closed(self, alert_id: str) -> None:
+        """Acknowledged or resolved: an escalation not delivered yet is given up."""
+        t = self.trying.get(alert_id)
+        if t is not None:
+            t.closed = True
+
+    async def run(self, now_ms: int, stop: asyncio.Event, grace_s: float) -> None:
+        """One try of each escalation whose retry time has come (oldest first); an
+        escalation whose episode closed is dead-lettered. A try cut off by ``stop`` is
+        not recorded: the next start sends it."""
+        for alert_id, t in sorted(self.trying.items(), key=lambda i: i[1].pending.due_ms):
+            alert = escalation_alert(t.pending, now_ms)
+            if t.closed:
+                await self._settle(alert_id, alert, Result(
+                    Outcome.FAILED, f"not delivered after {t.attempts} attempts, and the "
+                    "episode was acknowledged or resolved", attempts=t.attempts))
+                continue
+            if t.next_at > self.clock():
+                continue
+            if stop.is_set():
+                return
+            got = await _unless_stopped(self._send(alert), stop, grace_s)
+            if got is None:
+                log.warning("escalation of %s cut off by the stop: the next start sends it",
+                            alert_id)
+                return
+            t.attempts += 1
+            if got.outcome in (Outcome.DELIVERED, Outcome.REJECTED):
+                await self._settle(alert_id, alert, Result(got.outcome, got.reason,
+                                                           attempts=t.attempts))
+                continue
+            self.metrics.notifier_retries.labels(self.channel).inc()
+            if t.attempts == self.policy.max_attempts:
+                log.warning("escalation of %s not delivered after %d attempts (%s); its "
+                            "episode is open, so retries go on", alert_id, t.attempts,
+                            got.reason)
+            t.next_at = self.clock() + self.policy.delay(t.attempts - 1, self.rng,
+                                                         got.retry_after_s)
+
+    async def _send(self, alert: dict[str, Any]) -> Result:
+        try:
+            return await self.notifier.send(alert, idempotency_key(alert))
+        except Exception as exc:  # a notifier bug is a failed attempt
+            log.exception("escalation send of %s raised", alert["alert_id"])
+            return Result(Outcome.RETRY, f"{type(exc).__name__}: {exc}")
+
+    async def _settle(self, alert_id: str, alert: dict[str, Any], result: Result) -> None:
+        await self.record(alert, result)
+        del self.trying[alert_id]
+        if result.outcome is Outcome.DELIVERED:
+            self.metrics.notifier_deliveries.labels(self.channel).inc()
+            log.warning("escalated %s to %s: not acknowledged for %ds", alert_id,
+                        self.channel, alert["escalation"]["unacknowledged_s"])
+        else:
+            self.metrics.notifier_failures.labels(self.channel).inc()
+            log.warning("escalation of %s dead-lettered: %s", alert_id, result.reason)
 
 
 async def run_escalator(
@@ -86,12 +183,32 @@ async def run_escalator(
         caught_up = False
         async with aiohttp.ClientSession() as session:
             notifier = notifier_factory(session)
+
+            async def record(alert: dict[str, Any], result: Result) -> None:
+                alert_id = str(alert["alert_id"])
+                tracker.on_escalated(alert_id, int(time.time() * 1000))
+                await producer.send_and_wait(topics.escalations, key=alert_id.encode(),
+                                             value=orjson.dumps({
+                                                 "alert_id": alert_id, "channel": channel,
+                                                 "ts": format_ts(int(time.time() * 1000)),
+                                                 "outcome": result.outcome.value}))
+                if result.outcome is not Outcome.DELIVERED:
+                    await producer.send_and_wait(
+                        topics.notify_dlq, key=alert_id.encode(),
+                        value=orjson.dumps(notify_dlq_record(alert, channel, result)))
+
+            escalations = Escalations(notifier, policy, record, m)
             while not stop.is_set():
                 batches = await consumer.getmany(timeout_ms=500, max_records=5000)
                 for tp, records in batches.items():
                     for r in records:
+                        closed: set[str] = set()
                         bad = _apply(tracker, route, tp.topic, topics.alerts, topics.acks,
-                                     r.key, r.value, r.timestamp)
+                                     r.key, r.value, r.timestamp, closed=closed)
+                        for alert_id in closed:
+                            escalations.closed(alert_id)
+                        if tp.topic == topics.escalations and r.key:  # sent by another
+                            escalations.trying.pop(r.key.decode(errors="replace"), None)
                         if bad is not None:  # counted, logged, dead-lettered; go on
                             rejects.count(tp.topic, bad, f"{tp.partition}/{r.offset}")
                             await producer.send_and_wait(
@@ -107,31 +224,8 @@ async def run_escalator(
                     log.info("escalation (%s, after %ss): caught up; pending %s", channel,
                              after_s, tracker.pending_ids())
                 now = int(time.time() * 1000)
-                for p in tracker.due(now):
-                    alert = escalation_alert(p, now)
-                    got = await _unless_stopped(deliver(notifier, alert, policy), stop,
-                                                grace_s)
-                    if got is None:
-                        log.warning("escalation of %s cut off by the stop: the next start "
-                                    "sends it", alert["alert_id"])
-                        break
-                    result = got
-                    alert_id = str(alert["alert_id"])
-                    tracker.on_escalated(alert_id, now)
-                    await producer.send_and_wait(topics.escalations, key=alert_id.encode(),
-                                                 value=orjson.dumps({
-                                                     "alert_id": alert_id, "channel": channel,
-                                                     "ts": format_ts(now),
-                                                     "outcome": result.outcome.value}))
-                    if result.outcome is Outcome.DELIVERED:
-                        m.notifier_deliveries.labels(channel).inc()
-                        log.warning("escalated %s to %s: not acknowledged for %ds", alert_id,
-                                    channel, alert["escalation"]["unacknowledged_s"])
-                    else:
-                        m.notifier_failures.labels(channel).inc()
-                        await producer.send_and_wait(
-                            topics.notify_dlq, key=alert_id.encode(),
-                            value=orjson.dumps(notify_dlq_record(alert, channel, result)))
+                escalations.due(tracker.due(now))
+                await escalations.run(now, stop, grace_s)
     finally:
         await consumer.stop()
         await producer.stop()
@@ -157,19 +251,25 @@ async def _unless_stopped(work: Coroutine[Any, Any, Result], stop: asyncio.Event
 
 
 def _apply(tracker: EscalationTracker, route: Route, topic: str, alerts: str, acks: str,
-           key: bytes | None, value: bytes | None, ts_ms: int) -> Rejection | None:
-    """Feed one record to the tracker; a record it cannot use is returned, not applied."""
+           key: bytes | None, value: bytes | None, ts_ms: int, *,
+           closed: set[str] | None = None) -> Rejection | None:
+    """Feed one record to the tracker; a record it cannot use is returned, not applied.
+    The episodes it closes (an ack, a resolution) go to ``closed``."""
+    shut = closed if closed is not None else set()
     if topic == alerts:
         alert = decode_alert(value)
         if isinstance(alert, Rejection):
             return alert
         if route.zones is None or alert["zone_id"] in route.zones:
             tracker.on_alert(alert, ts_ms)
+            if alert.get("status") == "resolved":
+                shut.add(str(alert["alert_id"]))
     elif topic == acks:
         ack = decode_ack(value)
         if not isinstance(ack, Ack):
             return ack
         tracker.on_ack(ack.alert_id, ts_ms)
+        shut.add(ack.alert_id)
     else:  # escalations log: keyed by alert_id
         if not key:
             return Rejection(Reason.SCHEMA, "escalation record without a key (alert_id)")

@@ -30,6 +30,8 @@ one). Names follow Prometheus conventions: base units, ``_total`` for counters.
 | safetour_notifier_failures_total         | counter   | channel           |
 | safetour_internal_rejects_total          | counter   | topic, consumer   |
 | safetour_last_output_timestamp_seconds   | gauge     |                   |
+| safetour_notify_queue_length             | gauge     | channel           |
+| safetour_notifier_duplicates_total       | counter   | channel           |
 
 Per-zone series only while the registry is small: zone counts reach 100,000 and each would be
 a series. ``SAFETOUR_ZONE_METRICS_MAX`` (default 500) is the switch: with more zones than that
@@ -115,6 +117,14 @@ class Metrics:
         self.zone_density = Gauge("safetour_zone_density_persons_per_square_meter",
                                   "Newest window density per zone (small registries only)",
                                   ["zone"], registry=r)
+        self.notify_queue_length = Gauge(
+            "safetour_notify_queue_length",
+            "Alerts a notify channel holds: queued, waiting for a retry, or in flight",
+            ["channel"], registry=r)
+        self.notifier_duplicates = Counter(
+            "safetour_notifier_duplicates",
+            "Alerts skipped as repeats of an (alert_id, seq) already taken", ["channel"],
+            registry=r)
 
     def count_rejections(self, topic: str, reasons: Iterable[tuple[str, int]]) -> None:
         for reason, n in reasons:

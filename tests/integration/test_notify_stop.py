@@ -48,7 +48,7 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers["Content-Length"]))
         key = self.headers["Idempotency-Key"]
-        if key in self.server.hang:  # a receiver that never answers this one
+        if key in self.server.hang or "*" in self.server.hang:  # never answers this one
             with self.server.lock:
                 self.server.hung += 1
             self.server.release.wait(30)
@@ -125,3 +125,43 @@ def test_notify_stops_in_time_and_the_next_start_delivers_what_it_held(
             proc.wait(30)
     # Offsets 0 and 1 were committed (delivered), 2..4 were not: each key exactly once.
     assert receiver.keys == dict.fromkeys(keys, 1)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_the_escalator_stops_in_time_with_a_delivery_in_flight(
+    sig: signal.Signals, kafka: str, tmp_path: Path
+) -> None:
+    """`safetour notify --escalate-after` is long-running too: on SIGTERM or SIGINT the
+    escalation under way gets the grace, is handed back (not logged as sent) and the
+    process exits 0."""
+    s = make_settings(kafka, tmp_path)
+    asyncio.run(create_topics(kafka, topic_specs(s.topics)))
+    now = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+    critical = {"alert_id": "z1:esc:x", "zone_id": "z1", "level": "critical",
+                "previous_level": "high", "status": "escalated", "seq": 1, "ts": now,
+                "message": {"th": "ท", "en": "e"}}
+    asyncio.run(publish(kafka, s.topics.alerts, [(b"z1", orjson.dumps(critical))]))
+    env = settings_env(s) | {"SAFETOUR_WEBHOOK_SECRET": SECRET.decode()}
+    log = tmp_path / "escalate.log"
+    with serving({"*"}) as receiver:
+        cmd = [sys.executable, "-m", "agents", "notify", "--url", receiver.url,
+               "--grace", str(GRACE_S), "--escalate-after", "0"]
+        with log.open("ab") as out:
+            proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            poll_until(lambda: receiver.hung == 1, timeout=60,
+                       what="the escalation in flight", proc=proc, log=log)
+            t0 = time.monotonic()
+            proc.send_signal(sig)
+            rc = proc.wait(STOP_WITHIN_S)
+            took = time.monotonic() - t0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    text = log.read_text(errors="replace")
+    assert rc == 0, text[-3000:]
+    assert "Traceback" not in text, text[-3000:]
+    assert took < STOP_WITHIN_S
+    assert "cut off by the stop: the next start sends it" in text
+    assert "escalated z1:esc:x" not in text

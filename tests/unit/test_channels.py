@@ -354,3 +354,171 @@ def test_offsets_commit_the_lowest_unfinished_one() -> None:
     book.take(P0, 6)
     book.untake(P0, 6)  # handed back at a stop: read again
     assert book.committable() == {P0: 6}
+
+
+@dataclass
+class GroupMember:
+    """What the rebalance listener and :meth:`ChannelRunner.commit` use of a consumer."""
+
+    owned: set[Any] = field(default_factory=set)
+    commits: list[dict[Any, int]] = field(default_factory=list)
+
+    def assignment(self) -> set[Any]:
+        return set(self.owned)
+
+    async def commit(self, offsets: Mapping[Any, int]) -> None:
+        self.commits.append(dict(offsets))
+
+
+def switchable() -> tuple[Scripted, Callable[[bool], None]]:
+    """A receiver that fails (503) until switched on."""
+    up = [False]
+
+    async def answer(a: Mapping[str, Any], key: str) -> Result:
+        return Result(Outcome.DELIVERED) if up[0] else Result(Outcome.RETRY, "HTTP 503")
+
+    def switch(on: bool) -> None:
+        up[0] = on
+    return Scripted(answer), switch
+
+
+THREE = [orjson.dumps(alert(n, zone=f"z{n}")) for n in range(3)]
+
+
+async def revoke(r: ChannelRunner, consumer: GroupMember, tp: Any) -> None:
+    from agents.channels import _Rebalance  # noqa: PLC0415
+
+    await _Rebalance(r, consumer).on_partitions_revoked({tp})
+    consumer.owned.discard(tp)
+
+
+@pytest.mark.asyncio
+async def test_a_partition_that_comes_back_delivers_what_was_queued_when_it_went() -> None:
+    """Failed before: the re-read copies were skipped as repeats of the dropped queue's keys
+    and their offsets committed, with nothing delivered (a crash then lost them)."""
+    hook, up = switchable()
+    r, _ = runner(hook, policy=RetryPolicy(base_s=0.01, cap_s=0.02))
+    consumer = GroupMember({P0})
+    tasks = await running(r)
+    for off, value in enumerate(THREE):
+        await r.accept(P0, off, b"k", value)
+    await poll(lambda: len(hook.sent) >= 3)
+    await revoke(r, consumer, P0)
+    assert consumer.commits == [{P0: 0}]  # nothing finished
+    assert r.queue.held <= r.in_flight  # the queued ones are dropped
+    consumer.owned.add(P0)  # assigned again: read again from the committed offset
+    for off, value in enumerate(THREE):
+        await r.accept(P0, off, b"k", value)
+    assert r.duplicates == 0
+    assert r.book.committable() == {P0: 0}  # nothing commits past an undelivered alert
+    up(True)
+    await poll(lambda: len(hook.delivered) == 3)
+    await poll(lambda: r.queue.held == 0)
+    await stopped(tasks)
+    assert sorted(hook.delivered) == [f"z{n}:{n}:ab:1" for n in range(3)]
+    assert r.book.committable() == {P0: 3}
+
+
+@pytest.mark.asyncio
+async def test_after_a_revoke_the_new_owner_delivers_and_the_old_one_does_not() -> None:
+    """Two runners of one channel (one group): P0 moves from A to B with three alerts
+    queued at A. Failed before: A kept them and sent them again once the receiver was
+    back, while B (reading from the committed offset) sent them too."""
+    hook_a, up_a = switchable()
+    hook_b, up_b = switchable()
+    a, _ = runner(hook_a, policy=RetryPolicy(base_s=0.01, cap_s=0.02))
+    b, _ = runner(hook_b)
+    consumer_a, consumer_b = GroupMember({P0}), GroupMember()
+    tasks = await running(a) + await running(b)
+    for off, value in enumerate(THREE):
+        await a.accept(P0, off, b"k", value)
+    await poll(lambda: len(hook_a.sent) >= 1)
+    await revoke(a, consumer_a, P0)
+    committed = consumer_a.commits[-1][P0]
+    assert committed == 0
+    consumer_b.owned.add(P0)
+    up_b(True)
+    for off, value in enumerate(THREE[committed:], start=committed):
+        await b.accept(P0, off, b"k", value)
+    await poll(lambda: len(hook_b.delivered) == 3)
+    up_a(True)  # A's receiver is back: A holds nothing to send (an in-flight try ends)
+    await poll(lambda: a.queue.held == 0)
+    await stopped(tasks)
+    assert hook_a.delivered == []
+    assert a.book.committable() == {}
+    assert b.book.committable() == {P0: 3}
+
+
+@pytest.mark.asyncio
+async def test_a_send_in_flight_at_the_revoke_is_adopted_by_the_copy_read_again() -> None:
+    """The partition comes back while one of its sends is still in flight: the re-read
+    copy takes over that send, so it commits once delivered, and is not sent twice."""
+    release = asyncio.Event()
+    answers = [Result(Outcome.RETRY, "HTTP 503"), Result(Outcome.DELIVERED)]
+
+    async def answer(a: Mapping[str, Any], key: str) -> Result:
+        await release.wait()
+        return answers.pop(0) if answers else Result(Outcome.DELIVERED)
+
+    hook = Scripted(answer)
+    r, _ = runner(hook, policy=RetryPolicy(base_s=0.001, cap_s=0.002))
+    consumer = GroupMember({P0})
+    tasks = await running(r)
+    await r.accept(P0, 0, b"k", THREE[0])
+    await poll(lambda: r.in_flight == 1)
+    await revoke(r, consumer, P0)
+    consumer.owned.add(P0)
+    assert await r.accept(P0, 0, b"k", THREE[0])  # adopted, not a repeat
+    assert r.book.committable() == {P0: 0}
+    release.set()  # the first try fails: the adopted job is retried, then delivered
+    await poll(lambda: hook.delivered == ["z0:0:ab:1"])
+    await poll(lambda: r.queue.held == 0)
+    await stopped(tasks)
+    assert r.book.committable() == {P0: 1}
+    assert len(hook.sent) == 2
+
+
+@pytest.mark.asyncio
+async def test_a_failed_send_of_a_revoked_partition_is_not_retried_here() -> None:
+    release = asyncio.Event()
+
+    async def answer(a: Mapping[str, Any], key: str) -> Result:
+        await release.wait()
+        return Result(Outcome.RETRY, "HTTP 503")
+
+    hook = Scripted(answer)
+    r, dlq = runner(hook, policy=RetryPolicy(base_s=0.001, cap_s=0.002))
+    tasks = await running(r)
+    await r.accept(P0, 0, b"k", THREE[0])
+    await poll(lambda: r.in_flight == 1)
+    await revoke(r, GroupMember({P0}), P0)
+    release.set()
+    await poll(lambda: r.queue.held == 0)
+    await stopped(tasks)
+    assert len(hook.sent) == 1
+    assert dlq == []
+    # Not remembered as taken: should the partition return, the alert is sent again.
+    assert await r.accept(P0, 0, b"k", THREE[0])
+
+
+@pytest.mark.asyncio
+async def test_queue_length_and_per_channel_counters_are_exported() -> None:
+    from prometheus_client import generate_latest  # noqa: PLC0415
+
+    hook, up = switchable()
+    r, _ = runner(hook, policy=RetryPolicy(base_s=0.001, cap_s=0.002))
+    tasks = await running(r)
+    for off, value in enumerate(THREE):
+        await r.accept(P0, off, b"k", value)
+    await r.accept(P0, 3, b"k", THREE[0])  # a repeat
+    await poll(lambda: len(hook.sent) >= 4)
+    text = generate_latest(r.metrics.registry).decode()
+    assert 'safetour_notify_queue_length{channel="scripted"} 3.0' in text
+    up(True)
+    await poll(lambda: r.queue.held == 0)
+    await stopped(tasks)
+    text = generate_latest(r.metrics.registry).decode()
+    assert 'safetour_notify_queue_length{channel="scripted"} 0.0' in text
+    assert 'safetour_notifier_deliveries_total{channel="scripted"} 3.0' in text
+    assert 'safetour_notifier_duplicates_total{channel="scripted"} 1.0' in text
+    assert 'safetour_notifier_retries_total{channel="scripted"}' in text
