@@ -106,8 +106,7 @@ def build_app(
     app.on_before_shutdown.connect(cast(Any, w.on_shutdown))
     app.timer(interval=max(settings.slide_s / 2, 0.5), name="safetour.wall-clock")(
         w.wall_clock)
-    app.timer(interval=min(max(settings.idle_s / 3, 0.5), 5.0), name="safetour.log-ends")(
-        w.probe_ends)
+    app.task(w.probe_loop)  # the log ends that tell a quiet partition (agents/worker.py)
 
     # Live registry: every worker reads the whole compacted zones topic (no consumer group)
     # and applies each record on top of the registry file; a null value deletes a zone.

@@ -325,13 +325,29 @@ class Worker:
                              out.rejected)
 
     # -- idleness --------------------------------------------------------------------------
+    @property
+    def probe_every_s(self) -> float:
+        """Pause between log-end queries (one query takes up to a second)."""
+        return min(max(self.settings.idle_s / 2, 1.0), 5.0)
+
+    @property
+    def probe_fresh_s(self) -> float:
+        """How young a log-end query must be to count: ``idle_s``, and at least two probe
+        rounds (so a slow query never makes a quiet partition look held)."""
+        return max(self.settings.idle_s, 2 * self.probe_every_s + 2.0)
+
     def quiet_partitions(self, now: float | None = None) -> set[int]:
-        """Partitions that may move on by wall time: a query younger than ``idle_s`` found
-        their log end at (or before) the offset this worker reads next."""
+        """Partitions that may move on by wall time: a recent query (see
+        :attr:`probe_fresh_s`) found their log end at (or before) the offset read next."""
         now = self._mono() if now is None else now
         return {p for p, (at, end) in self.ends.items()
-                if now - at < self.settings.idle_s and p in self.next_offset
+                if now - at < self.probe_fresh_s and p in self.next_offset
                 and self.next_offset[p] >= end}
+
+    async def probe_loop(self) -> None:
+        while True:
+            await self.probe_ends()
+            await asyncio.sleep(self.probe_every_s)
 
     async def probe_ends(self) -> None:
         """Ask the broker for the log ends of the partitions held (bounded by ``idle_s``):

@@ -367,6 +367,7 @@ def test_quiet_partitions_need_a_recent_successful_log_end_query(tmp_path: Path)
         rig.consumer.ends = {0: 10, 1: 9, 2: 7}
         await w.probe_ends()
         assert w.quiet_partitions() == {0, 2}  # 1 has 4 records not read yet
+        assert w.probe_fresh_s == 30.0
         rig.mono += 29
         assert w.quiet_partitions() == {0, 2}
         # The broker is gone: the queries fail, and what they said ages out.
