@@ -7,20 +7,34 @@ zone keys repeat), appends the records to ``create_batch()`` builders and hands 
 ``send_batch``. Records land on the partitions the producer's default partitioner would pick
 (murmur2 of the key), so keyed order per zone is what consumers expect.
 
-The producer is faust's own (``app.producer``), so faust's flush before each offset commit
-still covers these records: delivery stays at least once.
+Every send returns its delivery future (aiokafka's ``send`` and ``send_batch`` do): a
+:class:`Sent` keeps it with the records it covers, so the worker's delivery tracker
+(``agents/worker.py``) can await it before a snapshot and send the records again if it failed.
+Nothing is fire-and-forget.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka.partitioner import DefaultPartitioner
 
 from streams.pipeline import OutRecord
 from streams.route import RoutedRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """Records handed to the producer and the future of their delivery (one record, or one
+    record batch for one partition)."""
+
+    future: asyncio.Future[Any]
+    topic: str
+    records: Sequence[OutRecord]
+    partition: int | None = None
 
 
 class BatchPublisher:
@@ -42,31 +56,56 @@ class BatchPublisher:
             self._key_part[(topic, key)] = p
         return p
 
-    async def publish(self, producer: Any, topic: str, records: Sequence[OutRecord]) -> int:
-        """Queue ``records`` on ``topic``; returns how many batches were handed over."""
+    async def publish(self, producer: Any, topic: str, records: Sequence[OutRecord]
+                      ) -> list[Sent]:
+        """Queue ``records`` on ``topic``: few of them one send each, more as one record
+        batch per partition. Returns what was handed over, with its delivery futures."""
+        if len(records) < 8:
+            return [await self._one(producer, topic, r, None) for r in records]
         by_part: dict[int, list[OutRecord]] = {}
+        out: list[Sent] = []
         for r in records:
             if r.key is None:  # unkeyed: the producer spreads them
-                await producer.send(topic, r.value, headers=r.headers or None)
+                out.append(await self._one(producer, topic, r, None))
                 continue
             by_part.setdefault(await self._partition(producer, topic, r.key), []).append(r)
-        sent = 0
         for part, recs in by_part.items():
-            builder = producer.create_batch()
-            for r in recs:
-                while builder.append(timestamp=None, key=r.key, value=r.value,
-                                     headers=r.headers) is None:
-                    if builder.record_count() == 0:  # larger than a whole batch: send alone
-                        await producer.send(topic, r.value, key=r.key, partition=part,
-                                            headers=r.headers or None)
-                        break
-                    await producer.send_batch(builder, topic, partition=part)
-                    sent += 1
-                    builder = producer.create_batch()
-            if builder.record_count():
-                await producer.send_batch(builder, topic, partition=part)
-                sent += 1
-        return sent
+            out += await self.send_batches(producer, topic, part, recs)
+        return out
+
+    async def send_batches(self, producer: Any, topic: str, part: int,
+                           recs: Sequence[OutRecord]) -> list[Sent]:
+        """``recs`` (all for partition ``part``) in as few record batches as fit."""
+        out: list[Sent] = []
+        builder = producer.create_batch()
+        inside: list[OutRecord] = []
+        for r in recs:
+            while builder.append(timestamp=None, key=r.key, value=r.value,
+                                 headers=r.headers) is None:
+                if builder.record_count() == 0:  # larger than a whole batch: send alone
+                    out.append(await self._one(producer, topic, r, part))
+                    break
+                fut = await producer.send_batch(builder, topic, partition=part)
+                out.append(Sent(fut, topic, inside, part))
+                builder, inside = producer.create_batch(), []
+            else:
+                inside.append(r)
+        if builder.record_count():
+            fut = await producer.send_batch(builder, topic, partition=part)
+            out.append(Sent(fut, topic, inside, part))
+        return out
+
+    async def resend(self, producer: Any, sent: Sent) -> list[Sent]:
+        """Send the records of a failed delivery again (to the same partition)."""
+        if sent.partition is not None and len(sent.records) > 1:
+            return await self.send_batches(producer, sent.topic, sent.partition, sent.records)
+        return [await self._one(producer, sent.topic, r, sent.partition) for r in sent.records]
+
+    @staticmethod
+    async def _one(producer: Any, topic: str, r: OutRecord, part: int | None) -> Sent:
+        fut = await producer.send(topic, r.value, key=r.key, partition=part,
+                                  headers=r.headers or None)
+        return Sent(fut, topic, [r], part)
 
     async def send_routed(
         self, producer: Any, topic: str, records: Sequence[RoutedRecord]

@@ -411,15 +411,62 @@ class WindowedDensityEngine:
             if start >= ev_zone.shape[0]:
                 return status
 
-    def advance(self, now_ms: int) -> None:
+    def advance(self, now_ms: int, partitions: Iterable[int] | None = None) -> None:
         """Wall-clock progress: a partition that received nothing for ``idle_ms`` of wall time
         moves its event-time clock on by the wall time that passed beyond ``idle_ms``, so a
         silent zone does not freeze at its last density. A partition being read as fast as it
-        can be (a backlog, a replay) keeps arriving, so its history is never made late."""
+        can be (a backlog, a replay) keeps arriving, so its history is never made late.
+
+        ``partitions``: only these may move on (the worker passes those it knows are truly
+        quiet: fetched up to their log end, recently); every other partition's idleness
+        restarts at ``now_ms``, so a broker outage moves nothing on and the readings that
+        producers buffered meanwhile are not made late. None: every partition (offline)."""
         seen = (self.p_wall > K.NEVER) & (self.p_event_max > K.NEVER)
+        if partitions is not None:
+            allowed = np.zeros(MAX_PARTITIONS, dtype=bool)
+            allowed[[p for p in partitions if 0 <= p < MAX_PARTITIONS]] = True
+            held = seen & ~allowed
+            self.p_wall[held] = np.maximum(self.p_wall[held], now_ms)
+            seen &= allowed
         quiet = now_ms - self.p_wall[seen] - self.idle_ms
         moved = self.p_event_max[seen] + np.maximum(quiet, 0)
         self.p_max[seen] = np.maximum(self.p_max[seen], moved)
+
+    def drop_partition(self, partition: int) -> list[str]:
+        """Forget ``partition`` (its owner changed): the zones whose home partition it is go
+        back to the state of a zone never seen (windows, pending closes, their sensors'
+        dedup and clocks), and the partition's clocks are cleared, so nothing of it is ever
+        emitted again here. Returns the zones dropped."""
+        n = len(self.zone_ids)
+        zones = np.flatnonzero(
+            (self.zi[:n, K.ZI_PART] == partition) & (self.zi[:n, K.ZI_CLOSED] != K.NEVER))
+        for z in zones.tolist():
+            self.zf[z, K.ZF_LINE_OCC:] = 0.0
+            for f in (K.ZI_PART, K.ZI_OPEN_MS, K.ZI_OPEN_SLOT):
+                self.zi[z, f] = 0
+            self.zi[z, K.ZI_CLOSED] = K.NEVER
+            self.zi[z, K.ZI_LAST_TS] = K.NEVER
+            self.zi[z, K.ZI_EMPTY_SENT] = 1
+            self.ring[z] = 0.0
+            self.ring[z, :, K.R_MAX_TS] = -1.0
+            self.ring[z, :, K.R_DENS] = np.nan
+            for s in self.zone_sensors[z]:
+                self.si[s, K.SI_LAST_TS] = -1
+                self.si[s, K.SI_DPOS] = 0
+                self.dedup[s] = -1
+                self.dedup_c[s] = -1
+                self.sf[s, K.SF_SKEW] = math.nan
+        if zones.size and self._pending:
+            gone = np.zeros(max(n, 1), dtype=bool)
+            gone[zones] = True
+            kept = [(oi[~gone[oi[:, 0]]], of[~gone[oi[:, 0]]]) for oi, of in self._pending]
+            self._pending = [(oi, of) for oi, of in kept if oi.shape[0]]
+        if 0 <= partition < MAX_PARTITIONS:
+            self.p_max[partition] = K.NEVER
+            self.p_event_max[partition] = K.NEVER
+            self.p_wall[partition] = K.NEVER
+            self._closed_wm[partition] = K.NEVER
+        return [self.zone_ids[z] for z in zones.tolist()]
 
     def finish(self) -> None:
         """End of input: move every partition's clock past its last reading, so each window

@@ -60,8 +60,14 @@ class DensityEngine(Protocol):
         """Put a snapshot back; return the number of zones restored."""
         ...
 
-    def advance(self, now_ms: int) -> None:
-        """Wall-clock progress, for partitions that went quiet."""
+    def advance(self, now_ms: int, partitions: Iterable[int] | None = None) -> None:
+        """Wall-clock progress, for partitions that went quiet (only ``partitions``, if
+        given: the others' idleness restarts at ``now_ms``)."""
+        ...
+
+    def drop_partition(self, partition: int) -> list[str]:
+        """Forget the zones whose home partition is ``partition`` and its clocks; return
+        those zones."""
         ...
 
     def finish(self) -> None:

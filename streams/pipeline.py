@@ -520,15 +520,29 @@ class Pipeline:
                 self._alert(out, zone_id.encode(), alert)
         return out
 
-    def tick(self, now_ms: int) -> Outputs:
+    def tick(self, now_ms: int, partitions: Iterable[int] | None = None) -> Outputs:
         """Wall-clock progress (call every few seconds): windows of quiet partitions close,
         and report floors of blind or sensorless zones expire (by the world's clock, else
-        the wall clock)."""
+        the wall clock). ``partitions``: only these partitions may move on by wall time (the
+        worker's truly quiet ones); None: all of them."""
         out = Outputs()
-        self.engine.advance(now_ms)
+        self.engine.advance(now_ms, partitions)
         self._emit(out)
         self._expire(out, fallback_ms=now_ms)
         return out
+
+    def drop_partition(self, partition: int) -> list[str]:
+        """This worker no longer owns ``partition``: forget the zones whose home partition it
+        is (windows, timers, alarm and episode state), so it never publishes for them again.
+        Returns those zones."""
+        dropped = self.engine.drop_partition(partition)
+        if dropped:
+            # The tracker's public way to forget zones: leave them out, then put them back
+            # fresh (a revoke is rare; this visits the registry once).
+            gone = set(dropped)
+            self.alerts.set_zones({z: v for z, v in self.zones.items() if z not in gone})
+            self.alerts.set_zones(self.zones)
+        return dropped
 
     def finish(self) -> Outputs:
         """End of input (offline replay): close every open window."""

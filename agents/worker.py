@@ -1,0 +1,507 @@
+"""The worker's state and its commit protocol, in one class (``safetour worker``).
+
+The commit point is the recovery snapshot (``agents/state.py``): a snapshot of partition ``p``
+records ``next_offset[p]`` and the pipeline state that stands for it; a restart resumes there.
+Faust's own offset commits do not matter for sensor partitions (``on_rebalanced`` overrides
+them). The protocol, all of it in this class:
+
+1. **One thing at a time.** Processing a fetch, queueing its outputs and advancing
+   ``next_offset`` happen under one lock (:attr:`Worker.lock`); so do the wall-clock tick,
+   reports, snapshots and revokes. A snapshot can never see a batch whose outputs are not
+   queued, nor an offset that moved without its outputs.
+2. **Every send is tracked.** Publishing returns the delivery futures (``agents/publish.py``);
+   :class:`Deliveries` keeps them. Too many pending: the next batch first awaits them
+   (back-pressure).
+3. **Snapshot only what the broker acknowledged.** Before a snapshot every pending delivery is
+   awaited. A failed one is sent again with backoff, ``attempts`` times in all; if it still
+   fails the worker logs one error line and exits with :data:`DELIVERY_FAILED_EXIT`, never
+   writing a snapshot past it (the restart replays from the last snapshot: at least once).
+
+Idleness (engine ``advance``): a partition moves on by wall time only if a recent end-offset
+query (younger than ``idle_s``) showed it read to its log end. During a broker outage the
+queries fail, nothing moves on, and readings that producers buffered arrive in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, cast
+
+import orjson
+from faust.types import TP
+
+from schemas import parse_ts
+from streams.pipeline import Consumed, Outputs, OutRecord, Pipeline, SourceMessage
+
+from .config import Settings
+from .heartbeat import HeartbeatSnapshot
+from .logs import ThrottledLog
+from .metrics import Metrics
+from .publish import BatchPublisher, Sent
+from .state import Lineage, Send, Snapshot, read_snapshots, start_offsets, write_snapshots
+from .transport import RecordBatch
+
+log = logging.getLogger(__name__)
+
+DELIVERY_FAILED_EXIT = 75
+"""Exit status of a worker that could not deliver an output (EX_TEMPFAIL: restart it)."""
+STOP_WITHIN_S = 10.0
+"""A stopping worker (SIGTERM, SIGINT) awaits its pending deliveries and writes its final
+snapshot within this long (README "Guarantees")."""
+
+
+class DeliveryFailed(Exception):
+    """An output was not acknowledged by the broker after every attempt."""
+
+
+class Deliveries:
+    """The delivery futures of published outputs not yet known to be acknowledged.
+
+    ``resend`` sends a failed delivery's records again and returns their new futures.
+    ``max_pending`` bounds the futures kept: :meth:`add` beyond it awaits them all first."""
+
+    def __init__(
+        self, resend: Callable[[Sent], Awaitable[list[Sent]]], *, max_pending: int = 4096,
+        attempts: int = 5, backoff_s: float = 0.5, max_backoff_s: float = 8.0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._resend = resend
+        self.max_pending = max_pending
+        self.attempts = attempts
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self._sleep = sleep
+        self.pending: list[Sent] = []
+        self.retries = 0  # deliveries sent again so far
+
+    def __len__(self) -> int:
+        return len(self.pending)
+
+    async def add(self, sent: Iterable[Sent]) -> None:
+        self.pending.extend(sent)
+        if len(self.pending) > self.max_pending:
+            await self.settle()
+
+    async def settle(self) -> None:
+        """Return once every pending delivery is acknowledged; retry failed ones with
+        backoff; raise :class:`DeliveryFailed` if one still fails after ``attempts``."""
+        todo, self.pending = self.pending, []
+        attempt = 1
+        while todo:
+            results = await asyncio.gather(*(s.future for s in todo), return_exceptions=True)
+            failed = [(s, r) for s, r in zip(todo, results, strict=True)
+                      if isinstance(r, BaseException)]
+            for _, r in failed:
+                if isinstance(r, asyncio.CancelledError):
+                    self.pending = [s for s, _ in failed] + self.pending
+                    raise r
+            if not failed:
+                return
+            first = failed[0]
+            if attempt >= self.attempts:
+                self.pending = [s for s, _ in failed] + self.pending
+                raise DeliveryFailed(
+                    f"{len(failed)} deliveries to {first[0].topic} failed {attempt} times; "
+                    f"last error: {type(first[1]).__name__}: {first[1]}")
+            delay = min(self.backoff_s * 2 ** (attempt - 1), self.max_backoff_s)
+            log.warning("%d deliveries to %s failed (%s: %s); sending them again in %.1f s "
+                        "(attempt %d of %d)", len(failed), first[0].topic,
+                        type(first[1]).__name__, first[1], delay, attempt + 1, self.attempts)
+            await self._sleep(delay)
+            todo = []
+            for s, _ in failed:
+                todo += await self._resend(s)
+                self.retries += 1
+            attempt += 1
+
+
+def sources_of(event: Any) -> Sequence[Consumed]:
+    """The messages one faust event carries: a whole fetch (its aiokafka records, as they
+    are) or one message."""
+    value = event.value
+    if isinstance(value, RecordBatch):
+        return value
+    return [source_of(event)]
+
+
+def source_of(event: Any) -> SourceMessage:
+    m = event.message
+    ts = m.timestamp
+    return SourceMessage(
+        m.topic, m.partition, m.offset, None if ts is None else round(ts * 1000), m.key,
+        m.value, tuple(m.headers or ()),
+    )
+
+
+class Worker:
+    """Pipeline, metrics, offsets, snapshot lineages and pending deliveries of one worker,
+    and the hooks faust calls (see the module docstring for the protocol).
+
+    ``producer()``: the aiokafka producer outputs go to; ``send_state``: writes one state
+    record and returns once it is acknowledged; ``consumer()``: faust's consumer (assignment,
+    end offsets, commits, seeks); ``exit``: how the process ends when a delivery failed."""
+
+    def __init__(
+        self, settings: Settings, pipe: Pipeline, metrics: Metrics, *,
+        producer: Callable[[], Any], send_state: Send, consumer: Callable[[], Any],
+        exit: Callable[[int], None] = os._exit,
+        deliveries: Deliveries | None = None,
+        wall: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.pipe = pipe
+        self.metrics = metrics
+        self._producer = producer
+        self._send_state = send_state
+        self._consumer = consumer
+        self._exit = exit
+        self._wall = wall
+        self._mono = monotonic
+        self.publisher = BatchPublisher()
+        self.deliveries = deliveries or Deliveries(self._resend)
+        self.lock = asyncio.Lock()
+        # Recovery: the next offset of every partition held, advanced with the pipeline's
+        # state (under the lock, with its outputs queued) and snapshotted with it.
+        self.next_offset: dict[int, int] = {}
+        self.restored: set[int] = set()
+        self.unsnapshotted: set[int] = set()  # partitions processed since their last snapshot
+        self.lineages: dict[int, Lineage] = {}  # fencing epoch, seq, live snapshots
+        self.last_snapshot = monotonic()
+        self.failed: DeliveryFailed | None = None
+        # Idleness: per partition, (monotonic time a query was sent, the log end it found).
+        self.ends: dict[int, tuple[float, int]] = {}
+        self.dlq_log = ThrottledLog(log)
+        self.probe_log = ThrottledLog(log)
+        self.worker_id = f"{settings.app_id}@{socket.gethostname()}:{os.getpid()}"
+
+    def _now_ms(self) -> int:
+        return int(self._wall() * 1000)
+
+    # -- the ingest seam -------------------------------------------------------------------
+    @property
+    def ingested_topic(self) -> str:
+        """The topic the ingest agent consumes and whose partitions the snapshots cover."""
+        return self.settings.topics.sensor_events
+
+    def process_fetch(self, sources: Sequence[Consumed], now_ms: int) -> Outputs:
+        """What one fetch of :attr:`ingested_topic` does to the pipeline."""
+        return self.pipe.process_sensor_batch(sources, now_ms=now_ms)
+
+    # -- the commit protocol ---------------------------------------------------------------
+    async def ingest_fetch(self, sources: Sequence[Consumed]) -> None:
+        """Process one fetch, queue its outputs, advance the offsets; snapshot when due."""
+        async with self.lock:
+            # A fetch of a partition not (or no longer) held here: its new owner reads it.
+            held = [s for s in sources if s.partition in self.restored]
+            if not held:
+                return
+            started = time.perf_counter()
+            out = self.process_fetch(held, self._now_ms())
+            self.metrics.batch_seconds.observe(time.perf_counter() - started)
+            self.metrics.batch_messages.observe(len(held))
+            appended = [s.timestamp for s in held if s.timestamp is not None]
+            await self._publish(out, self.ingested_topic, max(appended) if appended else None)
+            for s in held:
+                self.next_offset[s.partition] = max(self.next_offset.get(s.partition, 0),
+                                                    s.offset + 1)
+                self.unsnapshotted.add(s.partition)
+            if self._mono() - self.last_snapshot >= self.settings.snapshot_s:
+                await self._snapshot(set(self.next_offset))
+
+    async def ingest(self, stream: Any) -> None:
+        # Each event is one partition's fetch (agents/transport.py), hundreds to thousands of
+        # messages: decoded, windowed and published together.
+        async for event in stream.events():
+            await self.ingest_fetch(sources_of(event))
+
+    async def reports(self, stream: Any) -> None:
+        # Reports are few and urgent: published as soon as they arrive, no window to wait for.
+        async for batch in stream.take_events(100, within=0.05):
+            sources = [source_of(e) for e in batch]
+            appended = [s.timestamp for s in sources if s.timestamp is not None]
+            async with self.lock:
+                out = self.pipe.process_report_batch(sources, now_ms=self._now_ms())
+                await self._publish(out, self.settings.topics.reports,
+                                    max(appended) if appended else None)
+
+    async def wall_clock(self) -> None:
+        """Quiet partitions: windows still close, so a silent zone does not freeze; a worker
+        that went quiet after a burst still snapshots what it processed last."""
+        async with self.lock:
+            out = self.pipe.tick(self._now_ms(), partitions=self.quiet_partitions())
+            await self._publish(out)
+            if self.unsnapshotted and \
+                    self._mono() - self.last_snapshot >= self.settings.snapshot_s:
+                await self._snapshot(set(self.next_offset))
+
+    async def snapshot(self, partitions: Iterable[int]) -> None:
+        async with self.lock:
+            await self._snapshot(set(partitions))
+
+    async def _snapshot(self, partitions: set[int]) -> None:
+        """Under the lock: await every pending delivery, then snapshot ``partitions``."""
+        if self.failed is not None:
+            raise self.failed
+        await self._settle()
+        held = sorted(partitions & set(self.next_offset) & set(self.lineages))
+        snaps = [Snapshot(p, self.next_offset[p], self.pipe.snapshot(p)) for p in held]
+        if snaps:
+            await write_snapshots(self._send_state, self.settings.app_id, snaps, self.lineages)
+        for snap in snaps:
+            self.metrics.snapshots.inc()
+            self.metrics.snapshot_bytes.labels(str(snap.partition)).set(len(snap.blob))
+            self.unsnapshotted.discard(snap.partition)
+        self.last_snapshot = self._mono()
+
+    async def _settle(self) -> None:
+        try:
+            await self.deliveries.settle()
+        except DeliveryFailed as exc:
+            self._fail(exc)
+            raise
+
+    def _fail(self, exc: DeliveryFailed) -> None:
+        """Stop loudly: one error line, no snapshot past the failure, a non-zero exit."""
+        if self.failed is None:
+            self.failed = exc
+            log.critical("stopping: an output could not be delivered (%s); no snapshot is "
+                         "written past it, a restart resumes from the last one", exc)
+            for h in logging.getLogger().handlers:
+                h.flush()
+            self._exit(DELIVERY_FAILED_EXIT)
+
+    async def _resend(self, sent: Sent) -> list[Sent]:
+        return await self.publisher.resend(self._producer(), sent)
+
+    async def _send(self, topic: str, records: list[OutRecord]) -> None:
+        if records:
+            sent = await self.publisher.publish(self._producer(), topic, records)
+            try:
+                await self.deliveries.add(sent)
+            except DeliveryFailed as exc:
+                self._fail(exc)
+                raise
+
+    async def _publish(
+        self, out: Outputs, topic: str | None = None, append_ms: int | None = None
+    ) -> None:
+        """Queue a batch's outputs (tracked until acknowledged) and count them."""
+        t = self.settings.topics
+        await self._send(t.dlq, out.dlq)
+        await self._send(t.density, out.density)
+        await self._send(t.alerts, out.alerts)
+        await self._send(t.alerts_cap, out.cap)
+        self._count(out, topic or self.ingested_topic, append_ms)
+
+    def _count(self, out: Outputs, topic: str, append_ms: int | None) -> None:
+        m = self.metrics
+        now = time.time()
+        if out.density or out.alerts:
+            m.last_output.set(now)
+        if len(self.pipe.zones) <= self.settings.zone_metrics_max:
+            for r in out.density:
+                d = orjson.loads(r.value)
+                if d["density"] is not None:
+                    m.zone_density.labels(d["zone_id"]).set(d["density"])
+        for kind, n in out.kinds.items():
+            m.events_in.labels(topic, kind).inc(n)
+        m.count_rejections(topic, out.rejected.items())
+        m.duplicates.inc(out.duplicates)
+        m.clamped.inc(out.clamped)
+        for r in out.alerts:
+            log.info("alert %s", r.value.decode())
+            a = orjson.loads(r.value)
+            m.alerts.labels(a["level"], a["status"], a.get("reason", "density")).inc()
+            m.latency.labels("event").observe(max(now - parse_ts(a["ts"]) / 1000, 0))
+            if append_ms is not None:
+                m.latency.labels("append").observe(max(now - append_ms / 1000, 0))
+        if out.rejected:
+            self.dlq_log.add("dead-lettered (items by reason, since the last line)",
+                             out.rejected)
+
+    # -- idleness --------------------------------------------------------------------------
+    @property
+    def probe_every_s(self) -> float:
+        """Pause between log-end queries (one query takes up to a second)."""
+        return min(max(self.settings.idle_s / 2, 1.0), 5.0)
+
+    @property
+    def probe_fresh_s(self) -> float:
+        """How young a log-end query must be to count: ``idle_s``, and at least two probe
+        rounds (so a slow query never makes a quiet partition look held)."""
+        return max(self.settings.idle_s, 2 * self.probe_every_s + 2.0)
+
+    def quiet_partitions(self, now: float | None = None) -> set[int]:
+        """Partitions that may move on by wall time: a recent query (see
+        :attr:`probe_fresh_s`) found their log end at (or before) the offset read next."""
+        now = self._mono() if now is None else now
+        return {p for p, (at, end) in self.ends.items()
+                if now - at < self.probe_fresh_s and p in self.next_offset
+                and self.next_offset[p] >= end}
+
+    async def probe_loop(self) -> None:
+        while True:
+            await self.probe_ends()
+            await asyncio.sleep(self.probe_every_s)
+
+    async def probe_ends(self) -> None:
+        """Ask the broker for the log ends of the partitions held (bounded by ``idle_s``):
+        the idleness gate and the lag gauge read the answers."""
+        tps = [TP(self.ingested_topic, p) for p in sorted(self.restored)]
+        if not tps:
+            return
+        sent_at = self._mono()
+        try:
+            ends = await asyncio.wait_for(self._consumer().highwaters(*tps),
+                                          timeout=max(self.settings.idle_s / 2, 0.5))
+        except Exception as exc:  # an outage (a timeout included): wait
+            self.probe_log.note("log end queries failing (%s: %s): quiet partitions do not "
+                                "move on by wall time", type(exc).__name__, exc)
+            return
+        for tp, end in ends.items():
+            if end is not None and tp.partition in self.restored:
+                self.ends[tp.partition] = (sent_at, int(end))
+
+    # -- rebalances ------------------------------------------------------------------------
+    def _ingested(self, tps: Iterable[Any]) -> set[int]:
+        return {tp.partition for tp in tps if tp.topic == self.ingested_topic}
+
+    async def on_revoked(self, sender: Any, *args: Any, signal: Any = None,
+                         **kwargs: Any) -> None:
+        """Hand over a fresh snapshot, then forget the partitions' zones at once."""
+        gone = self._ingested(args[0] if args else kwargs.get("revoked", ()))
+        if not gone:
+            return
+        async with self.lock:
+            try:
+                await self._snapshot(gone)
+            except Exception:
+                # The previous complete snapshot stays readable: the next owner restores it.
+                log.exception("partitions %s: hand-over snapshot failed", sorted(gone))
+            for p in gone:
+                self.next_offset.pop(p, None)
+                self.restored.discard(p)
+                self.lineages.pop(p, None)
+                self.unsnapshotted.discard(p)
+                self.ends.pop(p, None)
+                dropped = self.pipe.drop_partition(p)
+                if dropped:
+                    log.info("partition %d revoked: %d zones dropped", p, len(dropped))
+
+    async def on_rebalanced(self, sender: Any, *args: Any, signal: Any = None,
+                            **kwargs: Any) -> None:
+        # Runs just before faust seeks every partition to its committed offset: restore the
+        # newest complete snapshot of each newly assigned partition and commit its offset, so
+        # the seek resumes exactly where the restored state ends. No snapshot: start at the
+        # first arrival of the last window + grace (SAFETOUR_START=recent) or at the oldest
+        # retained offset (from-start).
+        consumer = self._consumer()
+        new = self._ingested(consumer.assignment()) - self.restored
+        if not new:
+            return
+        async with self.lock:
+            offsets = await self._restore(new)
+            tps = {TP(self.ingested_topic, p): o for p, o in offsets.items()}
+            # faust's public commit() takes only offsets it saw acked; _commit takes ours.
+            await cast(Any, consumer)._commit(tps)
+            # aiokafka's seek_to_committed skips a committed offset of 0 (the consumer would
+            # stay at the old committed position and skip the replay): seek those ourselves.
+            for tp, offset in tps.items():
+                if offset == 0:
+                    await consumer.seek(tp, 0)
+            for p, offset in offsets.items():
+                # The state now stands for this offset. Snapshot it soon: the new epoch
+                # fences the snapshots of any previous owner still writing late.
+                self.next_offset[p] = offset
+                self.unsnapshotted.add(p)
+            self.restored.update(new)
+
+    async def _restore(self, new: set[int]) -> dict[int, int]:
+        s = self.settings
+        found = await read_snapshots(s.kafka, s.topics.state, s.app_id, new)
+        now_ms = self._now_ms()
+        offsets: dict[int, int] = {}
+        for p in sorted(new):
+            f = found.get(p)
+            for ref, snap in f.candidates if f is not None else ():
+                try:
+                    zones = self.pipe.restore(snap.blob, now_ms)
+                except Exception:
+                    log.exception("partition %d: snapshot %s could not be restored; trying "
+                                  "the one before it", p, ref.sid)
+                    continue
+                log.info("partition %d: restored %d zones from snapshot %s (epoch %d, seq %d); "
+                         "resuming at offset %d", p, zones, ref.sid, ref.epoch, ref.seq,
+                         snap.offset)
+                offsets[p] = snap.offset
+                break
+            self.lineages[p] = Lineage.after(f)
+        fresh = sorted(new - set(offsets))
+        if fresh:
+            recent = s.start == "recent"
+            span = s.window_s + s.grace_s
+            starts = await start_offsets(s.kafka, self.ingested_topic, fresh,
+                                         now_ms - round(span * 1000) if recent else None)
+            for p in fresh:
+                offsets[p] = starts[p]
+                if recent:
+                    log.info("partition %d: no snapshot; starting at offset %d, the first "
+                             "arrival of the last %.0f s (SAFETOUR_START=recent)", p,
+                             starts[p], span)
+                else:
+                    log.info("partition %d: no snapshot; replaying it from the start "
+                             "(offset %d)", p, starts[p])
+        return offsets
+
+    async def on_shutdown(self, sender: Any = None, **kwargs: Any) -> None:
+        """The worker stops (SIGTERM, SIGINT; faust has stopped fetching): await the pending
+        deliveries and write a final snapshot, within :data:`STOP_WITHIN_S`."""
+        if self.failed is not None or not self.next_offset:
+            return
+        try:
+            await asyncio.wait_for(self.snapshot(set(self.next_offset)), STOP_WITHIN_S)
+        except Exception:  # stopping anyway; the previous snapshot stands
+            log.exception("final snapshot not written; a restart resumes from the previous one")
+            return
+        log.info("stopped: outputs delivered, final snapshot of partitions %s written",
+                 sorted(self.next_offset))
+
+    # -- health ----------------------------------------------------------------------------
+    def held(self) -> list[int]:
+        return sorted(self._ingested(self._consumer().assignment()))
+
+    def is_ready(self) -> bool:
+        held = set(self.held())
+        return bool(held) and held <= self.restored
+
+    def readiness(self) -> dict[str, Any]:
+        return {"ready": self.is_ready(), "partitions": self.held(),
+                "recovered": sorted(self.restored)}
+
+    def heartbeat_snapshot(self) -> HeartbeatSnapshot:
+        parts = self.held()
+        return HeartbeatSnapshot(self.worker_id, parts,
+                                 {p: self.pipe.engine.watermark(p) for p in parts})
+
+    async def gauges(self) -> None:
+        # Lag and freshness, every few seconds: consumer lag from the log end offsets the
+        # idleness probe found and what this worker processed.
+        m, engine = self.metrics, self.pipe.engine
+        for p in self.held():
+            done, end = self.next_offset.get(p), self.ends.get(p)
+            if done is not None and end is not None:
+                m.consumer_lag.labels(self.ingested_topic, str(p)).set(max(end[1] - done, 0))
+            wm = engine.watermark(p)
+            if wm is not None:
+                m.watermark_lag.labels(str(p)).set(time.time() - wm / 1000)
+        m.zones.set(len(self.pipe.zones))
+        m.stale_sensors.set(engine.stale_sensor_count())
+        skewed = engine.skewed_sensors()
+        m.skewed_sensors.set(len(skewed))
+        m.max_clock_skew.set(max((abs(k) for _, k in skewed), default=0.0))
+        m.ready.set(1 if self.is_ready() else 0)
