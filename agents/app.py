@@ -80,7 +80,9 @@ def build_app(
         # Outputs go out in batches too; 5 ms of linger costs little latency.
         producer_linger_ms=5,
     )
-    app.batch_topics = frozenset({settings.topics.sensor_events})
+    t = settings.topics
+    # Every fetch of these is one event (agents/transport.py): routed or ingested whole.
+    app.batch_topics = frozenset({t.sensor_events, t.reports, t.by_zone})
 
     def raw_topic(name: str) -> Any:
         return app.topic(name, key_type=bytes, value_type=bytes,
@@ -97,8 +99,11 @@ def build_app(
     w = Worker(settings, pipe, m, producer=lambda: cast(Any, app.producer)._ensure_producer(),
                send_state=send_state, consumer=lambda: app.consumer)
     app.worker = w
-    app.agent(raw_topic(w.ingested_topic), name="safetour.sensor-ingest")(w.ingest)
-    app.agent(raw_topic(settings.topics.reports), name="safetour.reports")(w.reports)
+    # Readings and reports are re-keyed by zone onto the by-zone topic (one owner per zone,
+    # whatever partitioner the producer used); the ingest agent keeps the zones' state.
+    app.agent(raw_topic(t.sensor_events), name="safetour.route-sensors")(w.route)
+    app.agent(raw_topic(t.reports), name="safetour.route-reports")(w.route)
+    app.agent(raw_topic(w.ingested_topic), name="safetour.ingest")(w.ingest)
     # mode's Signal.connect is typed for one receiver shape; these are the documented ones.
     app.on_partitions_revoked.connect(cast(Any, w.on_revoked))
     app.on_rebalance_complete.connect(cast(Any, w.on_rebalanced))

@@ -47,6 +47,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from aiokafka import TopicPartition
+from faust.types import TP
+
 from schemas import SafetourError, Zone
 from streams.pipeline import Consumed
 from streams.route import Router
@@ -139,3 +142,20 @@ async def router_start_offsets(
         log.info("%s[%d]: no committed offset; routing from offset %d (SAFETOUR_START=%s)",
                  topic, p, starts[p], settings.start)
     return starts
+
+
+async def committed_offsets(
+    settings: Settings, tps: Iterable[TP]
+) -> dict[TP, int | None]:
+    """The worker group's committed offset of each of ``tps`` (None: never committed). A
+    consumer of the group that does not join it (no subscription) asks the coordinator."""
+    consumer = settings.kafka.consumer(group_id=settings.app_id)
+    await consumer.start()
+    try:
+        out: dict[TP, int | None] = {}
+        for tp in tps:
+            off = await consumer.committed(TopicPartition(tp.topic, tp.partition))
+            out[tp] = off if off is not None and off >= 0 else None
+        return out
+    finally:
+        await consumer.stop()

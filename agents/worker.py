@@ -35,7 +35,8 @@ from typing import Any, cast
 import orjson
 from faust.types import TP
 
-from schemas import parse_ts
+from schemas import Kind, parse_ts
+from streams.lanes import Lanes
 from streams.pipeline import Consumed, Outputs, OutRecord, Pipeline, SourceMessage
 
 from .config import Settings
@@ -43,6 +44,7 @@ from .heartbeat import HeartbeatSnapshot
 from .logs import ThrottledLog
 from .metrics import Metrics
 from .publish import BatchPublisher, Sent
+from .router import RouteError, ZoneRouter, committed_offsets, router_start_offsets
 from .state import Lineage, Send, Snapshot, read_snapshots, start_offsets, write_snapshots
 from .transport import RecordBatch
 
@@ -53,6 +55,9 @@ DELIVERY_FAILED_EXIT = 75
 STOP_WITHIN_S = 10.0
 """A stopping worker (SIGTERM, SIGINT) awaits its pending deliveries and writes its final
 snapshot within this long (README "Guarantees")."""
+
+
+SENSOR_KINDS = frozenset(k.wire for k in Kind)
 
 
 class DeliveryFailed(Exception):
@@ -75,7 +80,7 @@ class Deliveries:
         self.attempts = attempts
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
-        self._sleep = sleep
+        self.sleep = sleep
         self.pending: list[Sent] = []
         self.retries = 0  # deliveries sent again so far
 
@@ -112,7 +117,7 @@ class Deliveries:
             log.warning("%d deliveries to %s failed (%s: %s); sending them again in %.1f s "
                         "(attempt %d of %d)", len(failed), first[0].topic,
                         type(first[1]).__name__, first[1], delay, attempt + 1, self.attempts)
-            await self._sleep(delay)
+            await self.sleep(delay)
             todo = []
             for s, _ in failed:
                 todo += await self._resend(s)
@@ -150,7 +155,7 @@ class Worker:
         self, settings: Settings, pipe: Pipeline, metrics: Metrics, *,
         producer: Callable[[], Any], send_state: Send, consumer: Callable[[], Any],
         exit: Callable[[int], None] = os._exit,
-        deliveries: Deliveries | None = None,
+        deliveries: Deliveries | None = None, router: ZoneRouter | None = None,
         wall: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
@@ -165,6 +170,13 @@ class Worker:
         self.publisher = BatchPublisher()
         self.deliveries = deliveries or Deliveries(self._resend)
         self.lock = asyncio.Lock()
+        # One owner per zone: every reading and report is first re-keyed by zone onto the
+        # by-zone topic (agents/router.py), whose partitions this worker's state follows.
+        # Each by-zone partition keeps one clock per upstream partition (streams/lanes.py).
+        self.lanes = Lanes(pipe)
+        self.router = router or ZoneRouter(pipe.zones.values(), settings.topics)
+        self._routed_zones = pipe.zones  # the registry the router was last given
+        self.route_started: set[TP] = set()  # router input partitions whose start is settled
         # Recovery: the next offset of every partition held, advanced with the pipeline's
         # state (under the lock, with its outputs queued) and snapshotted with it.
         self.next_offset: dict[int, int] = {}
@@ -185,12 +197,73 @@ class Worker:
     # -- the ingest seam -------------------------------------------------------------------
     @property
     def ingested_topic(self) -> str:
-        """The topic the ingest agent consumes and whose partitions the snapshots cover."""
-        return self.settings.topics.sensor_events
+        """The topic the ingest agent consumes and whose partitions the snapshots cover: the
+        by-zone topic, where each zone lives on one partition whatever the producer did."""
+        return self.settings.topics.by_zone
+
+    @property
+    def routed_topics(self) -> frozenset[str]:
+        """The input topics the router re-keys by zone onto :attr:`ingested_topic`."""
+        t = self.settings.topics
+        return frozenset({t.sensor_events, t.reports})
 
     def process_fetch(self, sources: Sequence[Consumed], now_ms: int) -> Outputs:
         """What one fetch of :attr:`ingested_topic` does to the pipeline."""
-        return self.pipe.process_sensor_batch(sources, now_ms=now_ms)
+        return self.lanes.process(sources, now_ms)
+
+    # -- the zone router -------------------------------------------------------------------
+    async def route(self, stream: Any) -> None:
+        """Router agent (sensor and reports topics): each fetch is re-keyed by zone and
+        acknowledged by the broker before faust may commit its offsets."""
+        async for event in stream.events():
+            await self.route_fetch(sources_of(event))
+
+    async def route_fetch(self, sources: Sequence[Consumed]) -> None:
+        """Route one fetch; a failed send is routed again (duplicates are harmless: stage 2
+        drops a repeated reading by its ``event_id`` and a repeated report by its
+        ``report_id``), and after every attempt the worker stops loudly, its input offsets
+        not committed."""
+        if self._routed_zones is not self.pipe.zones:  # the live registry changed
+            self.router.set_zones(self.pipe.zones.values())
+            self._routed_zones = self.pipe.zones
+        d = self.deliveries
+        attempt = 1
+        while True:
+            try:
+                await self.router.route_fetch(self._producer(), sources)
+                return
+            except RouteError as exc:
+                if attempt >= d.attempts:
+                    failed = DeliveryFailed(f"routing failed {attempt} times: {exc}")
+                    self._fail(failed)
+                    raise failed from exc
+                delay = min(d.backoff_s * 2 ** (attempt - 1), d.max_backoff_s)
+                log.warning("routing a fetch failed (%s); routing it again in %.1f s "
+                            "(attempt %d of %d)", exc, delay, attempt + 1, d.attempts)
+                await d.sleep(delay)
+                attempt += 1
+
+    async def _start_routes(self, consumer: Any) -> None:
+        """Router input partitions with no committed offset start where SAFETOUR_START says
+        (not at faust's ``earliest``: a week of input routed again): commit that offset
+        before faust seeks to the committed ones."""
+        tps = {tp for tp in consumer.assignment()
+               if tp.topic in self.routed_topics and tp not in self.route_started}
+        if not tps:
+            return
+        committed = await committed_offsets(self.settings, tps)
+        starts: dict[TP, int] = {}
+        for topic in sorted({tp.topic for tp in tps}):
+            fresh = [tp.partition for tp in tps if tp.topic == topic and committed.get(tp) is None]
+            if fresh:
+                found = await router_start_offsets(self.settings, topic, fresh, self._now_ms())
+                starts.update({TP(topic, p): o for p, o in found.items()})
+        if starts:
+            await cast(Any, consumer)._commit(starts)
+            for tp, offset in starts.items():
+                if offset == 0:  # seek_to_committed skips a committed 0 (see on_rebalanced)
+                    await consumer.seek(tp, 0)
+        self.route_started |= tps
 
     # -- the commit protocol ---------------------------------------------------------------
     async def ingest_fetch(self, sources: Sequence[Consumed]) -> None:
@@ -219,21 +292,11 @@ class Worker:
         async for event in stream.events():
             await self.ingest_fetch(sources_of(event))
 
-    async def reports(self, stream: Any) -> None:
-        # Reports are few and urgent: published as soon as they arrive, no window to wait for.
-        async for batch in stream.take_events(100, within=0.05):
-            sources = [source_of(e) for e in batch]
-            appended = [s.timestamp for s in sources if s.timestamp is not None]
-            async with self.lock:
-                out = self.pipe.process_report_batch(sources, now_ms=self._now_ms())
-                await self._publish(out, self.settings.topics.reports,
-                                    max(appended) if appended else None)
-
     async def wall_clock(self) -> None:
         """Quiet partitions: windows still close, so a silent zone does not freeze; a worker
         that went quiet after a burst still snapshots what it processed last."""
         async with self.lock:
-            out = self.pipe.tick(self._now_ms(), partitions=self.quiet_partitions())
+            out = self.lanes.tick(self._now_ms(), self.quiet_partitions())
             await self._publish(out)
             if self.unsnapshotted and \
                     self._mono() - self.last_snapshot >= self.settings.snapshot_s:
@@ -249,7 +312,7 @@ class Worker:
             raise self.failed
         await self._settle()
         held = sorted(partitions & set(self.next_offset) & set(self.lineages))
-        snaps = [Snapshot(p, self.next_offset[p], self.pipe.snapshot(p)) for p in held]
+        snaps = [Snapshot(p, self.next_offset[p], self.lanes.snapshot(p)) for p in held]
         if snaps:
             await write_snapshots(self._send_state, self.settings.app_id, snaps, self.lineages)
         for snap in snaps:
@@ -308,9 +371,14 @@ class Worker:
                 d = orjson.loads(r.value)
                 if d["density"] is not None:
                     m.zone_density.labels(d["zone_id"]).set(d["density"])
+        t = self.settings.topics
         for kind, n in out.kinds.items():
-            m.events_in.labels(topic, kind).inc(n)
-        m.count_rejections(topic, out.rejected.items())
+            # By the topic the integrator wrote to: readings by kind, reports by category.
+            origin = topic if topic != self.ingested_topic else \
+                t.sensor_events if kind in SENSOR_KINDS else t.reports
+            m.events_in.labels(origin, kind).inc(n)
+        m.count_rejections(t.sensor_events if topic == self.ingested_topic else topic,
+                           out.rejected.items())
         m.duplicates.inc(out.duplicates)
         m.clamped.inc(out.clamped)
         for r in out.alerts:
@@ -374,7 +442,9 @@ class Worker:
     async def on_revoked(self, sender: Any, *args: Any, signal: Any = None,
                          **kwargs: Any) -> None:
         """Hand over a fresh snapshot, then forget the partitions' zones at once."""
-        gone = self._ingested(args[0] if args else kwargs.get("revoked", ()))
+        revoked = set(args[0] if args else kwargs.get("revoked", ()))
+        self.route_started -= revoked
+        gone = self._ingested(revoked)
         if not gone:
             return
         async with self.lock:
@@ -389,7 +459,7 @@ class Worker:
                 self.lineages.pop(p, None)
                 self.unsnapshotted.discard(p)
                 self.ends.pop(p, None)
-                dropped = self.pipe.drop_partition(p)
+                dropped = self.lanes.drop_partition(p)
                 if dropped:
                     log.info("partition %d revoked: %d zones dropped", p, len(dropped))
 
@@ -401,6 +471,7 @@ class Worker:
         # first arrival of the last window + grace (SAFETOUR_START=recent) or at the oldest
         # retained offset (from-start).
         consumer = self._consumer()
+        await self._start_routes(consumer)
         new = self._ingested(consumer.assignment()) - self.restored
         if not new:
             return
@@ -430,11 +501,13 @@ class Worker:
             f = found.get(p)
             for ref, snap in f.candidates if f is not None else ():
                 try:
-                    zones = self.pipe.restore(snap.blob, now_ms)
+                    zones, resumable = self.lanes.restore(snap.blob, now_ms)
                 except Exception:
                     log.exception("partition %d: snapshot %s could not be restored; trying "
                                   "the one before it", p, ref.sid)
                     continue
+                if not resumable:  # its offset is of the sensor topic: start afresh
+                    break
                 log.info("partition %d: restored %d zones from snapshot %s (epoch %d, seq %d); "
                          "resuming at offset %d", p, zones, ref.sid, ref.epoch, ref.seq,
                          snap.offset)
@@ -486,7 +559,7 @@ class Worker:
     def heartbeat_snapshot(self) -> HeartbeatSnapshot:
         parts = self.held()
         return HeartbeatSnapshot(self.worker_id, parts,
-                                 {p: self.pipe.engine.watermark(p) for p in parts})
+                                 {p: self.lanes.watermark(p) for p in parts})
 
     async def gauges(self) -> None:
         # Lag and freshness, every few seconds: consumer lag from the log end offsets the
@@ -496,7 +569,7 @@ class Worker:
             done, end = self.next_offset.get(p), self.ends.get(p)
             if done is not None and end is not None:
                 m.consumer_lag.labels(self.ingested_topic, str(p)).set(max(end[1] - done, 0))
-            wm = engine.watermark(p)
+            wm = self.lanes.watermark(p)
             if wm is not None:
                 m.watermark_lag.labels(str(p)).set(time.time() - wm / 1000)
         m.zones.set(len(self.pipe.zones))

@@ -432,6 +432,14 @@ class WindowedDensityEngine:
         moved = self.p_event_max[seen] + np.maximum(quiet, 0)
         self.p_max[seen] = np.maximum(self.p_max[seen], moved)
 
+    def partitions_in_use(self, lo: int, hi: int) -> list[int]:
+        """The partitions in ``lo..hi-1`` with a clock or a zone they drive."""
+        n = len(self.zone_ids)
+        zp = self.zi[:n, K.ZI_PART][self.zi[:n, K.ZI_CLOSED] != K.NEVER]
+        used = set(zp[(zp >= lo) & (zp < hi)].tolist())
+        used.update((lo + np.flatnonzero(self.p_max[lo:hi] != K.NEVER)).tolist())
+        return sorted(int(p) for p in used)
+
     def drop_partition(self, partition: int) -> list[str]:
         """Forget ``partition`` (its owner changed): the zones whose home partition it is go
         back to the state of a zone never seen (windows, pending closes, their sensors'

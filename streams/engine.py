@@ -70,6 +70,10 @@ class DensityEngine(Protocol):
         those zones."""
         ...
 
+    def partitions_in_use(self, lo: int, hi: int) -> list[int]:
+        """The partitions in ``lo..hi-1`` with a clock or a zone they drive."""
+        ...
+
     def finish(self) -> None:
         """End of input: close every window that holds data."""
         ...

@@ -307,7 +307,7 @@ class Pipeline:
         np.savez(buf, allow_pickle=False, **snap)
         return zlib.compress(buf.getvalue(), 1)
 
-    def restore(self, blob: bytes, now_ms: int | None = None) -> int:
+    def restore(self, blob: bytes, now_ms: int | None = None, *, density: bool = True) -> int:
         """Put back a :meth:`snapshot`; return the number of zones whose density state was
         restored. ``now_ms``: the wall clock, which a snapshot's clocks may not run ahead of
         (see the engine).
@@ -324,7 +324,9 @@ class Pipeline:
             alerts = {}
         zone_ids = [str(z) for z in snap["zone_ids"].tolist()] if "zone_ids" in snap else []
         restored = 0
-        if fmt == SNAPSHOT_FORMAT:
+        if not density:  # only the episodes (a snapshot whose windows are of other input)
+            pass
+        elif fmt == SNAPSHOT_FORMAT:
             restored = self.engine.restore(snap, now_ms)
         else:
             log.warning("snapshot has format %s (this version reads %d); its density state "
@@ -585,7 +587,8 @@ class Pipeline:
                 self._alert(out, key, alert)
 
     def process_routed_batch(
-        self, messages: Sequence[Consumed], now_ms: int | None = None
+        self, messages: Sequence[Consumed], now_ms: int | None = None, *,
+        lane_width: int | None = None,
     ) -> Outputs:
         """One fetch of the internal by-zone topic (streams/route.py): sensor messages and
         reports of the zones of one partition, in order. Each run of sensor records goes
@@ -594,9 +597,19 @@ class Pipeline:
         (engine partition, clocks, snapshots), while arrival and DLQ provenance come from
         each record's origin (:func:`read_origin`): a DLQ record names the message the
         integrator sent, and a rejected item of a split batch its index there. The outputs
-        are those of the two paths, concatenated in input order."""
+        are those of the two paths, concatenated in input order.
+
+        ``lane_width`` (the worker, streams/lanes.py): each sensor record is windowed on the
+        *lane* ``partition * lane_width + origin partition % lane_width``, a clock of its own
+        per upstream partition, so a router that lags another makes no reading late."""
         out = Outputs()
         origins = [read_origin(m) for m in messages]
+        if lane_width is not None:
+            messages = [SourceMessage(m.topic, m.partition * lane_width
+                                      + o.message.partition % lane_width, m.offset,
+                                      m.timestamp, m.key, m.value, tuple(m.headers or ()))
+                        if o.kind == "sensor" else m for m, o in zip(messages, origins,
+                                                                      strict=True)]
         start = 0
         while start < len(messages):
             kind = origins[start].kind

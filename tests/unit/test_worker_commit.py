@@ -12,7 +12,7 @@ import random
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import pytest
@@ -20,6 +20,7 @@ from faust.types import TP
 
 from agents.config import Settings
 from agents.metrics import Metrics
+from agents.router import RouteError
 from agents.state import Lineage
 from agents.worker import DELIVERY_FAILED_EXIT, Deliveries, DeliveryFailed, Worker
 from streams import WindowedDensityEngine
@@ -116,7 +117,7 @@ class Rig:
                                        idle_ms=round(idle_s * 1000))
         self.pipe = Pipeline(ZONES, engine=engine)
         self.producer = FakeProducer()
-        self.topic = self.settings.topics.sensor_events
+        self.topic = self.settings.topics.by_zone
         self.consumer = FakeConsumer(self.topic)
         self.state: list[tuple[bytes, bytes | None]] = []
         self.exits: list[int] = []
@@ -444,3 +445,57 @@ def test_the_engine_moves_on_only_the_partitions_it_is_told(tmp_path: Path) -> N
     assert e.zone_clock_ms("a") == t0  # idle counts from the hold, not from the last reading
     e.advance(t0 + 140_000, partitions={0})
     assert e.zone_clock_ms("a") == t0 + 10_000
+
+
+class FlakyRouter:
+    """A ZoneRouter whose broker fails the first ``failures`` fetches."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.calls = 0
+        self.zones: list[Any] = []
+
+    def set_zones(self, zones: Any) -> None:
+        self.zones = list(zones)
+
+    async def route_fetch(self, producer: Any, messages: Any) -> None:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise RouteError("broker gone")
+
+
+def test_a_fetch_whose_routing_failed_is_routed_again(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, attempts=3)
+    router = FlakyRouter(failures=2)
+    rig.worker.router = cast(Any, router)
+    run(lambda: rig.worker.route_fetch(fetches()[0]))
+    assert router.calls == 3
+    assert rig.exits == []
+
+
+def test_a_fetch_that_cannot_be_routed_stops_the_worker_uncommitted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rig = Rig(tmp_path, attempts=3)
+    router = FlakyRouter(failures=99)
+    rig.worker.router = cast(Any, router)
+
+    async def go() -> None:
+        # It raises: faust never sees the fetch done, so its offsets are not committed.
+        with pytest.raises(DeliveryFailed):
+            await rig.worker.route_fetch(fetches()[0])
+
+    with caplog.at_level(logging.WARNING, logger="agents.worker"):
+        run(go)
+    assert router.calls == 3
+    assert rig.exits == [DELIVERY_FAILED_EXIT]
+    assert "routing failed 3 times" in caplog.text
+
+
+def test_the_router_follows_the_live_registry(tmp_path: Path) -> None:
+    rig = Rig(tmp_path)
+    router = FlakyRouter(failures=0)
+    rig.worker.router = cast(Any, router)
+    rig.pipe.set_zones(ZONES[:1])
+    run(lambda: rig.worker.route_fetch(fetches()[0]))
+    assert [z.zone_id for z in router.zones] == [ZONES[0].zone_id]

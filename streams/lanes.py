@@ -1,0 +1,102 @@
+"""Lanes: the worker's view of a :class:`~streams.pipeline.Pipeline` fed from the by-zone topic.
+
+The zone router (streams/route.py) merges every upstream partition's readings of a zone's
+by-zone partition ``p`` into one log. Routers run in several workers and read their input
+partitions at different speeds (a backlog, a rebalance), so one log interleaves streams whose
+event times are minutes apart: judged by one clock, the slower stream's readings would be
+late. Each by-zone partition therefore has one clock per upstream partition, a *lane*:
+``lane = p * WIDTH + upstream partition % WIDTH``, each an ordered sub-stream, as each input
+partition was before the router. A zone is driven by the lane of its first reading; readings of
+the zone on another lane (a second partitioner) are placed but move no clock (the engine's
+rule for mis-keyed readings).
+
+Everything the worker does by by-zone partition goes through here: process, snapshot (one
+container of the partition's lane snapshots), restore, drop, tick and the watermark.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import zlib
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from .density import MAX_PARTITIONS
+from .pipeline import Consumed, Outputs, Pipeline
+
+log = logging.getLogger(__name__)
+
+WIDTH = 64
+"""Lanes per by-zone partition (upstream partitions beyond it share lanes, modulo)."""
+MAX_BY_ZONE_PARTITIONS = MAX_PARTITIONS // WIDTH
+LANES_FORMAT = 1
+"""Format of the lane container a by-zone partition's snapshot is."""
+
+
+class Lanes:
+    """By-zone partitions over ``pipe``'s engine partitions (the lanes)."""
+
+    def __init__(self, pipe: Pipeline, width: int = WIDTH) -> None:
+        self.pipe = pipe
+        self.width = width
+
+    def lanes_of(self, partition: int) -> range:
+        if not 0 <= partition < MAX_PARTITIONS // self.width:
+            raise ValueError(f"by-zone partition {partition} out of 0.."
+                             f"{MAX_PARTITIONS // self.width - 1}")
+        return range(partition * self.width, (partition + 1) * self.width)
+
+    def _in_use(self, partition: int) -> list[int]:
+        r = self.lanes_of(partition)
+        return self.pipe.engine.partitions_in_use(r.start, r.stop)
+
+    def process(self, messages: Sequence[Consumed], now_ms: int | None) -> Outputs:
+        return self.pipe.process_routed_batch(messages, now_ms, lane_width=self.width)
+
+    def tick(self, now_ms: int, partitions: Iterable[int] | None) -> Outputs:
+        lanes = None if partitions is None else \
+            [lane for p in partitions for lane in self.lanes_of(p)]
+        return self.pipe.tick(now_ms, lanes)
+
+    def drop_partition(self, partition: int) -> list[str]:
+        return [z for lane in self._in_use(partition) for z in self.pipe.drop_partition(lane)]
+
+    def watermark(self, partition: int) -> int | None:
+        marks = [w for lane in self._in_use(partition)
+                 if (w := self.pipe.engine.watermark(lane)) is not None]
+        return max(marks) if marks else None
+
+    def snapshot(self, partition: int) -> bytes:
+        """The snapshots of the partition's lanes, in one container (numpy ``.npz``)."""
+        lanes = self._in_use(partition)
+        arrays = {f"lane_{lane}": np.frombuffer(self.pipe.snapshot(lane), dtype=np.uint8)
+                  for lane in lanes}
+        buf = io.BytesIO()
+        np.savez(buf, allow_pickle=False, lanes_format=np.array([LANES_FORMAT]),
+                 partition=np.array([partition]), lanes=np.array(lanes, dtype=np.int64),
+                 **arrays)
+        return zlib.compress(buf.getvalue(), 1)
+
+    def restore(self, blob: bytes, now_ms: int | None = None) -> tuple[int, bool]:
+        """Put back a :meth:`snapshot`; return (zones restored, whether ``blob`` was a lane
+        container). Anything else (a snapshot of a worker before the router: its offset is
+        of another topic) only carries its open episodes over (``Pipeline.restore``): the
+        caller must not resume at its offset."""
+        with np.load(io.BytesIO(zlib.decompress(blob)), allow_pickle=False) as f:
+            files = set(f.files)
+            if "lanes_format" not in files:
+                subs = None
+            else:
+                fmt = int(f["lanes_format"][0])
+                if fmt != LANES_FORMAT:
+                    raise ValueError(f"lane container format {fmt} (this version reads "
+                                     f"{LANES_FORMAT})")
+                subs = [f[f"lane_{int(lane)}"].tobytes() for lane in f["lanes"].tolist()]
+        if subs is None:
+            self.pipe.restore(blob, now_ms, density=False)
+            log.warning("a snapshot from before the zone router: its open episodes are "
+                        "carried over, its offset (of the sensor topic) is not used")
+            return 0, False
+        return sum(self.pipe.restore(sub, now_ms) for sub in subs), True
