@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Any, cast
 
 import faust
+from aiokafka import TopicPartition
+from faust.types import TP
 from prometheus_client import generate_latest
 
 from streams.pipeline import Pipeline
@@ -96,8 +99,23 @@ def build_app(
 
     # The worker's state and its commit protocol (agents/worker.py). faust keeps its aiokafka
     # producer behind a private accessor; batches need it.
+    ends_client: list[Any] = []  # a consumer of its own for log-end queries, once started
+
+    async def log_ends(tps: Sequence[TP]) -> dict[TP, int]:
+        if not ends_client:
+            c = settings.kafka.consumer()
+            await c.start()
+            ends_client.append(c)
+        found = await ends_client[0].end_offsets([TopicPartition(tp.topic, tp.partition)
+                                                  for tp in tps])
+        return {TP(tp.topic, tp.partition): int(o) for tp, o in found.items()}
+
+    async def stop_ends_client() -> None:
+        while ends_client:
+            await ends_client.pop().stop()
+
     w = Worker(settings, pipe, m, producer=lambda: cast(Any, app.producer)._ensure_producer(),
-               send_state=send_state, consumer=lambda: app.consumer)
+               send_state=send_state, consumer=lambda: app.consumer, log_ends=log_ends)
     app.worker = w
     # Readings and reports are re-keyed by zone onto the by-zone topic (one owner per zone,
     # whatever partitioner the producer used); the ingest agent keeps the zones' state.
@@ -108,7 +126,11 @@ def build_app(
     app.on_partitions_revoked.connect(cast(Any, w.on_revoked))
     app.on_rebalance_complete.connect(cast(Any, w.on_rebalanced))
     # Sent once faust stopped fetching, before it stops the producer: the final snapshot.
-    app.on_before_shutdown.connect(cast(Any, w.on_shutdown))
+    async def before_shutdown(sender: Any = None, **kwargs: Any) -> None:
+        await w.on_shutdown()
+        await stop_ends_client()
+
+    app.on_before_shutdown.connect(cast(Any, before_shutdown))
     app.timer(interval=max(settings.slide_s / 2, 0.5), name="safetour.wall-clock")(
         w.wall_clock)
     app.task(w.probe_loop)  # the log ends that tell a quiet partition (agents/worker.py)

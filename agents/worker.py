@@ -156,6 +156,7 @@ class Worker:
         producer: Callable[[], Any], send_state: Send, consumer: Callable[[], Any],
         exit: Callable[[int], None] = os._exit,
         deliveries: Deliveries | None = None, router: ZoneRouter | None = None,
+        log_ends: Callable[[Sequence[TP]], Awaitable[dict[TP, int]]] | None = None,
         wall: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
@@ -164,6 +165,9 @@ class Worker:
         self._producer = producer
         self._send_state = send_state
         self._consumer = consumer
+        # Log ends for the idleness gate: a client of its own (faust's consumer answers from
+        # its fetching thread, up to a second late under load), else faust's highwaters.
+        self._log_ends = log_ends or (lambda tps: self._consumer().highwaters(*tps))
         self._exit = exit
         self._wall = wall
         self._mono = monotonic
@@ -425,7 +429,7 @@ class Worker:
             return
         sent_at = self._mono()
         try:
-            ends = await asyncio.wait_for(self._consumer().highwaters(*tps),
+            ends = await asyncio.wait_for(self._log_ends(tps),
                                           timeout=max(self.settings.idle_s / 2, 0.5))
         except Exception as exc:  # an outage (a timeout included): wait
             self.probe_log.note("log end queries failing (%s: %s): quiet partitions do not "
