@@ -100,10 +100,15 @@ class OwnBroker:
             self.broker._proc = None
 
     def close(self) -> None:
+        """Kill the broker and reap it (EmbeddedBroker.stop() takes a zombie for gone and
+        would leave the child unreaped)."""
         pid = self.broker.running_pid()
         if pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
+        if self.broker._proc is not None:
+            self.broker._proc.wait(30)
+            self.broker._proc = None
         self.broker.stop(timeout=10)
 
 
