@@ -108,3 +108,54 @@ def test_run_stops_the_worker_and_the_broker(
         if worker_pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(worker_pid, signal.SIGKILL)
+
+
+SIMULATE_STOP_WITHIN_S = 10.0  # issue 13 item 9: flushes what it sent, then exits 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_simulate_stops_cleanly_mid_publish(
+    sig: signal.Signals, kafka: str, tmp_path: Path
+) -> None:
+    """`safetour simulate` publishing live (speed 1: minutes of scenario left) stops on
+    SIGTERM or SIGINT within SIMULATE_STOP_WITHIN_S, exit code 0, no traceback, and what it
+    reported as sent is on the topic (flushed)."""
+    import asyncio  # noqa: PLC0415
+
+    from agents.topics import create_topics, topic_specs  # noqa: PLC0415
+
+    from .conftest import kcat_count, make_settings, settings_env  # noqa: PLC0415
+
+    s = make_settings(kafka, tmp_path)
+    asyncio.run(create_topics(kafka, topic_specs(s.topics)))
+    out = tmp_path / "simulate.out"
+    with out.open("wb") as f:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "agents", "simulate", "--scenario", "crush", "--speed", "1",
+             "--quiet"], cwd=REPO, env=settings_env(s), stdout=f, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL)
+    try:
+        poll_until(lambda: kcat_count(kafka, s.topics.sensor_events) > 0, timeout=60,
+                   what="simulate publishing", proc=proc, log=out)
+        t0 = time.monotonic()
+        proc.send_signal(sig)
+        try:
+            rc = proc.wait(SIMULATE_STOP_WITHIN_S)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"`safetour simulate` still running {SIMULATE_STOP_WITHIN_S:.0f}s "
+                        f"after {sig.name}\n" + out.read_text(errors="replace")[-3000:])
+        took = time.monotonic() - t0
+        log = out.read_text(errors="replace")
+        assert rc == 0, f"exit {rc} after {sig.name}\n{log[-3000:]}"
+        assert "Traceback" not in log, log[-3000:]
+        assert took < SIMULATE_STOP_WITHIN_S
+        m = re.search(r"published ([\d,]+) messages", log)
+        assert m, f"no count of what was published\n{log[-3000:]}"
+        sent = int(m.group(1).replace(",", ""))
+        on_topics = kcat_count(kafka, s.topics.sensor_events) + kcat_count(
+            kafka, s.topics.reports)
+        assert on_topics == sent, f"said {sent} published, the topics hold {on_topics}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

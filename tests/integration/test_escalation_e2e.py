@@ -62,6 +62,12 @@ def test_unacknowledged_critical_alerts_escalate_once(kafka: str, tmp_path: Path
         poll_until(lambda: esc_key(e) in receiver.keys, timeout=60, what="E escalated",
                    proc=proc, log=log)
         assert set(receiver.keys) == {esc_key(a), esc_key(e)}
+        # The kill lands after the escalator logged both: it logs after delivering
+        # (agents/escalate.py), so a kill between the two repeats that one delivery. Under
+        # parallel tests that window was hit (E delivered twice).
+        poll_until(lambda: {r["alert_id"] for r in payloads(kafka, s.topics.escalations)}
+                   >= {a, e}, timeout=30, what="A and E in the escalation log", proc=proc,
+                   log=log)
 
         proc.kill()  # no goodbye
         proc.wait()
