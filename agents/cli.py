@@ -176,12 +176,20 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
               f"reports -> {d}/events.jsonl, {d}/reports.jsonl")
         return 0
     progress = _sim_progress if sys.stderr.isatty() and not args.quiet else None
-    sent = asyncio.run(sim.publish_live(out, settings.kafka,
-                                        settings.topics.sensor_events, settings.topics.reports,
-                                        speed=args.speed, progress=progress))
+    sent = [0]
+    stopped = [False]
+
+    async def publish(stop: asyncio.Event) -> None:
+        # SIGTERM or SIGINT: stop sending, flush what was sent, say how much (within 1 s).
+        sent[0] = await sim.publish_live(out, settings.kafka, settings.topics.sensor_events,
+                                         settings.topics.reports, speed=args.speed,
+                                         progress=progress, stop=stop)
+        stopped[0] = stop.is_set()
+
+    asyncio.run(_until_signal(publish))
     if progress is not None:
         print(file=sys.stderr)
-    _echo(f"{args.scenario}: published {sent:,} messages")
+    _echo(f"{args.scenario}: {'stopped; ' if stopped[0] else ''}published {sent[0]:,} messages")
     return 0
 
 

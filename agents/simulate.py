@@ -337,8 +337,10 @@ async def publish_live(
     stop: Any = None,
 ) -> int:
     """Publish the deliveries to Kafka, ``speed`` times faster than scenario time (0: as
-    fast as possible). ``progress(sent, rate, scenario_ms)`` is called about once a second."""
+    fast as possible). ``progress(sent, rate, scenario_ms)`` is called about once a second.
+    ``stop`` (an asyncio.Event): once set, nothing more is sent; what was sent is flushed."""
     import asyncio  # noqa: PLC0415
+    import contextlib  # noqa: PLC0415
     import time  # noqa: PLC0415
 
     from .kafka import as_config  # noqa: PLC0415
@@ -363,7 +365,13 @@ async def publish_live(
                 delay = wall0 + (when - sim0) / 1000 / speed - time.monotonic()
                 if delay > 0:
                     await producer.flush()
-                    await asyncio.sleep(delay)
+                    if stop is None:
+                        await asyncio.sleep(delay)
+                    else:  # a stop (SIGTERM, SIGINT) ends the wait at once
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(stop.wait(), delay)
+                        if stop.is_set():
+                            break
             await producer.send(topic, value, key=key)
             sent += 1
             now = time.monotonic()
