@@ -176,7 +176,14 @@ class AlertTracker:
         # seen before is not a new witness, and its floor is already applied.
         if any(r.report_id == report.report_id for r in za.reports):
             return []
-        za.reports.append(report)
+        # Kept in (time, id) order, not arrival order: reports reach the zone through several
+        # partitions, interleaved differently after a crash; evidence and expiry must not
+        # depend on that.
+        i = len(za.reports)
+        while i and (za.reports[i - 1].ts_ms, za.reports[i - 1].report_id) > \
+                (report.ts_ms, report.report_id):
+            i -= 1
+        za.reports.insert(i, report)
         trs: list[Transition] = []
         level = report_level(report)
         if level is not None:

@@ -141,3 +141,24 @@ def test_a_report_delivered_again_counts_once() -> None:
     assert pipe.process_report_batch(again).alerts == []
     three = pipe.process_report_batch([report("r2", T0 + 2000), report("r3", T0 + 3000)])
     assert [orjson.loads(a.value)["level"] for a in three.alerts] == ["elevated"]
+
+
+def test_evidence_lists_reports_by_time_whatever_order_they_arrived_in() -> None:
+    """Reports reach a zone through several partitions: after a crash they may interleave
+    otherwise, and the alerts published again must be the same records."""
+    sensorless = Zone("lawn", "สนาม", "Lawn", 500.0, "standing", ())
+
+    def report(rid: str, ts: int) -> SourceMessage:
+        value = {"report_id": rid, "ts": ts, "category": "overcrowding", "source": "tourist",
+                 "zone_id": "lawn"}
+        return SourceMessage("reports", 0, 0, ts, b"lawn", orjson.dumps(value))
+
+    reps = [report(f"r{i}", T0 + i * 1000) for i in range(3)]
+    alerts = []
+    # The third report raises the zone (three witnesses); the first two came in either order.
+    for order in (reps, [reps[1], reps[0], reps[2]]):
+        pipe = Pipeline([sensorless])
+        out = [a for r in order for a in pipe.process_report_batch([r]).alerts]
+        alerts.append([orjson.loads(a.value) for a in out])
+    assert alerts[0] == alerts[1]
+    assert [r["report_id"] for r in alerts[0][0]["evidence"]["reports"]] == ["r0", "r1", "r2"]
