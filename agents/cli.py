@@ -32,8 +32,8 @@ import orjson
 
 from schemas import SafetourError
 
-from .broker import BrokerError, EmbeddedBroker
 from .config import ENV_HELP, Settings, Topics
+from .devtools import BrokerError, EmbeddedBroker
 from .kafka_safety import install_safe_fetch
 from .logs import faust_logging_config, logging_config
 from .topics import create_topics, list_topics, topic_specs
@@ -103,7 +103,7 @@ def cmd_acls(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_zones(args: argparse.Namespace, settings: Settings) -> int:
-    from .zones import publish_zones  # noqa: PLC0415
+    from .worker import publish_zones  # noqa: PLC0415
 
     path = Path(args.file) if args.file else settings.zones_file
     zones = settings.load_registry(path)
@@ -155,7 +155,7 @@ def _sim_progress(sent: int, rate: float, scenario_ms: int) -> None:
 
 
 def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
-    from . import simulate as sim  # noqa: PLC0415
+    from . import devtools as sim  # noqa: PLC0415
 
     if args.scenario not in sim.SCENARIOS:
         raise SafetourError(f"unknown scenario {args.scenario!r}; choose from "
@@ -207,10 +207,10 @@ async def _until_signal(run: Callable[[asyncio.Event], Awaitable[None]]) -> None
 
 
 def _notifier_factory(args: argparse.Namespace) -> Any:
-    from .notify import LineNotifier, WebhookNotifier, read_secret  # noqa: PLC0415
+    from .delivery import LineNotifier, WebhookNotifier, read_secret  # noqa: PLC0415
 
     if args.channel == "email":
-        from .mail import EmailNotifier, SmtpConfig  # noqa: PLC0415
+        from .delivery import EmailNotifier, SmtpConfig  # noqa: PLC0415
 
         cfg = SmtpConfig.from_env(os.environ)
         return lambda session: EmailNotifier(cfg)
@@ -234,7 +234,7 @@ DEFAULT_RATES = {"webhook": 20.0, "line": 10.0, "email": 2.0}
 
 
 def cmd_notify(args: argparse.Namespace, settings: Settings) -> int:
-    from .notify import RateLimited, RetryPolicy, Route, TokenBucket  # noqa: PLC0415
+    from .delivery import RateLimited, RetryPolicy, Route, TokenBucket  # noqa: PLC0415
 
     zones = frozenset(args.zones.split(",")) if args.zones else None
     inner = _notifier_factory(args)
@@ -247,7 +247,7 @@ def cmd_notify(args: argparse.Namespace, settings: Settings) -> int:
         return RateLimited(inner(session), bucket)
     policy = RetryPolicy(max_attempts=args.attempts, retry_after_cap_s=args.retry_after_cap)
     if args.escalate_after is not None:
-        from .escalate import run_escalator  # noqa: PLC0415
+        from .delivery import run_escalator  # noqa: PLC0415
 
         _echo(f"escalating unacknowledged critical alerts to {args.channel} after "
               f"{args.escalate_after:g} s")
@@ -256,7 +256,7 @@ def cmd_notify(args: argparse.Namespace, settings: Settings) -> int:
             route=Route("critical", zones), stop=stop, grace_s=args.grace)))
         return 0
 
-    from .channels import run_notify  # noqa: PLC0415
+    from .delivery import run_notify  # noqa: PLC0415
 
     # Stops within --grace plus about a second on SIGTERM/SIGINT (README "Notifiers").
     asyncio.run(_until_signal(lambda stop: run_notify(
@@ -283,8 +283,8 @@ def _no_spinner(worker: Any) -> None:
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     import faust  # noqa: PLC0415  (heavy; only the worker needs it)
 
-    from .app import build_app  # noqa: PLC0415
     from .topics import wait_for_topics  # noqa: PLC0415
+    from .worker import build_app  # noqa: PLC0415
 
     settings.load_registry()  # a bad registry file fails here, before any waiting
     # Join the group only once the input topics have leaders: joining earlier gets an empty
@@ -397,7 +397,7 @@ def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from . import simulate as sim  # noqa: PLC0415
+    from . import devtools as sim  # noqa: PLC0415
 
     if args.scenario not in sim.SCENARIOS:
         raise SafetourError(f"unknown scenario {args.scenario!r}; choose from "
@@ -420,7 +420,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _run(args: argparse.Namespace, settings: Settings, scenario: Any, simulated: Any) -> int:
-    from . import simulate as sim  # noqa: PLC0415
+    from . import devtools as sim  # noqa: PLC0415
     from .tail import tail_alerts  # noqa: PLC0415
 
     _interrupt_on_sigterm()

@@ -82,7 +82,7 @@ class Topics:
 
     @property
     def by_zone(self) -> str:
-        """Internal: sensor messages and reports re-keyed by zone (agents/router.py), on the
+        """Internal: sensor messages and reports re-keyed by zone (agents/worker/router.py), on the
         partition safetour picks for the zone (streams/route.py ``zone_partition``)."""
         return f"{self.prefix}by-zone.v1"
 
@@ -139,7 +139,7 @@ class Settings:
     bootstrap: str = ""
     # Port of the embedded broker (its controller listens on port + 1).
     broker_port: int = 19092
-    # The embedded broker secured (SASL_SSL, SCRAM, TLS, ACLs; agents/broker.py), its
+    # The embedded broker secured (SASL_SSL, SCRAM, TLS, ACLs; agents/devtools/broker.py), its
     # controller and inter-broker mTLS listeners on port + 1 and port + 2.
     broker_secure: bool = False
     topics: Topics = field(default_factory=Topics)
@@ -176,7 +176,7 @@ class Settings:
     # default (60 s) would blind its zones for a minute. 6 s is Kafka's minimum (heartbeats
     # every 1.5 s, from the consumer's own thread, so a busy pipeline does not miss them).
     session_timeout_s: float = 6.0
-    # Most sensor messages a fetch (one batch through the pipeline: agents/transport.py).
+    # Most sensor messages a fetch (one batch through the pipeline: agents/worker/transport.py).
     batch_max: int = 5000
     # Input rules (README "Input rules"): a reading or report stamped further ahead of its
     # arrival than this is dead-lettered `future`; one up to `lead_s` ahead counts in its
@@ -188,8 +188,9 @@ class Settings:
     accept_unlisted: bool = False
     # The dashboard's banner: no heartbeat and no density record for this long.
     dashboard_stale_s: float = 30.0
-    # Dashboard sign-in (agents/dashboard_auth.py): a session's absolute and idle lifetime;
-    # whether a proxy's X-Forwarded-Proto/-For are believed; HTTPS certificate and key (PEM).
+    # Dashboard sign-in (agents/dashboard/dashboard_auth.py): a session's absolute and idle
+    # lifetime; whether a proxy's X-Forwarded-Proto/-For are believed; HTTPS certificate and key
+    # (PEM).
     dashboard_session_s: float = 8 * 3600.0
     dashboard_idle_s: float = 30 * 60.0
     dashboard_trust_proxy: bool = False

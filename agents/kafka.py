@@ -7,7 +7,7 @@ the environment (``SAFETOUR_KAFKA_*``, README "Kafka connection") by
 - :meth:`~KafkaConfig.admin`, :meth:`~KafkaConfig.producer` (idempotent, ``acks=all``) and
   :meth:`~KafkaConfig.consumer` (no group, no auto-commit) aiokafka clients;
 - :meth:`~KafkaConfig.faust_kwargs`, the broker settings of a faust app (the URL, the
-  credentials and the TLS context); the apps' transports (``agents/transport.py``) make
+  credentials and the TLS context); the apps' transports (``agents/worker/transport.py``) make
   faust's producer idempotent too.
 
 faust hands an app's ``broker_credentials`` to aiokafka as they are, and a

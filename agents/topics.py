@@ -18,7 +18,7 @@
 
 Partition counts bound parallelism: a consumer group uses at most one worker per partition.
 
-``by-zone`` is internal (agents/router.py): every sensor message and report, re-keyed by zone
+``by-zone`` is internal (agents/worker/router.py): every sensor message and report, re-keyed by zone
 onto the partition ``streams.route.zone_partition`` picks, stamped (CreateTime) with its
 original arrival. It has as many partitions as the sensor topic by default. Its partition
 count is fixed once created: changing it remaps zones to other partitions (their state and

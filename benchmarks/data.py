@@ -1,7 +1,7 @@
 """Benchmark input: the simulator's readings, cloned to any number of zones.
 
-The Phitsanulok simulator (``agents/simulate.py``, scenario ``wat-yai-fair``) produces what a
-festival night looks like: cameras, line counters and Wi-Fi counters on 9 zones, gateway
+The Phitsanulok simulator (``agents/devtools/simulator.py``, scenario ``wat-yai-fair``) produces
+what a festival night looks like: cameras, line counters and Wi-Fi counters on 9 zones, gateway
 batches, re-sent and late readings. For ``zones`` zones the 9 are cloned (``zone~r``, with
 their sensors) and the readings interleaved in delivery order, so event time advances through
 the night at the same pace in every clone.
@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 import yaml
 
-from agents import simulate as sim
+from agents import devtools as sim
 from schemas import SensorSpec, Zone, load_zones, parse_ts
 
 SITES = 8  # gateways of the batch topic, one a partition

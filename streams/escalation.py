@@ -1,7 +1,7 @@
 """Escalation: a critical alert nobody acknowledged in time goes to a second channel.
 
-Pure state machine (no Kafka): the escalation notifier (``agents/escalate.py``) feeds it the
-alerts topic, the acknowledgements topic and its own log of escalations, and asks it what is
+Pure state machine (no Kafka): the escalation notifier (``agents/delivery/escalate.py``) feeds it
+the alerts topic, the acknowledgements topic and its own log of escalations, and asks it what is
 due. Times here are *processing* time (epoch ms of the Kafka record and of the wall clock):
 the question is how long operators have had the alert in front of them, not when the crowd
 formed.

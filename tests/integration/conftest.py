@@ -22,8 +22,8 @@ from typing import Any
 import orjson
 import pytest
 
-from agents.broker import EmbeddedBroker
 from agents.config import Settings, Topics
+from agents.devtools.broker import EmbeddedBroker
 from agents.topics import create_topics, topic_specs
 
 REPO = Path(__file__).resolve().parents[2]

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from agents.broker import _pid_alive
 from agents.config import Settings
+from agents.devtools.broker import _pid_alive
 
 from .conftest import REPO, free_port, poll_until
 

@@ -1,5 +1,5 @@
 """`safetour dashboard` stopped by SIGTERM or SIGINT exits cleanly (status 0, no traceback)
-within agents.dashboard.STOP_S, with a page's event stream open, which it closes."""
+within agents.dashboard.dashboard.STOP_S, with a page's event stream open, which it closes."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import urllib.parse
 import pytest
 
 from agents.config import Settings
-from agents.dashboard import STOP_S
+from agents.dashboard.dashboard import STOP_S
 
 from .test_dashboard_browser import TOKEN, start_dashboard
 from .test_dashboard_health_browser import quiet as quiet  # the fixture  # noqa: PLC0414

@@ -34,7 +34,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from agents.config import Settings
-from agents.simulate import SCENARIOS, SimOutput, simulate
+from agents.devtools.simulator import SCENARIOS, SimOutput, simulate
 from agents.topics import create_topics, topic_specs
 from schemas import load_zones, parse_ts
 from tests.hostile import (

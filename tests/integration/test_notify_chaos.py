@@ -22,8 +22,8 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from agents.channels import ChannelRunner, run_notify
-from agents.notify import (
+from agents.delivery.channels import ChannelRunner, run_notify
+from agents.delivery.notify import (
     MemoryNotifier,
     Notifier,
     Result,

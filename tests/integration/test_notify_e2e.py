@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from agents.notify import verify
+from agents.delivery.notify import verify
 from agents.topics import create_topics, topic_specs
 
 from .conftest import free_port, make_settings, poll_until, settings_env

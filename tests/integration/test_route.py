@@ -1,6 +1,6 @@
 """The zone router against a real broker: kcat (librdkafka's default partitioner, CRC32 of the
 key) and aiokafka (murmur2) publish the same zones, some in batches that mix zones; the
-router's driver (agents/router.py) puts each zone on exactly one by-zone partition."""
+router's driver (agents/worker/router.py) puts each zone on exactly one by-zone partition."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import orjson
 from aiokafka import TopicPartition
 
 from agents.config import Settings
-from agents.router import ZoneRouter, router_start_offsets
 from agents.topics import create_topics, partitions_of, topic_specs
+from agents.worker.router import ZoneRouter, router_start_offsets
 from schemas import load_zones
 from streams.pipeline import ORIGIN_HEADER, SourceMessage
 from streams.route import zone_partition

@@ -10,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from agents.simulate import SCENARIOS, publish_live, simulate
+from agents.devtools.simulator import SCENARIOS, publish_live, simulate
 from agents.topics import create_topics, topic_specs
 from schemas import load_zones
 

@@ -24,8 +24,8 @@ import pytest
 from aiokafka.errors import TopicAuthorizationFailedError
 
 from agents.acls import acls_of, load_acls
-from agents.broker import EmbeddedBroker
 from agents.config import Settings, Topics
+from agents.devtools.broker import EmbeddedBroker
 from agents.kafka import KafkaConfig
 
 from .conftest import KCAT, start_worker, stop_worker
@@ -271,8 +271,8 @@ def test_worker_dashboard_and_notifier_work_with_their_own_principals(
 
         asyncio.run(integrate())
 
-        # The dashboard's read path (agents/dashboard.py follow_topics) as `dashboard`.
-        from agents.dashboard import Board, follow_topics  # noqa: PLC0415
+        # The dashboard's read path (agents/dashboard/dashboard.py follow_topics) as `dashboard`.
+        from agents.dashboard.dashboard import Board, follow_topics  # noqa: PLC0415
 
         zones = s.load_registry()
         board = Board(zones)
@@ -341,7 +341,7 @@ def test_bad_credentials_are_refused_in_one_line_in_bounded_time(
         extra = {"SAFETOUR_KAFKA_PASSWORD_FILE": str(bad)}
         expect = "authentication failed for user 'operator'"
     else:
-        from agents.certs import ensure_tls  # noqa: PLC0415
+        from agents.devtools.certs import ensure_tls  # noqa: PLC0415
 
         other = ensure_tls(tmp_path / "other-ca")
         extra = {"SAFETOUR_KAFKA_CA_FILE": str(other.ca)}

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from agents.state import KEEP, read_snapshots
 from agents.topics import create_topics, topic_specs
+from agents.worker.state import KEEP, read_snapshots
 
 from .conftest import KCAT, make_settings, poll_until, start_worker, stop_worker
 from .test_recovery import alerts, finished, messages, publish, windows

@@ -1,6 +1,6 @@
 """`safetour worker` stopped by SIGTERM or SIGINT awaits its pending deliveries, writes a final
 snapshot that records everything it read, and exits 0 within its documented time (README
-"Guarantees"; agents/worker.py STOP_WITHIN_S). Against the shared broker: a few seconds."""
+"Guarantees"; agents/worker/worker.py STOP_WITHIN_S). Against the shared broker: a few seconds."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from agents.state import read_snapshots
 from agents.topics import create_topics, topic_specs
-from agents.worker import STOP_WITHIN_S
+from agents.worker.state import read_snapshots
+from agents.worker.worker import STOP_WITHIN_S
 
 from .conftest import kcat_count, make_settings, poll_until, start_worker
 from .test_recovery import publish

@@ -15,7 +15,7 @@ import pytest
 
 from agents.config import Settings
 from agents.topics import create_topics, topic_specs
-from agents.zones import zone_document
+from agents.worker.zones import zone_document
 from schemas import load_zones
 
 from .conftest import REPO, make_settings, payloads, poll_until, start_worker, stop_worker

@@ -12,8 +12,8 @@ import pytest
 from aiokafka.errors import TopicAuthorizationFailedError
 
 from agents.acls import Acl, ApplyResult, format_result, load_acls, principals
-from agents.certs import ensure_passwords, ensure_tls
 from agents.config import Settings, Topics
+from agents.devtools.certs import ensure_passwords, ensure_tls
 from agents.kafka import KafkaConfig, KafkaDenied, Secret
 from schemas import ConfigError
 

@@ -1,4 +1,4 @@
-"""The channel runner (agents/channels.py): dedup by (alert_id, seq), critical ahead of
+"""The channel runner (agents/delivery/channels.py): dedup by (alert_id, seq), critical ahead of
 retries, no giving up while an episode is open, bounded memory with back-pressure, the
 delayed marker, offsets that commit only what finished."""
 
@@ -15,9 +15,16 @@ from typing import Any, NamedTuple
 import orjson
 import pytest
 
-from agents.channels import ChannelQueue, ChannelRunner, Episodes, Job, OffsetBook
+from agents.delivery.channels import ChannelQueue, ChannelRunner, Episodes, Job, OffsetBook
+from agents.delivery.notify import (
+    MemoryNotifier,
+    Outcome,
+    Result,
+    RetryPolicy,
+    Route,
+    idempotency_key,
+)
 from agents.metrics import Metrics
-from agents.notify import MemoryNotifier, Outcome, Result, RetryPolicy, Route, idempotency_key
 from agents.rejects import InternalRejects
 
 
@@ -386,7 +393,7 @@ THREE = [orjson.dumps(alert(n, zone=f"z{n}")) for n in range(3)]
 
 
 async def revoke(r: ChannelRunner, consumer: GroupMember, tp: Any) -> None:
-    from agents.channels import _Rebalance  # noqa: PLC0415
+    from agents.delivery.channels import _Rebalance  # noqa: PLC0415
 
     await _Rebalance(r, consumer).on_partitions_revoked({tp})
     consumer.owned.discard(tp)

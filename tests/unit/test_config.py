@@ -43,7 +43,7 @@ def test_help_lists_commands_and_environment(capsys: pytest.CaptureFixture[str])
 
 
 def test_cluster_ids_never_start_with_a_dash() -> None:
-    from agents.broker import new_cluster_id  # noqa: PLC0415
+    from agents.devtools.broker import new_cluster_id  # noqa: PLC0415
 
     ids = {new_cluster_id() for _ in range(3000)}  # ~1 in 64 raw ids would start with '-'
     assert len(ids) == 3000

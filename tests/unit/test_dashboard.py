@@ -14,7 +14,7 @@ import pytest_asyncio
 from aiohttp import web
 
 from agents.config import repo_root
-from agents.dashboard import Board, apply_records, build_web_app, parse_operators
+from agents.dashboard.dashboard import Board, apply_records, build_web_app, parse_operators
 from schemas import Ack, ConfigError, decode_ack, load_zones
 
 TOKEN = "t0ken-for-somchai-0123456789"

@@ -1,5 +1,5 @@
-"""Dashboard sign-in (agents/dashboard_auth.py): server-side sessions with a fake clock, the
-one-time link, the login rate limit, cookie flags, security headers and no secret in any log,
+"""Dashboard sign-in (agents/dashboard/dashboard_auth.py): server-side sessions with a fake clock,
+the one-time link, the login rate limit, cookie flags, security headers and no secret in any log,
 against a real local aiohttp server (no Kafka)."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import trustme
 from aiohttp import web
 
 from agents.config import Settings, repo_root
-from agents.dashboard import Board, build_web_app, dashboard_runner
-from agents.dashboard_auth import (
+from agents.dashboard.dashboard import Board, build_web_app, dashboard_runner
+from agents.dashboard.dashboard_auth import (
     COOKIE,
     CSP,
     ONCE_S,

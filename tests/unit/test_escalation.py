@@ -109,8 +109,8 @@ def test_matches_reference_on_random_histories(seed: int) -> None:
 def test_the_escalator_skips_a_malformed_alert_and_applies_the_next() -> None:
     import orjson  # noqa: PLC0415
 
-    from agents.escalate import _apply  # noqa: PLC0415
-    from agents.notify import Route  # noqa: PLC0415
+    from agents.delivery.escalate import _apply  # noqa: PLC0415
+    from agents.delivery.notify import Route  # noqa: PLC0415
     from schemas import Rejection  # noqa: PLC0415
 
     t = EscalationTracker(AFTER)

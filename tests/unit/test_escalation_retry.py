@@ -1,4 +1,4 @@
-"""The escalator does not give up on an open episode (agents/escalate.py
+"""The escalator does not give up on an open episode (agents/delivery/escalate.py
 :class:`Escalations`): retries at the capped backoff past ``max_attempts``, other
 escalations are not held back, and an undelivered one is dead-lettered once its episode is
 acknowledged or resolved."""
@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from agents.escalate import Escalations
+from agents.delivery.escalate import Escalations
+from agents.delivery.notify import Outcome, Result, RetryPolicy
 from agents.metrics import Metrics
-from agents.notify import Outcome, Result, RetryPolicy
 from streams.escalation import EscalationTracker
 
 AFTER = 60_000
@@ -131,8 +131,8 @@ async def test_an_undelivered_escalation_is_dead_lettered_once_the_episode_close
 def test_an_ack_or_a_resolution_is_reported_as_closing_its_episode() -> None:
     import orjson  # noqa: PLC0415
 
-    from agents.escalate import _apply  # noqa: PLC0415
-    from agents.notify import Route  # noqa: PLC0415
+    from agents.delivery.escalate import _apply  # noqa: PLC0415
+    from agents.delivery.notify import Route  # noqa: PLC0415
 
     t = EscalationTracker(AFTER)
     closed: set[str] = set()

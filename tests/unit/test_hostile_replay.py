@@ -23,7 +23,7 @@ import orjson
 import pytest
 
 from agents.config import Settings
-from agents.simulate import SCENARIOS, simulate, write_files
+from agents.devtools.simulator import SCENARIOS, simulate, write_files
 from schemas import load_zones
 from streams.replay import replay, replay_pipeline
 from tests.hostile import (

@@ -327,7 +327,7 @@ def test_a_reading_keyed_to_another_partition_does_not_move_its_zone_there() -> 
 # -- found by an independent review (replay of recorded files) ------------------------------
 
 def _crush_files(tmp: Any) -> tuple[Any, Any]:
-    from agents.simulate import SCENARIOS, simulate, write_files  # noqa: PLC0415
+    from agents.devtools.simulator import SCENARIOS, simulate, write_files  # noqa: PLC0415
     from schemas import load_zones  # noqa: PLC0415
     from tests.unit.test_hostile_replay import ZONES_FILE  # noqa: PLC0415
 

@@ -17,7 +17,7 @@ from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 from agents import kafka as kafka_mod
 from agents.config import Settings
 from agents.kafka import KafkaConfig, KafkaUnreachable, Secret
-from agents.transport import IdempotentApp
+from agents.worker.transport import IdempotentApp
 from schemas import ConfigError
 
 PASSWORD = "s3cr3t-Pa55word-do-not-log"

@@ -46,7 +46,7 @@ def test_other_records_pass_untouched() -> None:
     assert f.filter(record())
     # Not a connection error, not a Kafka client's logger, or below WARNING: always shown.
     others = [record(msg="Fetch offset %s is out of range", args=(5,)),
-              record(name="agents.app"),
+              record(name="agents.worker.app"),
               record(name="safetour.cli"),
               record(level=logging.INFO)]
     for r in others:

@@ -32,7 +32,7 @@ from agents.kafka_safety import (
     install_safe_fetch,
     undecodable_info,
 )
-from agents.transport import RecordBatch, fold
+from agents.worker.transport import RecordBatch, fold
 
 PLAIN = kafka_fetcher.PartitionRecords  # aiokafka's own, as imported (never installed here)
 TP = TopicPartition("sensors", 3)

@@ -12,7 +12,7 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
-from agents.notify import (
+from agents.delivery.notify import (
     LineNotifier,
     Outcome,
     RetryPolicy,

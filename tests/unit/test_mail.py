@@ -18,8 +18,8 @@ import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
-from agents.mail import EmailNotifier, SmtpConfig, alert_email
-from agents.notify import Outcome, RetryPolicy, deliver, idempotency_key
+from agents.delivery.mail import EmailNotifier, SmtpConfig, alert_email
+from agents.delivery.notify import Outcome, RetryPolicy, deliver, idempotency_key
 from schemas import ConfigError
 
 from .httpfakes import Sleeps
@@ -171,7 +171,7 @@ def test_config_from_env() -> None:
 
 
 def test_a_late_alert_says_so_in_the_subject() -> None:
-    from agents.mail import SmtpConfig  # noqa: PLC0415
+    from agents.delivery.mail import SmtpConfig  # noqa: PLC0415
 
     cfg = SmtpConfig("smtp.example", "a@example.org", ("b@example.org",))
     late = alert_email(ALERT, "k", cfg, delayed_s=125)

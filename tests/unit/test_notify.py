@@ -14,7 +14,7 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
-from agents.notify import (
+from agents.delivery.notify import (
     MemoryNotifier,
     Outcome,
     RateLimited,
@@ -126,7 +126,7 @@ async def test_client_errors_are_not_retried_and_429_waits_retry_after(
 
 
 def test_signatures_reject_forgery_and_replay() -> None:
-    from agents.notify import sign  # noqa: PLC0415
+    from agents.delivery.notify import sign  # noqa: PLC0415
 
     body = orjson.dumps(ALERT)
     sig = sign(SECRET, "1771247185", body)
@@ -199,7 +199,7 @@ async def test_a_malformed_record_is_dead_lettered_and_the_next_alert_delivered(
     import asyncio  # noqa: PLC0415
     import logging  # noqa: PLC0415
 
-    from agents.channels import ChannelRunner  # noqa: PLC0415
+    from agents.delivery.channels import ChannelRunner  # noqa: PLC0415
     from agents.metrics import Metrics  # noqa: PLC0415
     from agents.rejects import InternalRejects  # noqa: PLC0415
 
@@ -263,7 +263,7 @@ async def test_a_late_alert_carries_the_delayed_header(server: tuple[Receiver, s
 
 
 def test_the_text_channels_mark_a_late_alert() -> None:
-    from agents.notify import delayed_marker, lateness_s, line_text  # noqa: PLC0415
+    from agents.delivery.notify import delayed_marker, lateness_s, line_text  # noqa: PLC0415
 
     assert line_text(ALERT, 95).startswith("[ล่าช้า 1 min / DELAYED 1 min]\n")
     assert line_text(ALERT) == "วิกฤต\n\ncritical"
@@ -278,7 +278,7 @@ def test_the_text_channels_mark_a_late_alert() -> None:
 async def test_the_escalator_gives_a_delivery_under_way_a_grace_then_hands_it_back() -> None:
     import asyncio  # noqa: PLC0415
 
-    from agents.escalate import _unless_stopped  # noqa: PLC0415
+    from agents.delivery.escalate import _unless_stopped  # noqa: PLC0415
 
     stop = asyncio.Event()
     never = asyncio.Event()

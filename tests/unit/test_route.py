@@ -26,8 +26,8 @@ from hypothesis import strategies as st
 
 import schemas
 from agents.config import Topics
-from agents.router import RouteError, ZoneRouter
-from agents.simulate import SCENARIOS, simulate
+from agents.devtools.simulator import SCENARIOS, simulate
+from agents.worker.router import RouteError, ZoneRouter
 from schemas import load_zones
 from streams.pipeline import (
     ITEMS_HEADER,

@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from agents.simulate import SCENARIOS, simulate
+from agents.devtools.simulator import SCENARIOS, simulate
 from schemas import load_zones, parse_ts
 from streams import Level, level_for
 from streams.levels import resolve_thresholds

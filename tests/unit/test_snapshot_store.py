@@ -1,4 +1,4 @@
-"""Snapshots survive a crash at any point of their write (agents/state.py).
+"""Snapshots survive a crash at any point of their write (agents/worker/state.py).
 
 The state topic is modelled as what compaction keeps of it: a dict of key -> value, with a
 send that can be made to fail after k acknowledged sends (the worker dies there)."""
@@ -12,8 +12,8 @@ import hashlib
 import orjson
 import pytest
 
-from agents import state
-from agents.state import Lineage, Snapshot, choose_snapshots, write_snapshot
+from agents.worker import state
+from agents.worker.state import Lineage, Snapshot, choose_snapshots, write_snapshot
 
 GROUP = "g"
 

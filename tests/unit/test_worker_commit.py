@@ -1,4 +1,4 @@
-"""The worker's commit protocol (agents/worker.py), against a fake producer whose delivery
+"""The worker's commit protocol (agents/worker/worker.py), against a fake producer whose delivery
 futures the test settles: a snapshot records an input offset only once every output derived
 from the input before it is acknowledged; a failed delivery is sent again and the offset does
 not move meanwhile; a delivery that keeps failing stops the worker; the wall-clock timer
@@ -20,9 +20,9 @@ from faust.types import TP
 
 from agents.config import Settings
 from agents.metrics import Metrics
-from agents.router import RouteError
-from agents.state import Lineage
-from agents.worker import DELIVERY_FAILED_EXIT, Deliveries, DeliveryFailed, Worker
+from agents.worker.router import RouteError
+from agents.worker.state import Lineage
+from agents.worker.worker import DELIVERY_FAILED_EXIT, Deliveries, DeliveryFailed, Worker
 from streams import WindowedDensityEngine
 from streams.kernels import ZI_PART
 from streams.pipeline import Pipeline, SourceMessage
@@ -240,7 +240,7 @@ def test_a_delivery_that_keeps_failing_stops_the_worker_loudly(
         await rig.worker.on_revoked(None, {TP(rig.topic, 0)})
         await rig.worker.on_shutdown()
 
-    with caplog.at_level(logging.WARNING, logger="agents.worker"):
+    with caplog.at_level(logging.WARNING, logger="agents.worker.worker"):
         run(go)
     assert rig.exits == [DELIVERY_FAILED_EXIT]
     assert rig.snapshot_offsets() == []
@@ -485,7 +485,7 @@ def test_a_fetch_that_cannot_be_routed_stops_the_worker_uncommitted(
         with pytest.raises(DeliveryFailed):
             await rig.worker.route_fetch(fetches()[0])
 
-    with caplog.at_level(logging.WARNING, logger="agents.worker"):
+    with caplog.at_level(logging.WARNING, logger="agents.worker.worker"):
         run(go)
     assert router.calls == 3
     assert rig.exits == [DELIVERY_FAILED_EXIT]

@@ -1,4 +1,4 @@
-"""The zones-topic follower (agents/zones.py): a bad record is dead-lettered, the zone's
+"""The zones-topic follower (agents/worker/zones.py): a bad record is dead-lettered, the zone's
 previous version stays in force, and no record can make it raise."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 
 import schemas
 from agents.config import Settings
-from agents.zones import _apply, apply_records, zone_document
+from agents.worker.zones import _apply, apply_records, zone_document
 from schemas import Zone, load_zones
 from streams.registry import sensor_owners
 

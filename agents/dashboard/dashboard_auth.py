@@ -1,4 +1,4 @@
-"""Signing in to the operations-centre dashboard (agents/dashboard.py).
+"""Signing in to the operations-centre dashboard (agents/dashboard/dashboard.py).
 
 - **Server-side sessions.** The cookie holds a random session id
   (``secrets.token_urlsafe(32)``), never an operator's token. Sessions live in the dashboard
@@ -296,7 +296,7 @@ class Auth:
 
     def page(self, error: str = "", status: int = 200, headers: Mapping[str, str] | None = None
              ) -> web.Response:
-        text = files("agents").joinpath("web", "login.html").read_text(encoding="utf-8")
+        text = files("agents.dashboard").joinpath("web", "login.html").read_text(encoding="utf-8")
         return web.Response(text=text.replace("{{error}}", html.escape(error)),
                             content_type="text/html", status=status,
                             headers={"Cache-Control": "no-store", **(headers or {})})

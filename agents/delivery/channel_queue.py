@@ -1,6 +1,6 @@
 """The bounded priority queue of one notify channel (:class:`ChannelQueue`) and its items
 (:class:`Job`): ready alerts by (level, age), those waiting for a retry by time. Split from
-:mod:`agents.channels`, which runs it."""
+:mod:`agents.delivery.channels`, which runs it."""
 
 from __future__ import annotations
 

@@ -38,8 +38,10 @@ from aiokafka import TopicPartition
 from schemas import Ack, Reason, Rejection, decode_ack, decode_alert, format_ts
 from streams.escalation import EscalationTracker, Pending, escalation_alert
 
-from .config import Settings
-from .metrics import Metrics
+from ..config import Settings
+from ..metrics import Metrics
+from ..rejects import InternalRejects, malformed_dlq_record
+from ..topics import partitions_of, seek_since
 from .notify import (
     Notifier,
     Outcome,
@@ -49,8 +51,6 @@ from .notify import (
     idempotency_key,
     notify_dlq_record,
 )
-from .rejects import InternalRejects, malformed_dlq_record
-from .topics import partitions_of, seek_since
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The worker's state and its commit protocol, in one class (``safetour worker``).
 
-The commit point is the recovery snapshot (``agents/state.py``): a snapshot of partition ``p``
-records ``next_offset[p]`` and the pipeline state that stands for it; a restart resumes there.
+The commit point is the recovery snapshot (``agents/worker/state.py``): a snapshot of partition
+``p`` records ``next_offset[p]`` and the pipeline state that stands for it; a restart resumes there.
 Faust's own offset commits do not matter for sensor partitions (``on_rebalanced`` overrides
 them). The protocol, all of it in this class:
 
@@ -9,9 +9,9 @@ them). The protocol, all of it in this class:
    ``next_offset`` happen under one lock (:attr:`Worker.lock`); so do the wall-clock tick,
    reports, snapshots and revokes. A snapshot can never see a batch whose outputs are not
    queued, nor an offset that moved without its outputs.
-2. **Every send is tracked.** Publishing returns the delivery futures (``agents/publish.py``);
-   :class:`Deliveries` keeps them. Too many pending: the next batch first awaits them
-   (back-pressure).
+2. **Every send is tracked.** Publishing returns the delivery futures
+   (``agents/worker/publish.py``); :class:`Deliveries` keeps them. Too many pending: the next
+   batch first awaits them (back-pressure).
 3. **Snapshot only what the broker acknowledged.** Before a snapshot every pending delivery is
    awaited. A failed one is sent again with backoff, ``attempts`` times in all; if it still
    fails the worker logs one error line and exits with :data:`DELIVERY_FAILED_EXIT`, never
@@ -39,10 +39,10 @@ from schemas import Kind, parse_ts
 from streams.lanes import Lanes
 from streams.pipeline import Consumed, Outputs, OutRecord, Pipeline, SourceMessage
 
-from .config import Settings
-from .heartbeat import HeartbeatSnapshot
-from .logs import ThrottledLog
-from .metrics import Metrics
+from ..config import Settings
+from ..heartbeat import HeartbeatSnapshot
+from ..logs import ThrottledLog
+from ..metrics import Metrics
 from .publish import BatchPublisher, Sent
 from .router import RouteError, ZoneRouter, committed_offsets, router_start_offsets
 from .state import Lineage, Send, Snapshot, read_snapshots, start_offsets, write_snapshots
@@ -175,7 +175,7 @@ class Worker:
         self.deliveries = deliveries or Deliveries(self._resend)
         self.lock = asyncio.Lock()
         # One owner per zone: every reading and report is first re-keyed by zone onto the
-        # by-zone topic (agents/router.py), whose partitions this worker's state follows.
+        # by-zone topic (agents/worker/router.py), whose partitions this worker's state follows.
         # Each by-zone partition keeps one clock per upstream partition (streams/lanes.py).
         self.lanes = Lanes(pipe)
         self.router = router or ZoneRouter(pipe.zones.values(), settings.topics)
@@ -291,7 +291,7 @@ class Worker:
                 await self._snapshot(set(self.next_offset))
 
     async def ingest(self, stream: Any) -> None:
-        # Each event is one partition's fetch (agents/transport.py), hundreds to thousands of
+        # Each event is one partition's fetch (agents/worker/transport.py), hundreds to thousands of
         # messages: decoded, windowed and published together.
         async for event in stream.events():
             await self.ingest_fetch(sources_of(event))

@@ -39,7 +39,7 @@ from streams.levels import Level, level_for, resolve_thresholds
 from streams.messages import BANGKOK
 
 if TYPE_CHECKING:
-    from .kafka import KafkaTarget
+    from ..kafka import KafkaTarget
 
 Target = Callable[[float], float]  # seconds since start -> target density, p/m²
 
@@ -343,7 +343,7 @@ async def publish_live(
     import contextlib  # noqa: PLC0415
     import time  # noqa: PLC0415
 
-    from .kafka import as_config  # noqa: PLC0415
+    from ..kafka import as_config  # noqa: PLC0415
 
     merged = sorted([(t, sensor_topic, k, v) for t, k, v in out.events]
                     + [(t, reports_topic, k, v) for t, k, v in out.reports],

@@ -32,9 +32,9 @@ from schemas import (
 from streams.pipeline import Pipeline
 from streams.registry import RegistryRules, check_zone_update, sensor_owners
 
-from .config import Settings
-from .kafka import KafkaTarget, as_config
-from .topics import partitions_of
+from ..config import Settings
+from ..kafka import KafkaTarget, as_config
+from ..topics import partitions_of
 
 log = logging.getLogger(__name__)
 

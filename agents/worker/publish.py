@@ -9,7 +9,8 @@ zone keys repeat), appends the records to ``create_batch()`` builders and hands 
 
 Every send returns its delivery future (aiokafka's ``send`` and ``send_batch`` do): a
 :class:`Sent` keeps it with the records it covers, so the worker's delivery tracker
-(``agents/worker.py``) can await it before a snapshot and send the records again if it failed.
+(``agents/worker/worker.py``) can await it before a snapshot and send the records again if it
+failed.
 Nothing is fire-and-forget.
 """
 
@@ -113,7 +114,7 @@ class BatchPublisher:
         """Queue by-zone records (streams/route.py) on their own partitions, with their own
         timestamps, in order per partition; return the delivery futures (each resolves once
         the broker acknowledged its batch, or raises its error). Awaiting all of them is
-        what makes the input offsets safe to commit (agents/router.py)."""
+        what makes the input offsets safe to commit (agents/worker/router.py)."""
         by_part: dict[int, list[RoutedRecord]] = {}
         for r in records:
             by_part.setdefault(r.partition, []).append(r)

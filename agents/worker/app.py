@@ -7,7 +7,7 @@ Ingest path: the sensor agent takes *batches* of raw messages (``take_events``),
 whole batch to :class:`streams.pipeline.Pipeline` (decode, validate, window, alert) and publishes
 what it returns. Faust's per-message machinery is paid once per message, everything else once
 per batch (see ``docs/perf-notes.md``). The worker's state and its commit protocol (what a
-snapshot may record, deliveries, idleness) are :class:`agents.worker.Worker`; this module
+snapshot may record, deliveries, idleness) are :class:`agents.worker.worker.Worker`; this module
 wires it into faust.
 """
 
@@ -25,10 +25,10 @@ from prometheus_client import generate_latest
 
 from streams.pipeline import Pipeline
 
-from .config import Settings
-from .heartbeat import run_heartbeat
-from .metrics import Metrics
-from .topics import DLQ_MAX_MESSAGE_BYTES
+from ..config import Settings
+from ..heartbeat import run_heartbeat
+from ..metrics import Metrics
+from ..topics import DLQ_MAX_MESSAGE_BYTES
 from .transport import BatchingTransport
 from .worker import Worker
 from .zones import follow_zone_topic
@@ -39,11 +39,11 @@ METRICS_CONTENT_TYPE = "text/plain; version=0.0.4"
 
 
 class SafetourApp(faust.App):
-    """faust's App with the batching transport (``agents/transport.py``) for the topics in
+    """faust's App with the batching transport (``agents/worker/transport.py``) for the topics in
     ``batch_topics``."""
 
     batch_topics: frozenset[str] = frozenset()
-    worker: Worker | None = None  # the worker's state and commit protocol (agents/worker.py)
+    worker: Worker | None = None  # the worker's state and commit protocol (agents/worker/worker.py)
 
     def _new_transport(self) -> Any:
         return BatchingTransport(self.conf.broker_consumer, self)
@@ -77,14 +77,14 @@ def build_app(
         broker_commit_interval=1.0,
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=max(settings.session_timeout_s / 4, 1.0),
-        # One fetch is one batch (agents/transport.py): let fetches be large.
+        # One fetch is one batch (agents/worker/transport.py): let fetches be large.
         broker_max_poll_records=settings.batch_max,
         consumer_max_fetch_size=4 * 1024 * 1024,
         # Outputs go out in batches too; 5 ms of linger costs little latency.
         producer_linger_ms=5,
     )
     t = settings.topics
-    # Every fetch of these is one event (agents/transport.py): routed or ingested whole.
+    # Every fetch of these is one event (agents/worker/transport.py): routed or ingested whole.
     app.batch_topics = frozenset({t.sensor_events, t.reports, t.by_zone})
 
     def raw_topic(name: str) -> Any:
@@ -97,7 +97,7 @@ def build_app(
         # Returns once the broker has acknowledged the record (None: a tombstone).
         await app.producer.send_and_wait(settings.topics.state, key, value, None, None, None)
 
-    # The worker's state and its commit protocol (agents/worker.py). faust keeps its aiokafka
+    # The worker's state and its commit protocol (agents/worker/worker.py). faust keeps its aiokafka
     # producer behind a private accessor; batches need it.
     ends_client: list[Any] = []  # a consumer of its own for log-end queries, once started
 
@@ -133,7 +133,7 @@ def build_app(
     app.on_before_shutdown.connect(cast(Any, before_shutdown))
     app.timer(interval=max(settings.slide_s / 2, 0.5), name="safetour.wall-clock")(
         w.wall_clock)
-    app.task(w.probe_loop)  # the log ends that tell a quiet partition (agents/worker.py)
+    app.task(w.probe_loop)  # the log ends that tell a quiet partition (agents/worker/worker.py)
 
     # Live registry: every worker reads the whole compacted zones topic (no consumer group)
     # and applies each record on top of the registry file; a null value deletes a zone.

@@ -18,7 +18,7 @@ lives in ``<state_dir>/kafka/``: ``libs/``, ``data/``, ``server.properties``, ``
   ``User:CN=safetour-broker``;
 - ``StandardAuthorizer``, ``allow.everyone.if.no.acl.found=false``; at every start the broker's
   own principal applies the ACLs of ``deploy/kafka/acls.json`` (agents/acls.py);
-- the CA and the broker certificate (``tls/``) are made once (agents/certs.py).
+- the CA and the broker certificate (``tls/``) are made once (agents/devtools/certs.py).
 """
 
 from __future__ import annotations
@@ -39,9 +39,9 @@ from pathlib import Path
 
 from schemas import SafetourError
 
+from ..config import Settings, repo_root
+from ..kafka import KafkaConfig
 from .certs import BROKER_PRINCIPAL, TlsFiles, ensure_passwords, ensure_tls
-from .config import Settings, repo_root
-from .kafka import KafkaConfig
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ class EmbeddedBroker:
         return f"{self.host}:{self.port + 2}"
 
     def users(self) -> list[str]:
-        from .acls import principals  # noqa: PLC0415
+        from ..acls import principals  # noqa: PLC0415
 
         return principals()
 
@@ -362,7 +362,7 @@ class EmbeddedBroker:
         retrying while the broker finishes starting."""
         import asyncio  # noqa: PLC0415
 
-        from .acls import apply_acls, load_acls  # noqa: PLC0415
+        from ..acls import apply_acls, load_acls  # noqa: PLC0415
 
         acls = load_acls(self.settings)
         cfg = self.superuser()

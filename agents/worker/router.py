@@ -7,7 +7,7 @@ once the broker acknowledged every record: the input offsets of the fetch may th
 committed. A failed send raises (:class:`RouteError`) and the fetch must not be committed: it
 is routed again (at least once; stage 2 drops duplicate readings by ``event_id``).
 
-The seam (how the worker, agents/app.py, wires it):
+The seam (how the worker, agents/worker/app.py, wires it):
 
 1. Build one :class:`ZoneRouter` per worker::
 
@@ -18,7 +18,7 @@ The seam (how the worker, agents/app.py, wires it):
    ``zr.set_zones(zones)`` as they go to ``pipe.set_zones``.
 2. Three agents, all in the worker's one consumer group:
 
-   - a router agent on ``topics.sensor_events`` (a batched topic, agents/transport.py): for
+   - a router agent on ``topics.sensor_events`` (a batched topic, agents/worker/transport.py): for
      each fetch, ``await zr.route_fetch(producer, sources)``; faust commits the fetch's
      offsets after the agent returns from it;
    - a router agent on ``topics.reports``: ``await zr.route_fetch(producer, sources)`` for
@@ -54,7 +54,7 @@ from schemas import SafetourError, Zone
 from streams.pipeline import Consumed
 from streams.route import Router
 
-from .config import Settings, Topics
+from ..config import Settings, Topics
 from .publish import BatchPublisher
 from .state import start_offsets
 
@@ -130,7 +130,7 @@ async def router_start_offsets(
 ) -> dict[int, int]:
     """Where the router starts ``partitions`` of an input ``topic`` that have no committed
     offset: SAFETOUR_START=recent, the first arrival at or after now - (window + grace);
-    from-start, the oldest retained offset (agents/state.py ``start_offsets``)."""
+    from-start, the oldest retained offset (agents/worker/state.py ``start_offsets``)."""
     parts = sorted(set(partitions))
     if settings.start == "from-start":
         since = None

@@ -10,7 +10,7 @@
 that the caller dead-letters to ``safetour.notify-dlq.v1``. Every attempt of one alert message
 carries the same idempotency key (``alert_id:seq``, or ``alert_id:status:ts`` for an alert
 without ``seq``), so a receiver can drop repeats, including the identical alert a replay may
-publish again. The channel runner (``agents/channels.py``: per-channel bounded priority
+publish again. The channel runner (``agents/delivery/channels.py``: per-channel bounded priority
 queue, dedup, offsets committed after delivery) is what ``safetour notify`` runs.
 
 ``MemoryNotifier`` is the in-memory twin for tests; ``WebhookNotifier`` posts the alert JSON,
@@ -200,7 +200,7 @@ async def deliver(
     on_retry: Callable[[Result], None] | None = None,
 ) -> Result:
     """Send until delivered, rejected, or out of attempts (the escalator's loop; the
-    notifiers run :class:`agents.channels.ChannelRunner`)."""
+    notifiers run :class:`agents.delivery.channels.ChannelRunner`)."""
     r = rng or random.Random()
     key = idempotency_key(alert)
     result = Result(Outcome.FAILED, "no attempt")

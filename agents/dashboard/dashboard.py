@@ -33,8 +33,8 @@ and serves, on loopback by default:
 Operators and their tokens come from ``SAFETOUR_DASHBOARD_TOKENS`` (``name:token,...``) or
 the file ``SAFETOUR_DASHBOARD_TOKENS_FILE`` (one ``name:token`` a line): never from the repo.
 Sessions, the one-time link, the login rate limit, cookie flags and the security headers:
-agents/dashboard_auth.py. POSTs to the API must be JSON (a cross-site form cannot send that),
-so acknowledgements cannot be forged from another site.
+agents/dashboard/dashboard_auth.py. POSTs to the API must be JSON (a cross-site form cannot
+send that), so acknowledgements cannot be forged from another site.
 
 SIGTERM or SIGINT stops ``safetour dashboard`` within STOP_S (open event streams are cut).
 """
@@ -72,12 +72,12 @@ from schemas import (
 )
 from streams import LEVEL_NAMES
 
+from ..heartbeat import decode_heartbeat
+from ..kafka import KafkaTarget, KafkaUnreachable, as_config
+from ..logs import ThrottledLog
+from ..metrics import Metrics
+from ..rejects import InternalRejects
 from .dashboard_auth import OPERATOR, AccessLog, Auth, AuthConfig
-from .heartbeat import decode_heartbeat
-from .kafka import KafkaTarget, KafkaUnreachable, as_config
-from .logs import ThrottledLog
-from .metrics import Metrics
-from .rejects import InternalRejects
 
 log = logging.getLogger(__name__)
 
@@ -282,7 +282,7 @@ def _sse(kind: str, data: bytes, event_id: str | None = None) -> bytes:
 
 
 def _static(name: str) -> bytes:
-    return files("agents").joinpath("web", name).read_bytes()
+    return files("agents.dashboard").joinpath("web", name).read_bytes()
 
 
 CONTENT_TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/html",
@@ -294,8 +294,8 @@ STATIC = ("app.js", "app.css", "basemap.json", "vendor/leaflet/leaflet.js",
 def build_web_app(board: Board, operators: Mapping[str, str], publish_ack: PublishAck,
                   *, auth: Auth | None = None, health_every_s: float = HEALTH_EVERY_S,
                   ) -> web.Application:
-    """The web side; ``auth`` signs operators in (agents/dashboard_auth.py), by default with
-    the default settings and ``operators``."""
+    """The web side; ``auth`` signs operators in (agents/dashboard/dashboard_auth.py), by
+    default with the default settings and ``operators``."""
     auth = auth if auth is not None else Auth(operators)
     app = web.Application(client_max_size=64 * 1024)
     auth.install(app)
@@ -448,7 +448,7 @@ async def follow_topics(kafka: KafkaTarget, topics: Mapping[str, tuple[str, floa
     """Read ``{kind: (topic, lookback_s)}`` into ``board`` until ``stop``."""
     from aiokafka import TopicPartition  # noqa: PLC0415
 
-    from .topics import partitions_of, seek_since  # noqa: PLC0415
+    from ..topics import partitions_of, seek_since  # noqa: PLC0415
 
     cfg = as_config(kafka)
     kind_of: dict[str, str] = {t: k for k, (t, _) in topics.items()}
@@ -480,7 +480,7 @@ async def follow_retrying(kafka: KafkaTarget, topics: Mapping[str, tuple[str, fl
     Kafka says so on every page (the banner) and keeps trying, it does not go dark."""
     from aiokafka.errors import KafkaError  # noqa: PLC0415
 
-    from .topics import TopicError  # noqa: PLC0415
+    from ..topics import TopicError  # noqa: PLC0415
 
     cfg = as_config(kafka)
     failures = ThrottledLog(log)

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import orjson
 from aiokafka import TopicPartition
 
-from .kafka import KafkaTarget, as_config
+from ..kafka import KafkaTarget, as_config
 
 log = logging.getLogger(__name__)
 

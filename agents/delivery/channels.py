@@ -54,9 +54,9 @@ import orjson
 
 from schemas import Rejection, decode_alert
 
+from ..kafka_safety import undecodable_info
+from ..logs import ThrottledLog
 from .channel_queue import ChannelQueue, Job, priority_rank
-from .kafka_safety import undecodable_info
-from .logs import ThrottledLog
 from .notify import (
     Notifier,
     Outcome,
@@ -71,9 +71,9 @@ from .notify import (
 if TYPE_CHECKING:
     import aiohttp
 
-    from .config import Settings
-    from .metrics import Metrics
-    from .rejects import InternalRejects
+    from ..config import Settings
+    from ..metrics import Metrics
+    from ..rejects import InternalRejects
 
 log = logging.getLogger(__name__)
 
@@ -253,7 +253,7 @@ class ChannelRunner:
     async def accept(self, tp: TP, offset: int, key: bytes | None, value: bytes | None,
                      ) -> bool:
         """Take one record of the alerts topic: True when it was queued for delivery."""
-        from .rejects import malformed_dlq_record  # noqa: PLC0415
+        from ..rejects import malformed_dlq_record  # noqa: PLC0415
 
         alert = decode_alert(value)
         if isinstance(alert, Rejection):
@@ -510,9 +510,9 @@ async def run_notify(
     import aiohttp  # noqa: PLC0415
     from aiokafka import ConsumerRebalanceListener  # noqa: PLC0415
 
-    from .kafka import KafkaUnreachable  # noqa: PLC0415
-    from .metrics import Metrics  # noqa: PLC0415
-    from .rejects import InternalRejects  # noqa: PLC0415
+    from ..kafka import KafkaUnreachable  # noqa: PLC0415
+    from ..metrics import Metrics  # noqa: PLC0415
+    from ..rejects import InternalRejects  # noqa: PLC0415
 
     cfg = settings.kafka
     group = f"{settings.app_id}-notify-{channel}"

@@ -1,0 +1,31 @@
+"""Delivery: the notifiers (webhook, LINE, e-mail), the channel runner and the escalator.
+
+Other packages and the CLI use only what ``__all__`` lists; the modules are private to delivery.
+"""
+
+from .channels import run_notify
+from .escalate import run_escalator
+from .mail import EmailNotifier, SmtpConfig
+from .notify import (
+    LineNotifier,
+    RateLimited,
+    RetryPolicy,
+    Route,
+    TokenBucket,
+    WebhookNotifier,
+    read_secret,
+)
+
+__all__ = [
+    "EmailNotifier",
+    "LineNotifier",
+    "RateLimited",
+    "RetryPolicy",
+    "Route",
+    "SmtpConfig",
+    "TokenBucket",
+    "WebhookNotifier",
+    "read_secret",
+    "run_escalator",
+    "run_notify",
+]
