@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from agents.broker import EmbeddedBroker, _pid_alive
+from agents.devtools.broker import EmbeddedBroker, _pid_alive
 from agents.config import Settings
 
 log = logging.getLogger(__name__)

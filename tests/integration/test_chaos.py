@@ -29,8 +29,8 @@ import orjson
 import pytest
 from aiohttp import web
 
-from agents.notify import Route
-from agents.simulate import SCENARIOS, publish_live, simulate
+from agents.delivery import Route
+from agents.devtools import SCENARIOS, publish_live, simulate
 from agents.topics import create_topics, topic_specs
 from schemas import load_zones
 from tests.chaos import (
