@@ -55,9 +55,17 @@ class Lanes:
     def process(self, messages: Sequence[Consumed], now_ms: int | None) -> Outputs:
         return self.pipe.process_routed_batch(messages, now_ms, lane_width=self.width)
 
-    def tick(self, now_ms: int, partitions: Iterable[int] | None) -> Outputs:
-        lanes = None if partitions is None else \
-            [lane for p in partitions for lane in self.lanes_of(p)]
+    def tick(self, now_ms: int, partitions: Iterable[int] | None,
+             upstream: Iterable[int] | None = None) -> Outputs:
+        """Wall-clock progress for the lanes of ``partitions`` (None: all) whose upstream
+        partition is in ``upstream`` (None: any): a lane whose router is behind or frozen
+        keeps its clock, so the readings it has yet to route are not made late."""
+        if partitions is None and upstream is None:
+            return self.pipe.tick(now_ms, None)
+        parts = range(MAX_PARTITIONS // self.width) if partitions is None else partitions
+        ups = None if upstream is None else {u % self.width for u in upstream}
+        lanes = [p * self.width + u for p in parts
+                 for u in (range(self.width) if ups is None else sorted(ups))]
         return self.pipe.tick(now_ms, lanes)
 
     def drop_partition(self, partition: int) -> list[str]:

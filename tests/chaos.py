@@ -25,8 +25,8 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from agents.devtools.broker import EmbeddedBroker, _pid_alive
 from agents.config import Settings
+from agents.devtools.broker import EmbeddedBroker, _pid_alive
 
 log = logging.getLogger(__name__)
 

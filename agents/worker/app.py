@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -101,21 +102,45 @@ def build_app(
     # producer behind a private accessor; batches need it.
     ends_client: list[Any] = []  # a consumer of its own for log-end queries, once started
 
-    async def log_ends(tps: Sequence[TP]) -> dict[TP, int]:
+    async def client() -> Any:
+        # A member of no group (it never subscribes) that may read the group's commits.
         if not ends_client:
-            c = settings.kafka.consumer()
+            c = settings.kafka.consumer(group_id=settings.app_id)
             await c.start()
             ends_client.append(c)
-        found = await ends_client[0].end_offsets([TopicPartition(tp.topic, tp.partition)
-                                                  for tp in tps])
+        return ends_client[0]
+
+    async def log_ends(tps: Sequence[TP]) -> dict[TP, int]:
+        c = await client()
+        found = await c.end_offsets([TopicPartition(tp.topic, tp.partition) for tp in tps])
         return {TP(tp.topic, tp.partition): int(o) for tp, o in found.items()}
+
+    async def routing_lag() -> dict[int, int]:
+        # Per sensor partition: the records that arrived more than idle_s ago and that the
+        # group's routers have not committed yet. At 0, moving a lane on to now - idle_s
+        # (the engine's idle rule) makes nothing late that was still to be routed.
+        c, topic = await client(), settings.topics.sensor_events
+        if c.partitions_for_topic(topic) is None:
+            await c.topics()  # metadata of every topic, this one included
+        tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or ())]
+        since = int((time.time() - settings.idle_s) * 1000)
+        ends, begins = await c.end_offsets(tps), await c.beginning_offsets(tps)
+        found = await c.offsets_for_times({tp: since for tp in tps})
+        lag = {}
+        for tp in tps:
+            hit = found.get(tp)
+            due = int(ends[tp]) if hit is None else hit.offset  # arrived before `since`
+            done = await c.committed(tp)
+            lag[tp.partition] = due - (int(begins[tp]) if done is None else int(done))
+        return lag
 
     async def stop_ends_client() -> None:
         while ends_client:
             await ends_client.pop().stop()
 
     w = Worker(settings, pipe, m, producer=lambda: cast(Any, app.producer)._ensure_producer(),
-               send_state=send_state, consumer=lambda: app.consumer, log_ends=log_ends)
+               send_state=send_state, consumer=lambda: app.consumer, log_ends=log_ends,
+               routing_lag=routing_lag)
     app.worker = w
     # Readings and reports are re-keyed by zone onto the by-zone topic (one owner per zone,
     # whatever partitioner the producer used); the ingest agent keeps the zones' state.

@@ -157,6 +157,7 @@ class Worker:
         exit: Callable[[int], None] = os._exit,
         deliveries: Deliveries | None = None, router: ZoneRouter | None = None,
         log_ends: Callable[[Sequence[TP]], Awaitable[dict[TP, int]]] | None = None,
+        routing_lag: Callable[[], Awaitable[dict[int, int]]] | None = None,
         wall: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
@@ -168,6 +169,11 @@ class Worker:
         # Log ends for the idleness gate: a client of its own (faust's consumer answers from
         # its fetching thread, up to a second late under load), else faust's highwaters.
         self._log_ends = log_ends or (lambda tps: self._consumer().highwaters(*tps))
+        # Per upstream (sensor) partition, the records not yet routed (None: not asked, every
+        # lane may move). A lane moves on by wall time only while its upstream is routed to
+        # its end: a router that is frozen or behind must not see its readings made late.
+        self._routing_lag = routing_lag
+        self.upstream: tuple[float, frozenset[int]] | None = None
         self._exit = exit
         self._wall = wall
         self._mono = monotonic
@@ -300,7 +306,8 @@ class Worker:
         """Quiet partitions: windows still close, so a silent zone does not freeze; a worker
         that went quiet after a burst still snapshots what it processed last."""
         async with self.lock:
-            out = self.lanes.tick(self._now_ms(), self.quiet_partitions())
+            out = self.lanes.tick(self._now_ms(), self.quiet_partitions(),
+                                  self.quiet_upstream())
             await self._publish(out)
             if self.unsnapshotted and \
                     self._mono() - self.last_snapshot >= self.settings.snapshot_s:
@@ -416,6 +423,16 @@ class Worker:
                 if now - at < self.probe_fresh_s and p in self.next_offset
                 and self.next_offset[p] >= end}
 
+    def quiet_upstream(self, now: float | None = None) -> frozenset[int] | None:
+        """Upstream partitions a recent query found routed to their end (None: every one,
+        when the worker is not told about routing)."""
+        if self._routing_lag is None:
+            return None
+        now = self._mono() if now is None else now
+        if self.upstream is None or now - self.upstream[0] >= self.probe_fresh_s:
+            return frozenset()
+        return self.upstream[1]
+
     async def probe_loop(self) -> None:
         while True:
             await self.probe_ends()
@@ -438,6 +455,15 @@ class Worker:
         for tp, end in ends.items():
             if end is not None and tp.partition in self.restored:
                 self.ends[tp.partition] = (sent_at, int(end))
+        if self._routing_lag is not None:
+            try:
+                lag = await asyncio.wait_for(self._routing_lag(),
+                                             timeout=max(self.settings.idle_s / 2, 0.5))
+            except Exception as exc:
+                self.probe_log.note("routing lag queries failing (%s: %s): lanes do not move "
+                                    "on by wall time", type(exc).__name__, exc)
+                return
+            self.upstream = (sent_at, frozenset(u for u, n in lag.items() if n <= 0))
 
     # -- rebalances ------------------------------------------------------------------------
     def _ingested(self, tps: Iterable[Any]) -> set[int]:

@@ -91,3 +91,28 @@ def test_dropping_a_partition_drops_every_lane_and_an_old_snapshot_resumes_nothi
     old.process_sensor_batch(msgs[:50])
     zones, resumable = Lanes(Pipeline(ZONES)).restore(old.snapshot(0))
     assert (zones, resumable) == (0, False)
+
+
+def test_only_lanes_whose_upstream_is_routed_move_on_by_wall_time() -> None:
+    """A router that is frozen or behind (its upstream partition not routed to its end) keeps
+    its lanes' clocks: the readings it has yet to route must not be made late."""
+    router = Router(ZONES, BY_ZONE, reports_topic="reports")
+    msgs = []
+    for t in range(20):
+        for up, z in ((0, "a"), (1, "c")):
+            ev = {"event_id": f"{z}-{t}", "sensor_id": f"{z}-cam", "zone_id": z,
+                  "kind": "occupancy", "ts": T0 + t * 1000, "count": 100, "coverage_m2": 50.0}
+            src = SourceMessage("sensors", up, t, T0 + t * 1000, z.encode(), orjson.dumps(ev))
+            for r in router.route(src):
+                msgs.append(SourceMessage("by-zone", r.partition, len(msgs), r.timestamp_ms,
+                                          r.key, r.value, tuple(r.headers)))
+    lanes = Lanes(Pipeline(ZONES))
+    lanes.process(msgs, T0 + 20_000)
+    later = T0 + 20_000 + 120_000  # two minutes of silence: past idle, window and grace
+    out = lanes.tick(later, [0], upstream={0})
+    assert densities([r.value for r in out.density]).keys() == {"a"}
+    # Routed at last: after a full idle time of its own (its idle timer restarted while it
+    # was held), the lagging lane moves on too.
+    assert lanes.tick(later, [0], upstream={0, 1}).density == []
+    out = lanes.tick(later + 120_000, [0], upstream={0, 1})
+    assert densities([r.value for r in out.density]).keys() == {"c"}
