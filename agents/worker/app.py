@@ -140,7 +140,7 @@ def build_app(
 
     w = Worker(settings, pipe, m, producer=lambda: cast(Any, app.producer)._ensure_producer(),
                send_state=send_state, consumer=lambda: app.consumer, log_ends=log_ends,
-               routing_lag=routing_lag)
+               routing_lag=routing_lag, reset_probe=stop_ends_client)
     app.worker = w
     # Readings and reports are re-keyed by zone onto the by-zone topic (one owner per zone,
     # whatever partitioner the producer used); the ingest agent keeps the zones' state.

@@ -25,6 +25,7 @@ queries fail, nothing moves on, and readings that producers buffered arrive in t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -158,6 +159,7 @@ class Worker:
         deliveries: Deliveries | None = None, router: ZoneRouter | None = None,
         log_ends: Callable[[Sequence[TP]], Awaitable[dict[TP, int]]] | None = None,
         routing_lag: Callable[[], Awaitable[dict[int, int]]] | None = None,
+        reset_probe: Callable[[], Awaitable[None]] | None = None,
         wall: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
@@ -173,6 +175,7 @@ class Worker:
         # lane may move). A lane moves on by wall time only while its upstream is routed to
         # its end: a router that is frozen or behind must not see its readings made late.
         self._routing_lag = routing_lag
+        self._reset_probe = reset_probe  # a query failed: start the probe's client afresh
         self.upstream: tuple[float, frozenset[int]] | None = None
         self._exit = exit
         self._wall = wall
@@ -446,24 +449,30 @@ class Worker:
             return
         sent_at = self._mono()
         try:
-            ends = await asyncio.wait_for(self._log_ends(tps),
-                                          timeout=max(self.settings.idle_s / 2, 0.5))
+            # An answer older than probe_fresh_s would not count: wait that long, no longer.
+            ends = await asyncio.wait_for(self._log_ends(tps), timeout=self.probe_fresh_s)
         except Exception as exc:  # an outage (a timeout included): wait
             self.probe_log.note("log end queries failing (%s: %s): quiet partitions do not "
                                 "move on by wall time", type(exc).__name__, exc)
+            await self._probe_failed()
             return
         for tp, end in ends.items():
             if end is not None and tp.partition in self.restored:
                 self.ends[tp.partition] = (sent_at, int(end))
         if self._routing_lag is not None:
             try:
-                lag = await asyncio.wait_for(self._routing_lag(),
-                                             timeout=max(self.settings.idle_s / 2, 0.5))
+                lag = await asyncio.wait_for(self._routing_lag(), timeout=self.probe_fresh_s)
             except Exception as exc:
                 self.probe_log.note("routing lag queries failing (%s: %s): lanes do not move "
                                     "on by wall time", type(exc).__name__, exc)
+                await self._probe_failed()
                 return
             self.upstream = (sent_at, frozenset(u for u, n in lag.items() if n <= 0))
+
+    async def _probe_failed(self) -> None:
+        if self._reset_probe is not None:
+            with contextlib.suppress(Exception):
+                await self._reset_probe()
 
     # -- rebalances ------------------------------------------------------------------------
     def _ingested(self, tps: Iterable[Any]) -> set[int]:
