@@ -106,7 +106,11 @@ def build_app(
         # A member of no group (it never subscribes) that may read the group's commits.
         if not ends_client:
             c = settings.kafka.consumer(group_id=settings.app_id)
-            await c.start()
+            try:
+                await c.start()
+            except BaseException:
+                await c.stop()  # no unclosed client left behind by an outage
+                raise
             ends_client.append(c)
         return ends_client[0]
 
@@ -120,9 +124,10 @@ def build_app(
         # group's routers have not committed yet. At 0, moving a lane on to now - idle_s
         # (the engine's idle rule) makes nothing late that was still to be routed.
         c, topic = await client(), settings.topics.sensor_events
-        if c.partitions_for_topic(topic) is None:
-            await c.topics()  # metadata of every topic, this one included
-        tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or ())]
+        # The producer fetches a topic's metadata on demand (a consumer that never
+        # subscribes knows no partitions of it).
+        parts = await cast(Any, app.producer)._ensure_producer().partitions_for(topic)
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
         since = int((time.time() - settings.idle_s) * 1000)
         ends, begins = await c.end_offsets(tps), await c.beginning_offsets(tps)
         found = await c.offsets_for_times({tp: since for tp in tps})
