@@ -12,6 +12,14 @@ rule for mis-keyed readings).
 
 Everything the worker does by by-zone partition goes through here: process, snapshot (one
 container of the partition's lane snapshots), restore, drop, tick and the watermark.
+
+**Routed again.** A router that crashed (or froze) before committing its input is followed by
+one that routes the same input again: every record of an upstream partition arrives on the
+by-zone partition once more, in the same order. Each by-zone partition remembers, per upstream
+(topic, partition), the position of the last record it took, (origin offset, first item index
+of a split batch); a record at or before it is a repeat and is dropped whole (counted as a
+duplicate). Readings alone could not be deduplicated as exactly: a sensor's dedup ring holds
+its last 16 event ids, fewer than a fetch routed again may repeat.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from .density import MAX_PARTITIONS
-from .pipeline import Consumed, Outputs, Pipeline
+from .pipeline import Consumed, Outputs, Pipeline, read_origin
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +49,9 @@ class Lanes:
     def __init__(self, pipe: Pipeline, width: int = WIDTH) -> None:
         self.pipe = pipe
         self.width = width
+        # Per (by-zone partition, upstream topic, upstream partition): the position of the
+        # last record taken, (origin offset, first item index or -1).
+        self.taken: dict[tuple[int, str, int], tuple[int, int]] = {}
 
     def lanes_of(self, partition: int) -> range:
         if not 0 <= partition < MAX_PARTITIONS // self.width:
@@ -53,7 +64,22 @@ class Lanes:
         return self.pipe.engine.partitions_in_use(r.start, r.stop)
 
     def process(self, messages: Sequence[Consumed], now_ms: int | None) -> Outputs:
-        return self.pipe.process_routed_batch(messages, now_ms, lane_width=self.width)
+        fresh = []
+        for m in messages:
+            o = read_origin(m)
+            if o.message is m:  # no origin: the record stands for itself
+                fresh.append(m)
+                continue
+            key = (m.partition, o.message.topic, o.message.partition)
+            pos = (o.message.offset, o.items[0] if o.items else -1)
+            last = self.taken.get(key)
+            if last is not None and pos <= last:
+                continue
+            self.taken[key] = pos
+            fresh.append(m)
+        out = self.pipe.process_routed_batch(fresh, now_ms, lane_width=self.width)
+        out.duplicates += len(messages) - len(fresh)
+        return out
 
     def tick(self, now_ms: int, partitions: Iterable[int] | None,
              upstream: Iterable[int] | None = None) -> Outputs:
@@ -69,6 +95,7 @@ class Lanes:
         return self.pipe.tick(now_ms, lanes)
 
     def drop_partition(self, partition: int) -> list[str]:
+        self.taken = {k: v for k, v in self.taken.items() if k[0] != partition}
         return [z for lane in self._in_use(partition) for z in self.pipe.drop_partition(lane)]
 
     def watermark(self, partition: int) -> int | None:
@@ -81,9 +108,13 @@ class Lanes:
         lanes = self._in_use(partition)
         arrays = {f"lane_{lane}": np.frombuffer(self.pipe.snapshot(lane), dtype=np.uint8)
                   for lane in lanes}
+        taken = sorted((k[1], k[2], v[0], v[1]) for k, v in self.taken.items()
+                       if k[0] == partition)
         buf = io.BytesIO()
         np.savez(buf, allow_pickle=False, lanes_format=np.array([LANES_FORMAT]),
                  partition=np.array([partition]), lanes=np.array(lanes, dtype=np.int64),
+                 taken_topics=np.array([t[0] for t in taken], dtype=str),
+                 taken_pos=np.array([t[1:] for t in taken], dtype=np.int64).reshape(-1, 3),
                  **arrays)
         return zlib.compress(buf.getvalue(), 1)
 
@@ -102,6 +133,11 @@ class Lanes:
                     raise ValueError(f"lane container format {fmt} (this version reads "
                                      f"{LANES_FORMAT})")
                 subs = [f[f"lane_{int(lane)}"].tobytes() for lane in f["lanes"].tolist()]
+                part = int(f["partition"][0])
+                if "taken_pos" in files:
+                    for topic, (up, off, idx) in zip(f["taken_topics"].tolist(),
+                                                     f["taken_pos"].tolist(), strict=True):
+                        self.taken[(part, str(topic), int(up))] = (int(off), int(idx))
         if subs is None:
             self.pipe.restore(blob, now_ms, density=False)
             log.warning("a snapshot from before the zone router: its open episodes are "

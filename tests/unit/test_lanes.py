@@ -116,3 +116,24 @@ def test_only_lanes_whose_upstream_is_routed_move_on_by_wall_time() -> None:
     assert lanes.tick(later, [0], upstream={0, 1}).density == []
     out = lanes.tick(later + 120_000, [0], upstream={0, 1})
     assert densities([r.value for r in out.density]).keys() == {"c"}
+
+
+def test_input_routed_again_after_a_crash_is_taken_once() -> None:
+    """A router that died before committing is followed by one that routes the same input
+    again: the repeats (more per sensor than its dedup ring holds) change no window."""
+    msgs = routed_backlog()
+    again = msgs[:700] + [m._replace(offset=0) for m in msgs[300:700]] + msgs[700:]
+    runs = []
+    for stream in (msgs, again):
+        lanes = Lanes(Pipeline(ZONES))
+        outs = [lanes.process(stream[i:i + 50], None) for i in range(0, len(stream), 50)]
+        runs.append(([r.value for o in outs for r in o.density],
+                     sum(o.duplicates for o in outs)))
+    assert runs[1][0] == runs[0][0]
+    assert runs[1][1] - runs[0][1] == 400
+    # What is taken survives a snapshot: the repeats after a restore are dropped too.
+    lanes = Lanes(Pipeline(ZONES))
+    lanes.process(msgs[:700], None)
+    restored = Lanes(Pipeline(ZONES))
+    restored.restore(lanes.snapshot(0))
+    assert restored.process(msgs[300:700], None).duplicates == 400
