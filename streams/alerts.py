@@ -263,7 +263,11 @@ class AlertTracker:
         trend = u.trend_per_min if u is not None else math.nan
         eta = (None if tr.level is Level.CRITICAL
                else eta_critical_s(density, trend, za.alarm.thresholds.critical))
-        reports = list(za.reports)
+        # The reports of the corroboration window that ends at the alert's own time: by event
+        # time, so a run where reports arrived in another order (through several partitions,
+        # or after a crash) lists the same ones.
+        horizon = ts_ms - round(self.config.corroboration_s * 1000)
+        reports = [r for r in za.reports if horizon <= r.ts_ms <= ts_ms]
         corroborating = sum(1 for r in reports if r.category == "overcrowding")
         if tr.reason == "report" and reports:
             confidence = max(REPORTER_CONFIDENCE.get(r.source, 0.6) for r in reports)
