@@ -398,7 +398,16 @@ class TestKilledWorkers:
                 end_ms = last_reading_ms(out.events) - 10_000  # grace: 10 s
 
                 def decided(alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
-                    return [a for a in alerts if parse_ts(a["ts"]) <= end_ms]
+                    # The lifecycle of each episode, exactly; not the window values. Reports
+                    # and readings come through different topics, which Kafka does not order:
+                    # at 40x a report routed 250 ms later is 10 s of scenario time later, and
+                    # a corroborating report shortens the on-delay, so even two runs without
+                    # faults may step a slide apart (tests/integration/test_recovery.py holds
+                    # replayed content to equality, input on one topic).
+                    keep = ("alert_id", "zone_id", "seq", "status", "level", "previous_level",
+                            "reason")
+                    return [{k: a.get(k) for k in keep} for a in alerts
+                            if parse_ts(a["ts"]) <= end_ms]
 
                 expected = decided(payloads(kafka, steady.topics.alerts))
                 got = decided(payloads(kafka, chaos.topics.alerts))
