@@ -23,7 +23,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -50,28 +50,70 @@ def ensure_broker(settings: Settings) -> bool:
     if not settings.embedded:
         _echo(f"using Kafka at {settings.bootstrap} (SAFETOUR_KAFKA_BOOTSTRAP)")
         return False
-    return EmbeddedBroker(settings, echo=_echo).start()
+    return EmbeddedBroker(settings, echo=_echo, say=print).start()
+
+
+def broker_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The environment ``safetour broker`` reads its settings from: without the client
+    settings (``SAFETOUR_KAFKA_*`` but the bootstrap). It manages the LOCAL embedded broker,
+    which the shell's client variables (the ones ``broker start --secure`` prints: their CA
+    file may be gone while its certificate is rotated) must not stop."""
+    return {k: v for k, v in env.items()
+            if not k.startswith("SAFETOUR_KAFKA_") or k == "SAFETOUR_KAFKA_BOOTSTRAP"}
+
+
+def names_embedded(bootstrap: str, port: int) -> bool:
+    """True if every address of ``bootstrap`` is the embedded broker's own (loopback, its
+    port)."""
+    addrs = [a.strip() for a in bootstrap.split(",") if a.strip()]
+    for addr in addrs:
+        host, _, p = addr.rpartition(":")
+        if host.strip("[]") not in ("127.0.0.1", "localhost", "::1") or p != str(port):
+            return False
+    return bool(addrs)
 
 
 def cmd_broker(args: argparse.Namespace, settings: Settings) -> int:
-    if args.secure:
-        settings = replace(settings, broker_secure=True)
-    broker = EmbeddedBroker(settings, echo=_echo)
+    """The embedded broker(s) of the state dir. stop/status/logs without ``--secure`` act
+    on whichever runs (plaintext, secured or both), by the pid in its pid file."""
+    secure = bool(args.secure or settings.broker_secure)
     if args.action == "start":
-        if not settings.embedded:
-            _echo(f"SAFETOUR_KAFKA_BOOTSTRAP={settings.bootstrap} is set: nothing to start")
+        if not settings.embedded and not names_embedded(settings.bootstrap,
+                                                        settings.broker_port):
+            _echo(f"SAFETOUR_KAFKA_BOOTSTRAP={settings.bootstrap} names another cluster: "
+                  f"nothing to start (the embedded broker is 127.0.0.1:{settings.broker_port})")
             return 0
-        broker.start(timeout=args.timeout)
-    elif args.action == "stop":
-        if not broker.stop():
-            _echo("no embedded broker is running")
+        EmbeddedBroker(replace(settings, broker_secure=secure), echo=_echo,
+                       say=print).start(timeout=args.timeout)
+        return 0
+    brokers = [EmbeddedBroker(settings, echo=_echo, secure=k)
+               for k in ((True,) if secure else (False, True))]
+    running = [b for b in brokers if b.running_pid() is not None]
+    if args.action == "stop":
+        stopped = [b for b in running if b.stop()]  # each says which it stops
+        if not stopped:
+            kind = "secured " if secure else ""
+            _echo(f"no embedded {kind}broker is running (state dir {settings.state_dir})")
     elif args.action == "status":
-        st = broker.status()
-        state = "running" if st.running and st.listening else "stopped"
-        print(f"{state} pid={st.pid} bootstrap={st.bootstrap} log={st.log_file}")
-        return 0 if state == "running" else 3
+        if not running:
+            b = brokers[0]
+            print(f"stopped bootstrap={b.bootstrap} log={b.log_file}")
+            return 3
+        rc = 0
+        for b in running:
+            st = b.status()
+            print(f"{'running' if st.listening else 'not-listening'} {st.kind} pid={st.pid} "
+                  f"bootstrap={st.bootstrap} log={st.log_file}")
+            rc = rc if st.listening else 3
+        return rc
     else:
-        print(broker.log_tail(args.lines))
+        logged = [b for b in brokers if b.log_file.exists()]
+        shown = running or sorted(logged, key=lambda b: b.log_file.stat().st_mtime)[-1:] \
+            or brokers[:1]
+        for b in shown:
+            if len(shown) > 1:
+                print(f"== the {b.kind} broker: {b.log_file}")
+            print(b.log_tail(args.lines))
     return 0
 
 
@@ -424,7 +466,7 @@ def _run(args: argparse.Namespace, settings: Settings, scenario: Any, simulated:
     from .tail import tail_alerts  # noqa: PLC0415
 
     _interrupt_on_sigterm()
-    broker = EmbeddedBroker(settings, echo=_echo)
+    broker = EmbeddedBroker(settings, echo=_echo, say=print)
     started = False
     worker: subprocess.Popen[bytes] | None = None
     seen = 0
@@ -648,7 +690,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                              kafka_errors="quiet" if quiet else "throttle"))
     logging.getLogger("safetour").setLevel(args.log_level)
     try:
-        settings = Settings.from_env()
+        settings = Settings.from_env(broker_env(os.environ) if args.command == "broker"
+                                     else None)
         rc: int = args.func(args, settings)
     except (SafetourError, BrokerError) as exc:
         print(f"safetour: error: {exc}", file=sys.stderr)

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import ssl
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -93,7 +94,9 @@ class _Client(Protocol):
 def _one_line(exc: BaseException) -> str:
     """The error on one line, its type named once."""
     name = type(exc).__name__
-    text = " ".join(str(exc).split()).removeprefix(f"{name}: ").removeprefix(name)
+    # aiokafka's broker errors read "[Error 29] TopicAuthorizationFailedError: ...".
+    text = re.sub(r"^\[Error -?\d+\] ", "", " ".join(str(exc).split()))
+    text = text.removeprefix(f"{name}: ").removeprefix(name)
     if text.startswith("Unable to bootstrap from"):  # aiokafka: no address answered
         return f"no broker answered ({name})"
     if isinstance(exc, ConnectionRefusedError):

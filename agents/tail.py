@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -21,25 +22,43 @@ from .topics import partitions_of
 COLOURS = {"normal": "32", "elevated": "33", "high": "38;5;208", "critical": "1;31"}
 
 
+def _number(value: object) -> float | None:
+    """``value`` if it is a finite number (not a bool), else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
 def format_alert(alert: dict[str, Any], *, colour: bool) -> str:
+    """Three lines for a person. Any alert prints, whatever it holds: ``density`` null (a
+    blind zone, a report-raised alert), a reason or status it does not know, fields missing,
+    of another type or unknown (the alert contract is open)."""
     level = str(alert.get("level", "?"))
     try:
         when = datetime.fromisoformat(str(alert["ts"])).astimezone(BANGKOK).strftime("%H:%M:%S")
-    except (KeyError, ValueError):
+    except (KeyError, ValueError, OverflowError):
         when = "--:--:--"
     head = f"{level.upper():<9}"
     if colour:
         head = f"\x1b[{COLOURS.get(level, '0')}m{head}\x1b[0m"
-    msg = alert.get("message") or {}
-    why = alert.get("reason", "density")
+    msg = alert.get("message")
+    if not isinstance(msg, dict):
+        msg = {}
+    density = _number(alert.get("density"))
+    shown = f"{density:6.2f} p/m²" if density is not None else f"{'--':>6} p/m²"
+    why = str(alert.get("reason", "density"))
     extra = "" if why == "density" else f"  [{why}]"
-    if alert.get("eta_critical_s") is not None and alert.get("status") != "resolved":
-        extra += f"  critical in ~{round(alert['eta_critical_s'] / 60)} min"
-    if alert.get("reminder"):
+    seq = alert.get("seq")
+    if isinstance(seq, int) and not isinstance(seq, bool):
+        extra += f"  #{seq}"
+    eta = _number(alert.get("eta_critical_s"))
+    if eta is not None and alert.get("status") != "resolved":
+        extra += f"  critical in ~{round(eta / 60)} min"
+    if alert.get("reminder") is True:
         extra += "  (reminder)"
     return (
-        f"{when} ICT {head}{alert.get('status', '?'):<12}{alert.get('zone_id', '?'):<20}"
-        f"{float(alert.get('density', 0)):6.2f} p/m²{extra}\n"
+        f"{when} ICT {head}{alert.get('status', '?')!s:<12}"
+        f"{alert.get('zone_id', '?')!s:<20}{shown}{extra}\n"
         f"    {msg.get('th', '')}\n    {msg.get('en', '')}"
     )
 
@@ -81,22 +100,23 @@ async def tail_alerts(
                 break
             wait_ms = 500 if remaining is None else int(min(remaining, 0.5) * 1000)
             batches = await consumer.getmany(timeout_ms=max(wait_ms, 1))
-            for records in batches.values():
-                for rec in records:
-                    try:
-                        alert = orjson.loads(rec.value or b"null")
-                    except orjson.JSONDecodeError:
-                        continue
-                    if not isinstance(alert, dict):
-                        continue
-                    seen += 1
-                    if as_json:
-                        stream.write(orjson.dumps(alert).decode() + "\n")
-                    else:
-                        stream.write(format_alert(alert, colour=colour) + "\n")
-                    stream.flush()
-                    if on_alert is not None:
-                        on_alert(alert)
+            for rec in (r for records in batches.values() for r in records):
+                if max_alerts is not None and seen >= max_alerts:
+                    break  # a fetch may bring more than are still wanted
+                try:
+                    alert = orjson.loads(rec.value or b"null")
+                except orjson.JSONDecodeError:
+                    continue
+                if not isinstance(alert, dict):
+                    continue
+                seen += 1
+                if as_json:
+                    stream.write(orjson.dumps(alert).decode() + "\n")
+                else:
+                    stream.write(format_alert(alert, colour=colour) + "\n")
+                stream.flush()
+                if on_alert is not None:
+                    on_alert(alert)
     finally:
         await consumer.stop()
     return seen

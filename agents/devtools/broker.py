@@ -27,6 +27,8 @@ import base64
 import contextlib
 import logging
 import os
+import re
+import shlex
 import shutil
 import signal
 import socket
@@ -59,6 +61,11 @@ class BrokerStatus:
     listening: bool
     bootstrap: str
     log_file: Path
+    secure: bool = False
+
+    @property
+    def kind(self) -> str:
+        return "secured" if self.secure else "plaintext"
 
 
 def _port_open(host: str, port: int, timeout: float = 0.5) -> bool:
@@ -104,8 +111,14 @@ def _tail(path: Path, lines: int = 40) -> str:
 
 
 class EmbeddedBroker:
+    """The plaintext or (``secure``) the secured embedded broker of a state dir.
+
+    ``echo`` takes the progress lines; ``say`` the lines a user copies as they are (the
+    ``export`` lines of a secured broker's connection), ``echo`` when not given.
+    """
+
     def __init__(self, settings: Settings, *, echo: Callable[[str], None] | None = None,
-                 secure: bool | None = None) -> None:
+                 secure: bool | None = None, say: Callable[[str], None] | None = None) -> None:
         self.settings = settings
         self.secure = settings.broker_secure if secure is None else secure
         self.home = settings.state_dir / ("kafka-secure" if self.secure else "kafka")
@@ -118,12 +131,17 @@ class EmbeddedBroker:
         self.host = "127.0.0.1"
         self.port = settings.broker_port
         self._echo = echo or (lambda msg: log.info("%s", msg))
+        self._say = say or self._echo
         # The broker process when this object started it: held so it can be reaped on stop.
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def kind(self) -> str:
+        return "secured" if self.secure else "plaintext"
 
     @property
     def started_here(self) -> bool:
@@ -293,14 +311,26 @@ class EmbeddedBroker:
             return None
         return pid if _pid_alive(pid) else None
 
+    def started_port(self) -> int:
+        """The client port in the broker's last ``server.properties`` (the port it runs on
+        when it runs, whatever SAFETOUR_BROKER_PORT says now); else :attr:`port`."""
+        try:
+            text = self.props.read_text()
+        except OSError:
+            return self.port
+        m = re.search(r"^listeners=[A-Z_]+://[^:,\s]+:(\d+)", text, re.MULTILINE)
+        return int(m.group(1)) if m else self.port
+
     def status(self) -> BrokerStatus:
         pid = self.running_pid()
+        port = self.started_port() if pid is not None else self.port
         return BrokerStatus(
             running=pid is not None,
             pid=pid,
-            listening=_port_open(self.host, self.port),
-            bootstrap=self.bootstrap,
+            listening=_port_open(self.host, port),
+            bootstrap=f"{self.host}:{port}",
             log_file=self.log_file,
+            secure=self.secure,
         )
 
     def start(self, timeout: float = 90.0) -> bool:
@@ -312,6 +342,12 @@ class EmbeddedBroker:
             return False
         ports = (self.port, self.port + 1, self.port + 2) if self.secure else (self.port,)
         if any(_port_open(self.host, p) for p in ports):
+            other = EmbeddedBroker(self.settings, secure=not self.secure)
+            other_pid = other.running_pid()
+            if other_pid is not None and other.started_port() in ports:
+                raise BrokerError(
+                    f"the {other.kind} embedded broker (pid {other_pid}) runs on port "
+                    f"{other.started_port()}: stop it first (safetour broker stop)")
             raise BrokerError(
                 f"port {self.port} is taken by another process; set SAFETOUR_BROKER_PORT, or "
                 "SAFETOUR_KAFKA_BOOTSTRAP to use that broker"
@@ -381,9 +417,10 @@ class EmbeddedBroker:
     def _echo_connect(self) -> None:
         self._echo("secured: SASL_SSL + SCRAM-SHA-512, TLS with a local CA, ACLs enforced. "
                    "Connect as a principal (" + ", ".join(self.users()) + ") with:")
+        # Plain shell lines (no prefix, quoted): pasted into a shell as they are.
         for k, v in self.connection_env("operator").items():
-            self._echo(f"  export {k}={v}")
-        self._echo(f"  (another principal: SAFETOUR_KAFKA_USER=<name>, "
+            self._say(f"export {k}={shlex.quote(v)}")
+        self._echo(f"(another principal: SAFETOUR_KAFKA_USER=<name>, "
                    f"SAFETOUR_KAFKA_PASSWORD_FILE={self.secrets_dir}/<name>.password)")
 
     def stop(self, timeout: float = 30.0) -> bool:
@@ -392,7 +429,7 @@ class EmbeddedBroker:
         if pid is None:
             self.pid_file.unlink(missing_ok=True)
             return False
-        self._echo(f"stopping broker (pid {pid})...")
+        self._echo(f"stopping the {self.kind} broker (pid {pid})...")
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
@@ -421,3 +458,4 @@ class EmbeddedBroker:
 
     def log_tail(self, lines: int = 40) -> str:
         return _tail(self.log_file, lines)
+

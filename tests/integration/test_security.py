@@ -151,6 +151,22 @@ def test_broker_made_a_user_a_principal_with_private_passwords_and_applied_the_a
     assert secured.start_s < 60, f"secured broker start: {secured.start_s:.1f}s"
 
 
+def test_broker_status_and_start_run_in_the_shell_the_broker_prints(secured: Secured) -> None:
+    """With the printed variables exported, `broker status` (no --secure) finds the secured
+    broker and `broker start --secure` reuses it, printing export lines a shell takes."""
+    port = str(secured.settings.broker_port)
+    st = secured.cli("operator", "broker", "status", SAFETOUR_BROKER_PORT=port)
+    assert st.returncode == 0, st.stdout + st.stderr
+    assert st.stdout.startswith(f"running secured pid={secured.broker.running_pid()} "
+                                f"bootstrap={secured.broker.bootstrap} "), st.stdout
+    start = secured.cli("operator", "broker", "start", "--secure", SAFETOUR_BROKER_PORT=port)
+    assert start.returncode == 0, start.stdout + start.stderr
+    assert f"broker already running on {secured.broker.bootstrap}" in start.stdout
+    exports = [ln for ln in start.stdout.splitlines() if ln.startswith("export ")]
+    assert exports == [f"export {k}={v}"
+                       for k, v in secured.broker.connection_env("operator").items()]
+
+
 def test_integrator_writes_sensor_and_report_topics_with_kcat_and_aiokafka(
     topics: Secured, tmp_path: Path
 ) -> None:

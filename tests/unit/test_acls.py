@@ -121,3 +121,17 @@ def test_passwords_are_random_private_and_kept(tmp_path: Path) -> None:
     assert first["a"].stat().st_mode & 0o777 == 0o600
     again = ensure_passwords(tmp_path, ["a"])
     assert again["a"].read_text().strip() == pa
+
+
+def test_a_denial_names_its_error_type_once() -> None:
+    """aiokafka's text is "[Error 29] TopicAuthorizationFailedError: ...": not repeated."""
+    from aiokafka.errors import ClusterAuthorizationFailedError  # noqa: PLC0415
+
+    cfg = KafkaConfig("h:1", security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512",
+                      user="integrator", password=Secret("pw"))
+    err = str(cfg.unreachable(TopicAuthorizationFailedError("t.zones.v1")))
+    assert err == ("Kafka at h:1 denied user 'integrator': TopicAuthorizationFailedError: "
+                   "t.zones.v1 (ACLs: deploy/kafka/acls.json)")
+    err = str(cfg.unreachable(ClusterAuthorizationFailedError()))
+    assert err.count("ClusterAuthorizationFailedError") == 1
+    assert "[Error" not in err
