@@ -186,6 +186,9 @@ class Settings:
     # Accept readings from sensors the registry does not list, for zones that list none
     # (at most 64 such sensors a zone); otherwise they are dead-lettered `unknown_sensor`.
     accept_unlisted: bool = False
+    # Re-key readings and reports by zone onto the by-zone topic first (streams/route.py,
+    # streams/lanes.py). Opt-in until it passes the whole suite under load (issue 13).
+    route_by_zone: bool = False
     # The dashboard's banner: no heartbeat and no density record for this long.
     dashboard_stale_s: float = 30.0
     # Dashboard sign-in (agents/dashboard/dashboard_auth.py): a session's absolute and idle
@@ -293,6 +296,7 @@ class Settings:
             max_skew_s=_float(e, "SAFETOUR_MAX_SKEW_S", 300.0),
             lead_s=_float(e, "SAFETOUR_LEAD_S", 30.0),
             accept_unlisted=_bool(e, "SAFETOUR_ACCEPT_UNLISTED_SENSORS"),
+            route_by_zone=_bool(e, "SAFETOUR_ROUTE_BY_ZONE"),
             dashboard_stale_s=_float(e, "SAFETOUR_DASHBOARD_STALE_S", 30.0),
             dashboard_session_s=_float(e, "SAFETOUR_DASHBOARD_SESSION_S", 8 * 3600.0),
             dashboard_idle_s=_float(e, "SAFETOUR_DASHBOARD_IDLE_S", 30 * 60.0),

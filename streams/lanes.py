@@ -144,3 +144,30 @@ class Lanes:
                         "carried over, its offset (of the sensor topic) is not used")
             return 0, False
         return sum(self.pipe.restore(sub, now_ms) for sub in subs), True
+
+
+class Direct:
+    """The same surface as :class:`Lanes` for a worker that reads the sensor topic itself
+    (no router): each input partition is one engine partition, its snapshot the pipeline's."""
+
+    def __init__(self, pipe: Pipeline) -> None:
+        self.pipe = pipe
+
+    def process(self, messages: Sequence[Consumed], now_ms: int | None) -> Outputs:
+        return self.pipe.process_sensor_batch(messages, now_ms)
+
+    def tick(self, now_ms: int, partitions: Iterable[int] | None,
+             upstream: Iterable[int] | None = None) -> Outputs:
+        return self.pipe.tick(now_ms, partitions)
+
+    def drop_partition(self, partition: int) -> list[str]:
+        return self.pipe.drop_partition(partition)
+
+    def watermark(self, partition: int) -> int | None:
+        return self.pipe.engine.watermark(partition)
+
+    def snapshot(self, partition: int) -> bytes:
+        return self.pipe.snapshot(partition)
+
+    def restore(self, blob: bytes, now_ms: int | None = None) -> tuple[int, bool]:
+        return self.pipe.restore(blob, now_ms), True

@@ -86,7 +86,8 @@ def build_app(
     )
     t = settings.topics
     # Every fetch of these is one event (agents/worker/transport.py): routed or ingested whole.
-    app.batch_topics = frozenset({t.sensor_events, t.reports, t.by_zone})
+    app.batch_topics = frozenset({t.sensor_events, t.reports, t.by_zone}
+                                 if settings.route_by_zone else {t.sensor_events})
 
     def raw_topic(name: str) -> Any:
         return app.topic(name, key_type=bytes, value_type=bytes,
@@ -145,13 +146,18 @@ def build_app(
 
     w = Worker(settings, pipe, m, producer=lambda: cast(Any, app.producer)._ensure_producer(),
                send_state=send_state, consumer=lambda: app.consumer, log_ends=log_ends,
-               routing_lag=routing_lag, reset_probe=stop_ends_client)
+               routing_lag=routing_lag if settings.route_by_zone else None,
+               reset_probe=stop_ends_client)
     app.worker = w
     # Readings and reports are re-keyed by zone onto the by-zone topic (one owner per zone,
     # whatever partitioner the producer used); the ingest agent keeps the zones' state.
-    app.agent(raw_topic(t.sensor_events), name="safetour.route-sensors")(w.route)
-    app.agent(raw_topic(t.reports), name="safetour.route-reports")(w.route)
-    app.agent(raw_topic(w.ingested_topic), name="safetour.ingest")(w.ingest)
+    if settings.route_by_zone:
+        app.agent(raw_topic(t.sensor_events), name="safetour.route-sensors")(w.route)
+        app.agent(raw_topic(t.reports), name="safetour.route-reports")(w.route)
+        app.agent(raw_topic(w.ingested_topic), name="safetour.ingest")(w.ingest)
+    else:
+        app.agent(raw_topic(w.ingested_topic), name="safetour.sensor-ingest")(w.ingest)
+        app.agent(raw_topic(t.reports), name="safetour.reports")(w.reports)
     # mode's Signal.connect is typed for one receiver shape; these are the documented ones.
     app.on_partitions_revoked.connect(cast(Any, w.on_revoked))
     app.on_rebalance_complete.connect(cast(Any, w.on_rebalanced))

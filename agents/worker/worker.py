@@ -37,7 +37,7 @@ import orjson
 from faust.types import TP
 
 from schemas import Kind, parse_ts
-from streams.lanes import Lanes
+from streams.lanes import Direct, Lanes
 from streams.pipeline import Consumed, Outputs, OutRecord, Pipeline, SourceMessage
 
 from ..config import Settings
@@ -186,7 +186,8 @@ class Worker:
         # One owner per zone: every reading and report is first re-keyed by zone onto the
         # by-zone topic (agents/worker/router.py), whose partitions this worker's state follows.
         # Each by-zone partition keeps one clock per upstream partition (streams/lanes.py).
-        self.lanes = Lanes(pipe)
+        self.routed = settings.route_by_zone
+        self.lanes: Lanes | Direct = Lanes(pipe) if self.routed else Direct(pipe)
         self.router = router or ZoneRouter(pipe.zones.values(), settings.topics)
         self._routed_zones = pipe.zones  # the registry the router was last given
         self.route_started: set[TP] = set()  # router input partitions whose start is settled
@@ -212,7 +213,8 @@ class Worker:
     def ingested_topic(self) -> str:
         """The topic the ingest agent consumes and whose partitions the snapshots cover: the
         by-zone topic, where each zone lives on one partition whatever the producer did."""
-        return self.settings.topics.by_zone
+        t = self.settings.topics
+        return t.by_zone if self.routed else t.sensor_events
 
     @property
     def routed_topics(self) -> frozenset[str]:
@@ -304,6 +306,17 @@ class Worker:
         # messages: decoded, windowed and published together.
         async for event in stream.events():
             await self.ingest_fetch(sources_of(event))
+
+    async def reports(self, stream: Any) -> None:
+        """Reports agent when the worker reads its inputs itself (no router): few and urgent,
+        published as soon as they arrive, no window to wait for."""
+        async for batch in stream.take_events(100, within=0.05):
+            sources = [source_of(e) for e in batch]
+            appended = [s.timestamp for s in sources if s.timestamp is not None]
+            async with self.lock:
+                out = self.pipe.process_report_batch(sources, now_ms=self._now_ms())
+                await self._publish(out, self.settings.topics.reports,
+                                    max(appended) if appended else None)
 
     async def wall_clock(self) -> None:
         """Quiet partitions: windows still close, so a silent zone does not freeze; a worker
@@ -510,7 +523,8 @@ class Worker:
         # first arrival of the last window + grace (SAFETOUR_START=recent) or at the oldest
         # retained offset (from-start).
         consumer = self._consumer()
-        await self._start_routes(consumer)
+        if self.routed:
+            await self._start_routes(consumer)
         new = self._ingested(consumer.assignment()) - self.restored
         if not new:
             return

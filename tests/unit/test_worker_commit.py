@@ -117,7 +117,7 @@ class Rig:
                                        idle_ms=round(idle_s * 1000))
         self.pipe = Pipeline(ZONES, engine=engine)
         self.producer = FakeProducer()
-        self.topic = self.settings.topics.by_zone
+        self.topic = self.settings.topics.sensor_events
         self.consumer = FakeConsumer(self.topic)
         self.state: list[tuple[bytes, bytes | None]] = []
         self.exits: list[int] = []
