@@ -286,7 +286,8 @@ class Hooks:
             thread.join(10)
 
 
-SCENARIO_ENV = {"SAFETOUR_ROUTE_BY_ZONE": "1", "SAFETOUR_WINDOW_S": "60", "SAFETOUR_SLIDE_S": "5", "SAFETOUR_GRACE_S": "10",
+SCENARIO_ENV = {"SAFETOUR_ROUTE_BY_ZONE": "1", "SAFETOUR_WINDOW_S": "60",
+                "SAFETOUR_SLIDE_S": "5", "SAFETOUR_GRACE_S": "10",
                 "SAFETOUR_IDLE_S": "3", "SAFETOUR_SNAPSHOT_S": "0.5"}
 
 
