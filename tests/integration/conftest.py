@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -133,6 +134,26 @@ def poll_until(
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout}s waiting for {what}\n{tail}")
         time.sleep(every)
+
+
+def signal_and_wait(
+    proc: subprocess.Popen[bytes], sig: int, within: float, what: str,
+    log: Path | None = None,
+) -> tuple[int, float]:
+    """Send ``sig`` to ``proc`` and wait up to ``within`` s for it to exit; return its exit
+    code and the seconds it took. Still running then: it is killed and the test fails, with
+    the tail of ``log``."""
+    t0 = time.monotonic()
+    proc.send_signal(sig)
+    try:
+        rc = proc.wait(within)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        tail = log.read_text(errors="replace")[-3000:] if log and log.exists() else ""
+        pytest.fail(f"{what} still running {within:.0f}s after "
+                    f"{signal.Signals(sig).name}\n{tail}")
+    return rc, time.monotonic() - t0
 
 
 KCAT = shutil.which("kcat") or "kcat"

@@ -10,10 +10,8 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,23 +19,13 @@ import pytest
 
 from agents.config import Settings
 from agents.devtools.broker import _pid_alive
+from tests.chaos import free_port_pair
 
-from .conftest import REPO, free_port, poll_until
+from .conftest import REPO, free_port, poll_until, signal_and_wait
 
 STOP_WITHIN_S = 30.0
 
 
-def free_port_pair() -> int:
-    """A port whose next port (the embedded broker's controller) is free too."""
-    for _ in range(50):
-        port = free_port()
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    raise AssertionError("no two free consecutive ports")
 
 
 def jars() -> Path:
@@ -86,14 +74,7 @@ def test_run_stops_the_worker_and_the_broker(
         assert _pid_alive(worker_pid)
         assert _pid_alive(broker_pid)
 
-        t0 = time.monotonic()
-        proc.send_signal(sig)
-        try:
-            rc = proc.wait(STOP_WITHIN_S)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"`safetour run` still running {STOP_WITHIN_S:.0f}s after {sig.name}\n"
-                        + out.read_text(errors="replace")[-3000:])
-        took = time.monotonic() - t0
+        rc, took = signal_and_wait(proc, sig, STOP_WITHIN_S, "`safetour run`", out)
         log = out.read_text(errors="replace")
         assert rc == 0, log[-3000:]
         assert "Traceback" not in log, log[-3000:]
@@ -137,14 +118,8 @@ def test_simulate_stops_cleanly_mid_publish(
     try:
         poll_until(lambda: kcat_count(kafka, s.topics.sensor_events) > 0, timeout=60,
                    what="simulate publishing", proc=proc, log=out)
-        t0 = time.monotonic()
-        proc.send_signal(sig)
-        try:
-            rc = proc.wait(SIMULATE_STOP_WITHIN_S)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"`safetour simulate` still running {SIMULATE_STOP_WITHIN_S:.0f}s "
-                        f"after {sig.name}\n" + out.read_text(errors="replace")[-3000:])
-        took = time.monotonic() - t0
+        rc, took = signal_and_wait(proc, sig, SIMULATE_STOP_WITHIN_S, "`safetour simulate`",
+                                   out)
         log = out.read_text(errors="replace")
         assert rc == 0, f"exit {rc} after {sig.name}\n{log[-3000:]}"
         assert "Traceback" not in log, log[-3000:]

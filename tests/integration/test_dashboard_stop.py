@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import http.client
 import signal
-import subprocess
-import time
 import urllib.parse
 
 import pytest
@@ -14,6 +12,7 @@ import pytest
 from agents.config import Settings
 from agents.dashboard.dashboard import STOP_S
 
+from .conftest import signal_and_wait
 from .test_dashboard_browser import TOKEN, start_dashboard
 from .test_dashboard_health_browser import quiet as quiet  # the fixture  # noqa: PLC0414
 
@@ -32,14 +31,7 @@ def test_the_dashboard_stops_cleanly_on_a_signal(
         assert stream.status == 200
         assert stream.readline().startswith(b"event: state")  # a page is watching
 
-        t0 = time.monotonic()
-        proc.send_signal(sig)
-        try:
-            rc = proc.wait(STOP_S)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"`safetour dashboard` still running {STOP_S}s after {sig.name}\n"
-                        + log.read_text(errors="replace")[-3000:])
-        took = time.monotonic() - t0
+        rc, took = signal_and_wait(proc, sig, STOP_S, "`safetour dashboard`", log)
         text = log.read_text(errors="replace")
         assert rc == 0, text[-3000:]
         assert "Traceback" not in text, text[-3000:]

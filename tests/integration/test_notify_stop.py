@@ -21,7 +21,7 @@ import pytest
 
 from agents.topics import create_topics, topic_specs
 
-from .conftest import free_port, make_settings, poll_until, settings_env
+from .conftest import free_port, make_settings, poll_until, settings_env, signal_and_wait
 from .test_recovery import publish
 
 SECRET = b"stop-secret"
@@ -100,10 +100,7 @@ def test_notify_stops_in_time_and_the_next_start_delivers_what_it_held(
             poll_until(lambda: len(receiver.keys) == 2 and receiver.hung == 3, timeout=60,
                        what="two delivered, three hanging", proc=proc, log=log)
             time.sleep(1.5)  # let a periodic commit pass too: it must not cover 2..4
-            t0 = time.monotonic()
-            proc.send_signal(sig)
-            rc = proc.wait(STOP_WITHIN_S)
-            took = time.monotonic() - t0
+            rc, took = signal_and_wait(proc, sig, STOP_WITHIN_S, "`safetour notify`", log)
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -151,10 +148,7 @@ def test_the_escalator_stops_in_time_with_a_delivery_in_flight(
         try:
             poll_until(lambda: receiver.hung == 1, timeout=60,
                        what="the escalation in flight", proc=proc, log=log)
-            t0 = time.monotonic()
-            proc.send_signal(sig)
-            rc = proc.wait(STOP_WITHIN_S)
-            took = time.monotonic() - t0
+            rc, took = signal_and_wait(proc, sig, STOP_WITHIN_S, "`safetour notify`", log)
         finally:
             if proc.poll() is None:
                 proc.kill()

@@ -16,7 +16,7 @@ from agents.topics import create_topics, topic_specs
 from agents.worker.state import read_snapshots
 from agents.worker.worker import STOP_WITHIN_S
 
-from .conftest import kcat_count, make_settings, poll_until, start_worker
+from .conftest import kcat_count, make_settings, poll_until, signal_and_wait, start_worker
 from .test_recovery import publish
 
 ZONE, CAM = "wat-yai-vihara", "wy-vihara-cam-1"
@@ -39,10 +39,7 @@ def test_worker_stops_cleanly_with_a_final_snapshot(
         asyncio.run(publish(kafka, s.topics.sensor_events, msgs))
         poll_until(lambda: kcat_count(kafka, s.topics.density) > 0, timeout=60,
                    what="density records", proc=proc, log=log)
-        started = time.monotonic()
-        proc.send_signal(sig)
-        rc = proc.wait(STOP_WITHIN_S + 20)
-        took = time.monotonic() - started
+        rc, took = signal_and_wait(proc, sig, STOP_WITHIN_S + 20, "`safetour worker`", log)
     finally:
         if proc.poll() is None:
             proc.kill()
