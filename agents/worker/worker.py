@@ -88,6 +88,10 @@ class Deliveries:
     def __len__(self) -> int:
         return len(self.pending)
 
+    def delay(self, attempt: int) -> float:
+        """The pause after failed attempt ``attempt`` (1, 2, ...): doubling, capped."""
+        return float(min(self.backoff_s * 2 ** (attempt - 1), self.max_backoff_s))
+
     async def add(self, sent: Iterable[Sent]) -> None:
         self.pending.extend(sent)
         if len(self.pending) > self.max_pending:
@@ -114,7 +118,7 @@ class Deliveries:
                 raise DeliveryFailed(
                     f"{len(failed)} deliveries to {first[0].topic} failed {attempt} times; "
                     f"last error: {type(first[1]).__name__}: {first[1]}")
-            delay = min(self.backoff_s * 2 ** (attempt - 1), self.max_backoff_s)
+            delay = self.delay(attempt)
             log.warning("%d deliveries to %s failed (%s: %s); sending them again in %.1f s "
                         "(attempt %d of %d)", len(failed), first[0].topic,
                         type(first[1]).__name__, first[1], delay, attempt + 1, self.attempts)
@@ -252,7 +256,7 @@ class Worker:
                     failed = DeliveryFailed(f"routing failed {attempt} times: {exc}")
                     self._fail(failed)
                     raise failed from exc
-                delay = min(d.backoff_s * 2 ** (attempt - 1), d.max_backoff_s)
+                delay = d.delay(attempt)
                 log.warning("routing a fetch failed (%s); routing it again in %.1f s "
                             "(attempt %d of %d)", exc, delay, attempt + 1, d.attempts)
                 await d.sleep(delay)
