@@ -19,10 +19,10 @@ from typing import Any
 import orjson
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.expected_conditions import staleness_of
+from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
 from agents.config import Settings
@@ -96,7 +96,25 @@ def sign_in(driver: webdriver.Chrome, url: str, token: str = TOKEN) -> None:
     field = driver.find_element(By.CSS_SELECTOR, "form.login-box input#token")
     field.send_keys(token)
     driver.find_element(By.CSS_SELECTOR, "form.login-box button[type=submit]").click()
-    WebDriverWait(driver, 10).until(staleness_of(field), "the form was not submitted")
+    WebDriverWait(driver, 10).until(lambda _: gone(field), "the form was not submitted")
+
+
+def gone(element: WebElement) -> bool:
+    """Whether the page that held ``element`` has been replaced.
+
+    selenium's ``staleness_of`` only knows StaleElementReferenceException; Chromium sometimes
+    reports the same fact, mid-navigation, as an "unknown error" whose message says the node
+    "does not belong to the document" (a CI run failed on it).
+    """
+    try:
+        element.is_enabled()
+    except StaleElementReferenceException:
+        return True
+    except WebDriverException as e:
+        if "does not belong to the document" in str(e) or "No node with given id" in str(e):
+            return True
+        raise
+    return False
 
 
 def csp_violations(driver: webdriver.Chrome) -> list[str]:
