@@ -32,7 +32,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from .density import MAX_PARTITIONS
-from .pipeline import Consumed, Outputs, Pipeline, read_origin
+from .pipeline import Consumed, Origin, Outputs, Pipeline, read_origin
 
 log = logging.getLogger(__name__)
 
@@ -64,20 +64,21 @@ class Lanes:
         return self.pipe.engine.partitions_in_use(r.start, r.stop)
 
     def process(self, messages: Sequence[Consumed], now_ms: int | None) -> Outputs:
-        fresh = []
+        fresh: list[Consumed] = []
+        origins: list[Origin] = []
         for m in messages:
             o = read_origin(m)
-            if o.message is m:  # no origin: the record stands for itself
-                fresh.append(m)
-                continue
-            key = (m.partition, o.message.topic, o.message.partition)
-            pos = (o.message.offset, o.items[0] if o.items else -1)
-            last = self.taken.get(key)
-            if last is not None and pos <= last:
-                continue
-            self.taken[key] = pos
+            if o.message is not m:  # routed (no origin: the record stands for itself)
+                key = (m.partition, o.message.topic, o.message.partition)
+                pos = (o.message.offset, o.items[0] if o.items else -1)
+                last = self.taken.get(key)
+                if last is not None and pos <= last:
+                    continue
+                self.taken[key] = pos
             fresh.append(m)
-        out = self.pipe.process_routed_batch(fresh, now_ms, lane_width=self.width)
+            origins.append(o)
+        out = self.pipe.process_routed_batch(fresh, now_ms, lane_width=self.width,
+                                             origins=origins)
         out.duplicates += len(messages) - len(fresh)
         return out
 

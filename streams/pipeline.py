@@ -588,7 +588,7 @@ class Pipeline:
 
     def process_routed_batch(
         self, messages: Sequence[Consumed], now_ms: int | None = None, *,
-        lane_width: int | None = None,
+        lane_width: int | None = None, origins: Sequence[Origin] | None = None,
     ) -> Outputs:
         """One fetch of the internal by-zone topic (streams/route.py): sensor messages and
         reports of the zones of one partition, in order. Each run of sensor records goes
@@ -601,9 +601,11 @@ class Pipeline:
 
         ``lane_width`` (the worker, streams/lanes.py): each sensor record is windowed on the
         *lane* ``partition * lane_width + origin partition % lane_width``, a clock of its own
-        per upstream partition, so a router that lags another makes no reading late."""
+        per upstream partition, so a router that lags another makes no reading late.
+        ``origins``: :func:`read_origin` of each message, if the caller has read them."""
         out = Outputs()
-        origins = [read_origin(m) for m in messages]
+        if origins is None:
+            origins = [read_origin(m) for m in messages]
         if lane_width is not None:
             messages = [SourceMessage(m.topic, m.partition * lane_width
                                       + o.message.partition % lane_width, m.offset,

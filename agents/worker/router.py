@@ -52,10 +52,10 @@ from faust.types import TP
 
 from schemas import SafetourError, Zone
 from streams.pipeline import Consumed
-from streams.route import Router
+from streams.route import RoutedRecord, Router
 
 from ..config import Settings, Topics
-from .publish import BatchPublisher
+from .publish import BatchPublisher, RoutedSent
 from .state import start_offsets
 
 log = logging.getLogger(__name__)
@@ -103,26 +103,38 @@ class ZoneRouter:
             self.router = Router(self._zones, len(parts), reports_topic=self.topics.reports)
         return self.router
 
-    async def route_fetch(self, producer: Any, messages: Sequence[Consumed]) -> Routed:
-        """Route ``messages`` (one fetch of the sensor or reports topic, or both) and produce
-        them; return once the broker acknowledged every record. Raises
-        :class:`RouteError` if any was not (after the producer's own retries): then the
-        fetch's input offsets must not be committed."""
+    async def send_fetch(self, producer: Any, messages: Sequence[Consumed]) -> list[RoutedSent]:
+        """Route ``messages`` (one fetch of the sensor or reports topic, or both) and hand
+        them to the producer; returns their deliveries, not yet acknowledged."""
         if not messages:
-            return Routed(0, 0, {})
+            return []
         router = await self._router(producer)
-        records = router.route_batch(messages)
-        futures = await self._publisher.send_routed(producer, self.topics.by_zone, records)
+        return await self._publisher.send_routed(
+            producer, self.topics.by_zone, router.route_batch(messages))
+
+    async def resend(self, producer: Any, partition: int, records: Sequence[RoutedRecord]
+                     ) -> list[RoutedSent]:
+        """Records whose delivery failed, handed to the producer again (same partition,
+        same order)."""
+        return await self._publisher.send_routed_to(
+            producer, self.topics.by_zone, partition, records)
+
+    async def route_fetch(self, producer: Any, messages: Sequence[Consumed]) -> Routed:
+        """Route ``messages`` and produce them; return once the broker acknowledged every
+        record. Raises :class:`RouteError` if any was not (after the producer's own
+        retries): then the fetch's input offsets must not be committed."""
+        sent = await self.send_fetch(producer, messages)
         # Wait for every delivery, failed or not, before judging: no send is left in flight.
-        results = await asyncio.gather(*futures, return_exceptions=True)
+        results = await asyncio.gather(*(f for s in sent for f in s.futures),
+                                       return_exceptions=True)
         failed = [r for r in results if isinstance(r, BaseException)]
         if failed:
-            raise RouteError(f"{len(failed)} of {len(futures)} record batches to "
+            raise RouteError(f"{len(failed)} of {len(results)} records to "
                              f"{self.topics.by_zone} failed: {failed[0]!r}") from failed[0]
         parts: dict[int, int] = {}
-        for r in records:
-            parts[r.partition] = parts.get(r.partition, 0) + 1
-        return Routed(len(messages), len(records), parts)
+        for d in sent:
+            parts[d.partition] = parts.get(d.partition, 0) + len(d.records)
+        return Routed(len(messages), sum(parts.values()), parts)
 
 
 async def router_start_offsets(

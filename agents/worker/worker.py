@@ -44,7 +44,8 @@ from ..config import Settings
 from ..heartbeat import HeartbeatSnapshot
 from ..logs import ThrottledLog
 from ..metrics import Metrics
-from .publish import BatchPublisher, Sent
+from .flights import RouteFlights
+from .publish import BatchPublisher, RoutedSent, Sent
 from .router import RouteError, ZoneRouter, committed_offsets, router_start_offsets
 from .state import Lineage, Send, Snapshot, read_snapshots, start_offsets, write_snapshots
 from .transport import RecordBatch
@@ -232,35 +233,37 @@ class Worker:
 
     # -- the zone router -------------------------------------------------------------------
     async def route(self, stream: Any) -> None:
-        """Router agent (sensor and reports topics): each fetch is re-keyed by zone and
-        acknowledged by the broker before faust may commit its offsets."""
-        async for event in stream.events():
-            await self.route_fetch(sources_of(event))
+        """Router agent (sensor and reports topics): each fetch is re-keyed by zone and sent
+        at once; faust hears it done (and may commit its offsets) only once the broker
+        acknowledged all of it and every fetch before it (agents/worker/flights.py)."""
+        manual = stream.noack()
+        flights = self.route_flights(manual.ack)
+        drain = asyncio.create_task(flights.drain())
+        try:
+            async for event in manual.events():
+                await flights.submit(event, sources_of(event))
+        finally:
+            drain.cancel()
+            with contextlib.suppress(asyncio.CancelledError, RouteError):
+                await drain
 
-    async def route_fetch(self, sources: Sequence[Consumed]) -> None:
-        """Route one fetch; a failed send is routed again (duplicates are harmless: stage 2
-        drops a repeated reading by its ``event_id`` and a repeated report by its
-        ``report_id``), and after every attempt the worker stops loudly, its input offsets
-        not committed."""
+    def route_flights(self, ack: Callable[[Any], Awaitable[Any]]) -> RouteFlights:
+        """The in-order acknowledgement of routed fetches, sending with this worker's
+        producer and stopping it loudly when routing gives up."""
+        d = self.deliveries
+
+        def give_up(exc: RouteError) -> None:
+            self._fail(DeliveryFailed(str(exc)))
+
+        return RouteFlights(self._route_send, lambda part, recs: self.router.resend(
+            self._producer(), part, recs), ack, on_fail=give_up, attempts=d.attempts,
+            delay=d.delay, sleep=d.sleep)
+
+    async def _route_send(self, sources: Sequence[Consumed]) -> list[RoutedSent]:
         if self._routed_zones is not self.pipe.zones:  # the live registry changed
             self.router.set_zones(self.pipe.zones.values())
             self._routed_zones = self.pipe.zones
-        d = self.deliveries
-        attempt = 1
-        while True:
-            try:
-                await self.router.route_fetch(self._producer(), sources)
-                return
-            except RouteError as exc:
-                if attempt >= d.attempts:
-                    failed = DeliveryFailed(f"routing failed {attempt} times: {exc}")
-                    self._fail(failed)
-                    raise failed from exc
-                delay = d.delay(attempt)
-                log.warning("routing a fetch failed (%s); routing it again in %.1f s "
-                            "(attempt %d of %d)", exc, delay, attempt + 1, d.attempts)
-                await d.sleep(delay)
-                attempt += 1
+        return await self.router.send_fetch(self._producer(), sources)
 
     async def _start_routes(self, consumer: Any) -> None:
         """Router input partitions with no committed offset start where SAFETOUR_START says

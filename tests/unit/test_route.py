@@ -326,40 +326,25 @@ def test_fuzz_router_never_raises_never_drops_and_stage_two_digests_it(
     dlq_of(out.dlq)
 
 
-class FakeBuilder:
-    def __init__(self) -> None:
-        self.records: list[tuple[int | None, bytes | None, bytes | None]] = []
-
-    def append(self, *, timestamp: int | None, key: bytes | None, value: bytes | None,
-               headers: Any) -> object:
-        self.records.append((timestamp, key, value))
-        return object()
-
-    def record_count(self) -> int:
-        return len(self.records)
-
-
 class FakeProducer:
-    """Batches are acknowledged only when the test says so (``futures``)."""
+    """Records are acknowledged only when the test says so (``futures``)."""
 
     def __init__(self) -> None:
-        self.sent: list[tuple[int, FakeBuilder]] = []
+        self.sent: list[tuple[int, int | None, bytes | None]] = []  # partition, ts, key
         self.futures: list[asyncio.Future[Any]] = []
-        self.both_sent = asyncio.Event()  # one batch per zone of the fetch: two
+        self.all_sent = asyncio.Event()  # the fetch's six records
 
     async def partitions_for(self, topic: str) -> set[int]:
         return set(range(N))
 
-    def create_batch(self) -> FakeBuilder:
-        return FakeBuilder()
-
-    async def send_batch(self, builder: FakeBuilder, topic: str, *, partition: int
-                         ) -> asyncio.Future[Any]:
-        self.sent.append((partition, builder))
+    async def send(self, topic: str, value: bytes | None, *, key: bytes | None,
+                   partition: int, timestamp_ms: int | None, headers: Any
+                   ) -> asyncio.Future[Any]:
+        self.sent.append((partition, timestamp_ms, key))
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.futures.append(fut)
-        if len(self.futures) == 2:
-            self.both_sent.set()
+        if len(self.futures) == 6:
+            self.all_sent.set()
         return fut
 
 
@@ -371,25 +356,28 @@ def test_route_fetch_returns_only_once_every_record_is_acknowledged() -> None:
         producer = FakeProducer()
         zr = ZoneRouter(ZONES, Topics())
         task = asyncio.create_task(zr.route_fetch(producer, sources))
-        await asyncio.wait_for(producer.both_sent.wait(), 5)
+        await asyncio.wait_for(producer.all_sent.wait(), 5)
         for _ in range(5):
             await asyncio.sleep(0)
         assert not task.done()  # nothing acknowledged yet
-        producer.futures[0].set_result(None)
+        for f in producer.futures[:-1]:
+            f.set_result(None)
         for _ in range(5):
             await asyncio.sleep(0)
-        assert not task.done()  # one batch of two still in flight
+        assert not task.done()  # one record of six still in flight
         if fail:
-            producer.futures[1].set_exception(KafkaError("broker said no"))
-            with pytest.raises(RouteError, match="1 of 2"):
+            producer.futures[-1].set_exception(KafkaError("broker said no"))
+            with pytest.raises(RouteError, match="1 of 6"):
                 await task
             return
-        producer.futures[1].set_result(None)
+        producer.futures[-1].set_result(None)
         result = await task
         assert (result.messages, result.records) == (3, 6)
         assert result.partitions == {zone_partition("wat-yai-vihara", N): 3,
                                      zone_partition("naresuan-bridge", N): 3}
-        stamps = {p: [ts for ts, _, _ in b.records] for p, b in producer.sent}
+        stamps: dict[int, list[int | None]] = {}
+        for part, ts, _ in producer.sent:
+            stamps.setdefault(part, []).append(ts)
         assert all(v == [T0, T0 + 1, T0 + 2] for v in stamps.values())
 
     asyncio.run(scenario(fail=False))
