@@ -107,9 +107,11 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise ConfigError(f"{name}={raw!r} is not a number") from None
 
 
-def _bool(env: Mapping[str, str], name: str) -> bool:
+def _bool(env: Mapping[str, str], name: str, default: bool = False) -> bool:
     raw = env.get(name, "").strip().lower()
-    if raw in ("", "0", "false", "no", "off"):
+    if raw == "":
+        return default
+    if raw in ("0", "false", "no", "off"):
         return False
     if raw in ("1", "true", "yes", "on"):
         return True
@@ -187,8 +189,8 @@ class Settings:
     # (at most 64 such sensors a zone); otherwise they are dead-lettered `unknown_sensor`.
     accept_unlisted: bool = False
     # Re-key readings and reports by zone onto the by-zone topic first (streams/route.py,
-    # streams/lanes.py). Opt-in until it passes the whole suite under load (issue 13).
-    route_by_zone: bool = False
+    # streams/lanes.py): one owner per zone whatever the producers' partitioners.
+    route_by_zone: bool = True
     # The dashboard's banner: no heartbeat and no density record for this long.
     dashboard_stale_s: float = 30.0
     # Dashboard sign-in (agents/dashboard/dashboard_auth.py): a session's absolute and idle
@@ -296,7 +298,7 @@ class Settings:
             max_skew_s=_float(e, "SAFETOUR_MAX_SKEW_S", 300.0),
             lead_s=_float(e, "SAFETOUR_LEAD_S", 30.0),
             accept_unlisted=_bool(e, "SAFETOUR_ACCEPT_UNLISTED_SENSORS"),
-            route_by_zone=_bool(e, "SAFETOUR_ROUTE_BY_ZONE"),
+            route_by_zone=_bool(e, "SAFETOUR_ROUTE_BY_ZONE", True),
             dashboard_stale_s=_float(e, "SAFETOUR_DASHBOARD_STALE_S", 30.0),
             dashboard_session_s=_float(e, "SAFETOUR_DASHBOARD_SESSION_S", 8 * 3600.0),
             dashboard_idle_s=_float(e, "SAFETOUR_DASHBOARD_IDLE_S", 30 * 60.0),

@@ -16,15 +16,18 @@ from typing import Any, cast
 
 import orjson
 import pytest
+from aiokafka.errors import KafkaError
 from faust.types import TP
 
 from agents.config import Settings
 from agents.metrics import Metrics
+from agents.worker.publish import RoutedSent
 from agents.worker.router import RouteError
 from agents.worker.state import Lineage
 from agents.worker.worker import DELIVERY_FAILED_EXIT, Deliveries, DeliveryFailed, Worker
 from streams import WindowedDensityEngine
 from streams.kernels import ZI_PART
+from streams.lanes import WIDTH as LANE_WIDTH
 from streams.pipeline import Pipeline, SourceMessage
 
 from .test_density_kernels import GRACE, SLIDE, WINDOW, ZONES, random_stream
@@ -109,8 +112,12 @@ class FakeConsumer:
 
 
 class Rig:
-    def __init__(self, tmp: Path, *, attempts: int = 3, idle_s: float = 30.0) -> None:
-        self.settings = replace(Settings.from_env({}), state_dir=tmp, snapshot_s=3600.0,
+    def __init__(self, tmp: Path, *, attempts: int = 3, idle_s: float = 30.0,
+                 routed: bool = False) -> None:
+        # Fetches here are of the sensor topic: the worker ingests them itself unless
+        # ``routed`` (then they stand for by-zone records without an origin).
+        self.settings = replace(Settings.from_env({}), route_by_zone=routed, state_dir=tmp,
+                                snapshot_s=3600.0,
                                 idle_s=idle_s, window_s=WINDOW / 1000, slide_s=SLIDE / 1000,
                                 grace_s=GRACE / 1000)
         engine = WindowedDensityEngine(ZONES, window_ms=WINDOW, slide_ms=SLIDE, grace_ms=GRACE,
@@ -301,12 +308,15 @@ def test_too_many_pending_deliveries_hold_the_next_batch_back(tmp_path: Path) ->
     run(go)
 
 
-def test_a_revoked_partition_is_never_published_for_again(tmp_path: Path) -> None:
+@pytest.mark.parametrize("routed", [False, True])
+def test_a_revoked_partition_is_never_published_for_again(tmp_path: Path, routed: bool
+                                                          ) -> None:
     """After losing partition p, the worker forgets its zones: the wall clock closes no more
     of their windows (the bug: 15 density records for a zone it no longer owned, ending
     in a false ``density: null``)."""
-    rig = Rig(tmp_path, idle_s=1.0)
+    rig = Rig(tmp_path, idle_s=1.0, routed=routed)
     rig.producer.auto_ack = True
+    width = LANE_WIDTH if routed else 1  # engine partitions (lanes) per worker partition
 
     async def go() -> None:
         for b in fetches():
@@ -315,13 +325,14 @@ def test_a_revoked_partition_is_never_published_for_again(tmp_path: Path) -> Non
         assert isinstance(engine, WindowedDensityEngine)
         lost = 0
         owned = [z for z in rig.pipe.zones if engine.zone_clock_ms(z) is not None]
-        part_of = {z: int(engine.zi[engine.zone_index[z], ZI_PART]) for z in owned}
+        part_of = {z: int(engine.zi[engine.zone_index[z], ZI_PART]) // width for z in owned}
         gone_zones = {z for z, p in part_of.items() if p == lost}
         assert gone_zones
         assert gone_zones != set(owned)
-        await rig.worker.on_revoked(None, {TP(rig.topic, lost)})
+        await rig.worker.on_revoked(None, {TP(rig.worker.ingested_topic, lost)})
         assert lost not in rig.worker.next_offset
-        assert engine.snapshot(lost)["zone_ids"].tolist() == []  # forgotten, not just frozen
+        for lane in range(lost * width, (lost + 1) * width):  # forgotten, not just frozen
+            assert engine.snapshot(lane)["zone_ids"].tolist() == []
         before = len(rig.producer.sent)
         # Hours of wall time, every partition (still held ones) confirmed quiet.
         rig.consumer.ends = dict(rig.worker.next_offset)
@@ -448,54 +459,66 @@ def test_the_engine_moves_on_only_the_partitions_it_is_told(tmp_path: Path) -> N
 
 
 class FlakyRouter:
-    """A ZoneRouter whose broker fails the first ``failures`` fetches."""
+    """A ZoneRouter whose broker fails every delivery."""
 
-    def __init__(self, failures: int) -> None:
-        self.failures = failures
+    def __init__(self) -> None:
         self.calls = 0
         self.zones: list[Any] = []
 
     def set_zones(self, zones: Any) -> None:
         self.zones = list(zones)
 
-    async def route_fetch(self, producer: Any, messages: Any) -> None:
+    async def send_fetch(self, producer: Any, messages: Any) -> list[RoutedSent]:
         self.calls += 1
-        if self.calls <= self.failures:
-            raise RouteError("broker gone")
+        return [self._failed()]
+
+    async def resend(self, producer: Any, partition: int, records: Any) -> list[RoutedSent]:
+        self.calls += 1
+        return [self._failed()]
+
+    @staticmethod
+    def _failed() -> RoutedSent:
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        fut.set_exception(KafkaError("broker gone"))
+        return RoutedSent([fut], 0, [cast(Any, None)])
 
 
-def test_a_fetch_whose_routing_failed_is_routed_again(tmp_path: Path) -> None:
-    rig = Rig(tmp_path, attempts=3)
-    router = FlakyRouter(failures=2)
-    rig.worker.router = cast(Any, router)
-    run(lambda: rig.worker.route_fetch(fetches()[0]))
-    assert router.calls == 3
-    assert rig.exits == []
-
-
-def test_a_fetch_that_cannot_be_routed_stops_the_worker_uncommitted(
+def test_a_fetch_that_cannot_be_routed_stops_the_worker_unacknowledged(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     rig = Rig(tmp_path, attempts=3)
-    router = FlakyRouter(failures=99)
+    router = FlakyRouter()
     rig.worker.router = cast(Any, router)
+    acked: list[Any] = []
+
+    async def ack(token: Any) -> None:
+        acked.append(token)
 
     async def go() -> None:
-        # It raises: faust never sees the fetch done, so its offsets are not committed.
-        with pytest.raises(DeliveryFailed):
-            await rig.worker.route_fetch(fetches()[0])
+        flights = rig.worker.route_flights(ack)
+        drain = asyncio.create_task(flights.drain())
+        await flights.submit("fetch", fetches()[0])
+        # faust never hears the fetch done, so its offsets are not committed.
+        with pytest.raises(RouteError):
+            await asyncio.wait_for(drain, 10)
 
-    with caplog.at_level(logging.WARNING, logger="agents.worker.worker"):
+    with caplog.at_level(logging.WARNING, logger="agents.worker.flights"):
         run(go)
     assert router.calls == 3
+    assert acked == []
     assert rig.exits == [DELIVERY_FAILED_EXIT]
     assert "routing failed 3 times" in caplog.text
 
 
 def test_the_router_follows_the_live_registry(tmp_path: Path) -> None:
     rig = Rig(tmp_path)
-    router = FlakyRouter(failures=0)
+    router = FlakyRouter()
     rig.worker.router = cast(Any, router)
     rig.pipe.set_zones(ZONES[:1])
-    run(lambda: rig.worker.route_fetch(fetches()[0]))
+
+    async def go() -> None:
+        sent = await rig.worker._route_send(fetches()[0])
+        assert sent[0].futures[0].exception() is not None
+
+    run(go)
     assert [z.zone_id for z in router.zones] == [ZONES[0].zone_id]
