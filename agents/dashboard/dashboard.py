@@ -18,7 +18,8 @@ and serves, on loopback by default:
 
     GET  /login            the sign-in form (POST /login takes the token); ``?once=CODE``:
                            the one-time link ``safetour run`` prints; GET or POST /logout
-    GET  /                 the map, the zone list with sparklines and the alert feed (TH/EN)
+    GET  /                 the map, the zone list with sparklines and threshold lines, one
+                           card per alert episode, the critical sound (TH/EN; web/app.js)
     GET  /events           Server-Sent Events: ``state`` (zones, on every connect), then
                            ``alert`` and ``ack`` events with ids, then ``density`` updates,
                            and ``health`` (silence, staleness) every HEALTH_EVERY_S.

@@ -467,6 +467,18 @@ def test_the_critical_sound_is_armed_at_the_start_of_the_shift_and_can_be_muted(
     assert body_data(browser, "audio") == "armed"
     served.alert("night-bazaar:1", "night-bazaar", "critical", "raised", t0 + 5000)
     beeps(3)
+    # The server restarts (a new boot id, the stream cut): the page reconnects and is sent the
+    # whole feed again; what it already had sounds no second time.
+    def restart() -> None:
+        served.board.boot = "restarted"
+        served.board.end_streams()
+    served.call(restart)
+    WebDriverWait(browser, 10, poll_frequency=0.1).until(
+        lambda d: d.find_elements(By.CSS_SELECTOR, ".conn.off"), "the stream was not cut")
+    served.alert("wat-yai-grounds:1", "wat-yai-grounds", "elevated", "raised", t0 + 6000)
+    wait_css(browser, '#feed li[data-alert="wat-yai-grounds:1"]', 15)
+    assert body_data(browser, "beeps") == "3"
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#feed li.card")) == 6  # no duplicates
     # The sound is WebAudio made in the page: nothing was fetched for it.
     fetched = js(browser, "return performance.getEntriesByType('resource').map((e) => e.name)")
     assert not [u for u in fetched if not u.startswith(served.url)]

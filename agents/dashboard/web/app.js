@@ -35,6 +35,7 @@
   const acks = new Map();      // alert_id -> ack
   const LEVELS = ["normal", "elevated", "high", "critical"];
   const EPISODES_MAX = 200;    // cards kept on the page (the oldest resolved ones go first)
+  const forgotten = new Set(); // alert_ids of cards dropped: a replay does not bring them back
   const map = L.map("map", { zoomSnap: 0.25, attributionControl: false });
   let fitted = false;
   // Freshness. The server says in `health` events (every few seconds) how long the pipeline
@@ -181,6 +182,7 @@
   const order = (a, b) => ((a.seq && b.seq && a.seq !== b.seq) ? a.seq - b.seq : (a.ts < b.ts ? -1 : a.ts > b.ts ? 1 : 0));
 
   function onAlert(a) {
+    if (forgotten.has(a.alert_id)) return;
     let ep = episodes.get(a.alert_id);
     if (!ep) {
       ep = { id: a.alert_id, zone: a.zone_id, records: new Map(), steps: [], card: null };
@@ -300,7 +302,13 @@
       const ra = rank(a), rb = rank(b);
       return ra[0] - rb[0] || ra[1] - rb[1] || (ra[2] < rb[2] ? 1 : ra[2] > rb[2] ? -1 : 0);
     });
-    for (const ep of sorted.slice(EPISODES_MAX)) { if (!isOpen(ep)) { episodes.delete(ep.id); ep.card.li.remove(); } }
+    for (const ep of sorted.slice(EPISODES_MAX)) {
+      if (isOpen(ep)) continue;
+      episodes.delete(ep.id);
+      ep.card.li.remove();
+      forgotten.add(ep.id);
+      if (forgotten.size > 10000) forgotten.delete(forgotten.values().next().value);
+    }
     const feed = document.getElementById("feed");
     const want = sorted.slice(0, EPISODES_MAX).map((ep) => ep.card.li);
     const have = [...feed.children];
