@@ -394,6 +394,9 @@ def test_readable_on_a_phone(served: BoardServer, browser: webdriver.Chrome,
         "width": width, "height": height, "deviceScaleFactor": 2, "mobile": True})
     t0 = int(time.time() * 1000) - 120_000
     served.density(ZONE, [2.0, 3.0, 4.0, 5.5], t0 + 60_000)
+    browser.get(f"{served.url}login")  # the sign-in form fits too
+    assert js(browser, "return [window.innerWidth, document.documentElement.scrollWidth]") == [
+        width, width]
     sign_in(browser, served.url)
     wait_css(browser, ".conn.on", 10)
     served.alert(f"{ZONE}:1", ZONE, "high", "raised", t0, seq=1)
