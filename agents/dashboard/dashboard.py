@@ -18,7 +18,8 @@ and serves, on loopback by default:
 
     GET  /login            the sign-in form (POST /login takes the token); ``?once=CODE``:
                            the one-time link ``safetour run`` prints; GET or POST /logout
-    GET  /                 the map, the zone list with sparklines and the alert feed (TH/EN)
+    GET  /                 the map, the zone list with sparklines and threshold lines, one
+                           card per alert episode, the critical sound (TH/EN; web/app.js)
     GET  /events           Server-Sent Events: ``state`` (zones, on every connect), then
                            ``alert`` and ``ack`` events with ids, then ``density`` updates,
                            and ``health`` (silence, staleness) every HEALTH_EVERY_S.
@@ -63,6 +64,7 @@ from schemas import (
     ConfigError,
     Reason,
     Rejection,
+    Thresholds,
     Zone,
     decode_ack,
     decode_alert,
@@ -70,7 +72,7 @@ from schemas import (
     encode_ack,
     format_ts,
 )
-from streams import LEVEL_NAMES
+from streams import LEVEL_NAMES, MOVING_DEFAULTS, STANDING_DEFAULTS, resolve_thresholds
 
 from ..heartbeat import decode_heartbeat
 from ..kafka import KafkaTarget, KafkaUnreachable, as_config
@@ -152,12 +154,25 @@ class Board:
     last_data_at: float | None = None
     kafka_error: str | None = None
     workers: dict[str, Mapping[str, Any]] = field(default_factory=dict)
+    # The level thresholds of standing and moving crowds the alarm uses (SAFETOUR_*_LEVELS),
+    # which a zone of the registry may override: the sparkline's threshold lines.
+    standing: Thresholds = STANDING_DEFAULTS
+    moving: Thresholds = MOVING_DEFAULTS
 
     def __post_init__(self) -> None:
         self.started_at = self.clock()
         for z in self.zones:
             self.level.setdefault(z.zone_id, "normal")
             self.density.setdefault(z.zone_id, deque(maxlen=SPARK_POINTS))
+
+    def thresholds(self, z: Zone) -> dict[str, float] | None:
+        """The zone's level thresholds, p/m² (None if they do not rise: no lines drawn)."""
+        try:
+            t = resolve_thresholds(z.crowd, z.thresholds,
+                                   self.standing if z.crowd == "standing" else self.moving)
+        except ValueError:
+            return None
+        return {"elevated": t.elevated, "high": t.high, "critical": t.critical}
 
     # -- input ---------------------------------------------------------------------------
     def on_alert(self, alert: Mapping[str, Any]) -> None:
@@ -228,7 +243,7 @@ class Board:
             "zone_id": z.zone_id, "name": {"th": z.name_th, "en": z.name_en},
             "area_m2": z.area_m2, "crowd": z.crowd, "estimated": z.area_estimated,
             "polygon": z.polygon, "level": self.level[z.zone_id],
-            "density": list(self.density[z.zone_id]),
+            "thresholds": self.thresholds(z), "density": list(self.density[z.zone_id]),
         } for z in self.zones]})
 
     def replay(self, last_event_id: str | None) -> list[FeedEvent]:
@@ -512,6 +527,12 @@ def tls_context(settings: Any) -> ssl.SSLContext | None:
     return ctx
 
 
+def _levels(settings: Any, name: str, default: Thresholds) -> Thresholds:
+    """``settings.<name>`` (elevated, high, critical) as Thresholds; ``default`` if unset."""
+    levels = getattr(settings, name, None)
+    return default if levels is None else Thresholds(*levels)
+
+
 async def serve_dashboard(settings: Any, operators: Mapping[str, str], host: str, port: int,
                           *, stop: asyncio.Event,
                           ready: Callable[[str, str | None], None] | None = None,
@@ -520,7 +541,9 @@ async def serve_dashboard(settings: Any, operators: Mapping[str, str], host: str
     ``ready(url, link)`` once it serves; ``link`` is a one-time sign-in link for the operator
     ``login_link_for`` (None without one)."""
     board = Board(settings.load_registry(),
-                  stale_s=getattr(settings, "dashboard_stale_s", STALE_S))
+                  stale_s=getattr(settings, "dashboard_stale_s", STALE_S),
+                  standing=_levels(settings, "standing_levels", STANDING_DEFAULTS),
+                  moving=_levels(settings, "moving_levels", MOVING_DEFAULTS))
     rejects = InternalRejects.of("dashboard", Metrics(), log)
     t = settings.topics
     cfg = settings.kafka

@@ -4,6 +4,7 @@ directly and acknowledgements go to an in-memory publisher)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,7 +16,8 @@ from aiohttp import web
 
 from agents.config import repo_root
 from agents.dashboard.dashboard import Board, apply_records, build_web_app, parse_operators
-from schemas import Ack, ConfigError, decode_ack, load_zones
+from schemas import Ack, ConfigError, Thresholds, decode_ack, load_zones
+from streams import MOVING_DEFAULTS
 
 TOKEN = "t0ken-for-somchai-0123456789"
 OPERATORS = {TOKEN: "somchai"}
@@ -323,3 +325,24 @@ async def test_pages_get_a_health_event_on_a_server_timer(board: Board) -> None:
 
 async def _no_publish(key: bytes, value: bytes) -> None:
     raise AssertionError("no acks in this test")
+
+
+def test_the_state_gives_each_zone_its_thresholds_for_the_sparkline() -> None:
+    """The sparkline's threshold lines: the alarm's levels for the zone's crowd type (as
+    configured, SAFETOUR_*_LEVELS), with any level the zone itself sets."""
+    zones = load_zones(repo_root() / "deploy/zones/phitsanulok.yaml")
+    vihara = next(z for z in zones if z.zone_id == "wat-yai-vihara")  # standing
+    bridge = next(z for z in zones if z.zone_id == "naresuan-bridge")  # moving
+    own = dataclasses.replace(vihara, zone_id="own-levels",
+                              thresholds=Thresholds(elevated=0, high=3.0, critical=4.5))
+    b = Board([vihara, bridge, own], standing=Thresholds(2.5, 4.0, 5.5))
+    got = {z["zone_id"]: z["thresholds"] for z in orjson.loads(b.state())["zones"]}
+    assert got == {
+        "wat-yai-vihara": {"elevated": 2.5, "high": 4.0, "critical": 5.5},
+        "naresuan-bridge": {"elevated": MOVING_DEFAULTS.elevated, "high": MOVING_DEFAULTS.high,
+                            "critical": MOVING_DEFAULTS.critical},
+        "own-levels": {"elevated": 2.5, "high": 3.0, "critical": 4.5},
+    }
+    # Levels that do not rise (a zone's own high above the configured critical): no lines.
+    odd = dataclasses.replace(vihara, thresholds=Thresholds(0, 9.0, 0))
+    assert orjson.loads(Board([odd]).state())["zones"][0]["thresholds"] is None

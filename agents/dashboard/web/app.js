@@ -12,19 +12,30 @@
       footer: "ระดับความหนาแน่น: Fruin / UK Green Guide · พื้นที่และขอบเขตเป็นค่าประมาณ · แผนที่แบบย่อ (ไม่มีแผนที่ฐาน)",
       normal: "ปกติ", elevated: "เฝ้าระวัง", high: "สูง", critical: "วิกฤต", raised: "แจ้งเตือน",
       escalated: "ยกระดับ", deescalated: "ลดระดับ", resolved: "คลี่คลาย", unit: "คน/ตร.ม.", other: "English",
-      ackFailed: "บันทึกการรับทราบไม่สำเร็จ" },
+      ackFailed: "บันทึกการรับทราบไม่สำเร็จ", updated: "ปรับข้อมูล", started: "เริ่ม", since: "ผ่านมา",
+      lasted: "นาน", notAcked: "ยังไม่มีผู้รับทราบ", history: "ลำดับระดับ", peak: "สูงสุด",
+      startShift: "เริ่มเวร", startShiftHint: "คลิกเพื่อเปิดเสียงเตือนระดับวิกฤต (เบราว์เซอร์ปิดเสียงไว้จนกว่าจะคลิก)",
+      mute: "ปิดเสียง", unmute: "เปิดเสียง", soundOn: "เสียงเตือนวิกฤต: เปิด", soundOff: "เสียงเตือนวิกฤต: ปิด",
+      thresholds: "เกณฑ์", blind: "ไม่มีข้อมูล", h: "ชม.", min: "นาที", s: "วินาที" },
     en: { title: "Phitsanulok Safe Tourism operations centre", connecting: "connecting…", live: "live",
       reconnecting: "reconnecting…", operator: "Operator", logout: "Sign out", zones: "Zones",
       alerts: "Alerts", ack: "Acknowledge", note: "note (optional)", ackedBy: "Acknowledged by",
       footer: "Density levels: Fruin / UK Green Guide · areas and outlines are estimates · schematic map (no basemap tiles)",
       normal: "normal", elevated: "elevated", high: "high", critical: "critical", raised: "raised",
       escalated: "escalated", deescalated: "de-escalated", resolved: "resolved", unit: "p/m²", other: "ไทย",
-      ackFailed: "acknowledgement failed" },
+      ackFailed: "acknowledgement failed", updated: "updated", started: "started", since: "for",
+      lasted: "lasted", notAcked: "not acknowledged", history: "level history", peak: "peak",
+      startShift: "Start shift", startShiftHint: "click to turn on the critical alarm sound (the browser keeps it off until a click)",
+      mute: "Mute", unmute: "Unmute", soundOn: "critical alarm sound: on", soundOff: "critical alarm sound: off",
+      thresholds: "thresholds", blind: "no data", h: "h", min: "min", s: "s" },
   };
   let lang = localStorage.getItem("safetour.lang") || "th";
-  const zones = new Map();   // zone_id -> {info, layer, row, points}
-  const alerts = new Map();  // idempotency key -> alert
-  const acks = new Map();    // alert_id -> ack
+  const zones = new Map();     // zone_id -> {info, layer, row, points, alertThresholds}
+  const episodes = new Map();  // alert_id -> {id, zone, records: Map key -> alert, steps, card}
+  const acks = new Map();      // alert_id -> ack
+  const LEVELS = ["normal", "elevated", "high", "critical"];
+  const EPISODES_MAX = 200;    // cards kept on the page (the oldest resolved ones go first)
+  const forgotten = new Set(); // alert_ids of cards dropped: a replay does not bring them back
   const map = L.map("map", { zoomSnap: 0.25, attributionControl: false });
   let fitted = false;
   // Freshness. The server says in `health` events (every few seconds) how long the pipeline
@@ -43,7 +54,16 @@
   const bangkok = (iso) => new Date(iso).toLocaleString(lang === "th" ? "th-TH" : "en-GB",
     { timeZone: "Asia/Bangkok", hour12: false, year: "numeric", month: "short", day: "numeric",
       hour: "2-digit", minute: "2-digit", second: "2-digit" });
-  const keyOf = (a) => `${a.alert_id}:${a.status}:${a.ts}`;
+  const bangkokTime = (iso) => new Date(iso).toLocaleTimeString("en-GB",
+    { timeZone: "Asia/Bangkok", hour12: false, hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  const keyOf = (a) => `${a.alert_id}:${a.status}:${a.ts}:${a.seq || ""}`;
+  const duration = (ms) => {
+    const s = Math.max(0, Math.floor(ms / 1000));
+    const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), r = s % 60;
+    if (h) return `${h} ${t("h")} ${m} ${t("min")}`;
+    if (m) return `${m} ${t("min")} ${r} ${t("s")}`;
+    return `${r} ${t("s")}`;
+  };
 
   map.createPane("basemap").style.zIndex = 350;  // under the zones (overlay pane: 400)
   fetch("/static/basemap.json").then((r) => r.json()).then((b) => {
@@ -56,6 +76,7 @@
     document.getElementById("lang").textContent = t("other");
     zones.forEach(renderZone);
     renderFeed();
+    sound.show();
   }
   document.getElementById("lang").addEventListener("click", () => {
     lang = lang === "th" ? "en" : "th";
@@ -64,22 +85,53 @@
   });
   setInterval(() => {
     document.getElementById("clock").textContent = bangkok(new Date().toISOString()) + " ICT";
+    document.querySelectorAll("#feed .elapsed[data-since]").forEach((n) => {
+      n.textContent = duration(Date.now() - Date.parse(n.dataset.since));
+    });
   }, 1000);
 
-  function sparkline(points) {
-    const vals = points.map((p) => p[1]).filter((v) => v !== null);
-    const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
-    svg.setAttribute("class", "spark");
-    svg.setAttribute("viewBox", "0 0 120 24");
-    if (vals.length < 2) return svg;
-    const max = Math.max(1, ...vals);
-    const step = 120 / (points.length - 1);
-    const pts = points.map((p, i) => `${(i * step).toFixed(1)},${(23 - ((p[1] || 0) / max) * 22).toFixed(1)}`);
-    const line = document.createElementNS("http://www.w3.org/2000/svg", "polyline");
-    line.setAttribute("points", pts.join(" "));
-    svg.appendChild(line);
+  // The last 5 minutes of density with the zone's level thresholds as lines: SVG built with
+  // DOM calls and styled by app.css (no inline style: the CSP forbids it). A gap where the
+  // zone was blind (density null), never a fall to zero.
+  const SVG = "http://www.w3.org/2000/svg";
+  const W = 120, H = 28;
+  function svgEl(tag, attrs) {
+    const e = document.createElementNS(SVG, tag);
+    for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, String(v));
+    return e;
+  }
+  function sparkline(points, th) {
+    const svg = svgEl("svg", { class: "spark", viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none" });
+    const vals = points.map((p) => p[1]).filter((v) => v !== null && v !== undefined);
+    const top = Math.max(1, ...vals, th ? th.critical : 0) * 1.1;
+    const y = (v) => (H - 1 - (v / top) * (H - 2)).toFixed(1);
+    if (th) {
+      const title = svgEl("title", {});
+      title.textContent = `${t("thresholds")}: ${["elevated", "high", "critical"].map((l) => `${t(l)} ${th[l]}`).join(" · ")} ${t("unit")}`;
+      svg.appendChild(title);
+      for (const l of ["elevated", "high", "critical"]) {
+        svg.appendChild(svgEl("line", { class: `th th-${l}`, "data-level": l, "data-value": th[l], x1: 0, x2: W, y1: y(th[l]), y2: y(th[l]) }));
+      }
+    }
+    if (points.length < 2) return svg;
+    const step = W / (points.length - 1);
+    let run = [];
+    const flush = () => {
+      if (run.length === 1) svg.appendChild(svgEl("circle", { class: "dens-pt", cx: run[0][0], cy: run[0][1], r: 1.2 }));
+      else if (run.length > 1) svg.appendChild(svgEl("polyline", { class: "dens-line", points: run.map((p) => p.join(",")).join(" ") }));
+      run = [];
+    };
+    points.forEach((p, i) => {
+      if (p[1] === null || p[1] === undefined) flush();
+      else run.push([(i * step).toFixed(1), y(p[1])]);
+    });
+    flush();
     return svg;
   }
+  // Thresholds an alert carries (if the alarm ever sends them), else the registry's.
+  const validTh = (th) => th && ["elevated", "high", "critical"].every((l) => typeof th[l] === "number")
+    && th.elevated < th.high && th.high < th.critical;
+  const thresholdsOf = (z) => (validTh(z.alertThresholds) ? z.alertThresholds : (validTh(z.info.thresholds) ? z.info.thresholds : null));
 
   function renderZone(z) {
     const level = z.info.level;
@@ -87,7 +139,7 @@
     const last = z.points.length ? z.points[z.points.length - 1][1] : null;
     z.row.dataset.level = level;
     z.row.replaceChildren(el("span", { class: `dot lvl-${level}`, title: t(level) }),
-      el("span", { class: "name" }, z.info.name[lang]), sparkline(z.points),
+      el("span", { class: "name" }, z.info.name[lang]), sparkline(z.points, thresholdsOf(z)),
       el("span", { class: "dens" }, last === null ? "–" : `${last.toFixed(2)} ${t("unit")}`));
     if (z.layer) {
       z.layer.setStyle({ color: colour, fillColor: colour, fillOpacity: level === "normal" ? 0.25 : 0.55 });
@@ -105,7 +157,7 @@
     for (const info of s.zones) {
       let z = zones.get(info.zone_id);
       if (!z) {
-        z = { info, layer: null, row: el("li", { "data-zone": info.zone_id }), points: [] };
+        z = { info, layer: null, row: el("li", { "data-zone": info.zone_id }), points: [], alertThresholds: null };
         list.appendChild(z.row);
         if (info.polygon) {
           z.layer = L.polygon(info.polygon, { weight: 2 }).addTo(map);
@@ -124,11 +176,41 @@
     if (!fitted && bounds.length) { map.fitBounds(bounds, { padding: [30, 30] }); fitted = true; }
   }
 
+  // -- episodes: one card per alert_id, updated in place by each of its records -------------
+  const isOpen = (ep) => ep.steps.length > 0 && ep.steps[ep.steps.length - 1].status !== "resolved";
+  const latest = (ep) => ep.steps[ep.steps.length - 1];
+  const order = (a, b) => ((a.seq && b.seq && a.seq !== b.seq) ? a.seq - b.seq : (a.ts < b.ts ? -1 : a.ts > b.ts ? 1 : 0));
+
   function onAlert(a) {
-    alerts.set(keyOf(a), a);
+    if (forgotten.has(a.alert_id)) return;
+    let ep = episodes.get(a.alert_id);
+    if (!ep) {
+      ep = { id: a.alert_id, zone: a.zone_id, records: new Map(), steps: [], card: null };
+      episodes.set(a.alert_id, ep);
+    }
+    const key = keyOf(a);
+    if (ep.records.has(key)) return;  // seen before (a replay after a reconnect)
+    const wasCritical = isOpen(ep) && latest(ep).level === "critical";
+    ep.records.set(key, a);
+    ep.steps = [...ep.records.values()].sort(order);
+    const newest = latest(ep) === a;
     const z = zones.get(a.zone_id);
-    if (z) { z.info.level = a.status === "resolved" ? "normal" : a.level; renderZone(z); }
-    renderFeed();
+    if (z && newest) {
+      z.info.level = a.status === "resolved" ? "normal" : a.level;
+      if (validTh(a.thresholds)) z.alertThresholds = a.thresholds;
+      renderZone(z);
+    }
+    // The alarm sounds when an episode turns critical (and on a critical re-alarm).
+    if (newest && a.level === "critical" && a.status !== "resolved" && (!wasCritical || a.reminder)) sound.alarm();
+    renderCard(ep);
+    placeCards();
+  }
+
+  function onAck(ack) {
+    if (acks.has(ack.alert_id)) return;  // the first acknowledgement stands
+    acks.set(ack.alert_id, ack);
+    const ep = episodes.get(ack.alert_id);
+    if (ep) renderCard(ep);
   }
 
   function onDensity(d) {
@@ -147,42 +229,155 @@
       if (r.status === 401) { location.assign("/login"); return; }  // the session ended
       if (!r.ok) throw new Error(String(r.status));
       const ack = await r.json();
-      if (!acks.has(ack.alert_id)) acks.set(ack.alert_id, ack);
-      renderFeed();
+      onAck(ack);
     } catch (e) {
       button.disabled = false;
       button.title = `${t("ackFailed")}: ${e.message}`;
     }
   }
 
-  function renderFeed() {
-    const feed = document.getElementById("feed");
-    const items = [...alerts.values()].sort((a, b) => (a.ts < b.ts ? 1 : a.ts > b.ts ? -1 : 0)).slice(0, 200);
-    // The newest alert of an episode carries the acknowledge button.
-    const newest = new Set();
-    const seen = new Set();
-    for (const a of items) { if (!seen.has(a.alert_id)) { seen.add(a.alert_id); newest.add(keyOf(a)); } }
-    feed.replaceChildren(...items.map((a) => {
-      const z = zones.get(a.zone_id);
-      const li = el("li", { class: `level-${a.level}`, "data-alert": a.alert_id, "data-status": a.status, "data-level": a.level });
-      li.appendChild(el("div", { class: "head" })).append(
-        el("span", {}, `${z ? z.info.name[lang] : a.zone_id} · ${t(a.level)} (${t(a.status)})`),
-        el("span", {}, bangkok(a.ts)));
-      li.appendChild(el("div", { class: "msg" }, (a.message || {})[lang] || ""));
-      const ack = acks.get(a.alert_id);
-      if (ack) {
-        li.appendChild(el("div", { class: "acked" },
-          `✓ ${t("ackedBy")} ${ack.operator} · ${bangkok(ack.ts)}${ack.note ? ` · ${ack.note}` : ""}`));
-      } else if (newest.has(keyOf(a)) && a.level !== "normal") {
-        const row = li.appendChild(el("div", { class: "ack" }));
-        const input = el("input", { type: "text", maxlength: "500", placeholder: t("note"), "aria-label": t("note") });
-        const button = el("button", { type: "button", class: "ack-button" }, t("ack"));
-        button.addEventListener("click", () => acknowledge(a.alert_id, input, button));
-        row.append(input, button);
+  function renderCard(ep) {
+    const last = latest(ep);
+    const open = isOpen(ep);
+    const z = zones.get(ep.zone);
+    const peak = ep.steps.reduce((p, a) => (LEVELS.indexOf(a.level) > LEVELS.indexOf(p) ? a.level : p), "normal");
+    const drill = ep.steps.some((a) => a.exercise === true);
+    if (!ep.card) {
+      ep.card = { li: el("li", {}), input: null, button: null };
+    }
+    const li = ep.card.li;
+    li.className = `card level-${last.level}${open ? "" : " resolved"}${drill ? " drill" : ""}`;
+    Object.assign(li.dataset, { alert: ep.id, zone: ep.zone, status: last.status, level: last.level,
+      peak, open: String(open), exercise: String(drill) });
+    const head = el("div", { class: "head" });
+    const title = el("span", { class: "title" });
+    title.append(el("span", { class: `dot lvl-${last.level}` }),
+      el("span", {}, ` ${z ? z.info.name[lang] : ep.zone} · ${t(open ? last.level : "resolved")}`));
+    if (drill) title.append(" ", el("span", { class: "drill-badge" }, "DRILL / ฝึกซ้อม"));
+    head.append(title);
+    if (!open && peak !== "normal") head.append(el("span", { class: "peak" }, `${t("peak")}: ${t(peak)}`));
+    const startIso = ep.steps[0].episode_start || ep.steps[0].ts;
+    const since = el("div", { class: "since" });
+    since.append(el("span", {}, `${t("started")} ${bangkok(startIso)} · ${t(open ? "since" : "lasted")} `));
+    if (open) since.append(el("span", { class: "elapsed", "data-since": startIso }, duration(Date.now() - Date.parse(startIso))));
+    else since.append(el("span", { class: "lasted" }, duration(Date.parse(last.ts) - Date.parse(startIso))));
+    const history = el("ol", { class: "history", "aria-label": t("history") });
+    for (const a of ep.steps.slice(-20)) {
+      const step = history.appendChild(el("li", { class: "step", "data-level": a.level, "data-status": a.status, "data-ts": a.ts }));
+      step.append(el("time", { datetime: a.ts }, bangkokTime(a.ts)), el("span", { class: `dot lvl-${a.level}` }),
+        el("span", { class: "lvl" }, t(a.level)), el("span", { class: "st" }, `(${t(a.status)})`),
+        el("span", { class: "d" }, typeof a.density === "number" ? `${a.density.toFixed(2)} ${t("unit")}` : (a.density === null ? t("blind") : "")));
+    }
+    const parts = [head, since, history, el("div", { class: "msg" }, (last.message || {})[lang] || "")];
+    const ack = acks.get(ep.id);
+    if (ack) {
+      parts.push(el("div", { class: "acked" },
+        `✓ ${t("ackedBy")} ${ack.operator} · ${bangkok(ack.ts)}${ack.note ? ` · ${ack.note}` : ""}`));
+    } else if (open && last.level !== "normal") {
+      // The note field lives as long as the card: a redraw never drops what is being typed.
+      if (!ep.card.input) {
+        ep.card.input = el("input", { type: "text", maxlength: "500" });
+        ep.card.button = el("button", { type: "button", class: "ack-button" });
+        const { input, button } = ep.card;
+        button.addEventListener("click", () => acknowledge(ep.id, input, button));
       }
-      return li;
-    }));
+      ep.card.input.placeholder = t("note");
+      ep.card.input.setAttribute("aria-label", t("note"));
+      ep.card.button.textContent = t("ack");
+      const row = el("div", { class: "ack" });
+      row.append(ep.card.input, ep.card.button);
+      parts.push(row);
+    } else {
+      parts.push(el("div", { class: "unacked" }, t("notAcked")));
+    }
+    const focused = ep.card.input && document.activeElement === ep.card.input;
+    li.replaceChildren(...parts);
+    if (focused) ep.card.input.focus();
   }
+
+  // Open episodes first, the most severe on top, then the newest; resolved ones below, faded.
+  function placeCards() {
+    const rank = (ep) => [isOpen(ep) ? 0 : 1, -LEVELS.indexOf(latest(ep).level), latest(ep).ts];
+    const sorted = [...episodes.values()].filter((ep) => ep.steps.length).sort((a, b) => {
+      const ra = rank(a), rb = rank(b);
+      return ra[0] - rb[0] || ra[1] - rb[1] || (ra[2] < rb[2] ? 1 : ra[2] > rb[2] ? -1 : 0);
+    });
+    for (const ep of sorted.slice(EPISODES_MAX)) {
+      if (isOpen(ep)) continue;
+      episodes.delete(ep.id);
+      ep.card.li.remove();
+      forgotten.add(ep.id);
+      if (forgotten.size > 10000) forgotten.delete(forgotten.values().next().value);
+    }
+    const feed = document.getElementById("feed");
+    const want = sorted.slice(0, EPISODES_MAX).map((ep) => ep.card.li);
+    const have = [...feed.children];
+    if (want.length === have.length && want.every((n, i) => n === have[i])) return;
+    const active = document.activeElement;
+    feed.replaceChildren(...want);
+    if (active && active !== document.activeElement && document.contains(active)) active.focus();
+  }
+
+  function renderFeed() {
+    episodes.forEach(renderCard);
+    placeCards();
+  }
+
+  // -- the critical alarm sound --------------------------------------------------------------
+  // Browsers keep a page silent until a user gesture, so the operator arms it with the "Start
+  // shift" button (the AudioContext is made in that click); a mute toggle silences it. A short
+  // generated beep (WebAudio), no audio file. body[data-beeps] counts the alarms played,
+  // body[data-audio] says off / armed / muted.
+  const sound = (function () {
+    let ctx = null, muted = false, beeps = 0, silenced = 0;
+    const arm = document.getElementById("arm"), mute = document.getElementById("mute");
+    function show() {
+      document.body.dataset.audio = ctx === null ? "off" : muted ? "muted" : "armed";
+      document.body.dataset.beeps = String(beeps);
+      document.body.dataset.silenced = String(silenced);
+      arm.hidden = ctx !== null;
+      mute.hidden = ctx === null;
+      mute.setAttribute("aria-pressed", String(muted));
+      mute.textContent = t(muted ? "unmute" : "mute");
+      mute.title = t(muted ? "soundOff" : "soundOn");
+      arm.textContent = t("startShift");
+      arm.title = t("startShiftHint");
+    }
+    function beep() {
+      const t0 = ctx.currentTime + 0.02;
+      for (let i = 0; i < 3; i++) {  // three 880 Hz pips, a quarter second each
+        const o = ctx.createOscillator(), g = ctx.createGain();
+        o.type = "square";
+        o.frequency.value = 880;
+        const at = t0 + i * 0.35;
+        g.gain.setValueAtTime(0.0001, at);
+        g.gain.exponentialRampToValueAtTime(0.25, at + 0.02);
+        g.gain.exponentialRampToValueAtTime(0.0001, at + 0.25);
+        o.connect(g).connect(ctx.destination);
+        o.start(at);
+        o.stop(at + 0.3);
+      }
+    }
+    arm.addEventListener("click", () => {
+      const Ctx = window.AudioContext || window.webkitAudioContext;
+      if (!Ctx) return;
+      if (ctx === null) ctx = new Ctx();
+      ctx.resume().then(show, show);
+      show();
+    });
+    mute.addEventListener("click", () => { muted = !muted; show(); });
+    return {
+      show,
+      alarm() {
+        if (ctx === null) return;  // not armed: the browser would not play it anyway
+        if (muted) { silenced += 1; show(); return; }
+        if (ctx.state === "suspended") ctx.resume();
+        beep();
+        beeps += 1;
+        show();
+      },
+    };
+  })();
 
   function onHealth(h) {
     health.staleAfterS = h.stale_after_s;
@@ -230,7 +425,7 @@
     });
     es.addEventListener("health", (e) => onHealth(JSON.parse(e.data)));
     es.addEventListener("alert", (e) => onAlert(JSON.parse(e.data)));
-    es.addEventListener("ack", (e) => { const a = JSON.parse(e.data); if (!acks.has(a.alert_id)) acks.set(a.alert_id, a); renderFeed(); });
+    es.addEventListener("ack", (e) => onAck(JSON.parse(e.data)));
     es.addEventListener("density", (e) => onDensity(JSON.parse(e.data)));
   }
 
