@@ -108,7 +108,9 @@ def delayed_marker(delayed_s: int) -> str:
 @dataclass(frozen=True, slots=True)
 class Route:
     """Which alerts go to a channel: a minimum level, and optionally only some zones.
-    Resolutions of routed episodes are always sent, whatever their level ('normal')."""
+    ``wants`` judges one record alone (the escalator's filter); the notify channels route
+    episode by episode (``agents/delivery/routing.py``: a channel that received an episode
+    hears its step down below the level and its resolution)."""
 
     min_level: str = "elevated"
     zones: frozenset[str] | None = None
