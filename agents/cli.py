@@ -9,6 +9,8 @@
     safetour worker                the faust worker (consumes sensor events, emits alerts)
     safetour alerts tail           print alerts as they arrive
     safetour simulate              a Phitsanulok scenario with faults and ground truth
+    safetour shelve|unshelve ZONE  hold back a zone's notifications below critical (<= 4 h)
+    safetour shelves               the zones shelved now
 """
 
 from __future__ import annotations
@@ -304,6 +306,50 @@ def cmd_notify(args: argparse.Namespace, settings: Settings) -> int:
     asyncio.run(_until_signal(lambda stop: run_notify(
         settings, factory, args.channel, Route(args.min_level, zones), policy, stop,
         queue_bound=args.queue, grace_s=args.grace, delayed_after_s=args.delayed_after)))
+    return 0
+
+
+def cmd_shelve(args: argparse.Namespace, settings: Settings) -> int:
+    """``shelve`` / ``unshelve``: one record on the shelves topic (agents/delivery/shelving.py)."""
+    import getpass  # noqa: PLC0415
+
+    from .delivery import parse_duration, publish_shelf, shelf_record  # noqa: PLC0415
+
+    known = {z.zone_id for z in settings.load_registry()}
+    if args.zone not in known:
+        raise SafetourError(f"unknown zone {args.zone!r} (the registry {settings.zones_file} "
+                            f"has {', '.join(sorted(known))})")
+    shelve = args.command == "shelve"
+    record = shelf_record(args.zone, action=args.command, by=args.by or getpass.getuser(),
+                          now_s=time.time(), for_s=parse_duration(args.for_) if shelve else 0,
+                          reason=args.reason or "")
+    asyncio.run(publish_shelf(settings.kafka, settings.topics.shelves, record))
+    if shelve:
+        _echo(f"{args.zone} shelved by {record['by']} until {record['until']} "
+              f"({record['reason']}): notifications below critical are held back; critical "
+              "alerts and resolutions still go out")
+    else:
+        _echo(f"{args.zone} unshelved by {record['by']}")
+    return 0
+
+
+def cmd_shelves(args: argparse.Namespace, settings: Settings) -> int:
+    from schemas import format_ts  # noqa: PLC0415
+
+    from .delivery import read_shelves  # noqa: PLC0415
+
+    shelves = asyncio.run(read_shelves(settings.kafka, settings.topics.shelves)).listing(
+        time.time())
+    for sh in shelves:
+        if args.json:
+            print(orjson.dumps({"zone_id": sh.zone_id, "by": sh.by, "at": format_ts(sh.at_ms),
+                                "until": format_ts(sh.until_ms), "reason": sh.reason}
+                               ).decode())
+        else:
+            print(f"{sh.zone_id}  until {format_ts(sh.until_ms)}  by {sh.by} "
+                  f"(since {format_ts(sh.at_ms)}): {sh.reason}")
+    if not shelves and not args.json:
+        _echo("no zone is shelved")
     return 0
 
 
@@ -643,6 +689,26 @@ def build_parser() -> argparse.ArgumentParser:
                          "on the dashboard within SECONDS")
     nt.set_defaults(func=cmd_notify)
 
+    sh = sub.add_parser("shelve", help="hold back a zone's notifications below critical for "
+                                       "a while (at most 4 h), with a reason",
+                        description="Recorded on the shelves topic (who, when, until, why). "
+                                    "Critical alerts and resolutions still go out; the shelf "
+                                    "ends by itself.")
+    sh.add_argument("zone", help="zone_id (from the registry, SAFETOUR_ZONES)")
+    sh.add_argument("--for", dest="for_", required=True, metavar="DURATION",
+                    help="how long: 45s, 30m, 2h (at most 4h)")
+    sh.add_argument("--reason", required=True, help="why (recorded, shown)")
+    sh.add_argument("--by", help="who shelves it (default: your user name)")
+    sh.set_defaults(func=cmd_shelve)
+    us = sub.add_parser("unshelve", help="end a zone's shelf now")
+    us.add_argument("zone", help="zone_id")
+    us.add_argument("--reason", help="why (recorded)")
+    us.add_argument("--by", help="who (default: your user name)")
+    us.set_defaults(func=cmd_shelve)
+    sl = sub.add_parser("shelves", help="list the zones shelved now")
+    sl.add_argument("--json", action="store_true", help="one JSON object a line")
+    sl.set_defaults(func=cmd_shelves)
+
     db = sub.add_parser("dashboard", help="serve the operations-centre dashboard",
                         description="Operators: SAFETOUR_DASHBOARD_TOKENS=name:token,... or "
                                     "SAFETOUR_DASHBOARD_TOKENS_FILE (one name:token a line; "
@@ -668,7 +734,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-ONE_SHOT_COMMANDS = frozenset({"broker", "topics", "zones", "alerts", "replay", "acls"})
+ONE_SHOT_COMMANDS = frozenset({"broker", "topics", "zones", "alerts", "replay", "acls",
+                               "shelve", "unshelve", "shelves"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -73,6 +73,11 @@ class Topics:
         return f"{self.prefix}escalations.v1"
 
     @property
+    def shelves(self) -> str:
+        """Operators' shelving of a zone's notifications (agents/delivery/shelving.py)."""
+        return f"{self.prefix}shelves.v1"
+
+    @property
     def state(self) -> str:
         return f"{self.prefix}state.v1"
 

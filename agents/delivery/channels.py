@@ -56,7 +56,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from schemas import Rejection, decode_alert
+from schemas import Rejection, decode_alert, format_ts
 
 from ..kafka_safety import undecodable_info
 from ..logs import ThrottledLog
@@ -72,6 +72,7 @@ from .notify import (
     notify_dlq_record,
 )
 from .routing import Receipts
+from .shelving import Shelves, follow_shelves, suppressed
 
 if TYPE_CHECKING:
     import aiohttp
@@ -243,6 +244,9 @@ class ChannelRunner:
     _failing: bool = field(default=False, init=False)
     _stopping: bool = field(default=False, init=False)
     _quiet: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    shelves: Shelves | None = None
+    shelved: int = field(default=0, init=False)
+    _held_back: dict[str, dict[str, Any]] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         self.queue = ChannelQueue(self.queue_bound)
@@ -252,6 +256,7 @@ class ChannelRunner:
             lambda: self.queue.held)
         self._quiet.set()
         self._outage = ThrottledLog(log)
+        self._shelf_log = ThrottledLog(log)
 
     @property
     def channel(self) -> str:
@@ -288,6 +293,18 @@ class ChannelRunner:
         alert = routed
         ikey = idempotency_key(alert)
         alert_id = str(alert["alert_id"])
+        if self.shelves is not None:
+            if alert.get("status") == "resolved":
+                self._held_back.pop(alert_id, None)
+            shelf = suppressed(alert, self.shelves, self.wall_clock())
+            if shelf is not None:  # held back until the shelf ends (agents/delivery/shelving.py)
+                self.shelved += 1
+                self._held_back[alert_id] = alert
+                self._shelf_log.note("%s: %s held back: zone %s shelved by %s until %s (%s)",
+                                     self.channel, ikey, shelf.zone_id, shelf.by,
+                                     format_ts(shelf.until_ms), shelf.reason)
+                self.book.skip(tp, offset)
+                return False
         self.episodes.note(alert_id, resolved=alert.get("status") == "resolved")
         held = self._pending.get(ikey)
         if held is not None and held.orphan:  # in flight from a revoked partition: adopt
@@ -313,6 +330,30 @@ class ChannelRunner:
             raise
         self.max_held = max(self.max_held, self.queue.held)
         return True
+
+    async def release_unshelved(self) -> int:
+        """The episodes held back by a shelf that ended: the newest record of each still
+        open is queued once, marked ``unshelved``. Returns how many."""
+        if self.shelves is None or not self._held_back:
+            return 0
+        now = self.wall_clock()
+        released = 0
+        for alert_id, alert in list(self._held_back.items()):
+            if suppressed(alert, self.shelves, now) is not None:
+                continue
+            del self._held_back[alert_id]
+            key = idempotency_key(alert)
+            if key in self._pending or self.episodes.seen(alert_id, key):
+                continue
+            self._order += 1
+            job = Job(alert | {"unshelved": True}, key, alert_id, priority_rank(alert), None,
+                      -1, str(alert.get("zone_id", "")).encode(), self._order)
+            self._pending[key] = job
+            await self.queue.put(job)
+            released += 1
+            log.info("%s: zone %s no longer shelved: %s sent", self.channel,
+                     alert.get("zone_id"), key)
+        return released
 
     def catch_up(self, tp: TP, until: int) -> None:
         """The partition is read again from before ``until`` (its committed offset) only to
@@ -486,6 +527,7 @@ class ChannelRunner:
     async def _commit_forever(self, consumer: Any, every_s: float) -> None:
         while True:
             await asyncio.sleep(every_s)
+            await self.release_unshelved()
             await self.commit(consumer)
 
 
@@ -601,7 +643,14 @@ async def run_notify(
                                    metrics, InternalRejects.of(f"notify-{channel}", metrics,
                                                                log),
                                    queue_bound=queue_bound, senders=senders,
-                                   delayed_after_s=delayed_after_s)
+                                   delayed_after_s=delayed_after_s, shelves=Shelves())
+            assert runner.shelves is not None
+            shelf_stop, shelves_read = asyncio.Event(), asyncio.Event()
+            follower = asyncio.create_task(follow_shelves(
+                cfg, settings.topics.shelves, runner.shelves, shelf_stop, shelves_read))
+            with contextlib.suppress(TimeoutError):  # a slow topic holds back no alert long
+                async with asyncio.timeout(10.0):
+                    await shelves_read.wait()
             if on_runner is not None:
                 on_runner(runner)
 
@@ -612,7 +661,12 @@ async def run_notify(
                                                                       route_lookback_s))
             log.info("notify %s: reading %s as group %s", channel, settings.topics.alerts,
                      group)
-            await runner.serve(consumer, stop, grace_s=grace_s)
+            try:
+                await runner.serve(consumer, stop, grace_s=grace_s)
+            finally:
+                shelf_stop.set()
+                with contextlib.suppress(Exception):
+                    await follower
     finally:
         for client in (consumer, producer):
             if client is not None:
