@@ -413,6 +413,9 @@ def start_worker_process(settings: Settings, log_path: Path) -> subprocess.Popen
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, SAFETOUR_KAFKA_BOOTSTRAP=settings.bootstrap_servers,
                SAFETOUR_TOPIC_PREFIX=settings.topics.prefix, SAFETOUR_APP_ID=settings.app_id)
+    if settings.exercise:  # a drill's worker (`safetour run --drill`)
+        env |= {"SAFETOUR_EXERCISE": "1",
+                "SAFETOUR_ALERTS_TOPIC_PREFIX": settings.topics.outputs or ""}
     with log_path.open("wb") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "agents", "worker"], stdout=out, stderr=subprocess.STDOUT,
@@ -484,6 +487,15 @@ def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def drill_settings(settings: Settings, run_id: str) -> Settings:
+    """A drill: input, state, density and DLQ topics and a consumer group of its own (its
+    readings never mix with real ones, so a real alert is never hidden or marked), alerts
+    and CAP on the real topics, every alert marked ``exercise`` (README "Drills")."""
+    real = settings.topics.prefix
+    return replace(settings, topics=Topics(f"{real}drill-{run_id}.", outputs=real),
+                   app_id=f"{settings.app_id}-drill-{run_id}", exercise=True)
+
+
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from . import devtools as sim  # noqa: PLC0415
 
@@ -493,7 +505,11 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     scenario = sim.SCENARIOS[args.scenario]
     # Each demo run gets topics and a consumer group of its own: a run must not restore the
     # state (watermarks, open episodes) that an earlier run left in the broker.
-    if "SAFETOUR_TOPIC_PREFIX" not in os.environ:
+    if args.drill:
+        settings = drill_settings(settings, time.strftime("%Y%m%d-%H%M%S"))
+        _echo(f"DRILL: readings on {settings.topics.prefix}*, alerts marked as an exercise "
+              f"on {settings.topics.alerts}")
+    elif "SAFETOUR_TOPIC_PREFIX" not in os.environ:
         run_id = time.strftime("%Y%m%d-%H%M%S")
         settings = replace(settings, topics=Topics(f"demo-{run_id}.safetour."),
                            app_id=f"safetour-demo-{run_id}")
@@ -603,6 +619,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="times faster than real time (default 10: the crush in 2.5 minutes)")
     run.add_argument("--seed", type=int, default=1)
     run.add_argument("--keep-broker", action="store_true", help="leave the broker running")
+    run.add_argument("--drill", action="store_true",
+                     help="an exercise on the configured cluster: the scenario's readings on "
+                          "topics of their own, its alerts on the real alerts topic marked "
+                          "as a drill (CAP status Exercise, [ฝึกซ้อม / DRILL] in every channel)")
     run.add_argument("--expect-alerts", action="store_true", help="exit 1 if no alert arrived")
     run.add_argument("--dashboard-port", type=int,
                      default=int(os.environ.get("SAFETOUR_DASHBOARD_PORT", "6070")),

@@ -12,7 +12,8 @@ from typing import Any
 import orjson
 import pytest
 
-from agents.cli import main
+from agents.cli import build_parser, cmd_shelve, cmd_shelves
+from agents.config import Settings
 from agents.delivery.channels import ChannelRunner, run_notify
 from agents.delivery.notify import MemoryNotifier, RetryPolicy, Route
 from agents.topics import create_topics, topic_specs
@@ -35,6 +36,11 @@ def test_a_shelf_is_recorded_listed_honoured_and_ends_by_itself(
     asyncio.run(create_topics(kafka, topic_specs(s.topics)))
     for k, v in settings_env(s).items():
         monkeypatch.setenv(k, v)
+    def main(argv: list[str]) -> int:
+        args = build_parser().parse_args(argv)
+        cmd = cmd_shelves if argv[0] == "shelves" else cmd_shelve
+        return cmd(args, Settings.from_env())
+
     assert main(["shelve", "night-bazaar", "--for", "4s", "--reason", "stage rehearsal",
                  "--by", "somchai"]) == 0
     shelved_at = time.monotonic()

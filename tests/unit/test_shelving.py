@@ -9,7 +9,6 @@ import logging
 import orjson
 import pytest
 
-from agents.cli import main
 from agents.delivery.channels import ChannelRunner
 from agents.delivery.notify import MemoryNotifier, RetryPolicy, Route
 from agents.delivery.shelving import Shelves, parse_duration, shelf_record, suppressed
@@ -101,11 +100,18 @@ async def test_the_runner_holds_back_a_shelved_zone_and_sends_its_open_episode_a
     await stopped(tasks)
 
 
-def test_the_commands_refuse_bad_input_with_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["shelve", "night-bazaar", "--for", "5h", "--reason", "x"]) == 2
-    assert "at most 4 h" in capsys.readouterr().err
-    assert main(["shelve", "no-such-zone", "--for", "5m", "--reason", "x"]) == 2
-    assert "unknown zone" in capsys.readouterr().err
+def test_the_commands_refuse_bad_input_with_exit_2() -> None:
+    """A SafetourError is what `safetour` turns into exit 2 with its message."""
+    from agents.cli import build_parser, cmd_shelve  # noqa: PLC0415
+    from agents.config import Settings  # noqa: PLC0415
+
+    parser = build_parser()
+    with pytest.raises(SafetourError, match="at most 4 h"):
+        cmd_shelve(parser.parse_args(["shelve", "night-bazaar", "--for", "5h", "--reason",
+                                      "x"]), Settings.from_env({}))
+    with pytest.raises(SafetourError, match="unknown zone"):
+        cmd_shelve(parser.parse_args(["shelve", "no-such-zone", "--for", "5m", "--reason",
+                                      "x"]), Settings.from_env({}))
     with pytest.raises(SystemExit) as exc:
-        main(["shelve", "night-bazaar", "--for", "5m"])
+        parser.parse_args(["shelve", "night-bazaar", "--for", "5m"])
     assert exc.value.code == 2
