@@ -9,6 +9,8 @@
     safetour worker                the faust worker (consumes sensor events, emits alerts)
     safetour alerts tail           print alerts as they arrive
     safetour simulate              a Phitsanulok scenario with faults and ground truth
+    safetour shelve|unshelve ZONE  hold back a zone's notifications below critical (<= 4 h)
+    safetour shelves               the zones shelved now
 """
 
 from __future__ import annotations
@@ -307,6 +309,50 @@ def cmd_notify(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_shelve(args: argparse.Namespace, settings: Settings) -> int:
+    """``shelve`` / ``unshelve``: one record on the shelves topic (agents/delivery/shelving.py)."""
+    import getpass  # noqa: PLC0415
+
+    from .delivery import parse_duration, publish_shelf, shelf_record  # noqa: PLC0415
+
+    known = {z.zone_id for z in settings.load_registry()}
+    if args.zone not in known:
+        raise SafetourError(f"unknown zone {args.zone!r} (the registry {settings.zones_file} "
+                            f"has {', '.join(sorted(known))})")
+    shelve = args.command == "shelve"
+    record = shelf_record(args.zone, action=args.command, by=args.by or getpass.getuser(),
+                          now_s=time.time(), for_s=parse_duration(args.for_) if shelve else 0,
+                          reason=args.reason or "")
+    asyncio.run(publish_shelf(settings.kafka, settings.topics.shelves, record))
+    if shelve:
+        _echo(f"{args.zone} shelved by {record['by']} until {record['until']} "
+              f"({record['reason']}): notifications below critical are held back; critical "
+              "alerts and resolutions still go out")
+    else:
+        _echo(f"{args.zone} unshelved by {record['by']}")
+    return 0
+
+
+def cmd_shelves(args: argparse.Namespace, settings: Settings) -> int:
+    from schemas import format_ts  # noqa: PLC0415
+
+    from .delivery import read_shelves  # noqa: PLC0415
+
+    shelves = asyncio.run(read_shelves(settings.kafka, settings.topics.shelves)).listing(
+        time.time())
+    for sh in shelves:
+        if args.json:
+            print(orjson.dumps({"zone_id": sh.zone_id, "by": sh.by, "at": format_ts(sh.at_ms),
+                                "until": format_ts(sh.until_ms), "reason": sh.reason}
+                               ).decode())
+        else:
+            print(f"{sh.zone_id}  until {format_ts(sh.until_ms)}  by {sh.by} "
+                  f"(since {format_ts(sh.at_ms)}): {sh.reason}")
+    if not shelves and not args.json:
+        _echo("no zone is shelved")
+    return 0
+
+
 def _faust_logging(level: str) -> dict[str, Any]:
     """A faust worker's logging: JSON lines or faust's text format, and Kafka outages
     logged once every 10 s (agents/logs.py KafkaOutageFilter)."""
@@ -367,6 +413,9 @@ def start_worker_process(settings: Settings, log_path: Path) -> subprocess.Popen
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, SAFETOUR_KAFKA_BOOTSTRAP=settings.bootstrap_servers,
                SAFETOUR_TOPIC_PREFIX=settings.topics.prefix, SAFETOUR_APP_ID=settings.app_id)
+    if settings.exercise:  # a drill's worker (`safetour run --drill`)
+        env |= {"SAFETOUR_EXERCISE": "1",
+                "SAFETOUR_ALERTS_TOPIC_PREFIX": settings.topics.outputs or ""}
     with log_path.open("wb") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "agents", "worker"], stdout=out, stderr=subprocess.STDOUT,
@@ -438,6 +487,15 @@ def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def drill_settings(settings: Settings, run_id: str) -> Settings:
+    """A drill: input, state, density and DLQ topics and a consumer group of its own (its
+    readings never mix with real ones, so a real alert is never hidden or marked), alerts
+    and CAP on the real topics, every alert marked ``exercise`` (README "Drills")."""
+    real = settings.topics.prefix
+    return replace(settings, topics=Topics(f"{real}drill-{run_id}.", outputs=real),
+                   app_id=f"{settings.app_id}-drill-{run_id}", exercise=True)
+
+
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from . import devtools as sim  # noqa: PLC0415
 
@@ -447,7 +505,11 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     scenario = sim.SCENARIOS[args.scenario]
     # Each demo run gets topics and a consumer group of its own: a run must not restore the
     # state (watermarks, open episodes) that an earlier run left in the broker.
-    if "SAFETOUR_TOPIC_PREFIX" not in os.environ:
+    if args.drill:
+        settings = drill_settings(settings, time.strftime("%Y%m%d-%H%M%S"))
+        _echo(f"DRILL: readings on {settings.topics.prefix}*, alerts marked as an exercise "
+              f"on {settings.topics.alerts}")
+    elif "SAFETOUR_TOPIC_PREFIX" not in os.environ:
         run_id = time.strftime("%Y%m%d-%H%M%S")
         settings = replace(settings, topics=Topics(f"demo-{run_id}.safetour."),
                            app_id=f"safetour-demo-{run_id}")
@@ -557,6 +619,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="times faster than real time (default 10: the crush in 2.5 minutes)")
     run.add_argument("--seed", type=int, default=1)
     run.add_argument("--keep-broker", action="store_true", help="leave the broker running")
+    run.add_argument("--drill", action="store_true",
+                     help="an exercise on the configured cluster: the scenario's readings on "
+                          "topics of their own, its alerts on the real alerts topic marked "
+                          "as a drill (CAP status Exercise, [ฝึกซ้อม / DRILL] in every channel)")
     run.add_argument("--expect-alerts", action="store_true", help="exit 1 if no alert arrived")
     run.add_argument("--dashboard-port", type=int,
                      default=int(os.environ.get("SAFETOUR_DASHBOARD_PORT", "6070")),
@@ -643,6 +709,26 @@ def build_parser() -> argparse.ArgumentParser:
                          "on the dashboard within SECONDS")
     nt.set_defaults(func=cmd_notify)
 
+    sh = sub.add_parser("shelve", help="hold back a zone's notifications below critical for "
+                                       "a while (at most 4 h), with a reason",
+                        description="Recorded on the shelves topic (who, when, until, why). "
+                                    "Critical alerts and resolutions still go out; the shelf "
+                                    "ends by itself.")
+    sh.add_argument("zone", help="zone_id (from the registry, SAFETOUR_ZONES)")
+    sh.add_argument("--for", dest="for_", required=True, metavar="DURATION",
+                    help="how long: 45s, 30m, 2h (at most 4h)")
+    sh.add_argument("--reason", required=True, help="why (recorded, shown)")
+    sh.add_argument("--by", help="who shelves it (default: your user name)")
+    sh.set_defaults(func=cmd_shelve)
+    us = sub.add_parser("unshelve", help="end a zone's shelf now")
+    us.add_argument("zone", help="zone_id")
+    us.add_argument("--reason", help="why (recorded)")
+    us.add_argument("--by", help="who (default: your user name)")
+    us.set_defaults(func=cmd_shelve)
+    sl = sub.add_parser("shelves", help="list the zones shelved now")
+    sl.add_argument("--json", action="store_true", help="one JSON object a line")
+    sl.set_defaults(func=cmd_shelves)
+
     db = sub.add_parser("dashboard", help="serve the operations-centre dashboard",
                         description="Operators: SAFETOUR_DASHBOARD_TOKENS=name:token,... or "
                                     "SAFETOUR_DASHBOARD_TOKENS_FILE (one name:token a line; "
@@ -668,7 +754,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-ONE_SHOT_COMMANDS = frozenset({"broker", "topics", "zones", "alerts", "replay", "acls"})
+ONE_SHOT_COMMANDS = frozenset({"broker", "topics", "zones", "alerts", "replay", "acls",
+                               "shelve", "unshelve", "shelves"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -31,6 +31,9 @@ class Topics:
 
     prefix: str = "safetour."
     sensor: str | None = None  # read sensor events from this topic instead (replays, benchmarks)
+    # A drill's worker (`safetour run --drill`) reads and keeps state on topics of its own
+    # (``prefix``) but writes its alerts, marked, where the channels read (this prefix).
+    outputs: str | None = None
 
     @property
     def sensor_events(self) -> str:
@@ -46,11 +49,11 @@ class Topics:
 
     @property
     def alerts(self) -> str:
-        return f"{self.prefix}alerts.v1"
+        return f"{self.outputs or self.prefix}alerts.v1"
 
     @property
     def alerts_cap(self) -> str:
-        return f"{self.prefix}alerts-cap.v1"
+        return f"{self.outputs or self.prefix}alerts-cap.v1"
 
     @property
     def density(self) -> str:
@@ -71,6 +74,11 @@ class Topics:
     @property
     def escalations(self) -> str:
         return f"{self.prefix}escalations.v1"
+
+    @property
+    def shelves(self) -> str:
+        """Operators' shelving of a zone's notifications (agents/delivery/shelving.py)."""
+        return f"{self.prefix}shelves.v1"
 
     @property
     def state(self) -> str:
@@ -185,6 +193,7 @@ class Settings:
     # own bucket, one further ahead at arrival + lead_s.
     max_skew_s: float = 300.0
     lead_s: float = 30.0
+    exercise: bool = False  # a drill's worker: its alerts carry "exercise": true
     # Accept readings from sensors the registry does not list, for zones that list none
     # (at most 64 such sensors a zone); otherwise they are dead-lettered `unknown_sensor`.
     accept_unlisted: bool = False
@@ -214,7 +223,7 @@ class Settings:
                             standing=Thresholds(*self.standing_levels),
                             moving=Thresholds(*self.moving_levels))
         return Pipeline(zone_list, engine=self.density_engine(zone_list), alarm=alarm,
-                        max_skew_ms=round(self.max_skew_s * 1000))
+                        max_skew_ms=round(self.max_skew_s * 1000), exercise=self.exercise)
 
     def density_engine(self, zones: Iterable[Zone]) -> WindowedDensityEngine:
         """The density engine these settings describe."""
@@ -275,7 +284,8 @@ class Settings:
             broker_port=_int(e, "SAFETOUR_BROKER_PORT", 19092),
             broker_secure=_bool(e, "SAFETOUR_BROKER_SECURE"),
             topics=Topics(e.get("SAFETOUR_TOPIC_PREFIX", "safetour."),
-                          e.get("SAFETOUR_SENSOR_TOPIC") or None),
+                          e.get("SAFETOUR_SENSOR_TOPIC") or None,
+                          e.get("SAFETOUR_ALERTS_TOPIC_PREFIX") or None),
             app_id=e.get("SAFETOUR_APP_ID", "safetour-worker"),
             web_host=e.get("SAFETOUR_WEB_HOST", "127.0.0.1"),
             web_port=_int(e, "SAFETOUR_WEB_PORT", 6066),
@@ -297,6 +307,7 @@ class Settings:
             batch_max=_int(e, "SAFETOUR_BATCH_MAX", 5000),
             max_skew_s=_float(e, "SAFETOUR_MAX_SKEW_S", 300.0),
             lead_s=_float(e, "SAFETOUR_LEAD_S", 30.0),
+            exercise=_bool(e, "SAFETOUR_EXERCISE"),
             accept_unlisted=_bool(e, "SAFETOUR_ACCEPT_UNLISTED_SENSORS"),
             route_by_zone=_bool(e, "SAFETOUR_ROUTE_BY_ZONE", True),
             dashboard_stale_s=_float(e, "SAFETOUR_DASHBOARD_STALE_S", 30.0),

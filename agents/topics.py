@@ -14,6 +14,7 @@
 | safetour.acks.v1          | 1     | delete  | 90 days   | operators' acknowledgements (audit) |
 | safetour.escalations.v1   | 1     | delete  | 30 days   | escalations sent (never repeated)    |
 | safetour.health.v1        | 1     | delete  | 1 day     | worker heartbeats (dashboard banner) |
+| safetour.shelves.v1       | 1     | delete  | 90 days   | zones shelved by operators (audit)  |
 | safetour.by-zone.v1       | 8     | delete  | 7 days    | internal: input re-keyed by zone     |
 
 Partition counts bound parallelism: a consumer group uses at most one worker per partition.
@@ -90,6 +91,7 @@ def topic_specs(
         spec(topics.acks, 1, cleanup_policy="delete", retention_ms=str(90 * DAY_MS)),
         spec(topics.escalations, 1, cleanup_policy="delete", retention_ms=str(30 * DAY_MS)),
         spec(topics.health, 1, cleanup_policy="delete", retention_ms=str(DAY_MS)),
+        spec(topics.shelves, 1, cleanup_policy="delete", retention_ms=str(90 * DAY_MS)),
         # Snapshots are rewritten every few seconds: compact often so the topic stays small.
         spec(topics.state, 1, cleanup_policy="compact", retention_ms="-1",
              segment_ms=str(10 * 60 * 1000), min_cleanable_dirty_ratio="0.1"),

@@ -9,6 +9,7 @@ Mapping from a safetour alert (``alert.v1.json``):
 | resolved         | msgType ``Cancel`` (responseType ``AllClear``), ``references`` likewise |
 | updated          | msgType ``Update`` (sensing lost or back), ``references`` likewise    |
 | reason sensing_lost | certainty ``Unknown``: the zone is no longer observed              |
+| exercise true    | status ``Exercise`` (a drill); otherwise ``Actual``                     |
 | level critical   | severity ``Extreme``, urgency ``Immediate``, responseType ``Avoid``      |
 | level high       | severity ``Severe``, urgency ``Immediate``, responseType ``Avoid``       |
 | level elevated   | severity ``Moderate``, urgency ``Expected``, responseType ``Monitor``    |
@@ -85,7 +86,7 @@ def to_cap(
     polygon: Sequence[Sequence[float]] | None = None,
     circle: tuple[float, float, float] | None = None,
     sender: str = DEFAULT_SENDER,
-    cap_status: str = "Actual",
+    cap_status: str | None = None,
 ) -> bytes:
     """Render one alert as CAP 1.2 XML. ``zone_names``: ``{"th": ..., "en": ...}``;
     ``polygon``: the zone's ``[lat, lon]`` points, or else ``circle``: (lat, lon, radius km)."""
@@ -105,7 +106,9 @@ def to_cap(
     el(root, "identifier", identifier(str(alert["alert_id"]), status, str(alert["ts"])))
     el(root, "sender", sender)
     el(root, "sent", sent)
-    el(root, "status", cap_status)
+    # A drill's alert (``exercise``: agents/devtools drill) is an Exercise, any other Actual.
+    el(root, "status", cap_status or ("Exercise" if alert.get("exercise") is True
+                                      else "Actual"))
     first = status == "raised" and not alert.get("reminder")
     el(root, "msgType", "Alert" if first else "Cancel" if status == "resolved" else "Update")
     el(root, "source", "safetour")

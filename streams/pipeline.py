@@ -260,8 +260,12 @@ class Pipeline:
         clock: Callable[[], datetime] | None = None,
         alarm: AlarmConfig | None = None,
         max_skew_ms: int = DEFAULT_MAX_SKEW_MS,
+        exercise: bool = False,
     ) -> None:
         zone_list = list(zones)
+        # A drill's pipeline (agents/cli.py drill): its own input topics; every alert it emits
+        # carries "exercise": true and an alert_id of its own ("drill-" first).
+        self.exercise = exercise
         self._index(zone_list)
         self.engine: DensityEngine = engine or WindowedDensityEngine(zone_list)
         self.alerts = AlertTracker(self.zones, alarm)
@@ -569,6 +573,8 @@ class Pipeline:
             self._alert(out, zone_id.encode(), alert)
 
     def _alert(self, out: Outputs, key: bytes, alert: dict[str, Any]) -> None:
+        if self.exercise:
+            alert = alert | {"exercise": True, "alert_id": f"drill-{alert['alert_id']}"}
         out.alerts.append(OutRecord(key, orjson.dumps(alert), []))
         z = self.zones.get(alert["zone_id"])
         if z is not None:

@@ -15,6 +15,7 @@ from .notify import (
     WebhookNotifier,
     read_secret,
 )
+from .shelving import parse_duration, publish_shelf, read_shelves, shelf_record
 
 __all__ = [
     "EmailNotifier",
@@ -25,7 +26,11 @@ __all__ = [
     "SmtpConfig",
     "TokenBucket",
     "WebhookNotifier",
+    "parse_duration",
+    "publish_shelf",
     "read_secret",
+    "read_shelves",
     "run_escalator",
     "run_notify",
+    "shelf_record",
 ]

@@ -20,6 +20,10 @@ other channel (several channels in one process are independent tasks: :func:`run
   unless its record is read again meanwhile (then that copy adopts it). Across a notifier
   restart, the receivers drop repeats by the same key (``Idempotency-Key``, LINE's retry
   key, the e-mail ``Message-ID``).
+- **Every resolution reaches every channel that received the episode** (and a channel hears
+  the first step of an episode below its minimum level): :class:`agents.delivery.routing.
+  Receipts`. A (re)assigned partition is read again from ``route_lookback_s`` (24 h) ago
+  up to its committed offset, without sending, to rebuild that state after a restart.
 - **Bounded memory, back-pressure.** At most ``queue_bound`` alerts are held (queued, waiting
   for a retry, in flight). When the queue is full the consumer pauses its partitions (and
   keeps polling, so it stays in the group) until there is room: nothing is dropped.
@@ -52,7 +56,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from schemas import Rejection, decode_alert
+from schemas import Rejection, decode_alert, format_ts
 
 from ..kafka_safety import undecodable_info
 from ..logs import ThrottledLog
@@ -67,6 +71,8 @@ from .notify import (
     lateness_s,
     notify_dlq_record,
 )
+from .routing import Receipts
+from .shelving import Shelves, follow_shelves, suppressed
 
 if TYPE_CHECKING:
     import aiohttp
@@ -86,6 +92,7 @@ QUEUE_BOUND = 1000
 SENDERS = 4
 GRACE_S = 5.0
 DELAYED_AFTER_S = 30.0
+ROUTE_LOOKBACK_S = 24 * 3600.0  # how far back a restart rebuilds the routed episodes
 
 
 class Episodes:
@@ -237,13 +244,19 @@ class ChannelRunner:
     _failing: bool = field(default=False, init=False)
     _stopping: bool = field(default=False, init=False)
     _quiet: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    shelves: Shelves | None = None
+    shelved: int = field(default=0, init=False)
+    _held_back: dict[str, dict[str, Any]] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
         self.queue = ChannelQueue(self.queue_bound)
+        self.receipts = Receipts(self.route)
+        self._catching_up: dict[TP, int] = {}
         self.metrics.notify_queue_length.labels(self.channel).set_function(
             lambda: self.queue.held)
         self._quiet.set()
         self._outage = ThrottledLog(log)
+        self._shelf_log = ThrottledLog(log)
 
     @property
     def channel(self) -> str:
@@ -255,6 +268,14 @@ class ChannelRunner:
         """Take one record of the alerts topic: True when it was queued for delivery."""
         from ..rejects import malformed_dlq_record  # noqa: PLC0415
 
+        until = self._catching_up.get(tp)
+        if until is not None:
+            if offset < until:  # finished before a restart: only its routing counts
+                old = decode_alert(value)
+                if not isinstance(old, Rejection):
+                    self.receipts.decide(old)
+                return False
+            del self._catching_up[tp]
         alert = decode_alert(value)
         if isinstance(alert, Rejection):
             topic, partition = (tp.topic, tp.partition) if hasattr(tp, "topic") else (
@@ -265,11 +286,25 @@ class ChannelRunner:
                 offset=offset, key=key)))
             self.book.skip(tp, offset)
             return False
-        if not self.route.wants(alert):
+        routed = self.receipts.decide(alert)
+        if routed is None:
             self.book.skip(tp, offset)
             return False
+        alert = routed
         ikey = idempotency_key(alert)
         alert_id = str(alert["alert_id"])
+        if self.shelves is not None:
+            if alert.get("status") == "resolved":
+                self._held_back.pop(alert_id, None)
+            shelf = suppressed(alert, self.shelves, self.wall_clock())
+            if shelf is not None:  # held back until the shelf ends (agents/delivery/shelving.py)
+                self.shelved += 1
+                self._held_back[alert_id] = alert
+                self._shelf_log.note("%s: %s held back: zone %s shelved by %s until %s (%s)",
+                                     self.channel, ikey, shelf.zone_id, shelf.by,
+                                     format_ts(shelf.until_ms), shelf.reason)
+                self.book.skip(tp, offset)
+                return False
         self.episodes.note(alert_id, resolved=alert.get("status") == "resolved")
         held = self._pending.get(ikey)
         if held is not None and held.orphan:  # in flight from a revoked partition: adopt
@@ -296,11 +331,44 @@ class ChannelRunner:
         self.max_held = max(self.max_held, self.queue.held)
         return True
 
+    async def release_unshelved(self) -> int:
+        """The episodes held back by a shelf that ended: the newest record of each still
+        open is queued once, marked ``unshelved``. Returns how many."""
+        if self.shelves is None or not self._held_back:
+            return 0
+        now = self.wall_clock()
+        released = 0
+        for alert_id, alert in list(self._held_back.items()):
+            if suppressed(alert, self.shelves, now) is not None:
+                continue
+            del self._held_back[alert_id]
+            key = idempotency_key(alert)
+            if key in self._pending or self.episodes.seen(alert_id, key):
+                continue
+            self._order += 1
+            job = Job(alert | {"unshelved": True}, key, alert_id, priority_rank(alert), None,
+                      -1, str(alert.get("zone_id", "")).encode(), self._order)
+            self._pending[key] = job
+            await self.queue.put(job)
+            released += 1
+            log.info("%s: zone %s no longer shelved: %s sent", self.channel,
+                     alert.get("zone_id"), key)
+        return released
+
+    def catch_up(self, tp: TP, until: int) -> None:
+        """The partition is read again from before ``until`` (its committed offset) only to
+        rebuild which episodes this channel received (:mod:`agents.delivery.routing`): the
+        records below ``until`` are routed, not sent, and the offset stays at ``until``."""
+        self._catching_up[tp] = until
+        self.book.skip(tp, until - 1)
+
     async def revoke(self, tps: Any) -> None:
         """Partitions ``tps`` went to another worker (or away for a while): their queued
         alerts are dropped and forgotten, so whoever reads those offsets next delivers
         them; a send in flight finishes, but is not retried (an adopted one is)."""
         gone = set(tps)
+        for tp in gone:
+            self._catching_up.pop(tp, None)
         for job in await self.queue.drop(lambda j: j.tp in gone):
             self._pending.pop(job.key, None)
         for job in self._pending.values():
@@ -459,6 +527,7 @@ class ChannelRunner:
     async def _commit_forever(self, consumer: Any, every_s: float) -> None:
         while True:
             await asyncio.sleep(every_s)
+            await self.release_unshelved()
             await self.commit(consumer)
 
 
@@ -477,16 +546,39 @@ async def _until(stop: asyncio.Event, work: Coroutine[Any, Any, None]) -> None:
 
 
 class _Rebalance:
-    """Before partitions go: commit what finished on them and forget them."""
+    """Before partitions go: commit what finished on them and forget them. When they come:
+    read them again from ``lookback_s`` before now up to the committed offset, to rebuild
+    which episodes the channel received (:meth:`ChannelRunner.catch_up`)."""
 
-    def __init__(self, runner: ChannelRunner, consumer: Any) -> None:
-        self.runner, self.consumer = runner, consumer
+    def __init__(self, runner: ChannelRunner, consumer: Any,
+                 lookback_s: float = ROUTE_LOOKBACK_S) -> None:
+        self.runner, self.consumer, self.lookback_s = runner, consumer, lookback_s
+
+    async def _catch_up(self, assigned: Any) -> None:
+        since_ms = int((self.runner.wall_clock() - self.lookback_s) * 1000)
+        for tp in sorted(assigned):
+            committed = await self.consumer.committed(tp)
+            if committed is None or committed <= 0:
+                continue  # read from the start anyway
+            found = (await self.consumer.offsets_for_times({tp: since_ms})).get(tp)
+            if found is None or found.offset >= committed:
+                continue
+            self.consumer.seek(tp, found.offset)
+            self.runner.catch_up(tp, committed)
+            log.info("%s: %s/%d: rebuilding the routed episodes from offset %d to %d",
+                     self.runner.channel, tp.topic, tp.partition, found.offset, committed)
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         await self.runner.commit(self.consumer, set(revoked))
         await self.runner.revoke(revoked)
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
+        try:
+            await self._catch_up(assigned)
+        except Exception as exc:  # without it the level rule alone routes resolutions
+            log.warning("%s: could not rebuild the routed episodes (%s): resolutions of "
+                        "episodes that stepped down before the restart may be missed",
+                        self.runner.channel, exc)
         log.info("%s: consuming %s", self.runner.channel,
                  ", ".join(f"{tp.topic}/{tp.partition}" for tp in sorted(assigned)))
 
@@ -504,6 +596,7 @@ async def run_notify(
     grace_s: float = GRACE_S,
     delayed_after_s: float = DELAYED_AFTER_S,
     on_runner: Callable[[ChannelRunner], None] | None = None,
+    route_lookback_s: float = ROUTE_LOOKBACK_S,
 ) -> None:
     """Deliver the alerts topic to one channel (group ``<app_id>-notify-<channel>``) until
     ``stop``. Several calls in one event loop are independent channels."""
@@ -550,17 +643,30 @@ async def run_notify(
                                    metrics, InternalRejects.of(f"notify-{channel}", metrics,
                                                                log),
                                    queue_bound=queue_bound, senders=senders,
-                                   delayed_after_s=delayed_after_s)
+                                   delayed_after_s=delayed_after_s, shelves=Shelves())
+            assert runner.shelves is not None
+            shelf_stop, shelves_read = asyncio.Event(), asyncio.Event()
+            follower = asyncio.create_task(follow_shelves(
+                cfg, settings.topics.shelves, runner.shelves, shelf_stop, shelves_read))
+            with contextlib.suppress(TimeoutError):  # a slow topic holds back no alert long
+                async with asyncio.timeout(10.0):
+                    await shelves_read.wait()
             if on_runner is not None:
                 on_runner(runner)
 
             class Listener(_Rebalance, ConsumerRebalanceListener):  # type: ignore[misc]
                 pass
 
-            consumer.subscribe([settings.topics.alerts], listener=Listener(runner, consumer))
+            consumer.subscribe([settings.topics.alerts], listener=Listener(runner, consumer,
+                                                                      route_lookback_s))
             log.info("notify %s: reading %s as group %s", channel, settings.topics.alerts,
                      group)
-            await runner.serve(consumer, stop, grace_s=grace_s)
+            try:
+                await runner.serve(consumer, stop, grace_s=grace_s)
+            finally:
+                shelf_stop.set()
+                with contextlib.suppress(Exception):
+                    await follower
     finally:
         for client in (consumer, producer):
             if client is not None:

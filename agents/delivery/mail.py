@@ -31,7 +31,7 @@ from typing import Any, cast
 from schemas import ConfigError
 from streams.messages import BANGKOK, LEVEL_TH
 
-from .notify import Outcome, Result, delayed_marker, read_secret
+from .notify import DRILL_MARKER, Outcome, Result, delayed_marker, is_drill, read_secret
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,8 @@ def alert_email(alert: Mapping[str, Any], key: str, cfg: SmtpConfig,
     status = str(alert.get("status", "?"))
     msg = EmailMessage()
     late = f"{delayed_marker(delayed_s)} " if delayed_s is not None else ""
+    if is_drill(alert):
+        late = f"{DRILL_MARKER} {late}"
     msg["Subject"] = (f"{late}[safetour] {LEVEL_TH.get(level, level)} / {level.upper()} "
                       f"{status}: {zone}")
     msg["From"] = cfg.sender
@@ -105,7 +107,11 @@ def alert_email(alert: Mapping[str, Any], key: str, cfg: SmtpConfig,
     if delayed_s is not None:
         msg["X-Safetour-Delayed"] = str(delayed_s)
     text = alert.get("message") or {}
-    lines = [str(text.get("th", "")), "", str(text.get("en", "")), "", "--",
+    if is_drill(alert):
+        msg["X-Safetour-Exercise"] = "1"
+    drill = [DRILL_MARKER, "ฝึกซ้อม ไม่ใช่เหตุจริง / This is a drill, not a real alert.", ""]
+    lines = (drill if is_drill(alert) else []) + [
+             str(text.get("th", "")), "", str(text.get("en", "")), "", "--",
              f"alert_id: {alert.get('alert_id', '')}", f"zone: {zone}",
              f"level: {level} ({status}, reason {alert.get('reason', 'density')})",
              f"density: {alert.get('density', '?')} persons/m²"]

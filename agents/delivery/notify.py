@@ -98,6 +98,14 @@ def lateness_s(alert: Mapping[str, Any], now_s: float, after_s: float) -> int | 
     return int(now_s - at)
 
 
+DRILL_MARKER = "[ฝึกซ้อม / DRILL]"
+
+
+def is_drill(alert: Mapping[str, Any]) -> bool:
+    """An alert of a drill (``exercise: true``): every channel marks it."""
+    return alert.get("exercise") is True
+
+
 def delayed_marker(delayed_s: int) -> str:
     """The short marker a text channel (LINE, the e-mail subject) puts first."""
     minutes = delayed_s // 60
@@ -108,7 +116,9 @@ def delayed_marker(delayed_s: int) -> str:
 @dataclass(frozen=True, slots=True)
 class Route:
     """Which alerts go to a channel: a minimum level, and optionally only some zones.
-    Resolutions of routed episodes are always sent, whatever their level ('normal')."""
+    ``wants`` judges one record alone (the escalator's filter); the notify channels route
+    episode by episode (``agents/delivery/routing.py``: a channel that received an episode
+    hears its step down below the level and its resolution)."""
 
     min_level: str = "elevated"
     zones: frozenset[str] | None = None
@@ -308,6 +318,8 @@ class WebhookNotifier:
         }
         if delayed_s is not None:
             headers["X-Safetour-Delayed"] = str(delayed_s)
+        if is_drill(alert):  # the payload carries "exercise": true as well
+            headers["X-Safetour-Exercise"] = "1"
         return await post(self.session, self.url, body, headers, self.timeout_s)
 
 
@@ -353,6 +365,8 @@ def line_text(alert: Mapping[str, Any], delayed_s: int | None = None) -> str:
     text = f"{msg.get('th', '')}\n\n{msg.get('en', '')}".strip()
     if delayed_s is not None:
         text = f"{delayed_marker(delayed_s)}\n{text}"
+    if is_drill(alert):
+        text = f"{DRILL_MARKER}\n{text}"
     return cap_utf16(text)
 
 

@@ -32,8 +32,8 @@ def test_topics_create_twice_then_exist_with_documented_config(
     cmd = [sys.executable, "-m", "agents", "topics", "create"]
     first = subprocess.run(cmd, env=settings_env(s), capture_output=True, text=True, check=True)
     second = subprocess.run(cmd, env=settings_env(s), capture_output=True, text=True, check=True)
-    assert first.stdout.count("created") == 13
-    assert second.stdout.count("exists") == 13
+    assert first.stdout.count("created") == 14
+    assert second.stdout.count("exists") == 14
     zones = asyncio.run(_config(kafka, s.topics.zones))
     assert zones["cleanup.policy"] == "compact"
     dlq = asyncio.run(_config(kafka, s.topics.dlq))

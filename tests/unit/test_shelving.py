@@ -1,0 +1,117 @@
+"""Shelving (agents/delivery/shelving.py): bounded, recorded, ends by itself; it holds back a
+zone's notifications below critical, never critical alerts or resolutions, and when it ends
+each open episode held back is sent once."""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+import pytest
+
+from agents.delivery.channels import ChannelRunner
+from agents.delivery.notify import MemoryNotifier, RetryPolicy, Route
+from agents.delivery.shelving import Shelves, parse_duration, shelf_record, suppressed
+from agents.metrics import Metrics
+from agents.rejects import InternalRejects
+from schemas import SafetourError
+
+from .test_channels import NOW, P0, alert, poll, resolution, running, stopped
+
+
+def test_durations_are_bounded_and_bad_ones_say_why() -> None:
+    assert parse_duration("30m") == 1800
+    assert parse_duration("45s") == parse_duration("45") == 45
+    assert parse_duration("4h") == 4 * 3600
+    for bad in ("", "soon", "-5m", "0m", "4.1h", "5h"):
+        with pytest.raises(SafetourError):
+            parse_duration(bad)
+    with pytest.raises(SafetourError, match="reason"):
+        shelf_record("z1", action="shelve", by="somchai", now_s=NOW, for_s=60, reason=" ")
+
+
+def test_a_shelf_holds_until_its_end_and_ends_by_itself() -> None:
+    shelves = Shelves()
+    rec = shelf_record("z1", action="shelve", by="somchai", now_s=NOW, for_s=60,
+                       reason="rehearsal")
+    assert rec["until"] != rec["at"]
+    assert rec["by"] == "somchai"
+    assert shelves.apply(orjson.dumps(rec)) is None
+    assert shelves.active("z1", NOW + 59) is not None
+    assert shelves.active("z1", NOW + 60) is None  # over, with no command
+    assert shelves.active("z2", NOW) is None
+    assert [s.reason for s in shelves.listing(NOW)] == ["rehearsal"]
+    shelves.apply(orjson.dumps(shelf_record("z1", action="unshelve", by="nok", now_s=NOW)))
+    assert shelves.active("z1", NOW) is None
+    assert shelves.apply(b"not json") is not None
+    assert shelves.apply(orjson.dumps({"zone_id": "z1", "action": "nap"})) is not None
+    # Written by hand for a day: it holds at most 4 h.
+    long = rec | {"until": "2099-01-01T00:00:00Z"}
+    shelves.apply(orjson.dumps(long))
+    assert shelves.active("z1", NOW + 4 * 3600 - 1) is not None
+    assert shelves.active("z1", NOW + 4 * 3600) is None
+
+
+def test_critical_alerts_and_resolutions_are_never_held_back() -> None:
+    shelves = Shelves()
+    shelves.apply(orjson.dumps(shelf_record("z1", action="shelve", by="a", now_s=NOW,
+                                            for_s=600, reason="r")))
+    assert suppressed(alert(1, "high"), shelves, NOW) is not None
+    assert suppressed(alert(1, "critical"), shelves, NOW) is None
+    assert suppressed(resolution(1, 3), shelves, NOW) is None
+    assert suppressed(alert(1, "high", zone="z2"), shelves, NOW) is None
+
+
+@pytest.mark.asyncio
+async def test_the_runner_holds_back_a_shelved_zone_and_sends_its_open_episode_at_the_end(
+) -> None:
+    clock = [NOW]
+
+    async def dead_letter(key: bytes | None, value: bytes) -> None:
+        raise AssertionError("nothing is dead-lettered")
+
+    twin = MemoryNotifier()
+    metrics = Metrics()
+    shelves = Shelves()
+    r = ChannelRunner(twin, Route("elevated"), RetryPolicy(base_s=0.01, cap_s=0.05),
+                      dead_letter, metrics, InternalRejects.of("notify-t", metrics,
+                                                               logging.getLogger("t")),
+                      senders=1, wall_clock=lambda: clock[0], shelves=shelves)
+    shelves.apply(orjson.dumps(shelf_record("z1", action="shelve", by="a", now_s=NOW,
+                                            for_s=30, reason="rehearsal")))
+    tasks = await running(r)
+    records = [alert(1, "elevated", seq=1), alert(1, "high", seq=2, status="escalated"),
+               alert(2, "critical", seq=1, zone="z1"), alert(3, "high", seq=1, zone="z2")]
+    for off, a in enumerate(records):
+        await r.accept(P0, off, a["zone_id"].encode(), orjson.dumps(a))
+    await poll(lambda: r.queue.held == 0)
+    assert sorted(twin.delivered) == ["z1:2:ab:1", "z2:3:ab:1"]  # critical, other zone
+    assert r.shelved == 2
+    assert r.book.committable() == {P0: len(records)}
+    assert await r.release_unshelved() == 0  # still shelved
+    clock[0] = NOW + 31  # the shelf is over by itself
+    assert await r.release_unshelved() == 1
+    await poll(lambda: "z1:1:ab:2" in twin.delivered)
+    assert twin.delivered["z1:1:ab:2"]["unshelved"] is True
+    assert await r.release_unshelved() == 0  # once
+    await r.accept(P0, 4, b"z1", orjson.dumps(alert(1, "elevated", seq=3,
+                                                    status="deescalated")))
+    await poll(lambda: "z1:1:ab:3" in twin.delivered)
+    await stopped(tasks)
+
+
+def test_the_commands_refuse_bad_input_with_exit_2() -> None:
+    """A SafetourError is what `safetour` turns into exit 2 with its message."""
+    from agents.cli import build_parser, cmd_shelve  # noqa: PLC0415
+    from agents.config import Settings  # noqa: PLC0415
+
+    parser = build_parser()
+    with pytest.raises(SafetourError, match="at most 4 h"):
+        cmd_shelve(parser.parse_args(["shelve", "night-bazaar", "--for", "5h", "--reason",
+                                      "x"]), Settings.from_env({}))
+    with pytest.raises(SafetourError, match="unknown zone"):
+        cmd_shelve(parser.parse_args(["shelve", "no-such-zone", "--for", "5m", "--reason",
+                                      "x"]), Settings.from_env({}))
+    with pytest.raises(SystemExit) as exc:
+        parser.parse_args(["shelve", "night-bazaar", "--for", "5m"])
+    assert exc.value.code == 2
