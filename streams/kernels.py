@@ -15,9 +15,10 @@ as late if its bucket is already closed; otherwise add it to its bucket.
 Closing bucket ``c`` of a zone:
 - line occupancy: re-anchored to the cameras' estimate when the bucket has camera readings
   (drift correction), else ``max(0, occupancy + entries - exits)``;
-- bucket density (for the trend): cameras fused per sensor (below); else the line
+- bucket density (for the trend): cameras fused per sensor (below; a sensor with readings
+  in the window but none in the bucket counts at its window value); else the line
   occupancy / area while a line counter reported in the window; else Wi-Fi/BLE fused per
-  sensor; else NaN;
+  sensor, the same way; else NaN;
 - window density, same precedence over the whole window: cameras, then line counters, then
   device counters (fusion rule: the most direct measurement present wins);
 - fusion per sensor (cameras and device counters), so a sensor that reports more often does
@@ -207,6 +208,40 @@ def _fuse(z: int, zr_ptr: np.ndarray, zr: np.ndarray, xk: np.ndarray, x: np.ndar
 
 
 @njit(cache=True, nogil=True)
+def _fuse_bucket(z: int, zr_ptr: np.ndarray, zr: np.ndarray, xk: np.ndarray, xr: np.ndarray,
+                 xs: np.ndarray, slot: int, kind: int, n_bucket: float, n_window: float,
+                 scale: float) -> float:
+    """The bucket's fused density: every sensor of ``kind`` with readings in the window, at
+    its bucket value if it reported in the bucket, else at its window value (a sensor that
+    reports less often than once a bucket neither vanishes from buckets nor swings the
+    trend), with its window weight. NaN when the rows miss readings (fall back)."""
+    num = 0.0
+    den = 0.0
+    nb = 0.0
+    nw = 0.0
+    for j in range(zr_ptr[z], zr_ptr[z + 1]):
+        row = zr[j]
+        xn = xs[row, X_N]
+        if xk[row] != kind or xn < 0.5:
+            continue
+        nw += xn
+        bn = xr[row, slot, X_N]
+        nb += bn
+        if kind == OCC:
+            w = xs[row, X_COV] / xn
+            v = (xr[row, slot, X_A] / xr[row, slot, X_COV] if bn > 0.5
+                 else xs[row, X_A] / xs[row, X_COV])
+        else:
+            w = 1.0
+            v = (xr[row, slot, X_A] / bn if bn > 0.5 else xs[row, X_A] / xn) * scale
+        num += w * v
+        den += w
+    if nb != n_bucket or nw != n_window or not den > 0.0:
+        return np.nan
+    return num / den
+
+
+@njit(cache=True, nogil=True)
 def _close_bucket(
     z: int, c: int, zf: np.ndarray, zi: np.ndarray, ring: np.ndarray,
     oi: np.ndarray, of: np.ndarray, n_out: int,
@@ -253,7 +288,8 @@ def _close_bucket(
     dev_scale = ndev / area
     b_cam = np.nan
     if ring[z, slot, R_CAM_COV] > 0.0:
-        b_cam = _fuse(z, zr_ptr, zr, xk, xr[:, slot, :], OCC, ring[z, slot, R_CAM_N], 0.0)[0]
+        b_cam = _fuse_bucket(z, zr_ptr, zr, xk, xr, xs, slot, OCC, ring[z, slot, R_CAM_N],
+                             zf[z, ZF_S_CAM_N], 0.0)
         if np.isnan(b_cam):
             b_cam = ring[z, slot, R_CAM_COUNT] / ring[z, slot, R_CAM_COV]
     # Line occupancy as of the end of bucket c.
@@ -268,7 +304,8 @@ def _close_bucket(
     elif has_line:
         d = zf[z, ZF_LINE_OCC] / area
     elif ring[z, slot, R_DEV_N] > 0.0:
-        d = _fuse(z, zr_ptr, zr, xk, xr[:, slot, :], DEV, ring[z, slot, R_DEV_N], dev_scale)[0]
+        d = _fuse_bucket(z, zr_ptr, zr, xk, xr, xs, slot, DEV, ring[z, slot, R_DEV_N], dev_n,
+                         dev_scale)
         if np.isnan(d):
             d = ring[z, slot, R_DEV_OCC] / ring[z, slot, R_DEV_N] * dev_scale
     else:

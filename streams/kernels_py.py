@@ -82,6 +82,26 @@ def fuse(per: dict[int, list[float]], kind: int, n_zone: int, scale: float
     return d, 1.0 / (1.0 + sigma / max(d, AGREE_FLOOR))
 
 
+def fuse_bucket(bucket: dict[int, list[float]], window: dict[int, list[float]], kind: int,
+                n_bucket: int, n_window: int, scale: float) -> float:
+    """A bucket's fused density: each sensor with readings in the window at its bucket value,
+    or its window value if it has none in the bucket, weighted as in the window."""
+    pairs: list[tuple[float, float]] = []
+    for s, (a, cov, n) in window.items():
+        if n <= 0:
+            continue
+        own = bucket.get(s)
+        ba, bcov, bn = own if own is not None and own[2] > 0 else (a, cov, n)
+        if kind == OCC:
+            pairs.append((cov / n, ba / bcov))
+        else:
+            pairs.append((1.0, ba / bn * scale))
+    if (sum(v[2] for v in bucket.values()) != n_bucket
+            or sum(v[2] for v in window.values()) != n_window or not pairs):
+        return math.nan
+    return sum(w * v for w, v in pairs) / sum(w for w, _ in pairs)
+
+
 class TwinEngine:
     def __init__(self, grace: int) -> None:
         self.grace = grace
@@ -104,7 +124,7 @@ class TwinEngine:
         scale = z.ndev / z.area
         b_cam = math.nan
         if cur.cam_cov > 0:
-            b_cam = fuse(cur.cams, OCC, cur.cam_n, scale)[0]
+            b_cam = fuse_bucket(cur.cams, cams, OCC, cur.cam_n, cam_n, scale)
             if math.isnan(b_cam):
                 b_cam = cur.cam_count / cur.cam_cov
         cam_count = sum(b.cam_count for b in window)
@@ -124,7 +144,7 @@ class TwinEngine:
         elif line_n > 0:
             cur.dens = z.line_occ / z.area
         elif cur.dev_n > 0:
-            cur.dens = fuse(cur.devs, DEV, cur.dev_n, scale)[0]
+            cur.dens = fuse_bucket(cur.devs, devs, DEV, cur.dev_n, dev_n, scale)
             if math.isnan(cur.dens):
                 cur.dens = cur.dev_occ / cur.dev_n * scale
         else:
