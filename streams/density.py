@@ -320,8 +320,11 @@ class WindowedDensityEngine:
         self.si[idx, K.SI_ROW] = -1
         return idx
 
-    def _sensor_of(self, sensor_id: str, z: int) -> int | None:
-        """The sensor's index if it may report for zone ``z`` (see ``accept_unlisted``)."""
+    def _sensor_of(self, sensor_id: str, z: int, kind: Kind | None = None) -> int | None:
+        """The sensor's index if it may report for zone ``z`` (see ``accept_unlisted``). An
+        unlisted sensor accepted now gets a per-sensor row for ``kind`` (cameras, device
+        counters); a listed sensor sending another kind than its registry entry's is counted
+        by the zone sums only (its windows fall back to them)."""
         s = self.sensor_index.get(sensor_id)
         if s is not None and self.si[s, K.SI_ZONE] == z:
             return s
@@ -335,6 +338,9 @@ class WindowedDensityEngine:
         self.si[s, K.SI_AUTO] = 1
         self.zone_sensors[z].append(s)
         self._csr_dirty = True
+        row_kind = _ROW_KINDS.get(kind) if kind is not None else None
+        if row_kind is not None:
+            self._row(s, row_kind)
         return s
 
     # -- processing -------------------------------------------------------------------------
@@ -363,7 +369,7 @@ class WindowedDensityEngine:
                 detail = f"zone {ev.zone_id!r} is not in the zone registry"
                 refused.append((i, Rejection(Reason.UNKNOWN_ZONE, detail)))
                 continue
-            s = sensor_of(ev.sensor_id, z)
+            s = sensor_of(ev.sensor_id, z, ev.kind)
             if s is None:
                 detail = f"sensor {ev.sensor_id!r} is not listed for zone {ev.zone_id!r}"
                 refused.append((i, Rejection(Reason.UNKNOWN_SENSOR, detail)))
@@ -475,14 +481,6 @@ class WindowedDensityEngine:
             group = self.ring.nbytes > GROUP_BY_ZONE_BYTES
         eff = ev_ts if ev_eff is None else ev_eff
         chash = np.zeros(n, dtype=np.int64) if ev_chash is None else ev_chash
-        # Cameras and device counters without a row yet (accepted unlisted, or a sensor
-        # sending another kind than it is listed with) get one for that kind.
-        counted = (ev_kind == K.OCC) | (ev_kind == K.DEV)
-        rowless = counted & (self.si[ev_sensor, K.SI_ROW] < 0)
-        if rowless.any():
-            for i in np.flatnonzero(rowless).tolist():
-                if self.si[ev_sensor[i], K.SI_ROW] < 0:
-                    self._row(int(ev_sensor[i]), int(ev_kind[i]))
         self._rows_by_zone()
         K.arrival_kernel(ev_zone, ev_part, eff, self.p_max, len(self.zone_ids), pmax_at,
                          order, group)

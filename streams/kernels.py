@@ -177,11 +177,13 @@ def _fuse(z: int, zr_ptr: np.ndarray, zr: np.ndarray, xk: np.ndarray, x: np.ndar
     num = 0.0
     den = 0.0
     n = 0.0
+    m = 0
     for j in range(zr_ptr[z], zr_ptr[z + 1]):
         row = zr[j]
         xn = x[row, X_N]
         if xk[row] == kind and xn > 0.5:
             n += xn
+            m += 1
             if kind == OCC:
                 num += x[row, X_A] / xn
                 den += x[row, X_COV] / xn
@@ -191,6 +193,8 @@ def _fuse(z: int, zr_ptr: np.ndarray, zr: np.ndarray, xk: np.ndarray, x: np.ndar
     if n != n_zone or not den > 0.0:
         return np.nan, np.nan
     d = num / den
+    if m == 1:
+        return d, 1.0
     var = 0.0
     for j in range(zr_ptr[z], zr_ptr[z + 1]):
         row = zr[j]

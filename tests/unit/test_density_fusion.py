@@ -9,12 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 import pytest
 
 from schemas import Kind, SensorEvent, SensorSpec, Zone
 from streams import kernels as K
 from streams.density import WindowedDensityEngine
 from streams.engine import DensityUpdate
+from streams.pipeline import density_record
 
 T0 = 1_771_150_000_000 - 1_771_150_000_000 % 60_000
 
@@ -250,3 +252,12 @@ def test_snapshot_written_before_fusion_per_sensor_restores() -> None:
     fused = [u for u in got if u.window_end_ms >= T0 + 160_000]
     assert fused
     assert all(u.density == pytest.approx(1500 / 1100) for u in fused)
+
+
+def test_density_record_carries_confidence() -> None:
+    """The density topic's record gains ``confidence`` (3 decimals; null when blind)."""
+    ups = run(CAMS, issue_example(), until_ms=300_000)
+    rec = orjson.loads(density_record(at(ups, 90)))
+    assert rec["confidence"] == round(at(ups, 90).confidence, 3)
+    assert 0.0 < rec["confidence"] < 1.0  # cameras A (5 p/m²) and B (1 p/m²) disagree
+    assert orjson.loads(density_record(ups[-1]))["confidence"] is None
