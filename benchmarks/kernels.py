@@ -27,7 +27,7 @@ import numpy.typing as npt
 
 from schemas import Kind, SensorSpec, Zone
 from streams.density import WindowedDensityEngine
-from streams.kernels_py import SensorState, TwinEngine, ZoneState
+from streams.kernels_py import Row, SensorState, TwinEngine, ZoneState
 
 T0 = 1_771_150_000_000
 BATCH = 100_000
@@ -100,14 +100,14 @@ def run_twin(zones: list[Zone], cols: Columns) -> float:
         twin.zones[zi] = ZoneState(z.area_m2, 5000, 12, 1)
         for k, s in enumerate(z.sensors):
             twin.sensors[zi * 3 + k] = SensorState(s.calibration or 1.0, s.coverage_m2 or np.nan,
-                                                    16)
+                                                    16, (1, None, 2)[k])
     events = list(zip(cols.zone.tolist(), cols.sensor.tolist(), cols.kind.tolist(),
                       cols.ts.tolist(), cols.a.tolist(), cols.b.tolist(), cols.cov.tolist(),
                       cols.hash.tolist(), cols.part.tolist(),
                       cols.ts.tolist(),  # watermark time: the event time (no arrivals here)
                       [0] * len(cols.ts),  # content hash: none (the kernel's default too)
                       strict=True))
-    out: list[tuple[int, int, int, int, int, float, float, float, float]] = []
+    out: list[Row] = []
     t0 = time.perf_counter()
     for i in range(0, len(events), BATCH):
         twin.ingest(events[i:i + BATCH], out)

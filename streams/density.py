@@ -11,6 +11,7 @@ Defaults (override per engine, or per zone with ``window_s`` / ``slide_s`` in th
 | lead         | 30 s    | a reading counts at most this far ahead of its arrival           |
 | dedup depth  | 16      | event ids (and content hashes) remembered per sensor             |
 | stale sensor | window  | a sensor with no reading in the window is listed as stale        |
+| fresh within | 2 slides| a sensor's newest reading may be this old before confidence drops |
 
 Event time that no sender can poison: every reading comes with its *arrival* (the broker
 timestamp of its record, or offline the robust clock of ``streams/clock.py``). Its
@@ -21,7 +22,16 @@ further ahead (but within the pipeline's skew) counts at ``arrival + lead``.
 
 Memory: with ``R`` ring slots (window/slide + grace/slide + lead/slide + 3 = 23 by default)
 a zone costs ``R x 11 x 8`` bytes of ring + 160 bytes of zone fields = 2,184 bytes; a sensor
-costs ``16 x 16 + 56`` = 312 bytes. 100,000 zones with 3 sensors each: about 312 MB.
+costs ``16 x 16 + 64`` = 320 bytes, and a camera or device counter another ``R x 3 x 8 + 40``
+= 592 bytes (its per-sensor window: fusion per sensor). 100,000 zones with a camera, a line
+counter and a Wi-Fi counter each: about 430 MB.
+
+Confidence of a window (``DensityUpdate.confidence``, 0..1, NaN when blind) = freshness x
+agreement. Freshness: 1 - the mean, over the zone's listed sensors, of each one's stale share
+of the window, ``clamp((age - tol) / (window - tol), 0, 1)`` with ``age`` = window end - its
+newest reading (a sensor with none since the window start: 1) and ``tol`` = 2 slides.
+Agreement (from the kernel, ``kernels.OF_AGREE``): ``1 / (1 + sigma / max(D, 1 p/m²))``, the
+spread of the source kind's per-sensor values around the fused density ``D``.
 """
 
 from __future__ import annotations
@@ -55,6 +65,8 @@ MAX_PARTITIONS: Final = 4096
 GROUP_BY_ZONE_BYTES: Final = 8 << 20  # zone rings larger than this: process zone by zone
 _HASH_MASK: Final = (1 << 62) - 1
 SOURCE_NAMES: Final = {K.LINE: "line_count", K.OCC: "occupancy", K.DEV: "device_count"}
+FRESH_SLIDES: Final = 2  # a sensor's newest reading may be this many slides old: fresh
+_ROW_KINDS: Final = {Kind.OCCUPANCY: K.OCC, Kind.DEVICE_COUNT: K.DEV}
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -141,6 +153,17 @@ class WindowedDensityEngine:
         self.si: I64 = np.zeros((0, K.SI_N), dtype=np.int64)
         self.dedup: I64 = np.zeros((0, dedup_depth), dtype=np.int64)
         self.dedup_c: I64 = np.zeros((0, dedup_depth), dtype=np.int64)
+        # Per-sensor windows of cameras and device counters (kernels.X_*): one row each,
+        # ``si[s, SI_ROW]``; rows of a zone listed in ``zr`` from ``zr_ptr[z]`` (rebuilt when
+        # the registry or a sensor's row changes).
+        self.n_rows = 0
+        self.xr: F64 = np.zeros((0, self.ring_slots, K.X_FIELDS))
+        self.xs: F64 = np.zeros((0, K.X_FIELDS))
+        self.xk: I64 = np.zeros(0, dtype=np.int64)
+        self._row_zone: I64 = np.zeros(0, dtype=np.int64)  # zone of each row in the CSR
+        self.zr_ptr: I64 = np.zeros(1, dtype=np.int64)
+        self.zr: I64 = np.zeros(0, dtype=np.int64)
+        self._csr_dirty = True
         # Per partition: watermark base (newest event time, or its wall-clock extrapolation
         # while idle), newest real event time, and wall-clock time of the last arrival.
         self.p_max: I64 = np.full(MAX_PARTITIONS, K.NEVER, dtype=np.int64)
@@ -208,6 +231,9 @@ class WindowedDensityEngine:
             self.si[sidx, K.SI_AUTO] = 0
             self.sf[sidx, K.SF_CALIB] = spec.calibration or 1.0
             self.sf[sidx, K.SF_COV] = spec.coverage_m2 or math.nan
+            kind = _ROW_KINDS.get(spec.kind)
+            if kind is not None:
+                self._row(sidx, kind)
             listed.append(sidx)
         # Sensors the entry no longer lists leave the zone; unlisted ones accepted earlier
         # stay only while the zone still lists none.
@@ -221,6 +247,55 @@ class WindowedDensityEngine:
         self.zone_sensors[idx] = listed
         self.zone_listed[idx] = len(zone.sensors)
         self._by_name.pop(idx, None)
+        self._csr_dirty = True
+
+    def _row(self, s: int, kind: int) -> int:
+        """Sensor ``s``'s per-sensor row, counting readings of ``kind`` (a new row, or its
+        row emptied and turned to ``kind`` if it counted another kind)."""
+        row = int(self.si[s, K.SI_ROW])
+        if row >= 0:
+            if self.xk[row] != kind:
+                self.xk[row] = kind
+                self.xr[row] = 0.0
+                self.xs[row] = 0.0
+            return row
+        row = self.n_rows
+        self.n_rows += 1
+        if row >= self.xk.shape[0]:
+            n = max(64, 2 * self.xk.shape[0])
+            self.xr = _grow(self.xr, n, 0.0)  # type: ignore[assignment]
+            self.xs = _grow(self.xs, n, 0.0)  # type: ignore[assignment]
+            self.xk = _grow(self.xk, n, -1)  # type: ignore[assignment]
+            self._row_zone = _grow(self._row_zone, n, -1)  # type: ignore[assignment]
+        self.xk[row] = kind
+        self._row_zone[row] = self.si[s, K.SI_ZONE]  # (so the rebuild keeps what it gets)
+        self.si[s, K.SI_ROW] = row
+        self._csr_dirty = True
+        return row
+
+    def _rows_by_zone(self) -> None:
+        """Rebuild the zone -> rows lists; a row whose sensor changed zones starts empty."""
+        if not self._csr_dirty:
+            return
+        self._csr_dirty = False
+        nz = len(self.zone_ids)
+        ptr = np.zeros(max(nz, self.zi.shape[0]) + 1, dtype=np.int64)
+        rows: list[int] = []
+        zone_of = np.full(self.xk.shape[0], -1, dtype=np.int64)
+        for z in range(nz):
+            for s in self.zone_sensors[z]:
+                row = int(self.si[s, K.SI_ROW])
+                if row >= 0 and self.si[s, K.SI_ZONE] == z:
+                    rows.append(row)
+                    zone_of[row] = z
+            ptr[z + 1] = len(rows)
+        ptr[nz + 1:] = len(rows)
+        moved = zone_of != self._row_zone
+        self.xr[moved] = 0.0
+        self.xs[moved] = 0.0
+        self._row_zone = zone_of
+        self.zr_ptr = ptr
+        self.zr = np.array(rows, dtype=np.int64)
 
     def _sensor(self, sensor_id: str, zone_idx: int) -> int:
         idx = self.sensor_index.get(sensor_id)
@@ -242,10 +317,14 @@ class WindowedDensityEngine:
         self.si[idx, K.SI_LAST_TS] = -1
         self.si[idx, K.SI_DPOS] = 0
         self.si[idx, K.SI_AUTO] = 0
+        self.si[idx, K.SI_ROW] = -1
         return idx
 
-    def _sensor_of(self, sensor_id: str, z: int) -> int | None:
-        """The sensor's index if it may report for zone ``z`` (see ``accept_unlisted``)."""
+    def _sensor_of(self, sensor_id: str, z: int, kind: Kind | None = None) -> int | None:
+        """The sensor's index if it may report for zone ``z`` (see ``accept_unlisted``). An
+        unlisted sensor accepted now gets a per-sensor row for ``kind`` (cameras, device
+        counters); a listed sensor sending another kind than its registry entry's is counted
+        by the zone sums only (its windows fall back to them)."""
         s = self.sensor_index.get(sensor_id)
         if s is not None and self.si[s, K.SI_ZONE] == z:
             return s
@@ -258,6 +337,10 @@ class WindowedDensityEngine:
         self.si[s, K.SI_ZONE] = z
         self.si[s, K.SI_AUTO] = 1
         self.zone_sensors[z].append(s)
+        self._csr_dirty = True
+        row_kind = _ROW_KINDS.get(kind) if kind is not None else None
+        if row_kind is not None:
+            self._row(s, row_kind)
         return s
 
     # -- processing -------------------------------------------------------------------------
@@ -286,7 +369,7 @@ class WindowedDensityEngine:
                 detail = f"zone {ev.zone_id!r} is not in the zone registry"
                 refused.append((i, Rejection(Reason.UNKNOWN_ZONE, detail)))
                 continue
-            s = sensor_of(ev.sensor_id, z)
+            s = sensor_of(ev.sensor_id, z, ev.kind)
             if s is None:
                 detail = f"sensor {ev.sensor_id!r} is not listed for zone {ev.zone_id!r}"
                 refused.append((i, Rejection(Reason.UNKNOWN_SENSOR, detail)))
@@ -398,6 +481,7 @@ class WindowedDensityEngine:
             group = self.ring.nbytes > GROUP_BY_ZONE_BYTES
         eff = ev_ts if ev_eff is None else ev_eff
         chash = np.zeros(n, dtype=np.int64) if ev_chash is None else ev_chash
+        self._rows_by_zone()
         K.arrival_kernel(ev_zone, ev_part, eff, self.p_max, len(self.zone_ids), pmax_at,
                          order, group)
         start = 0
@@ -406,6 +490,7 @@ class WindowedDensityEngine:
                 ev_zone, ev_sensor, ev_kind, ev_ts, ev_a, ev_b, ev_cov, ev_hash, ev_part,
                 pmax_at, order, status, start, self.zf, self.zi, self.ring, self.sf, self.si,
                 self.dedup, self.grace_ms, self._oi, self._of, 0, chash, self.dedup_c,
+                self.zr_ptr, self.zr, self.xk, self.xr, self.xs,
             )
             self._collect(n_out)
             if start >= ev_zone.shape[0]:
@@ -459,6 +544,10 @@ class WindowedDensityEngine:
             self.ring[z, :, K.R_MAX_TS] = -1.0
             self.ring[z, :, K.R_DENS] = np.nan
             for s in self.zone_sensors[z]:
+                row = self.si[s, K.SI_ROW]
+                if row >= 0:
+                    self.xr[row] = 0.0
+                    self.xs[row] = 0.0
                 self.si[s, K.SI_LAST_TS] = -1
                 self.si[s, K.SI_DPOS] = 0
                 self.dedup[s] = -1
@@ -520,10 +609,12 @@ class WindowedDensityEngine:
         wm = (self.p_max - self.grace_ms) // self.slide_ms
         if np.any(wm != self._closed_wm):
             self._closed_wm = wm
+            self._rows_by_zone()
             start = 0
             while start < self.zi.shape[0]:
                 start, n_out = K.close_kernel(start, self.zf, self.zi, self.ring, self.p_max,
-                                              self.grace_ms, self._oi, self._of, 0)
+                                              self.grace_ms, self._oi, self._of, 0,
+                                              self.zr_ptr, self.zr, self.xk, self.xr, self.xs)
                 self._collect(n_out)
         pending, self._pending = self._pending, []
         if not pending:
@@ -577,9 +668,14 @@ class WindowedDensityEngine:
         auto = self.si[:n_sensors, K.SI_AUTO].tolist()
         skew = self.sf[:n_sensors, K.SF_SKEW].tolist()
         append = out.append
-        for k, ((z, end, src, fresh, nread), (occ, dens, trend, flow)) in enumerate(
+        for k, ((z, end, src, fresh, nread), (occ, dens, trend, flow, agree)) in enumerate(
                 zip(oi, of, strict=True)):
-            start = end - (span[z] if span else int(zi[z, K.ZI_K] * zi[z, K.ZI_SLIDE]))
+            window = span[z] if span else int(zi[z, K.ZI_K] * zi[z, K.ZI_SLIDE])
+            start = end - window
+            tol = FRESH_SLIDES * int(zi[z, K.ZI_SLIDE])
+            spread = window - tol
+            stale_sum = 0.0
+            n_listed = 0
             # Sensors with a reading since the window start (newest reading per sensor; a
             # sensor whose only readings are newer than the window end is listed too), and
             # the zone's other sensors, stale; both in name order.
@@ -592,11 +688,19 @@ class WindowedDensityEngine:
                     if nread:
                         seen.append(names[s])
                         ages.append(end - t)
+                    if not auto[s]:
+                        n_listed += 1
+                        age = end - t
+                        if age > tol:
+                            stale_sum += min(1.0, (age - tol) / spread) if spread > 0 else 1.0
                 elif not auto[s]:  # unlisted sensors accepted earlier are never "stale"
                     stale.append(names[s])
+                    n_listed += 1
+                    stale_sum += 1.0
+            conf = agree * (1.0 - stale_sum / n_listed) if n_listed else agree
             append(DensityUpdate(zone_ids[z], start, end, occ, dens, tuple(seen), trend, flow,
                                  fresh, SOURCE_NAMES.get(src), nread, tuple(stale),
-                                 tuple(ages), _skewed(wanted[k], skew, names)))
+                                 tuple(ages), _skewed(wanted[k], skew, names), conf))
         return out
 
     def skewed_sensors(self) -> list[tuple[str, float]]:
@@ -616,6 +720,14 @@ class WindowedDensityEngine:
         zones = np.flatnonzero(
             (self.zi[:n, K.ZI_PART] == partition) & (self.zi[:n, K.ZI_CLOSED] != K.NEVER))
         sensors = [s for z in zones for s in self.zone_sensors[int(z)]]
+        rows = self.si[sensors, K.SI_ROW] if sensors else np.zeros(0, dtype=np.int64)
+        have = rows >= 0
+        x_kind = np.full(len(sensors), -1, dtype=np.int64)
+        x_kind[have] = self.xk[rows[have]]
+        xr = np.zeros((len(sensors), self.ring_slots, K.X_FIELDS))
+        xr[have] = self.xr[rows[have]]
+        xs = np.zeros((len(sensors), K.X_FIELDS))
+        xs[have] = self.xs[rows[have]]
         return {
             "zone_ids": np.array([self.zone_ids[z] for z in zones], dtype=str),
             "zf": self.zf[zones], "zi": self.zi[zones], "ring": self.ring[zones],
@@ -624,6 +736,9 @@ class WindowedDensityEngine:
                 [self.zone_ids[int(self.si[s, K.SI_ZONE])] for s in sensors], dtype=str),
             "si": self.si[sensors], "dedup": self.dedup[sensors],
             "dedup_c": self.dedup_c[sensors], "sf": self.sf[sensors],
+            # Per-sensor windows (absent from snapshots of the earlier layout): the row's kind
+            # (-1: no row), its buckets and window sums.
+            "x_kind": x_kind, "xr": xr, "xs": xs,
             "partition": np.array([partition, self.p_max[partition],
                                    self.p_event_max[partition], self.ring_slots,
                                    self.grace_ms], dtype=np.int64),
@@ -661,6 +776,7 @@ class WindowedDensityEngine:
                 self.zi[z, f] = saved[f]
             self.ring[z] = snap["ring"][row]
             restored += 1
+        self._rows_by_zone()  # (rows of sensors that moved zones are emptied first)
         for row, (sid, zid) in enumerate(zip(snap["sensor_ids"].tolist(),
                                              snap["sensor_zones"].tolist(), strict=True)):
             z = self.zone_index.get(zid)
@@ -675,6 +791,17 @@ class WindowedDensityEngine:
             if "dedup_c" in snap:
                 self.dedup_c[s] = snap["dedup_c"][row]
                 self.sf[s, K.SF_SKEW] = snap["sf"][row][K.SF_SKEW]
+            # Its per-sensor window; without one (a snapshot of the earlier layout) the row
+            # starts empty and the windows holding restored buckets use the zone sums.
+            kind = int(snap["x_kind"][row]) if "x_kind" in snap else -1
+            x = int(self.si[s, K.SI_ROW])
+            if kind >= 0 and (x < 0 or self.xk[x] == kind):
+                x = self._row(s, kind)
+                self.xr[x] = snap["xr"][row]
+                self.xs[x] = snap["xs"][row]
+            elif x >= 0:
+                self.xr[x] = 0.0
+                self.xs[x] = 0.0
         self.p_max[partition] = max(int(self.p_max[partition]), p_max)
         self.p_event_max[partition] = max(int(self.p_event_max[partition]), p_event_max)
         # Idleness restarts now (live), so a partition whose input stopped before a restart
@@ -685,7 +812,8 @@ class WindowedDensityEngine:
 
     # -- introspection ----------------------------------------------------------------------
     def state_bytes(self) -> int:
-        arrays = (self.zf, self.zi, self.ring, self.sf, self.si, self.dedup, self.dedup_c)
+        arrays = (self.zf, self.zi, self.ring, self.sf, self.si, self.dedup, self.dedup_c,
+                  self.xr, self.xs, self.xk)
         return sum(a.nbytes for a in arrays)
 
     def watermark(self, partition: int) -> int | None:

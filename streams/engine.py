@@ -35,6 +35,7 @@ class DensityUpdate(NamedTuple):
     stale_sensors: tuple[str, ...] = ()  # registered sensors with no reading in the window
     sensor_age_ms: tuple[int, ...] = ()  # per entry of ``sensors``: window end - newest reading
     skewed_sensors: tuple[tuple[str, float], ...] = ()  # (sensor, clock offset s) if off
+    confidence: float = math.nan  # 0..1: sensors' freshness x agreement; NaN when blind
 
 
 class DensityEngine(Protocol):

@@ -15,11 +15,25 @@ as late if its bucket is already closed; otherwise add it to its bucket.
 Closing bucket ``c`` of a zone:
 - line occupancy: re-anchored to the cameras' estimate when the bucket has camera readings
   (drift correction), else ``max(0, occupancy + entries - exits)``;
-- bucket density (for the trend): cameras ``sum(count) / sum(coverage)``; else the line
-  occupancy / area while a line counter reported in the window; else Wi-Fi/BLE
-  ``mean(devices x calibration) x number of device sensors / area``; else NaN;
+- bucket density (for the trend): cameras fused per sensor (below; a sensor with readings
+  in the window but none in the bucket counts at its window value); else the line
+  occupancy / area while a line counter reported in the window; else Wi-Fi/BLE fused per
+  sensor, the same way; else NaN;
 - window density, same precedence over the whole window: cameras, then line counters, then
   device counters (fusion rule: the most direct measurement present wins);
+- fusion per sensor (cameras and device counters), so a sensor that reports more often does
+  not weigh more: each sensor's value over the bucket or window first, from its own sums
+  (``xr``/``xs``, one row per sensor): a camera's ``d_s = sum(count) / sum(coverage)`` with
+  weight ``w_s = sum(coverage) / n_s`` (its mean coverage), the zone ``sum(w_s d_s) /
+  sum(w_s)``; a device counter's ``mean(devices x calibration)``, the zone the mean of those
+  over the sensors that reported, x number of device sensors / area. Should the rows not
+  hold every reading the zone sums hold (a snapshot of the earlier layout, a sensor that
+  changed kind), that window falls back to the zone sums (``sum(count) / sum(coverage)``,
+  ``mean(devices x calibration)`` per reading);
+- agreement: ``1 / (1 + sigma / max(D, AGREE_FLOOR))`` over the source kind's sensors, with
+  ``sigma`` the ``w_s``-weighted standard deviation of the ``d_s`` around the zone's ``D``
+  (device counters: equal weights, ``d_s`` their zone estimates); 1 for line counters, one
+  sensor, or the fallback; NaN when blind;
 - trend: least-squares slope of the bucket densities in the window, persons/m² per minute;
 - flow: entries per minute over the window; freshness: ``end`` - newest reading in the window.
 
@@ -91,6 +105,15 @@ R_DENS = 8
 R_READS = 9
 R_CAM_N = 10
 R_FIELDS = 11
+# Per-sensor rows (cameras and device counters; ``si[s, SI_ROW]``): per bucket ``xr[row,
+# slot, ...]`` (the zone's slot numbering) and the running window sums ``xs[row, ...]``;
+# ``xk[row]`` is the kind the row counts (a reading of another kind is counted by the zone
+# sums only, and makes its windows fall back to them).
+X_A = 0  # camera: sum(count); device counter: sum(devices x calibration)
+X_COV = 1  # camera: sum(coverage)
+X_N = 2  # readings
+X_FIELDS = 3
+AGREE_FLOOR = 1.0  # p/m²: disagreement below this density is measured against it
 # Sensor float fields sf[s, ...]
 SF_CALIB = 0
 SF_COV = 1
@@ -101,7 +124,8 @@ SI_ZONE = 0
 SI_LAST_TS = 1
 SI_DPOS = 2
 SI_AUTO = 3  # 1 if the sensor was not listed by the registry (accepted unlisted)
-SI_N = 4
+SI_ROW = 4  # its per-sensor row (cameras, device counters), or -1
+SI_N = 5
 # Output int columns oi[n, ...]
 OI_ZONE = 0
 OI_END = 1
@@ -114,7 +138,8 @@ OF_OCC = 0
 OF_DENS = 1
 OF_TREND = 2
 OF_FLOW = 3
-OF_COLS = 4
+OF_AGREE = 4  # agreement of the source kind's sensors, 0..1 (NaN when blind)
+OF_COLS = 5
 
 
 @njit(cache=True, nogil=True)
@@ -133,9 +158,98 @@ def _clear_slot(ring: np.ndarray, z: int, slot: int) -> None:
 
 
 @njit(cache=True, nogil=True)
+def _clear_rows(z: int, zr_ptr: np.ndarray, zr: np.ndarray, xr: np.ndarray,
+                xs: np.ndarray) -> None:
+    for j in range(zr_ptr[z], zr_ptr[z + 1]):
+        row = zr[j]
+        for f in range(X_FIELDS):
+            xs[row, f] = 0.0
+            for slot in range(xr.shape[1]):
+                xr[row, slot, f] = 0.0
+
+
+@njit(cache=True, nogil=True)
+def _fuse(z: int, zr_ptr: np.ndarray, zr: np.ndarray, xk: np.ndarray, x: np.ndarray,
+          kind: int, n_zone: float, scale: float) -> tuple[float, float]:
+    """Fused density and agreement of the rows of ``kind`` of zone ``z`` from sums ``x``
+    (``xs``, or one slot of ``xr``); NaN, NaN when they do not hold all ``n_zone`` readings
+    of the zone sums (fall back). ``scale``: device counters' ``ndev / area``."""
+    num = 0.0
+    den = 0.0
+    n = 0.0
+    m = 0
+    for j in range(zr_ptr[z], zr_ptr[z + 1]):
+        row = zr[j]
+        xn = x[row, X_N]
+        if xk[row] == kind and xn > 0.5:
+            n += xn
+            m += 1
+            if kind == OCC:
+                num += x[row, X_A] / xn
+                den += x[row, X_COV] / xn
+            else:
+                num += x[row, X_A] / xn * scale
+                den += 1.0
+    if n != n_zone or not den > 0.0:
+        return np.nan, np.nan
+    d = num / den
+    if m == 1:
+        return d, 1.0
+    var = 0.0
+    for j in range(zr_ptr[z], zr_ptr[z + 1]):
+        row = zr[j]
+        xn = x[row, X_N]
+        if xk[row] == kind and xn > 0.5:
+            if kind == OCC:
+                w = x[row, X_COV] / xn
+                e = x[row, X_A] / x[row, X_COV] - d
+            else:
+                w = 1.0
+                e = x[row, X_A] / xn * scale - d
+            var += w * e * e
+    sigma = np.sqrt(var / den)
+    return d, 1.0 / (1.0 + sigma / max(d, AGREE_FLOOR))
+
+
+@njit(cache=True, nogil=True)
+def _fuse_bucket(z: int, zr_ptr: np.ndarray, zr: np.ndarray, xk: np.ndarray, xr: np.ndarray,
+                 xs: np.ndarray, slot: int, kind: int, n_bucket: float, n_window: float,
+                 scale: float) -> float:
+    """The bucket's fused density: every sensor of ``kind`` with readings in the window, at
+    its bucket value if it reported in the bucket, else at its window value (a sensor that
+    reports less often than once a bucket neither vanishes from buckets nor swings the
+    trend), with its window weight. NaN when the rows miss readings (fall back)."""
+    num = 0.0
+    den = 0.0
+    nb = 0.0
+    nw = 0.0
+    for j in range(zr_ptr[z], zr_ptr[z + 1]):
+        row = zr[j]
+        xn = xs[row, X_N]
+        if xk[row] != kind or xn < 0.5:
+            continue
+        nw += xn
+        bn = xr[row, slot, X_N]
+        nb += bn
+        if kind == OCC:
+            w = xs[row, X_COV] / xn
+            v = (xr[row, slot, X_A] / xr[row, slot, X_COV] if bn > 0.5
+                 else xs[row, X_A] / xs[row, X_COV])
+        else:
+            w = 1.0
+            v = (xr[row, slot, X_A] / bn if bn > 0.5 else xs[row, X_A] / xn) * scale
+        num += w * v
+        den += w
+    if nb != n_bucket or nw != n_window or not den > 0.0:
+        return np.nan
+    return num / den
+
+
+@njit(cache=True, nogil=True)
 def _close_bucket(
     z: int, c: int, zf: np.ndarray, zi: np.ndarray, ring: np.ndarray,
     oi: np.ndarray, of: np.ndarray, n_out: int,
+    zr_ptr: np.ndarray, zr: np.ndarray, xk: np.ndarray, xr: np.ndarray, xs: np.ndarray,
 ) -> int:
     """Close bucket ``c`` of zone ``z``; maybe emit its window into row ``n_out``."""
     r = ring.shape[1]
@@ -152,6 +266,10 @@ def _close_bucket(
     zf[z, ZF_S_DEV_OCC] += ring[z, slot, R_DEV_OCC]
     zf[z, ZF_S_DEV_N] += ring[z, slot, R_DEV_N]
     zf[z, ZF_S_READS] += ring[z, slot, R_READS]
+    for j in range(zr_ptr[z], zr_ptr[z + 1]):
+        row = zr[j]
+        for f in range(X_FIELDS):
+            xs[row, f] += xr[row, slot, f]
     cam_count = zf[z, ZF_S_CAM_COUNT]
     cam_cov = zf[z, ZF_S_CAM_COV]
     line_in = zf[z, ZF_S_LINE_IN]
@@ -169,35 +287,52 @@ def _close_bucket(
             max_ts = ring[z, sj, R_MAX_TS]
             break
         sj = sj - 1 if sj > 0 else r - 1
+    # The bucket's cameras, fused per sensor (or from the zone sums: see _fuse).
+    ndev = zi[z, ZI_NDEV]
+    dev_scale = ndev / area
+    b_cam = np.nan
+    if ring[z, slot, R_CAM_COV] > 0.0:
+        b_cam = _fuse_bucket(z, zr_ptr, zr, xk, xr, xs, slot, OCC, ring[z, slot, R_CAM_N],
+                             zf[z, ZF_S_CAM_N], 0.0)
+        if np.isnan(b_cam):
+            b_cam = ring[z, slot, R_CAM_COUNT] / ring[z, slot, R_CAM_COV]
     # Line occupancy as of the end of bucket c.
     if ring[z, slot, R_CAM_COV] > 0.0:
-        zf[z, ZF_LINE_OCC] = ring[z, slot, R_CAM_COUNT] / ring[z, slot, R_CAM_COV] * area
+        zf[z, ZF_LINE_OCC] = b_cam * area
     elif ring[z, slot, R_LINE_N] > 0.0:
         occ = zf[z, ZF_LINE_OCC] + ring[z, slot, R_LINE_IN] - ring[z, slot, R_LINE_OUT]
         zf[z, ZF_LINE_OCC] = occ if occ > 0.0 else 0.0
     # Bucket density, for the trend.
-    ndev = zi[z, ZI_NDEV]
     if ring[z, slot, R_CAM_COV] > 0.0:
-        d = ring[z, slot, R_CAM_COUNT] / ring[z, slot, R_CAM_COV]
+        d = b_cam
     elif has_line:
         d = zf[z, ZF_LINE_OCC] / area
     elif ring[z, slot, R_DEV_N] > 0.0:
-        d = ring[z, slot, R_DEV_OCC] / ring[z, slot, R_DEV_N] * ndev / area
+        d = _fuse_bucket(z, zr_ptr, zr, xk, xr, xs, slot, DEV, ring[z, slot, R_DEV_N], dev_n,
+                         dev_scale)
+        if np.isnan(d):
+            d = ring[z, slot, R_DEV_OCC] / ring[z, slot, R_DEV_N] * dev_scale
     else:
         d = np.nan
     ring[z, slot, R_DENS] = d
-    # Window density by precedence.
+    # Window density by precedence, with the agreement of its sensors.
+    agree = 1.0
     if has_cam:
-        dens = cam_count / cam_cov
+        dens, agree = _fuse(z, zr_ptr, zr, xk, xs, OCC, zf[z, ZF_S_CAM_N], 0.0)
+        if np.isnan(dens):
+            dens, agree = cam_count / cam_cov, 1.0
         src = OCC
     elif has_line:
         dens = zf[z, ZF_LINE_OCC] / area
         src = LINE
     elif has_dev:
-        dens = dev_occ / dev_n * ndev / area
+        dens, agree = _fuse(z, zr_ptr, zr, xk, xs, DEV, dev_n, dev_scale)
+        if np.isnan(dens):
+            dens, agree = dev_occ / dev_n * dev_scale, 1.0
         src = DEV
     else:
         dens = np.nan
+        agree = np.nan
         src = -1
     emit = True
     if n_readings == 0.0:
@@ -237,6 +372,7 @@ def _close_bucket(
         of[n_out, OF_DENS] = dens
         of[n_out, OF_TREND] = trend
         of[n_out, OF_FLOW] = line_in / (k * slide / 60000.0)
+        of[n_out, OF_AGREE] = agree
         n_out += 1
     # The oldest bucket leaves the window: out of the sums, and its slot is free for bucket
     # c - k + 1 + r.
@@ -254,6 +390,16 @@ def _close_bucket(
         zf[z, ZF_S_DEV_OCC] -= ring[z, old, R_DEV_OCC]
         zf[z, ZF_S_DEV_N] -= ring[z, old, R_DEV_N]
         zf[z, ZF_S_READS] -= ring[z, old, R_READS]
+    for j in range(zr_ptr[z], zr_ptr[z + 1]):
+        row = zr[j]
+        if xs[row, X_N] - xr[row, old, X_N] < 0.5:
+            for f in range(X_FIELDS):
+                xs[row, f] = 0.0
+        else:
+            for f in range(X_FIELDS):
+                xs[row, f] -= xr[row, old, f]
+        for f in range(X_FIELDS):
+            xr[row, old, f] = 0.0
     _clear_slot(ring, z, old)
     zi[z, ZI_CLOSED] = c
     zi[z, ZI_OPEN_MS] += slide
@@ -265,6 +411,7 @@ def _close_bucket(
 def _close_upto(
     z: int, target: int, zf: np.ndarray, zi: np.ndarray, ring: np.ndarray,
     oi: np.ndarray, of: np.ndarray, n_out: int,
+    zr_ptr: np.ndarray, zr: np.ndarray, xk: np.ndarray, xr: np.ndarray, xs: np.ndarray,
 ) -> int:
     r = ring.shape[1]
     while zi[z, ZI_CLOSED] < target:
@@ -280,9 +427,11 @@ def _close_upto(
                 _clear_slot(ring, z, slot)
             for f in range(ZF_S_CAM_COUNT, ZF_N):
                 zf[z, f] = 0.0
+            _clear_rows(z, zr_ptr, zr, xr, xs)
             _set_closed(zi, z, target, r)
             break
-        n_out = _close_bucket(z, closed + 1, zf, zi, ring, oi, of, n_out)
+        n_out = _close_bucket(z, closed + 1, zf, zi, ring, oi, of, n_out,
+                              zr_ptr, zr, xk, xr, xs)
     return n_out
 
 
@@ -331,6 +480,7 @@ def ingest_kernel(
     start: int, zf: np.ndarray, zi: np.ndarray, ring: np.ndarray,
     sf: np.ndarray, si: np.ndarray, dedup: np.ndarray, grace: int,
     oi: np.ndarray, of: np.ndarray, n_out: int, ev_chash: np.ndarray, dedup_c: np.ndarray,
+    zr_ptr: np.ndarray, zr: np.ndarray, xk: np.ndarray, xr: np.ndarray, xs: np.ndarray,
 ) -> tuple[int, int]:
     """Process events ``order[start:]`` (see :func:`arrival_kernel`); return (next position,
     rows written). Stops early, to be called again, when the output buffer might overflow.
@@ -354,7 +504,8 @@ def ingest_kernel(
             zi[z, ZI_EMPTY_SENT] = 1
         zi[z, ZI_PART] = p
         if wm >= zi[z, ZI_OPEN_MS] + slide:  # the oldest open bucket is due
-            n_out = _close_upto(z, wm // slide - 1, zf, zi, ring, oi, of, n_out)
+            n_out = _close_upto(z, wm // slide - 1, zf, zi, ring, oi, of, n_out,
+                                zr_ptr, zr, xk, xr, xs)
         s = ev_sensor[i]
         h = ev_hash[i]
         # No early exit: a branch-free scan vectorises (a duplicate is the rare case).
@@ -381,6 +532,9 @@ def ingest_kernel(
             t -= slide
             slot = slot + 1 if slot + 1 < r else 0
         kind = ev_kind[i]
+        row = si[s, SI_ROW]
+        if row >= 0 and xk[row] != kind:
+            row = -1
         if kind == OCC:
             cov = ev_cov[i]
             if not cov > 0.0:
@@ -390,13 +544,21 @@ def ingest_kernel(
             ring[z, slot, R_CAM_COUNT] += ev_a[i]
             ring[z, slot, R_CAM_COV] += cov
             ring[z, slot, R_CAM_N] += 1.0
+            if row >= 0:
+                xr[row, slot, X_A] += ev_a[i]
+                xr[row, slot, X_COV] += cov
+                xr[row, slot, X_N] += 1.0
         elif kind == LINE:
             ring[z, slot, R_LINE_IN] += ev_a[i]
             ring[z, slot, R_LINE_OUT] += ev_b[i]
             ring[z, slot, R_LINE_N] += 1.0
         else:
-            ring[z, slot, R_DEV_OCC] += ev_a[i] * sf[s, SF_CALIB]
+            occ = ev_a[i] * sf[s, SF_CALIB]
+            ring[z, slot, R_DEV_OCC] += occ
             ring[z, slot, R_DEV_N] += 1.0
+            if row >= 0:
+                xr[row, slot, X_A] += occ
+                xr[row, slot, X_N] += 1.0
         ring[z, slot, R_READS] += 1.0
         ring[z, slot, R_MAX_TS] = max(ring[z, slot, R_MAX_TS], ts)
         si[s, SI_LAST_TS] = max(si[s, SI_LAST_TS], ts)
@@ -409,6 +571,7 @@ def ingest_kernel(
 def close_kernel(
     start: int, zf: np.ndarray, zi: np.ndarray, ring: np.ndarray, p_max: np.ndarray,
     grace: int, oi: np.ndarray, of: np.ndarray, n_out: int,
+    zr_ptr: np.ndarray, zr: np.ndarray, xk: np.ndarray, xr: np.ndarray, xs: np.ndarray,
 ) -> tuple[int, int]:
     """Close every active zone up to its partition's watermark, zones ``start..``."""
     nz = zi.shape[0]
@@ -421,5 +584,5 @@ def close_kernel(
             return z, n_out
         p = zi[z, ZI_PART]
         target = (p_max[p] - grace) // zi[z, ZI_SLIDE] - 1
-        n_out = _close_upto(z, target, zf, zi, ring, oi, of, n_out)
+        n_out = _close_upto(z, target, zf, zi, ring, oi, of, n_out, zr_ptr, zr, xk, xr, xs)
     return nz, n_out

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 LINE, OCC, DEV = 0, 1, 2
 OK, LATE, DUP, CONFLICT = 0, 1, 2, 3
+AGREE_FLOOR = 1.0
 
 
 @dataclass(slots=True)
@@ -27,6 +28,10 @@ class Bucket:
     n: int = 0
     max_ts: int = -1
     dens: float = math.nan
+    cam_n: int = 0
+    # Per sensor (by index): [sum, coverage, n] of its readings of its own kind.
+    cams: dict[int, list[float]] = field(default_factory=dict)
+    devs: dict[int, list[float]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -48,12 +53,53 @@ class SensorState:
     calib: float
     cov: float
     depth: int
+    kind: int | None = None  # the kind counted per sensor (OCC, DEV), or None
     last_ts: int = -1
     recent: list[tuple[int, int]] = field(default_factory=list)  # (id hash, content hash)
 
 
-Row = tuple[int, int, int, int, int, float, float, float, float]
-"""(zone, end_ms, src, fresh_ms, n_readings, occupancy, density, trend, flow)"""
+Row = tuple[int, int, int, int, int, float, float, float, float, float]
+"""(zone, end_ms, src, fresh_ms, n_readings, occupancy, density, trend, flow, agreement)"""
+
+
+def fuse(per: dict[int, list[float]], kind: int, n_zone: int, scale: float
+         ) -> tuple[float, float]:
+    """Per-sensor fusion of one kind over merged per-sensor sums: (density, agreement), or
+    NaN, NaN when the sums do not hold all ``n_zone`` readings (fall back to zone sums)."""
+    vals: list[tuple[float, float]] = []  # (weight, value)
+    for a, cov, n in per.values():
+        if n <= 0:
+            continue
+        if kind == OCC:
+            vals.append((cov / n, a / cov))
+        else:
+            vals.append((1.0, a / n * scale))
+    if sum(n for _, _, n in per.values()) != n_zone or not vals:
+        return math.nan, math.nan
+    wsum = sum(w for w, _ in vals)
+    d = sum(w * v for w, v in vals) / wsum
+    sigma = math.sqrt(sum(w * (v - d) ** 2 for w, v in vals) / wsum)
+    return d, 1.0 / (1.0 + sigma / max(d, AGREE_FLOOR))
+
+
+def fuse_bucket(bucket: dict[int, list[float]], window: dict[int, list[float]], kind: int,
+                n_bucket: int, n_window: int, scale: float) -> float:
+    """A bucket's fused density: each sensor with readings in the window at its bucket value,
+    or its window value if it has none in the bucket, weighted as in the window."""
+    pairs: list[tuple[float, float]] = []
+    for s, (a, cov, n) in window.items():
+        if n <= 0:
+            continue
+        own = bucket.get(s)
+        ba, bcov, bn = own if own is not None and own[2] > 0 else (a, cov, n)
+        if kind == OCC:
+            pairs.append((cov / n, ba / bcov))
+        else:
+            pairs.append((1.0, ba / bn * scale))
+    if (sum(v[2] for v in bucket.values()) != n_bucket
+            or sum(v[2] for v in window.values()) != n_window or not pairs):
+        return math.nan
+    return sum(w * v for w, v in pairs) / sum(w for w, _ in pairs)
 
 
 class TwinEngine:
@@ -66,6 +112,21 @@ class TwinEngine:
     def _close(self, zi: int, z: ZoneState, c: int, out: list[Row]) -> None:
         window = [z.buckets.get(c - j, Bucket()) for j in range(z.k)]
         cur = window[0]
+        cams: dict[int, list[float]] = {}
+        devs: dict[int, list[float]] = {}
+        for b in window:
+            for per, merged in ((b.cams, cams), (b.devs, devs)):
+                for s, v in per.items():
+                    acc = merged.setdefault(s, [0.0, 0.0, 0.0])
+                    for f in range(3):
+                        acc[f] += v[f]
+        cam_n = sum(b.cam_n for b in window)
+        scale = z.ndev / z.area
+        b_cam = math.nan
+        if cur.cam_cov > 0:
+            b_cam = fuse_bucket(cur.cams, cams, OCC, cur.cam_n, cam_n, scale)
+            if math.isnan(b_cam):
+                b_cam = cur.cam_count / cur.cam_cov
         cam_count = sum(b.cam_count for b in window)
         cam_cov = sum(b.cam_cov for b in window)
         line_in = sum(b.line_in for b in window)
@@ -75,27 +136,34 @@ class TwinEngine:
         n = sum(b.n for b in window)
         max_ts = max(b.max_ts for b in window)
         if cur.cam_cov > 0:
-            z.line_occ = cur.cam_count / cur.cam_cov * z.area
+            z.line_occ = b_cam * z.area
         elif cur.line_n > 0:
             z.line_occ = max(0.0, z.line_occ + cur.line_in - cur.line_out)
         if cur.cam_cov > 0:
-            cur.dens = cur.cam_count / cur.cam_cov
+            cur.dens = b_cam
         elif line_n > 0:
             cur.dens = z.line_occ / z.area
         elif cur.dev_n > 0:
-            cur.dens = cur.dev_occ / cur.dev_n * z.ndev / z.area
+            cur.dens = fuse_bucket(cur.devs, devs, DEV, cur.dev_n, dev_n, scale)
+            if math.isnan(cur.dens):
+                cur.dens = cur.dev_occ / cur.dev_n * scale
         else:
             cur.dens = math.nan
         if c not in z.buckets:
             z.buckets[c] = cur
+        agree = 1.0
         if cam_cov > 0:
-            dens, src = cam_count / cam_cov, OCC
+            (dens, agree), src = fuse(cams, OCC, cam_n, scale), OCC
+            if math.isnan(dens):
+                dens, agree = cam_count / cam_cov, 1.0
         elif line_n > 0:
             dens, src = z.line_occ / z.area, LINE
         elif dev_n > 0:
-            dens, src = dev_occ / dev_n * z.ndev / z.area, DEV
+            (dens, agree), src = fuse(devs, DEV, dev_n, scale), DEV
+            if math.isnan(dens):
+                dens, agree = dev_occ / dev_n * scale, 1.0
         else:
-            dens, src = math.nan, -1
+            dens, agree, src = math.nan, math.nan, -1
         emit = not (n == 0 and z.empty_sent)
         z.empty_sent = n == 0
         if emit:
@@ -113,7 +181,8 @@ class TwinEngine:
                     trend = (m * sxy - sx * sy) / den
             end = (c + 1) * z.slide
             out.append((zi, end, src, end - max_ts if max_ts >= 0 else -1, n,
-                        dens * z.area, dens, trend, line_in / (z.k * z.slide / 60000.0)))
+                        dens * z.area, dens, trend, line_in / (z.k * z.slide / 60000.0),
+                        agree))
         z.buckets.pop(c - z.k + 1, None)
         z.closed = c
 
@@ -155,10 +224,15 @@ class TwinEngine:
             if len(s.recent) > s.depth:
                 s.recent.pop(0)
             bk = z.buckets.setdefault(bucket, Bucket())
+            per = bk.cams if kind == OCC else bk.devs
+            mine = per.setdefault(si, [0.0, 0.0, 0.0]) if s.kind == kind else [0.0] * 3
             if kind == OCC:
                 c = cov if cov > 0 else (s.cov if s.cov > 0 else z.area)
                 bk.cam_count += a
                 bk.cam_cov += c
+                bk.cam_n += 1
+                mine[0] += a
+                mine[1] += c
             elif kind == LINE:
                 bk.line_in += a
                 bk.line_out += b
@@ -166,6 +240,8 @@ class TwinEngine:
             else:
                 bk.dev_occ += a * s.calib
                 bk.dev_n += 1
+                mine[0] += a * s.calib
+            mine[2] += 1
             bk.n += 1
             bk.max_ts = max(bk.max_ts, ts)
             s.last_ts = max(s.last_ts, ts)

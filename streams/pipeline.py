@@ -219,6 +219,7 @@ def density_record(u: DensityUpdate, fmt: Callable[[int], str] = format_ts) -> b
         "sensors": list(u.sensors),
         "stale_sensors": list(u.stale_sensors),
         "skewed_sensors": [{"sensor_id": s, "skew_s": k} for s, k in u.skewed_sensors],
+        "confidence": _num(u.confidence, 3),
     })
 
 

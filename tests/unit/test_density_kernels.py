@@ -96,9 +96,11 @@ def run_engine(
         late += [chunk[j][0].event_id for j, why in refused if why.reason.value == "late"]
         conflicts += [chunk[j][0].event_id for j, why in refused
                       if why.reason.value == "id_conflict"]
+        oi, of = eng.emit_arrays()
         rows += [(u.zone_id, u.window_end_ms, u.source, u.freshness_ms, u.readings,
-                  u.occupancy, u.density, u.trend_per_min, u.flow_per_min)
-                 for u in eng.emit()]
+                  u.occupancy, u.density, u.trend_per_min, u.flow_per_min, agree)
+                 for u, agree in zip(eng._updates(oi, of), of[:, K.OF_AGREE].tolist(),
+                                     strict=True)]
     return rows, late, conflicts
 
 
@@ -114,7 +116,8 @@ def run_twin(
         for s in z.sensors:
             sidx[s.sensor_id] = len(sidx)
             twin.sensors[sidx[s.sensor_id]] = SensorState(
-                s.calibration or 1.0, s.coverage_m2 or math.nan, 16)
+                s.calibration or 1.0, s.coverage_m2 or math.nan, 16,
+                {Kind.OCCUPANCY: K.OCC, Kind.DEVICE_COUNT: K.DEV}.get(s.kind))
     rows = []
     evs = []
     for e, p, arrival in stream:
@@ -200,30 +203,69 @@ def reference_windows(stream: list[tuple[SensorEvent, int, int]]) -> tuple[dict,
     return {"events": accepted}, late
 
 
+def reference_fusion(inside: list[SensorEvent], zone: Zone) -> tuple[float, float] | None:
+    """Independent reference of fusion per sensor over the accepted readings of one window:
+    (density, agreement) of its cameras, else (when no line counter reported) of its device
+    counters; None when line counters decide. Written from the definition in the README,
+    with numpy's weighted averages, not from the kernel."""
+    spec = {s.sensor_id: s for s in zone.sensors}
+    by_sensor: dict[str, list[SensorEvent]] = {}
+    cams = [e for e in inside if e.kind is Kind.OCCUPANCY]
+    lines = [e for e in inside if e.kind is Kind.LINE_COUNT]
+    devs = [e for e in inside if e.kind is Kind.DEVICE_COUNT]
+    if cams:
+        for e in cams:
+            by_sensor.setdefault(e.sensor_id, []).append(e)
+        covs = {sid: np.array([e.coverage_m2 or spec[sid].coverage_m2 or zone.area_m2
+                               for e in evs]) for sid, evs in by_sensor.items()}
+        value = np.array([sum(e.count for e in evs) / covs[sid].sum()
+                          for sid, evs in by_sensor.items()])
+        weight = np.array([covs[sid].mean() for sid in by_sensor])
+    elif lines:
+        return None
+    else:
+        for e in devs:
+            by_sensor.setdefault(e.sensor_id, []).append(e)
+        ndev = sum(s.kind is Kind.DEVICE_COUNT for s in zone.sensors)
+        value = np.array([np.mean([e.devices * (spec[sid].calibration or 1.0) for e in evs])
+                          * ndev / zone.area_m2 for sid, evs in by_sensor.items()])
+        weight = np.ones(len(value))
+    dens = float(np.average(value, weights=weight))
+    sigma = float(np.sqrt(np.average((value - dens) ** 2, weights=weight)))
+    return dens, 1.0 / (1.0 + sigma / max(dens, 1.0))
+
+
 def test_windows_match_independent_reference() -> None:
     rng = random.Random(42)
     stream = random_stream(rng, 3000)
     rows, late, _ = run_engine(stream, 101)
     ref, ref_late = reference_windows(stream)
     assert set(late) == ref_late
-    cov = {s.sensor_id: s.coverage_m2 for _, s in SENSORS}
-    checked = 0
-    for zid, end, src, _fresh, n, _occ, dens, _trend, flow in rows:
+    zones = {z.zone_id: z for z in ZONES}
+    checked: dict[str | None, int] = {}
+    disagree = 0
+    for zid, end, src, _fresh, n, _occ, dens, _trend, flow, agree in rows:
         start = end - WINDOW
         inside = [e for e in ref["events"] if e.zone_id == zid and start <= e.ts_ms < end]
         assert n == len(inside)
         entries = sum(e.entries for e in inside if e.kind is Kind.LINE_COUNT)
         assert flow == pytest.approx(entries / (WINDOW / 60_000), rel=1e-9)
-        cams = [e for e in inside if e.kind is Kind.OCCUPANCY]
-        if cams:
-            assert src == "occupancy"
-            expect = sum(e.count for e in cams) / sum(e.coverage_m2 or cov[e.sensor_id] or 0
-                                                       for e in cams)
-            assert dens == pytest.approx(expect, rel=1e-9)
-            checked += 1
-        elif not inside:
+        expect = reference_fusion(inside, zones[zid]) if inside else None
+        if expect is not None:
+            assert src in ("occupancy", "device_count")
+            assert dens == pytest.approx(expect[0], rel=1e-9)
+            assert agree == pytest.approx(expect[1], rel=1e-9)
+            checked[src] = checked.get(src, 0) + 1
+            disagree += agree < 0.99
+        elif inside:
+            assert src == "line_count"
+            assert agree == 1.0
+        else:
             assert math.isnan(dens)
-    assert checked > 50
+            assert math.isnan(agree)
+    assert checked.get("occupancy", 0) > 50
+    assert checked.get("device_count", 0) > 50
+    assert disagree > 50, "the stream should make sensors disagree"
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -233,20 +275,22 @@ def test_windows_match_independent_reference() -> None:
 def test_property_camera_windows_equal_reference(
     readings: list[tuple[int, int, bool]], batch: int
 ) -> None:
-    """Random camera readings in random order: every emitted window equals the mean of the
-    accepted readings inside its explicit bounds."""
+    """Random camera readings in random order: every emitted window equals the per-sensor
+    fusion of the accepted readings inside its explicit bounds."""
     stream = [(SensorEvent(f"h{i}", "a-cam1" if cam1 else "a-cam2", "a", Kind.OCCUPANCY,
                            T0 + ts, count=c), 0, T0 + ts)
               for i, (ts, c, cam1) in enumerate(readings)]
     rows, late, _ = run_engine(stream, batch)
     ref, ref_late = reference_windows(stream)
     assert set(late) == ref_late
-    for _zid, end, _src, _f, n, _o, dens, _t, _fl in rows:
+    for _zid, end, _src, _f, n, _o, dens, _t, _fl, agree in rows:
         inside = [e for e in ref["events"] if end - WINDOW <= e.ts_ms < end]
         assert n == len(inside)
         if inside:
-            cov = sum(100.0 if e.sensor_id == "a-cam1" else 50.0 for e in inside)
-            assert dens == pytest.approx(sum(e.count for e in inside) / cov, rel=1e-9)
+            expect = reference_fusion(inside, ZONES[0])
+            assert expect is not None
+            assert dens == pytest.approx(expect[0], rel=1e-9)
+            assert agree == pytest.approx(expect[1], rel=1e-9)
 
 
 def test_ring_is_sized_for_window_and_grace() -> None:
