@@ -70,6 +70,19 @@ class BatchingConsumer(faust_aiokafka.Consumer):
         topics: frozenset[str] = getattr(self.app, "batch_topics", frozenset())
         return fold(records, topics) if topics and records else records
 
+    async def _add_gap(self, tp: Any, offset_from: int, offset_to: int) -> None:
+        """The offsets skipped before a message: ``offset_from`` up to, *not including*,
+        ``offset_to`` (the message's own offset).
+
+        faust calls this with the message's offset as ``offset_to`` and records the gap up
+        to and including it, so once the message is acked its offset is in the acked list
+        twice; ``_new_offset`` then commits only up to the first repeat, one message per
+        commit (robinhood/faust#625). With a message per fetch, the router's commits fell
+        minutes behind its input, and the lanes, which move on by wall time only once the
+        router committed up to the end, waited for them."""
+        if offset_to - 1 >= offset_from:
+            await super()._add_gap(tp, offset_from, offset_to - 1)
+
 
 class IdempotentProducer(faust_aiokafka.Producer):
     """faust's aiokafka producer, idempotent and waiting for every in-sync replica."""

@@ -1,0 +1,67 @@
+"""Committing folded fetches (agents/worker/transport.py): faust's gap bookkeeping must let
+one commit cover every fetch acked so far, not one fetch per commit."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from typing import Any
+
+from faust.types import TP
+from intervaltree import IntervalTree
+
+from agents.worker.transport import BatchingConsumer
+
+TPX = TP("sensor", 0)
+
+
+def consumer(committed: int | None) -> Any:
+    """A BatchingConsumer with only the state faust's offset bookkeeping reads."""
+    c: Any = object.__new__(BatchingConsumer)
+    c._committed_offset = defaultdict(lambda: committed)
+    c._gap = defaultdict(IntervalTree)
+    c._acked = defaultdict(list)
+    c._acked_index = defaultdict(set)
+    return c
+
+
+async def receive_and_ack(c: Any, offsets: list[int], read: int | None) -> None:
+    """What faust's ``_drain_messages`` does for each folded message (one per fetch, its
+    offset the fetch's last), then the message's ack (``Consumer.ack``)."""
+    r = read
+    for off in offsets:
+        if r is None or off >= r:
+            if off - (r or 0) > 1 and r:
+                await c._add_gap(TPX, r + 1, off)
+            r = off
+    for off in offsets:
+        c._acked[TPX].append(off)
+        c._acked_index[TPX].add(off)
+
+
+def test_one_commit_covers_every_acked_fetch() -> None:
+    async def go() -> None:
+        c = consumer(None)
+        # Fetches of 4 records: offsets 0-3, 4-7, ..., 396-399.
+        await receive_and_ack(c, list(range(3, 400, 4)), None)
+        assert c._new_offset(TPX) == 400  # faust's own gaps: 4, then 8, 12, ... per commit
+        assert c._new_offset(TPX) is None
+
+    asyncio.run(go())
+
+
+def test_a_restart_commits_from_its_committed_offset_and_never_past_an_unacked_fetch() -> None:
+    async def go() -> None:
+        c = consumer(100)
+        # Resumed at the committed 100 (faust's seek sets the read offset to it).
+        await receive_and_ack(c, [103, 107], 100)
+        assert c._new_offset(TPX) == 108
+        # Two more fetches arrive; only the first is acked: the commit stops before the second.
+        await c._add_gap(TPX, 109, 111)
+        await c._add_gap(TPX, 112, 115)
+        c._committed_offset = defaultdict(lambda: 108)
+        c._acked[TPX].append(111)
+        c._acked_index[TPX].add(111)
+        assert c._new_offset(TPX) == 112
+
+    asyncio.run(go())
