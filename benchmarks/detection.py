@@ -49,7 +49,7 @@ import orjson
 from agents.config import Settings
 from agents.devtools.simulator import SCENARIOS, SimOutput, simulate
 from schemas import Zone, load_zones, parse_ts
-from streams.alarm import AlarmConfig, Trend, eta_critical_s
+from streams.alarm import AlarmConfig, eta_critical_s
 from streams.pipeline import Pipeline, SourceMessage
 
 REPO = Path(__file__).resolve().parents[1]
@@ -202,7 +202,7 @@ def eta_errors(density: list[dict[str, Any]], zone_id: str, crossing_ms: int,
     """(|forecast crossing - true crossing|, ETA) in s of every record in the 10 minutes
     before the crossing that has an ETA, and how many records there were."""
     cfg = AlarmConfig()
-    trend = Trend(round(cfg.forecast_span_s * 1000))
+    trend = cfg.new_trend()
     min_span = round(cfg.forecast_min_span_s * 1000)
     errs: list[float] = []
     n = 0
@@ -293,20 +293,31 @@ def report(scored: Scored, scenarios: Sequence[str], seeds: Sequence[int]) -> st
             row.append(f"{med} ({len(errs)} of {scored.eta_records[m]} records)")
         lines.append(f"| ETA median abs. error (s), last 10 min before critical: {what} | "
                      + " | ".join(row) + " |")
-    lines += ["", f"Per crossing (brief truth episodes under 60 s, not scored: {scored.brief}; "
-              "times from the scenario's start, delays in s, negative = ahead of the truth):",
-              "", "| scenario | seed | zone | level | truth crossed | delay before "
-              "| delay after |", "|---|---|---|---|---|---|---|"]
-    for c in scored.crossings:
-        lines.append(f"| {c.scenario} | {c.seed} | {c.zone} | {c.level} | "
-                     f"{_ts(c.truth_ms, starts[c.scenario])} | {_fmt(c.delay('before'))} | "
-                     f"{_fmt(c.delay('after'))} |")
-    lines += ["", "Alert ids per bump (truth at elevated or above, 5-minute gaps merged):", "",
-              "| scenario | seed | zone | bump starts | ids before | ids after |",
+    lines += ["", "Per crossing, one row per zone and level, one value per seed in seed order "
+              f"(brief truth episodes under 60 s, not scored: {scored.brief}). Truth: when "
+              "the true density crossed the level (from the scenario's start); delays in s "
+              "from then to the alert at that level or above, negative = ahead of the "
+              "truth:", "",
+              "| scenario | zone | level | truth crossed | delay before | delay after |",
               "|---|---|---|---|---|---|"]
-    for sc, seed, zid, b0, counts in scored.bumps:
-        lines.append(f"| {sc} | {seed} | {zid} | {_ts(b0, starts[sc])} | {counts['before']} "
-                     f"| {counts['after']} |")
+    rows: dict[tuple[str, str, str], list[Crossing]] = {}
+    for c in scored.crossings:
+        rows.setdefault((c.scenario, c.zone, c.level), []).append(c)
+    for (sc, zid, lv), cs in rows.items():
+        lines.append(f"| {sc} | {zid} | {lv} | "
+                     f"{' '.join(_ts(c.truth_ms, starts[sc]) for c in cs)} | "
+                     f"{' '.join(_fmt(c.delay('before')) for c in cs)} | "
+                     f"{' '.join(_fmt(c.delay('after')) for c in cs)} |")
+    lines += ["", "Alert ids per bump (truth at elevated or above, 5-minute gaps merged), one "
+              "value per bump and seed:", "",
+              "| scenario | zone | bumps | ids before | ids after |", "|---|---|---|---|---|"]
+    bumps: dict[tuple[str, str], list[dict[str, int]]] = {}
+    for sc, _seed, zid, _b0, counts in scored.bumps:
+        bumps.setdefault((sc, zid), []).append(counts)
+    for (sc, zid), cs in bumps.items():
+        lines.append(f"| {sc} | {zid} | {len(cs)} | "
+                     f"{' '.join(str(c['before']) for c in cs)} | "
+                     f"{' '.join(str(c['after']) for c in cs)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -32,8 +32,9 @@ consumers deduplicate exactly by (alert_id, seq).
 
 from __future__ import annotations
 
+import bisect
 import math
-from collections import deque
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
@@ -68,6 +69,10 @@ class AlarmConfig:
     robust_forecast: bool = True
     forecast_span_s: float = 300.0
     forecast_min_span_s: float = 60.0
+    # The records are kept one per ``trend_step_s``, and only while the density is at least
+    # ``trend_from`` of the elevated threshold (or the zone is alerting).
+    trend_step_s: float = 10.0
+    trend_from: float = 0.5
     # A forecast-raised level clears only once the ETA has stayed beyond the horizon plus
     # this margin (a fraction of the horizon) for the off-delay.
     forecast_hold: bool = True
@@ -83,6 +88,11 @@ class AlarmConfig:
         if self.forecast_margin < 0 or self.forecast_min_span_s > self.forecast_span_s:
             raise ValueError("forecast_margin must be >= 0 and forecast_min_span_s <= "
                              "forecast_span_s")
+
+    def new_trend(self, window_ms: int = 0) -> Trend:
+        """An empty record history as the alarm keeps it (span and step)."""
+        return Trend(round(max(self.forecast_span_s * 1000, window_ms)),
+                     round(self.trend_step_s * 1000), window_ms)
 
     def legacy(self) -> AlarmConfig:
         """This configuration as the alarm was before issue 15: no rising edge, the
@@ -181,9 +191,13 @@ class ZoneAlarm:
             trs = self.observe(density, trend_per_min, ts_ms, occupancy, window_ms)
             return trs or [self._update(ts_ms, "density")]
         if cfg.rising_edge or cfg.robust_forecast:
-            if self.trend is None:
-                self.trend = Trend(round(max(cfg.forecast_span_s * 1000, window_ms)))
-            self.trend.add(ts_ms, density)
+            if (density < cfg.trend_from * self.thresholds.elevated
+                    and self.level is Level.NORMAL and self.forecast_since is None):
+                self.trend = None  # far below any level: no history kept
+            else:
+                if self.trend is None:
+                    self.trend = cfg.new_trend(window_ms)
+                self.trend.add(ts_ms, density)
         ratio = occupancy / self.capacity if self.capacity else math.nan
         edge = cfg.edge_cap if cfg.rising_edge and window_ms > 0 else 0.0
         quiet = (self.level is Level.NORMAL and floor is Level.NORMAL and not self.up_since
@@ -261,8 +275,9 @@ class ZoneAlarm:
     def _eta(self, density: float, trend_per_min: float, window_ms: int, *, busy: bool
              ) -> float | None:
         """Seconds until the true density reaches critical: the robust forecast (none
-        before there is history enough; a calm zone's only computed when a crude slope
-        says critical could be in reach), or in the legacy mode the window's own trend."""
+        before there is history enough; unless a forecast is running, only computed when a
+        crude slope says critical could be in reach: at a third of the pace it needs), or
+        in the legacy mode the window's own trend."""
         cfg = self.config
         critical = self.thresholds.critical
         t = self.trend
@@ -272,11 +287,13 @@ class ZoneAlarm:
             # or after a gap, is too noisy to raise on.
             if t is None or not t.ready(min_span):
                 return None
-            if not busy:
-                (t0, d0), (t1, d1) = t.points[0], t.points[-1]
-                crude = (d1 - d0) / ((t1 - t0) / 1000)
+            if not busy or (self.forecast_since is None and self.reason != "forecast"):
+                # Not forecasting: the fit only when a crude slope says it might start.
+                newest = t.ts[-1]
+                crude = max(t.rise_per_s(newest - t.span_ms),
+                            t.rise_per_s(newest - min_span))
                 need = (critical - density) / (cfg.horizon_s + window_ms / 2000)
-                if max(crude, trend_per_min / 60) < need / 3:
+                if crude < need / 3:
                     return None
             fc = t.forecast(critical, window_ms, min_span)
             return None if fc is None else fc.eta_s
@@ -410,36 +427,67 @@ class Forecast:
 @dataclass(slots=True)
 class Trend:
     """A zone's recent density records (window end, trailing mean), for robust slopes: the
-    rising edge (the last window's worth) and the forecast (the last ``span_ms``)."""
+    rising edge (the last window's worth, ``recent_ms``: every record) and the forecast
+    (the last ``span_ms``: one point per ``step_ms`` before the last window), in two flat
+    arrays: a zone keeps about 36 points (5 s slides, 60 s window, 10 s step)."""
 
     span_ms: int
-    points: deque[tuple[int, float]] = field(default_factory=deque)
+    step_ms: int = 0
+    recent_ms: int = 0  # the last window: every record kept
+    ts: array[int] = field(default_factory=lambda: array("q"))
+    values: array[float] = field(default_factory=lambda: array("d"))
 
     def add(self, ts_ms: int, density: float) -> None:
         if math.isnan(density):
             return
-        pts = self.points
-        if pts and ts_ms <= pts[-1][0]:
+        ts, values = self.ts, self.values
+        if ts and ts_ms <= ts[-1]:
             return  # a window already seen (records come in event-time order)
-        pts.append((ts_ms, density))
-        while pts and pts[0][0] < ts_ms - self.span_ms:
-            pts.popleft()
+        ts.append(ts_ms)
+        values.append(density)
+        # A point that has just left the last window goes if it is less than a step after
+        # the one before it: the older part of the history is one point per step.
+        b = bisect.bisect_left(ts, ts_ms - self.recent_ms)
+        if b >= 2 and ts[b - 1] - ts[b - 2] < self.step_ms:
+            del ts[b - 1]
+            del values[b - 1]
+        cut = ts_ms - self.span_ms
+        k = 0
+        while ts[k] < cut:
+            k += 1
+        if k:
+            del ts[:k]
+            del values[:k]
+
+    @property
+    def points(self) -> list[tuple[int, float]]:
+        return list(zip(self.ts, self.values, strict=True))
 
     def ready(self, min_span_ms: int) -> bool:
         """History enough for a forecast: 5 points over at least ``min_span_ms``."""
-        pts = self.points
-        return len(pts) >= 5 and pts[-1][0] - pts[0][0] >= min_span_ms
+        ts = self.ts
+        return len(ts) >= 5 and ts[-1] - ts[0] >= min_span_ms
 
     def recent(self, since_ms: int) -> list[tuple[int, float]]:
         return [p for p in self.points if p[0] >= since_ms]
+
+    def rise_per_s(self, since_ms: int) -> float:
+        """The crude slope from the first point at or after ``since_ms`` to the newest."""
+        ts, values = self.ts, self.values
+        i = bisect.bisect_left(ts, since_ms)
+        if i >= len(ts) - 1:
+            return 0.0
+        return (values[-1] - values[i]) / ((ts[-1] - ts[i]) / 1000)
 
     def rising_boost(self, window_ms: int, cap: float) -> float:
         """How far the trailing mean of a ``window_ms`` window lags a steady rise: the slope
         over the last window times half the window, when the rise is significant (the
         slope's lower bound above 0); at most ``cap`` times the newest mean. 0 otherwise."""
-        if window_ms <= 0 or not self.points:
+        if window_ms <= 0 or not self.ts:
             return 0.0
-        newest, mean = self.points[-1]
+        newest, mean = self.ts[-1], self.values[-1]
+        if self.rise_per_s(newest - window_ms) <= 0:
+            return 0.0  # not even the crude rise over the window: no fit needed
         fit = theil_sen(self.recent(newest - window_ms))
         if fit is None or fit.lo <= 0:
             return 0.0

@@ -28,7 +28,7 @@ from typing import Any
 
 from schemas import Report, Thresholds, Zone, format_ts
 
-from .alarm import AlarmConfig, Transition, Trend, ZoneAlarm, eta_critical_s
+from .alarm import AlarmConfig, Transition, ZoneAlarm, eta_critical_s
 from .engine import DensityUpdate
 from .levels import Level, resolve_thresholds
 from .messages import alert_message
@@ -253,8 +253,7 @@ class AlertTracker:
             points = s.get("trend") or []
             a.trend = None
             if points:
-                a.trend = Trend(round(max(self.config.forecast_span_s * 1000,
-                                          points[-1][0] - points[0][0])))
+                a.trend = self.config.new_trend(points[-1][0] - points[0][0])
                 for t, d in points:
                     a.trend.add(int(t), float(d))
             self._track(zid, a.level)

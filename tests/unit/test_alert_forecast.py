@@ -84,6 +84,7 @@ def test_the_trend_and_forecast_hold_survive_a_snapshot_and_old_snapshots_restor
     assert a.level == first._zones["z"].alarm.level
     feed(third, range(30, 40))
     assert a.trend is not None
+    assert a.trend.points[0] == (T0 + 5_000 * 30, rise(30))  # from the next record on
     assert len(a.trend.points) == 10
 
 

@@ -29,7 +29,7 @@ def test_the_crush_is_detected_early_steadily_and_truly() -> None:
     assert scored.false_alerts["after"] <= scored.false_alerts["before"]
     assert scored.eta_errors["after"]
     text = report(scored, ["crush"], [1])
-    assert "| crush | 1 | naresuan-bridge | critical |" in text
+    assert "| crush | naresuan-bridge | critical | 0:05:40 |" in text
     assert "python -m benchmarks.detection --seeds 1" in text
 
 
