@@ -224,6 +224,7 @@ class AlertTracker:
                 "blind": a.blind, "seq": a.seq,
                 "forecast_far_since": a.forecast_far_since,
                 "trend": [] if a.trend is None else [[t, d] for t, d in a.trend.points],
+                "trend_window_ms": 0 if a.trend is None else a.trend.recent_ms,
             }
         return out
 
@@ -253,9 +254,9 @@ class AlertTracker:
             points = s.get("trend") or []
             a.trend = None
             if points:
-                a.trend = self.config.new_trend(points[-1][0] - points[0][0])
-                for t, d in points:
-                    a.trend.add(int(t), float(d))
+                a.trend = self.config.new_trend(int(s.get("trend_window_ms", 0)))
+                a.trend.ts.extend(int(t) for t, _ in points)
+                a.trend.values.extend(float(d) for _, d in points)
             self._track(zid, a.level)
 
     # -- output -----------------------------------------------------------------------------

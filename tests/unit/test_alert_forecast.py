@@ -72,6 +72,9 @@ def test_the_trend_and_forecast_hold_survive_a_snapshot_and_old_snapshots_restor
     assert state["z"]["trend"]  # the records behind the forecast
     second = AlertTracker({"z": ZONE})
     second.import_state(["z"], state)
+    kept, restored = first._zones["z"].alarm.trend, second._zones["z"].alarm.trend
+    assert kept is not None
+    assert restored == kept  # the same points, span, step and window
     assert before + feed(second, range(30, 120)) == expected
     # A snapshot from before issue 15 (no trend, no forecast hold) still restores; the
     # trend builds up again from the next record.
