@@ -11,9 +11,15 @@ alarm practice (``docs/domain.md`` section 1, "Product practice"):
 - **off-delay**: ... and only after it has stayed there for ``off_delay_s`` (30 s);
 - **re-alarm**: while a zone stays ``critical``, the alert is sent again every
   ``realarm_s`` (300 s), with ``reminder: true``;
-- **forecast**: when the trend would take the zone to ``critical`` within ``horizon_s``
-  (600 s) and that has held for the on-delay, an episode is raised early (``reason:
-  forecast``) at ``elevated`` or the current level, whichever is higher;
+- **rising edge**: for raising, the level estimate is the 60 s mean plus the Theil-Sen
+  slope of the last window's records times half the window (the lag of a trailing mean on a
+  steady rise), when that rise is significant, at most ``edge_cap`` (20 %) of the mean; the
+  on-delay is then halved;
+- **forecast**: when the robust slope of the last minutes of records (:meth:`Trend.fit`)
+  would take the true density to ``critical`` within ``horizon_s`` (600 s) and that has
+  held for the on-delay, an episode is raised early (``reason: forecast``) at ``elevated``
+  or the current level, whichever is higher; it clears only once the ETA has stayed beyond
+  the horizon plus ``forecast_margin`` (50 %) for the off-delay;
 - **report floor**: a human report can hold a zone at a level for ``report_hold_s``
   (900 s) whatever the sensors say (``reason: report``);
 - **capacity**: a zone with a ``capacity`` also reaches elevated / high / critical at 85 % /
@@ -65,7 +71,7 @@ class AlarmConfig:
     rising_edge: bool = True
     edge_cap: float = 0.2
     # Forecast from a Theil-Sen slope over the last ``forecast_span_s`` of density records
-    # (at least ``forecast_min_span_s`` of them; before that, the window's own trend).
+    # (none before there are ``forecast_min_span_s`` of them). Off: the window's own trend.
     robust_forecast: bool = True
     forecast_span_s: float = 300.0
     forecast_min_span_s: float = 60.0
