@@ -115,6 +115,14 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise ConfigError(f"{name}={raw!r} is not a number") from None
 
 
+def _forecast_span(env: Mapping[str, str]) -> float:
+    span = _float(env, "SAFETOUR_FORECAST_SPAN_S", 300.0)
+    if span < 60:
+        raise ConfigError(f"SAFETOUR_FORECAST_SPAN_S={span:g} is less than the 60 s the "
+                          "forecast needs")
+    return span
+
+
 def _bool(env: Mapping[str, str], name: str, default: bool = False) -> bool:
     raw = env.get(name, "").strip().lower()
     if raw == "":
@@ -179,6 +187,7 @@ class Settings:
     dead_band: float = 0.10
     realarm_s: float = 300.0
     horizon_s: float = 600.0
+    forecast_span_s: float = 300.0  # the forecast's robust slope: over this much history
     # Default density levels (elevated, high, critical), p/m²; zones may override them.
     standing_levels: tuple[float, float, float] = (2.0, 3.5, 5.0)
     moving_levels: tuple[float, float, float] = (1.08, 2.17, 3.5)
@@ -219,7 +228,7 @@ class Settings:
         zone_list = list(zones)
         alarm = AlarmConfig(on_delay_s=self.on_delay_s, off_delay_s=self.off_delay_s,
                             dead_band=self.dead_band, realarm_s=self.realarm_s,
-                            horizon_s=self.horizon_s,
+                            horizon_s=self.horizon_s, forecast_span_s=self.forecast_span_s,
                             standing=Thresholds(*self.standing_levels),
                             moving=Thresholds(*self.moving_levels))
         return Pipeline(zone_list, engine=self.density_engine(zone_list), alarm=alarm,
@@ -302,6 +311,7 @@ class Settings:
             dead_band=_float(e, "SAFETOUR_DEAD_BAND", 0.10),
             realarm_s=_float(e, "SAFETOUR_REALARM_S", 300.0),
             horizon_s=_float(e, "SAFETOUR_FORECAST_HORIZON_S", 600.0),
+            forecast_span_s=_forecast_span(e),
             standing_levels=_levels(e, "SAFETOUR_STANDING_LEVELS", (2.0, 3.5, 5.0)),
             moving_levels=_levels(e, "SAFETOUR_MOVING_LEVELS", (1.08, 2.17, 3.5)),
             batch_max=_int(e, "SAFETOUR_BATCH_MAX", 5000),
@@ -373,6 +383,7 @@ environment:
   SAFETOUR_DEAD_BAND        a level clears below (1 - band) x its threshold (default 0.10)
   SAFETOUR_REALARM_S        re-send a critical alert this often while it lasts (default 300)
   SAFETOUR_FORECAST_HORIZON_S  early warning when critical is this close at the trend (600)
+  SAFETOUR_FORECAST_SPAN_S  the forecast's robust slope looks back this far, >= 60 (300)
   SAFETOUR_STANDING_LEVELS  elevated,high,critical p/m² for standing crowds (2.0,3.5,5.0)
   SAFETOUR_MOVING_LEVELS    elevated,high,critical p/m² for moving crowds (1.08,2.17,3.5)
   SAFETOUR_SESSION_TIMEOUT_S  consumer-group session timeout: failover time of a dead worker

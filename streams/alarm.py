@@ -11,9 +11,15 @@ alarm practice (``docs/domain.md`` section 1, "Product practice"):
 - **off-delay**: ... and only after it has stayed there for ``off_delay_s`` (30 s);
 - **re-alarm**: while a zone stays ``critical``, the alert is sent again every
   ``realarm_s`` (300 s), with ``reminder: true``;
-- **forecast**: when the trend would take the zone to ``critical`` within ``horizon_s``
-  (600 s) and that has held for the on-delay, an episode is raised early (``reason:
-  forecast``) at ``elevated`` or the current level, whichever is higher;
+- **rising edge**: for raising, the level estimate is the 60 s mean plus the Theil-Sen
+  slope of the last window's records times half the window (the lag of a trailing mean on a
+  steady rise), when that rise is significant, at most ``edge_cap`` (20 %) of the mean; the
+  on-delay is then halved;
+- **forecast**: when the robust slope of the last minutes of records (:meth:`Trend.fit`)
+  would take the true density to ``critical`` within ``horizon_s`` (600 s) and that has
+  held for the on-delay, an episode is raised early (``reason: forecast``) at ``elevated``
+  or the current level, whichever is higher; it clears only once the ETA has stayed beyond
+  the horizon plus ``forecast_margin`` (50 %) for the off-delay;
 - **report floor**: a human report can hold a zone at a level for ``report_hold_s``
   (900 s) whatever the sensors say (``reason: report``);
 - **capacity**: a zone with a ``capacity`` also reaches elevated / high / critical at 85 % /
@@ -32,8 +38,11 @@ consumers deduplicate exactly by (alert_id, seq).
 
 from __future__ import annotations
 
+import bisect
 import math
-from dataclasses import dataclass, field
+from array import array
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 
 from schemas import Thresholds
 
@@ -57,12 +66,44 @@ class AlarmConfig:
     quiet_s: float = 120.0
     standing: Thresholds = STANDING_DEFAULTS
     moving: Thresholds = MOVING_DEFAULTS
+    # Rising edge: raise on the trailing mean plus its lag on a significant rise (the
+    # slope over the last window times half the window), at most ``edge_cap`` of the mean.
+    rising_edge: bool = True
+    edge_cap: float = 0.2
+    # Forecast from a Theil-Sen slope over the last ``forecast_span_s`` of density records
+    # (none before there are ``forecast_min_span_s`` of them). Off: the window's own trend.
+    robust_forecast: bool = True
+    forecast_span_s: float = 300.0
+    forecast_min_span_s: float = 60.0
+    # The records are kept one per ``trend_step_s``, and only while the density is at least
+    # ``trend_from`` of the elevated threshold (or the zone is alerting).
+    trend_step_s: float = 10.0
+    trend_from: float = 0.5
+    # A forecast-raised level clears only once the ETA has stayed beyond the horizon plus
+    # this margin (a fraction of the horizon) for the off-delay.
+    forecast_hold: bool = True
+    forecast_margin: float = 0.5
 
     def __post_init__(self) -> None:
         if not 0 <= self.dead_band < 1:
             raise ValueError("dead_band must be in [0, 1)")
         if min(self.on_delay_s, self.off_delay_s, self.realarm_s, self.horizon_s) < 0:
             raise ValueError("delays must be >= 0")
+        if not 0 <= self.edge_cap <= 1:
+            raise ValueError("edge_cap must be in [0, 1]")
+        if self.forecast_margin < 0 or self.forecast_min_span_s > self.forecast_span_s:
+            raise ValueError("forecast_margin must be >= 0 and forecast_min_span_s <= "
+                             "forecast_span_s")
+
+    def new_trend(self, window_ms: int = 0) -> Trend:
+        """An empty record history as the alarm keeps it (span and step)."""
+        return Trend(round(max(self.forecast_span_s * 1000, window_ms)),
+                     round(self.trend_step_s * 1000), window_ms)
+
+    def legacy(self) -> AlarmConfig:
+        """This configuration as the alarm was before issue 15: no rising edge, the
+        window's own trend for forecasts, no forecast hold (for measurements)."""
+        return replace(self, rising_edge=False, robust_forecast=False, forecast_hold=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +139,10 @@ class ZoneAlarm:
     corroborated_until_ms: int = 0
     blind: bool = False  # every sensor stopped while the episode was open
     seq: int = 0  # messages of the open episode so far
+    # Since when (event time, ms) the forecast ETA has been beyond the horizon plus margin.
+    forecast_far_since: int | None = None
+    # The recent density records (rising edge, robust forecast); None until the first.
+    trend: Trend | None = None
 
     def _threshold(self, level: Level) -> float:
         t = self.thresholds
@@ -130,10 +175,12 @@ class ZoneAlarm:
         return density < self._threshold(lv) * band and by_capacity
 
     def observe(
-        self, density: float, trend_per_min: float, ts_ms: int, occupancy: float = math.nan
+        self, density: float, trend_per_min: float, ts_ms: int, occupancy: float = math.nan,
+        window_ms: int = 0,
     ) -> list[Transition]:
-        """One density window ending at ``ts_ms``. NaN (no sensor reported) changes nothing
-        but a report floor's expiry: a blind zone is not a calm zone."""
+        """One density window ending at ``ts_ms`` (``window_ms`` long: a trailing mean lags
+        a rise by half of it; 0: unknown, no rising edge). NaN (no sensor reported) changes
+        nothing but a report floor's expiry: a blind zone is not a calm zone."""
         cfg = self.config
         out: list[Transition] = []
         floor = self.floor if ts_ms < self.floor_until_ms else Level.NORMAL
@@ -147,53 +194,77 @@ class ZoneAlarm:
         if self.blind:
             self.blind = False
             self.reason = "density"
-            trs = self.observe(density, trend_per_min, ts_ms, occupancy)
+            trs = self.observe(density, trend_per_min, ts_ms, occupancy, window_ms)
             return trs or [self._update(ts_ms, "density")]
+        if cfg.rising_edge or cfg.robust_forecast:
+            if (density < cfg.trend_from * self.thresholds.elevated
+                    and self.level is Level.NORMAL and self.forecast_since is None):
+                self.trend = None  # far below any level: no history kept
+            else:
+                if self.trend is None:
+                    self.trend = cfg.new_trend(window_ms)
+                self.trend.add(ts_ms, density)
         ratio = occupancy / self.capacity if self.capacity else math.nan
-        if (self.level is Level.NORMAL and floor is Level.NORMAL and not self.up_since
-                and self.forecast_since is None and density < self.thresholds.elevated
-                and not ratio >= CAPACITY_LEVELS.elevated):
-            # Quiet zone, quiet window (most of them): nothing can change unless the
-            # forecast starts; this path skips the rest of the state machine.
-            eta = eta_critical_s(density, trend_per_min, self.thresholds.critical)
-            if eta is None or eta > cfg.horizon_s:
-                return out
+        edge = cfg.edge_cap if cfg.rising_edge and window_ms > 0 else 0.0
+        quiet = (self.level is Level.NORMAL and floor is Level.NORMAL and not self.up_since
+                 and self.forecast_since is None
+                 and density * (1 + edge) < self.thresholds.elevated
+                 and not ratio >= CAPACITY_LEVELS.elevated)
+        # Quiet zone, quiet window (most of them): nothing can change unless the forecast
+        # starts; this path skips the rest of the state machine.
+        eta = self._eta(density, trend_per_min, window_ms, busy=not quiet)
+        if quiet and (eta is None or eta > cfg.horizon_s):
+            return out
+        boost = (self.trend.rising_boost(window_ms, edge)
+                 if edge and self.trend is not None
+                 and density * (1 + edge) >= self.thresholds.elevated else 0.0)
+        rising = density + boost  # the level estimate for raising
         by_density = level_for(density, self.thresholds)
         raw = max(by_density, self._ratio_level(ratio))
         on_delay = 0 if ts_ms < self.corroborated_until_ms else round(cfg.on_delay_s * 1000)
+        if boost > 0:
+            on_delay //= 2  # a significant rise is no passing spike: half the on-delay
         # Upward: the highest level held for the on-delay.
         for lv in (Level.ELEVATED, Level.HIGH, Level.CRITICAL):
-            if self._reached(lv, density, ratio):
+            if self._reached(lv, rising, ratio):
                 self.up_since.setdefault(lv, ts_ms)
             else:
                 self.up_since.pop(lv, None)
         held = [lv for lv, since in self.up_since.items() if ts_ms - since >= on_delay]
         up = Level(max(held)) if held else Level.NORMAL
         # Forecast: on course for critical within the horizon, held for the on-delay.
-        eta = eta_critical_s(density, trend_per_min, self.thresholds.critical)
         if eta is not None and eta <= cfg.horizon_s and raw < Level.CRITICAL:
             if self.forecast_since is None:
                 self.forecast_since = ts_ms
         else:
             self.forecast_since = None
+        if eta is None or eta > cfg.horizon_s * (1 + cfg.forecast_margin):
+            if self.forecast_far_since is None:
+                self.forecast_far_since = ts_ms
+        else:
+            self.forecast_far_since = None
         forecasting = self.forecast_since is not None and ts_ms - self.forecast_since >= on_delay
+        # A forecast-raised level stands while the ETA is within the horizon plus margin.
+        holding = self.reason == "forecast" and (
+            forecasting or (cfg.forecast_hold and self.forecast_far_since is None))
         target = max(up, floor)
         if target > self.level:
             reason = ("report" if up < floor
-                      else "density" if by_density >= up else "capacity")
+                      else "density" if level_for(rising, self.thresholds) >= up
+                      else "capacity")
             out.append(self._move(target, ts_ms, reason))
             self.down_since = None
         elif self.level > Level.NORMAL:
             # Downward: below the current level's threshold minus the dead-band, for the
             # off-delay; then to the level the density is at now (never below the floor).
             cleared = (self.level > floor and self._cleared(self.level, density, ratio)
-                       and not (forecasting and self.reason == "forecast"))
+                       and not holding)
             if cleared:
                 if self.down_since is None:
                     self.down_since = ts_ms
                 if ts_ms - self.down_since >= round(cfg.off_delay_s * 1000):
                     lower = max(raw, floor)
-                    if forecasting and lower < Level.ELEVATED:
+                    if (forecasting or holding) and lower < Level.ELEVATED:
                         lower = Level.ELEVATED
                     if lower < self.level:
                         out.append(self._move(lower, ts_ms, self.reason))
@@ -206,6 +277,41 @@ class ZoneAlarm:
                 and ts_ms - self.last_sent_ms >= round(cfg.realarm_s * 1000)):
             out.append(self._reminder("raised", ts_ms))
         return out
+
+    def _eta(self, density: float, trend_per_min: float, window_ms: int, *, busy: bool
+             ) -> float | None:
+        """Seconds until the true density reaches critical: the robust forecast (none
+        before there is history enough; unless a forecast is running, only computed when a
+        crude slope says critical could be in reach: at a third of the pace it needs), or
+        in the legacy mode the window's own trend."""
+        cfg = self.config
+        critical = self.thresholds.critical
+        t = self.trend
+        min_span = round(cfg.forecast_min_span_s * 1000)
+        if cfg.robust_forecast:
+            # No forecast before there is history enough: one window's trend, at start-up
+            # or after a gap, is too noisy to raise on.
+            if t is None or not t.ready(min_span):
+                return None
+            if not busy or (self.forecast_since is None and self.reason != "forecast"):
+                # Not forecasting: the fit only when a crude slope says it might start.
+                newest = t.ts[-1]
+                crude = max(t.rise_per_s(newest - t.span_ms),
+                            t.rise_per_s(newest - min_span))
+                need = (critical - density) / (cfg.horizon_s + window_ms / 2000)
+                if crude < need / 3:
+                    return None
+            fc = t.forecast(critical, window_ms, min_span)
+            return None if fc is None else fc.eta_s
+        return eta_critical_s(density, trend_per_min, critical)
+
+    def forecast(self, window_ms: int) -> Forecast | None:
+        """The robust forecast now, with its range (for the alert); None without one."""
+        min_span = round(self.config.forecast_min_span_s * 1000)
+        if not self.config.robust_forecast or self.trend is None or not self.trend.ready(
+                min_span):
+            return None
+        return self.trend.forecast(self.thresholds.critical, window_ms, min_span)
 
     def tick(self, now_ms: int) -> list[Transition]:
         """Time passes for a zone that gets no windows (blind, or without sensors): its
@@ -261,6 +367,7 @@ class ZoneAlarm:
             self.episode_start_ms = None
             self.reason = "density"
             self.blind = False
+            self.forecast_far_since = None
         return Transition(status, level, previous, reason, start, seq=seq)
 
 
@@ -271,3 +378,167 @@ def eta_critical_s(density: float, trend_per_min: float, critical: float) -> flo
     if density >= critical:
         return None
     return (critical - density) / trend_per_min * 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Slope:
+    """A Theil–Sen fit: the median pairwise slope (per second), the fitted value at the
+    newest point, and the slope's ~90 % confidence bounds (Sen 1968)."""
+
+    slope: float
+    now: float
+    lo: float
+    hi: float
+
+
+SEN_Z = 1.645
+"""Two-sided 90 %: the slope's bounds are the 5th and 95th percentile ranks of Sen's test."""
+
+
+def theil_sen(points: Sequence[tuple[int, float]]) -> Slope | None:
+    """Theil–Sen over ``(ts_ms, value)`` points: robust to a few outliers (a camera's
+    glitch, a burst of duplicates). None with fewer than 3 points or no time spread."""
+    n = len(points)
+    if n < 3:
+        return None
+    t0 = points[-1][0]
+    xs = [(t - t0) / 1000.0 for t, _ in points]
+    ys = [v for _, v in points]
+    slopes = sorted((ys[j] - ys[i]) / (xs[j] - xs[i])
+                    for i in range(n) for j in range(i + 1, n) if xs[j] != xs[i])
+    if not slopes:
+        return None
+    m = len(slopes)
+    mid = slopes[m // 2] if m % 2 else (slopes[m // 2 - 1] + slopes[m // 2]) / 2
+    c = SEN_Z * math.sqrt(n * (n - 1) * (2 * n + 5) / 18)
+    lo = slopes[max(0, math.floor((m - c) / 2))]
+    hi = slopes[min(m - 1, math.ceil((m + c) / 2))]
+    rest = sorted(y - mid * x for x, y in zip(xs, ys, strict=True))
+    k = len(rest)
+    now = rest[k // 2] if k % 2 else (rest[k // 2 - 1] + rest[k // 2]) / 2
+    return Slope(mid, now, lo, hi)
+
+
+@dataclass(frozen=True, slots=True)
+class Forecast:
+    """When the true density reaches critical (seconds from the newest window's end), with a
+    range from the slope's confidence bounds; ``hi`` None: not bounded (the slope's lower
+    bound is not rising)."""
+
+    eta_s: float
+    lo_s: float
+    hi_s: float | None
+
+
+@dataclass(slots=True)
+class Trend:
+    """A zone's recent density records (window end, trailing mean), for robust slopes: the
+    rising edge (the last window's worth, ``recent_ms``: every record) and the forecast
+    (the last ``span_ms``: one point per ``step_ms`` before the last window), in two flat
+    arrays: a zone keeps about 36 points (5 s slides, 60 s window, 10 s step)."""
+
+    span_ms: int
+    step_ms: int = 0
+    recent_ms: int = 0  # the last window: every record kept
+    ts: array[int] = field(default_factory=lambda: array("q"))
+    values: array[float] = field(default_factory=lambda: array("d"))
+
+    def add(self, ts_ms: int, density: float) -> None:
+        if math.isnan(density):
+            return
+        ts, values = self.ts, self.values
+        if ts and ts_ms <= ts[-1]:
+            return  # a window already seen (records come in event-time order)
+        ts.append(ts_ms)
+        values.append(density)
+        # A point that has just left the last window goes if it is less than a step after
+        # the one before it: the older part of the history is one point per step.
+        b = bisect.bisect_left(ts, ts_ms - self.recent_ms)
+        if b >= 2 and ts[b - 1] - ts[b - 2] < self.step_ms:
+            del ts[b - 1]
+            del values[b - 1]
+        cut = ts_ms - self.span_ms
+        k = 0
+        while ts[k] < cut:
+            k += 1
+        if k:
+            del ts[:k]
+            del values[:k]
+
+    @property
+    def points(self) -> list[tuple[int, float]]:
+        return list(zip(self.ts, self.values, strict=True))
+
+    def ready(self, min_span_ms: int) -> bool:
+        """History enough for a forecast: 5 points over at least ``min_span_ms``."""
+        ts = self.ts
+        return len(ts) >= 5 and ts[-1] - ts[0] >= min_span_ms
+
+    def recent(self, since_ms: int) -> list[tuple[int, float]]:
+        return [p for p in self.points if p[0] >= since_ms]
+
+    def rise_per_s(self, since_ms: int) -> float:
+        """The crude slope from the first point at or after ``since_ms`` to the newest."""
+        ts, values = self.ts, self.values
+        i = bisect.bisect_left(ts, since_ms)
+        if i >= len(ts) - 1:
+            return 0.0
+        return (values[-1] - values[i]) / ((ts[-1] - ts[i]) / 1000)
+
+    def rising_boost(self, window_ms: int, cap: float) -> float:
+        """How far the trailing mean of a ``window_ms`` window lags a steady rise: the slope
+        over the last window times half the window, when the rise is significant (the
+        slope's lower bound above 0); at most ``cap`` times the newest mean. 0 otherwise."""
+        if window_ms <= 0 or not self.ts:
+            return 0.0
+        newest, mean = self.ts[-1], self.values[-1]
+        if self.rise_per_s(newest - window_ms) <= 0:
+            return 0.0  # not even the crude rise over the window: no fit needed
+        fit = theil_sen(self.recent(newest - window_ms))
+        if fit is None or fit.lo <= 0:
+            return 0.0
+        return min(fit.slope * window_ms / 2000.0, cap * mean)
+
+    def fit(self, min_span_ms: int, max_points: int = 20) -> Slope | None:
+        """Theil–Sen over the most recent steady stretch: from the last ``min_span_ms``,
+        the stretch doubles back in time while the longer fit's slope stays inside the
+        shorter one's confidence bounds (a crowd that started to rise, or rises faster
+        now, ends the stretch there), up to the whole span."""
+        pts = list(self.points)
+        newest = pts[-1][0]
+        span = min_span_ms
+        fit = theil_sen(_thin([p for p in pts if p[0] >= newest - span], max_points))
+        while fit is not None and newest - pts[0][0] > span:
+            span *= 2
+            longer = theil_sen(_thin([p for p in pts if p[0] >= newest - span], max_points))
+            if longer is None or not fit.lo <= longer.slope <= fit.hi:
+                break
+            fit = longer
+        return fit
+
+    def forecast(self, critical: float, window_ms: int, min_span_ms: int,
+                 max_points: int = 20) -> Forecast | None:
+        """The ETA to ``critical`` from the robust line (:meth:`fit`), corrected for the
+        trailing mean's lag (half the window). None: too little history, not rising, or
+        already there."""
+        if not self.ready(min_span_ms):
+            return None
+        fit = self.fit(min_span_ms, max_points)
+        if fit is None or fit.slope <= 0:
+            return None
+        lag = window_ms / 2000.0
+        gap = critical - fit.now
+        if gap <= 0:
+            return None
+
+        def eta(slope: float) -> float:
+            return max(0.0, gap / slope - lag)
+
+        return Forecast(eta(fit.slope), eta(fit.hi) if fit.hi > 0 else 0.0,
+                        eta(fit.lo) if fit.lo > 0 else None)
+
+
+def _thin(points: list[tuple[int, float]], n: int) -> list[tuple[int, float]]:
+    """At most ``n`` of ``points``, evenly spaced, the newest always kept."""
+    step = -(-len(points) // n)
+    return points[::-1][::step][::-1]

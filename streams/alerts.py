@@ -139,7 +139,8 @@ class AlertTracker:
         if not math.isnan(u.density):
             za.last = u
         self._expire(za, u.window_end_ms)
-        trs = za.alarm.observe(u.density, u.trend_per_min, u.window_end_ms, u.occupancy)
+        trs = za.alarm.observe(u.density, u.trend_per_min, u.window_end_ms, u.occupancy,
+                               u.window_end_ms - u.window_start_ms)
         return [self._alert(za, tr, u.window_end_ms, blind=math.isnan(u.density))
                 for tr in trs]
 
@@ -221,6 +222,9 @@ class AlertTracker:
                 "reports": [r._asdict() for r in za.reports],
                 "clock_ms": za.clock_ms,
                 "blind": a.blind, "seq": a.seq,
+                "forecast_far_since": a.forecast_far_since,
+                "trend": [] if a.trend is None else [[t, d] for t, d in a.trend.points],
+                "trend_window_ms": 0 if a.trend is None else a.trend.recent_ms,
             }
         return out
 
@@ -245,6 +249,14 @@ class AlertTracker:
             za.clock_ms = s.get("clock_ms")
             a.blind = bool(s.get("blind", False))
             a.seq = int(s.get("seq", 0))
+            # Snapshots from before issue 15 have no trend: it builds up again from here.
+            a.forecast_far_since = s.get("forecast_far_since")
+            points = s.get("trend") or []
+            a.trend = None
+            if points:
+                a.trend = self.config.new_trend(int(s.get("trend_window_ms", 0)))
+                a.trend.ts.extend(int(t) for t, _ in points)
+                a.trend.values.extend(float(d) for _, d in points)
             self._track(zid, a.level)
 
     # -- output -----------------------------------------------------------------------------
@@ -263,6 +275,12 @@ class AlertTracker:
         trend = u.trend_per_min if u is not None else math.nan
         eta = (None if tr.level is Level.CRITICAL
                else eta_critical_s(density, trend, za.alarm.thresholds.critical))
+        eta_range: list[float | None] | None = None
+        if u is not None and tr.level is not Level.CRITICAL and self.config.robust_forecast:
+            fc = za.alarm.forecast(u.window_end_ms - u.window_start_ms)
+            eta = None if fc is None else fc.eta_s
+            if fc is not None:
+                eta_range = [round(fc.lo_s, 1), None if fc.hi_s is None else round(fc.hi_s, 1)]
         # The reports of the corroboration window that ends at the alert's own time: by event
         # time, so a run where reports arrived in another order (through several partitions,
         # or after a crash) lists the same ones.
@@ -311,6 +329,8 @@ class AlertTracker:
                 eta_s=eta, ts_ms=ts_ms,
                 report=next((r.category for r in reversed(reports)), None)),
         }
+        if eta_range is not None:
+            alert["eta_critical_range_s"] = eta_range
         if tr.reminder:
             alert["reminder"] = True
         return alert

@@ -58,6 +58,14 @@ def test_levels_from_the_environment() -> None:
         Settings.from_env({"SAFETOUR_MOVING_LEVELS": "3,2,1"})
 
 
+def test_forecast_span_from_the_environment() -> None:
+    assert Settings.from_env({}).pipeline([]).alerts.config.forecast_span_s == 300.0
+    s = Settings.from_env({"SAFETOUR_FORECAST_SPAN_S": "600"})
+    assert s.pipeline([]).alerts.config.forecast_span_s == 600.0
+    with pytest.raises(ConfigError, match="SAFETOUR_FORECAST_SPAN_S"):
+        Settings.from_env({"SAFETOUR_FORECAST_SPAN_S": "30"})
+
+
 def test_alert_line_shows_reason_and_eta() -> None:
     from agents.tail import format_alert  # noqa: PLC0415
 
