@@ -523,6 +523,14 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
             signal.signal(sig, handler)
 
 
+def _tail_stopped(task: asyncio.Task[int]) -> None:
+    """The demo's live view of the alerts ended by itself: one line, no traceback (the
+    worker and the scenario go on)."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        _echo(f"the live alert view stopped: {exc}; the worker goes on "
+              "(`safetour alerts tail` shows its alerts)")
+
+
 def _run(args: argparse.Namespace, settings: Settings, scenario: Any, simulated: Any) -> int:
     from . import devtools as sim  # noqa: PLC0415
     from .tail import tail_alerts  # noqa: PLC0415
@@ -558,6 +566,7 @@ def _run(args: argparse.Namespace, settings: Settings, scenario: Any, simulated:
             tail = asyncio.create_task(tail_alerts(
                 settings.kafka, settings.topics.alerts, stop=stop,
             ))
+            tail.add_done_callback(_tail_stopped)
             board: asyncio.Task[None] | None = None
             if args.dashboard_port:
                 from .dashboard import serve_dashboard  # noqa: PLC0415
@@ -585,7 +594,13 @@ def _run(args: argparse.Namespace, settings: Settings, scenario: Any, simulated:
                 board_stop.set()
                 if board is not None:
                     await board
-            return await tail
+                # The view ends within a poll once stopped; an interrupt must not leave it
+                # to fail during the loop's shutdown (a traceback instead of one line).
+                await asyncio.wait([tail], timeout=2)
+                tail.cancel()
+            with contextlib.suppress(SafetourError, asyncio.CancelledError):  # _tail_stopped
+                return await tail
+            return 0
 
         seen = asyncio.run(demo())
         _echo(f"demo finished: {seen} alert messages")

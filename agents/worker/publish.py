@@ -145,9 +145,18 @@ class BatchPublisher:
         produce round trip per fetch and partition (1.5 s of lag at 2,000 readings/s).
         ``send`` appends to the partition's open batch, so fetches routed while a batch is in
         flight travel together in the next one."""
-        if not recs:
-            return []
-        futures = [await producer.send(topic, r.value, key=r.key, partition=part,
-                                       timestamp_ms=r.timestamp_ms, headers=r.headers or None)
-                   for r in recs]
-        return [RoutedSent(futures, part, recs)]
+        futures: list[asyncio.Future[Any]] = []
+        for r in recs:
+            if r.key is None and r.value is None:
+                # ``send`` refuses a record with neither (an undecodable batch's sentinel,
+                # passed on to be dead-lettered); a batch of its own takes it, behind the
+                # partition's records sent before it.
+                builder = producer.create_batch()
+                builder.append(timestamp=r.timestamp_ms, key=None, value=None,
+                               headers=r.headers)
+                futures.append(await producer.send_batch(builder, topic, partition=part))
+                continue
+            futures.append(await producer.send(topic, r.value, key=r.key, partition=part,
+                                               timestamp_ms=r.timestamp_ms,
+                                               headers=r.headers or None))
+        return [RoutedSent(futures, part, recs)] if recs else []

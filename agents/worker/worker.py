@@ -242,6 +242,11 @@ class Worker:
         try:
             async for event in manual.events():
                 await flights.submit(event, sources_of(event))
+        except (RouteError, asyncio.CancelledError):
+            raise
+        except Exception as exc:  # a fetch that can never be routed: stop, never hang on it
+            self._fail(DeliveryFailed(f"routing a fetch failed: {exc!r}"))
+            raise
         finally:
             drain.cancel()
             with contextlib.suppress(asyncio.CancelledError, RouteError):

@@ -286,7 +286,7 @@ class Hooks:
             thread.join(10)
 
 
-SCENARIO_ENV = {"SAFETOUR_ROUTE_BY_ZONE": "1", "SAFETOUR_WINDOW_S": "60",
+SCENARIO_ENV = {"SAFETOUR_WINDOW_S": "60",
                 "SAFETOUR_SLIDE_S": "5", "SAFETOUR_GRACE_S": "10",
                 "SAFETOUR_IDLE_S": "3", "SAFETOUR_SNAPSHOT_S": "0.5"}
 
@@ -304,10 +304,6 @@ def last_reading_ms(events: list[tuple[int, bytes, bytes]]) -> int:
 
 class TestKilledWorkers:
     @pytest.mark.slow
-    @pytest.mark.xfail(strict=False, reason=(
-        "issue 13 open: reports reach whichever worker holds their partition unless the "
-        "zone router runs (SAFETOUR_ROUTE_BY_ZONE=1, used here), and the routed mode does not "
-        "yet pass the whole suite under load; see the README 'Guarantees'"))
     def test_three_workers_kill_9_five_times_alerts_equal_a_run_without_faults(
         self, kafka: str, tmp_path: Path, record_property: Callable[[str, object], None]
     ) -> None:

@@ -33,6 +33,7 @@ from streams.pipeline import (
     ITEMS_HEADER,
     ORIGIN_HEADER,
     UNDECODABLE_HEADER,
+    UNDECODABLE_OFFSETS_HEADER,
     Consumed,
     OutRecord,
     Pipeline,
@@ -326,13 +327,24 @@ def test_fuzz_router_never_raises_never_drops_and_stage_two_digests_it(
     dlq_of(out.dlq)
 
 
+class FakeBuilder:
+    def __init__(self) -> None:
+        self.records: list[tuple[int | None, bytes | None, bytes | None]] = []
+
+    def append(self, *, timestamp: int | None, key: bytes | None, value: bytes | None,
+               headers: Any) -> object:
+        self.records.append((timestamp, key, value))
+        return object()
+
+
 class FakeProducer:
     """Records are acknowledged only when the test says so (``futures``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, expect: int = 6) -> None:
         self.sent: list[tuple[int, int | None, bytes | None]] = []  # partition, ts, key
         self.futures: list[asyncio.Future[Any]] = []
-        self.all_sent = asyncio.Event()  # the fetch's six records
+        self.expect = expect
+        self.all_sent = asyncio.Event()  # the fetch's ``expect`` records
 
     async def partitions_for(self, topic: str) -> set[int]:
         return set(range(N))
@@ -340,10 +352,23 @@ class FakeProducer:
     async def send(self, topic: str, value: bytes | None, *, key: bytes | None,
                    partition: int, timestamp_ms: int | None, headers: Any
                    ) -> asyncio.Future[Any]:
+        assert not (key is None and value is None), "Need at least one: key or value"  # aiokafka
+        return self._record(partition, timestamp_ms, key)
+
+    def create_batch(self) -> FakeBuilder:
+        return FakeBuilder()
+
+    async def send_batch(self, builder: FakeBuilder, topic: str, *, partition: int
+                         ) -> asyncio.Future[Any]:
+        (ts, key, _), = builder.records
+        return self._record(partition, ts, key)
+
+    def _record(self, partition: int, timestamp_ms: int | None, key: bytes | None
+                ) -> asyncio.Future[Any]:
         self.sent.append((partition, timestamp_ms, key))
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.futures.append(fut)
-        if len(self.futures) == 6:
+        if len(self.futures) == self.expect:
             self.all_sent.set()
         return fut
 
@@ -382,3 +407,25 @@ def test_route_fetch_returns_only_once_every_record_is_acknowledged() -> None:
 
     asyncio.run(scenario(fail=False))
     asyncio.run(scenario(fail=True))
+
+
+def test_an_undecodable_batch_is_routed_on_to_be_dead_lettered() -> None:
+    # Its sentinel has neither key nor value, which aiokafka's send refuses (the router
+    # agent crashed on it and the fetch was never acknowledged).
+    sentinel = SourceMessage("safetour.sensor-events.v1", 0, 2, T0, None, None, (
+        (UNDECODABLE_HEADER, b"Libraries for lz4 compression codec not found"),
+        (UNDECODABLE_OFFSETS_HEADER, b"0-2")))
+    good = SourceMessage("safetour.sensor-events.v1", 0, 3, T0, b"k",
+                         orjson.dumps(occ("a3", "wat-yai-vihara")))
+
+    async def scenario() -> None:
+        producer = FakeProducer(expect=2)
+        task = asyncio.create_task(ZoneRouter(ZONES, Topics()).route_fetch(
+            producer, [sentinel, good]))
+        await asyncio.wait_for(producer.all_sent.wait(), 5)
+        for f in producer.futures:
+            f.set_result(None)
+        result = await task
+        assert (result.messages, result.records) == (2, 2)
+
+    asyncio.run(scenario())

@@ -12,6 +12,7 @@ import random
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, cast
 
 import orjson
@@ -24,6 +25,7 @@ from agents.metrics import Metrics
 from agents.worker.publish import RoutedSent
 from agents.worker.router import RouteError
 from agents.worker.state import Lineage
+from agents.worker.transport import RecordBatch
 from agents.worker.worker import DELIVERY_FAILED_EXIT, Deliveries, DeliveryFailed, Worker
 from streams import WindowedDensityEngine
 from streams.kernels import ZI_PART
@@ -522,3 +524,46 @@ def test_the_router_follows_the_live_registry(tmp_path: Path) -> None:
 
     run(go)
     assert [z.zone_id for z in router.zones] == [ZONES[0].zone_id]
+
+
+class BrokenRouter(FlakyRouter):
+    """A ZoneRouter with a bug: it raises on every fetch."""
+
+    async def send_fetch(self, producer: Any, messages: Any) -> list[RoutedSent]:
+        raise AssertionError("Need at least one: key or value")
+
+
+class FakeStream:
+    """The faust stream a router agent iterates (manual acks)."""
+
+    def __init__(self, events: list[Any]) -> None:
+        self._events = events
+        self.acked: list[Any] = []
+
+    def noack(self) -> FakeStream:
+        return self
+
+    async def events(self) -> Any:
+        for e in self._events:
+            yield e
+
+    async def ack(self, event: Any) -> None:
+        self.acked.append(event)
+
+
+def test_a_router_agent_that_crashes_stops_the_worker_instead_of_hanging(
+    tmp_path: Path
+) -> None:
+    # The fetch it crashed on is never acknowledged: without a stop, faust waits for it
+    # forever (a clean stop hung on "wait_empty") and nothing after it is routed.
+    rig = Rig(tmp_path, routed=True)
+    rig.worker.router = cast(Any, BrokenRouter())
+    stream = FakeStream([SimpleNamespace(value=RecordBatch(fetches()[0]))])
+
+    async def go() -> None:
+        with pytest.raises(AssertionError):
+            await rig.worker.route(stream)
+
+    run(go)
+    assert stream.acked == []
+    assert rig.exits == [DELIVERY_FAILED_EXIT]
