@@ -11,9 +11,10 @@ import pytest
 
 from agents.delivery.channels import ChannelRunner
 from agents.delivery.notify import MemoryNotifier, RetryPolicy, Route
-from agents.delivery.shelving import Shelves, parse_duration, shelf_record, suppressed
+from agents.delivery.shelving import parse_duration, shelf_record, suppressed
 from agents.metrics import Metrics
 from agents.rejects import InternalRejects
+from agents.shelves import Shelves
 from schemas import SafetourError
 
 from .test_channels import NOW, P0, alert, poll, resolution, running, stopped
