@@ -51,8 +51,8 @@ def parse_shelf(value: bytes | None) -> tuple[str, Shelf | None] | str:
             raise ValueError("zone_id or action")
         if action == "unshelve":
             return zone, None
-        shelf = Shelf(zone, str(rec.get("by", "")), parse_ts(rec["at"]),
-                      parse_ts(rec["until"]), str(rec.get("reason", "")))
+        shelf = Shelf(zone, str(rec.get("by", "")), _when(rec["at"], "/at"),
+                      _when(rec["until"], "/until"), str(rec.get("reason", "")))
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         return f"not a shelves record: {exc}"
     # A record cannot shelve for longer than the bound, whoever wrote it.
@@ -60,6 +60,14 @@ def parse_shelf(value: bytes | None) -> tuple[str, Shelf | None] | str:
         shelf = Shelf(shelf.zone_id, shelf.by, shelf.at_ms,
                       shelf.at_ms + MAX_SHELF_S * 1000, shelf.reason)
     return zone, shelf
+
+
+def _when(value: object, where: str) -> int:
+    """``parse_ts``, whose error for a bad time (private to schemas) becomes a ValueError."""
+    try:
+        return parse_ts(value, where)
+    except Exception as exc:
+        raise ValueError(str(exc)) from None
 
 
 class Shelves:
@@ -75,9 +83,12 @@ class Shelves:
         if isinstance(parsed, str):
             self.bad += 1
             return parsed
-        zone, shelf = parsed
-        self._by_zone[zone] = shelf
+        self.put(*parsed)
         return None
+
+    def put(self, zone_id: str, shelf: Shelf | None) -> None:
+        """The newest record of ``zone_id``: a shelf, or None (unshelved)."""
+        self._by_zone[zone_id] = shelf
 
     def active(self, zone_id: str, now_s: float) -> Shelf | None:
         shelf = self._by_zone.get(zone_id)
