@@ -7,6 +7,8 @@ and any number can run). It reads from Kafka:
     safetour.acks.v1      who acknowledged what (24 h back)
     safetour.density.v1   each zone's density and its sparkline (15 min back)
     safetour.health.v1    the workers' heartbeats (agents/heartbeat.py; 15 min back)
+    safetour.shelves.v1   operators' shelves (agents/shelves.py; the longest shelf back):
+                          a shelved zone says so on its row and map marker until ``until``
 
 Silence must never look like calm: when neither a heartbeat nor a density record has
 arrived for ``SAFETOUR_DASHBOARD_STALE_S`` (30 s), or the dashboard cannot read Kafka, every
@@ -79,6 +81,7 @@ from ..kafka import KafkaTarget, KafkaUnreachable, as_config
 from ..logs import ThrottledLog
 from ..metrics import Metrics
 from ..rejects import InternalRejects
+from ..shelves import LOOKBACK_S, Shelf, Shelves, parse_shelf
 from .dashboard_auth import OPERATOR, AccessLog, Auth, AuthConfig
 
 log = logging.getLogger(__name__)
@@ -144,6 +147,12 @@ class Board:
     level: dict[str, str] = field(default_factory=dict)
     alert_of_zone: dict[str, str] = field(default_factory=dict)
     density: dict[str, deque[tuple[str, float | None]]] = field(default_factory=dict)
+    # Each zone's newest density confidence (0..1; None when blind or not given).
+    confidence: dict[str, float | None] = field(default_factory=dict)
+    # Operators' shelves (agents/shelves.py), and the shelf each zone was last shown with:
+    # one that ended by itself is announced once (expire_shelves).
+    shelves: Shelves = field(default_factory=Shelves)
+    _shown_shelf: dict[str, Shelf] = field(default_factory=dict)
     alerts: dict[str, Mapping[str, Any]] = field(default_factory=dict)
     acks: dict[str, Ack] = field(default_factory=dict)
     # Freshness: wall clock (injectable), when data (a heartbeat or a density record) last
@@ -196,7 +205,35 @@ class Board:
             return
         point = (str(d.get("window_end")), d.get("density"))
         self.density[zone].append(point)
-        self._publish(None, "density", orjson.dumps({"zone_id": zone, "point": point}))
+        conf = d.get("confidence")
+        self.confidence[zone] = float(conf) if isinstance(conf, int | float) else None
+        self._publish(None, "density", orjson.dumps(
+            {"zone_id": zone, "point": point, "confidence": self.confidence[zone]}))
+
+    def on_shelf(self, zone: str, shelf: Shelf | None) -> None:
+        """A shelves record of ``zone``: a shelf (until its ``until``) or None (unshelved)."""
+        self.shelves.put(zone, shelf)
+        self._announce_shelf(zone)
+
+    def shelf_of(self, zone: str) -> Shelf | None:
+        """The shelf that holds on ``zone`` now, by the board's clock."""
+        return self.shelves.active(zone, self.clock())
+
+    def expire_shelves(self) -> None:
+        """Announce (once) each shelf shown that has ended by itself at its ``until``."""
+        for zone in list(self._shown_shelf):
+            self._announce_shelf(zone)
+
+    def _announce_shelf(self, zone: str) -> None:
+        now = self.shelf_of(zone)
+        if now == self._shown_shelf.get(zone):
+            return
+        if now is None:
+            self._shown_shelf.pop(zone, None)
+        else:
+            self._shown_shelf[zone] = now
+        self._publish(None, "shelf", orjson.dumps(
+            {"zone_id": zone, "shelf": None if now is None else now.to_json()}))
 
     def on_heartbeat(self, hb: Mapping[str, Any], ts_ms: int | None = None) -> None:
         self.workers[str(hb["worker_id"])] = hb
@@ -244,6 +281,8 @@ class Board:
             "area_m2": z.area_m2, "crowd": z.crowd, "estimated": z.area_estimated,
             "polygon": z.polygon, "level": self.level[z.zone_id],
             "thresholds": self.thresholds(z), "density": list(self.density[z.zone_id]),
+            "confidence": self.confidence.get(z.zone_id),
+            "shelf": None if (sh := self.shelf_of(z.zone_id)) is None else sh.to_json(),
         } for z in self.zones]})
 
     def replay(self, last_event_id: str | None) -> list[FeedEvent]:
@@ -352,6 +391,7 @@ def build_web_app(board: Board, operators: Mapping[str, str], publish_ack: Publi
                 except TimeoutError:
                     if not auth.still_signed_in(request):  # signed out or expired
                         break
+                    board.expire_shelves()  # a shelf over by itself: every page hears it
                     # A timer on the server, not data: silence shows on the page as silence.
                     await resp.write(_sse("health", board.health()))
                     next_health = loop.time() + health_every_s
@@ -420,15 +460,19 @@ def _density(value: bytes | None) -> dict[str, Any] | Rejection:
     dens = d.get("density")
     if dens is not None and (isinstance(dens, bool) or not isinstance(dens, int | float)):
         return Rejection(Reason.SCHEMA, "/density: must be a number or null")
+    conf = d.get("confidence")
+    if conf is not None and (isinstance(conf, bool) or not isinstance(conf, int | float)
+                             or not 0 <= conf <= 1):
+        return Rejection(Reason.SCHEMA, "/confidence: must be a number 0..1 or null")
     return d
 
 
 def apply_records(board: Board, topic_kind: str, values: Iterable[bytes | None], *,
                   timestamps_ms: Iterable[int | None] | None = None,
                   rejects: InternalRejects | None = None, topic: str = "") -> int:
-    """Feed consumed record values of one topic (kind ``alert``, ``ack``, ``density`` or
-    ``health``) to the board; returns how many were malformed (counted and logged through
-    ``rejects``, skipped: the records beside them are applied)."""
+    """Feed consumed record values of one topic (kind ``alert``, ``ack``, ``density``,
+    ``health`` or ``shelf``) to the board; returns how many were malformed (counted and logged
+    through ``rejects``, skipped: the records beside them are applied)."""
     bad = 0
     stamps = iter(timestamps_ms) if timestamps_ms is not None else None
     for v in values:
@@ -440,6 +484,9 @@ def apply_records(board: Board, topic_kind: str, values: Iterable[bytes | None],
             doc = decode_alert(v)
         elif topic_kind == "health":
             doc = decode_heartbeat(v)
+        elif topic_kind == "shelf":
+            parsed = parse_shelf(v)
+            doc = Rejection(Reason.SCHEMA, parsed) if isinstance(parsed, str) else parsed
         else:
             doc = _density(v)
         if isinstance(doc, Rejection):
@@ -452,6 +499,8 @@ def apply_records(board: Board, topic_kind: str, values: Iterable[bytes | None],
             board.on_alert(doc)
         elif topic_kind == "health":
             board.on_heartbeat(doc, ts)
+        elif topic_kind == "shelf":
+            board.on_shelf(*doc)
         else:
             board.on_density(doc, ts)
     return bad
@@ -556,7 +605,8 @@ async def serve_dashboard(settings: Any, operators: Mapping[str, str], host: str
     follower = asyncio.create_task(follow_retrying(
         cfg,
         {"alert": (t.alerts, 24 * 3600), "ack": (t.acks, 24 * 3600),
-         "density": (t.density, 15 * 60), "health": (t.health, 15 * 60)}, board, stop,
+         "density": (t.density, 15 * 60), "health": (t.health, 15 * 60),
+         "shelf": (t.shelves, LOOKBACK_S)}, board, stop,
         rejects), name="dashboard-follower")
     auth = Auth(operators, AuthConfig.of(settings))
     tls = tls_context(settings)

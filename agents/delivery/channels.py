@@ -60,6 +60,7 @@ from schemas import Rejection, decode_alert, format_ts
 
 from ..kafka_safety import undecodable_info
 from ..logs import ThrottledLog
+from ..shelves import Shelves
 from .channel_queue import ChannelQueue, Job, priority_rank
 from .notify import (
     Notifier,
@@ -72,7 +73,7 @@ from .notify import (
     notify_dlq_record,
 )
 from .routing import Receipts
-from .shelving import Shelves, follow_shelves, suppressed
+from .shelving import follow_shelves, suppressed
 
 if TYPE_CHECKING:
     import aiohttp

@@ -5,7 +5,7 @@
     safetour shelves                                the zones shelved now
 
 Each command writes one record to ``safetour.shelves.v1`` (keyed by zone_id, kept 90 days:
-the audit trail)::
+the audit trail; its parsing is agents/shelves.py, which the dashboard shares)::
 
     {"zone_id": "night-bazaar", "action": "shelve", "by": "somchai",
      "at": "2026-02-16T13:00:00.000Z", "until": "2026-02-16T13:30:00.000Z",
@@ -33,18 +33,17 @@ import logging
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from schemas import SafetourError, format_ts, parse_ts
+from schemas import SafetourError, format_ts
 
 from ..logs import ThrottledLog
+from ..shelves import LOOKBACK_S, MAX_SHELF_S, Shelf, Shelves
 
 log = logging.getLogger(__name__)
 
-MAX_SHELF_S = 4 * 3600
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*$")
 _UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600}
 
@@ -79,56 +78,6 @@ def shelf_record(zone_id: str, *, action: str, by: str, now_s: float,
     until_ms = at_ms + int(for_s * 1000) if action == "shelve" else at_ms
     return {"zone_id": zone_id, "action": action, "by": by.strip(), "at": format_ts(at_ms),
             "until": format_ts(until_ms), "reason": reason}
-
-
-@dataclass(frozen=True, slots=True)
-class Shelf:
-    zone_id: str
-    by: str
-    at_ms: int
-    until_ms: int
-    reason: str
-
-
-class Shelves:
-    """The newest shelves record per zone; :meth:`active` says whether one holds now."""
-
-    def __init__(self) -> None:
-        self._by_zone: dict[str, Shelf | None] = {}
-        self.bad = 0
-
-    def apply(self, value: bytes | None) -> str | None:
-        """Take one record of the shelves topic; the reason it is unusable, or None."""
-        try:
-            rec = orjson.loads(value or b"")
-            zone = rec["zone_id"]
-            action = rec["action"]
-            if not isinstance(zone, str) or not zone or action not in ("shelve", "unshelve"):
-                raise ValueError("zone_id or action")
-            if action == "unshelve":
-                self._by_zone[zone] = None
-                return None
-            shelf = Shelf(zone, str(rec.get("by", "")), parse_ts(rec["at"]),
-                          parse_ts(rec["until"]), str(rec.get("reason", "")))
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            self.bad += 1
-            return f"not a shelves record: {exc}"
-        # A record cannot shelve for longer than the bound, whoever wrote it.
-        if shelf.until_ms - shelf.at_ms > MAX_SHELF_S * 1000:
-            shelf = Shelf(shelf.zone_id, shelf.by, shelf.at_ms,
-                          shelf.at_ms + MAX_SHELF_S * 1000, shelf.reason)
-        self._by_zone[zone] = shelf
-        return None
-
-    def active(self, zone_id: str, now_s: float) -> Shelf | None:
-        shelf = self._by_zone.get(zone_id)
-        if shelf is None or shelf.until_ms <= now_s * 1000:
-            return None
-        return shelf
-
-    def listing(self, now_s: float) -> list[Shelf]:
-        """The shelves that hold now, by zone."""
-        return [s for z in sorted(self._by_zone) if (s := self.active(z, now_s)) is not None]
 
 
 def suppressed(alert: Mapping[str, Any], shelves: Shelves, now_s: float) -> Shelf | None:
@@ -171,7 +120,7 @@ async def follow_shelves(kafka: Any, topic: str, shelves: Shelves, stop: asyncio
     throttled = ThrottledLog(log)
     try:
         consumer.assign(tps)
-        await seek_since(consumer, tps, int((time.time() - MAX_SHELF_S - 60) * 1000))
+        await seek_since(consumer, tps, int((time.time() - LOOKBACK_S) * 1000))
         ends = await consumer.end_offsets(tps)
         while not stop.is_set():
             batches = await consumer.getmany(timeout_ms=500)

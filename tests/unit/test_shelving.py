@@ -11,9 +11,10 @@ import pytest
 
 from agents.delivery.channels import ChannelRunner
 from agents.delivery.notify import MemoryNotifier, RetryPolicy, Route
-from agents.delivery.shelving import Shelves, parse_duration, shelf_record, suppressed
+from agents.delivery.shelving import parse_duration, shelf_record, suppressed
 from agents.metrics import Metrics
 from agents.rejects import InternalRejects
+from agents.shelves import Shelves
 from schemas import SafetourError
 
 from .test_channels import NOW, P0, alert, poll, resolution, running, stopped
@@ -45,6 +46,9 @@ def test_a_shelf_holds_until_its_end_and_ends_by_itself() -> None:
     assert shelves.active("z1", NOW) is None
     assert shelves.apply(b"not json") is not None
     assert shelves.apply(orjson.dumps({"zone_id": "z1", "action": "nap"})) is not None
+    # A time that is no time is a bad record too (it once escaped as schemas' own error and
+    # ended the notifier's shelves follower: shelving off).
+    assert "/until" in str(shelves.apply(orjson.dumps(rec | {"until": "tomorrow"})))
     # Written by hand for a day: it holds at most 4 h.
     long = rec | {"until": "2099-01-01T00:00:00Z"}
     shelves.apply(orjson.dumps(long))

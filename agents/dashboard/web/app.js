@@ -16,7 +16,9 @@
       lasted: "นาน", notAcked: "ยังไม่มีผู้รับทราบ", history: "ลำดับระดับ", peak: "สูงสุด",
       startShift: "เริ่มเวร", startShiftHint: "คลิกเพื่อเปิดเสียงเตือนระดับวิกฤต (เบราว์เซอร์ปิดเสียงไว้จนกว่าจะคลิก)",
       mute: "ปิดเสียง", unmute: "เปิดเสียง", soundOn: "เสียงเตือนวิกฤต: เปิด", soundOff: "เสียงเตือนวิกฤต: ปิด",
-      thresholds: "เกณฑ์", blind: "ไม่มีข้อมูล", h: "ชม.", min: "นาที", s: "วินาที" },
+      thresholds: "เกณฑ์", blind: "ไม่มีข้อมูล", h: "ชม.", min: "นาที", s: "วินาที",
+      confidence: "ความเชื่อมั่น", lowConfidence: "ความเชื่อมั่นต่ำ: ค่าความหนาแน่นอาจคลาดเคลื่อน",
+      until: "ถึง", by: "โดย" },
     en: { title: "Phitsanulok Safe Tourism operations centre", connecting: "connecting…", live: "live",
       reconnecting: "reconnecting…", operator: "Operator", logout: "Sign out", zones: "Zones",
       alerts: "Alerts", ack: "Acknowledge", note: "note (optional)", ackedBy: "Acknowledged by",
@@ -27,7 +29,9 @@
       lasted: "lasted", notAcked: "not acknowledged", history: "level history", peak: "peak",
       startShift: "Start shift", startShiftHint: "click to turn on the critical alarm sound (the browser keeps it off until a click)",
       mute: "Mute", unmute: "Unmute", soundOn: "critical alarm sound: on", soundOff: "critical alarm sound: off",
-      thresholds: "thresholds", blind: "no data", h: "h", min: "min", s: "s" },
+      thresholds: "thresholds", blind: "no data", h: "h", min: "min", s: "s",
+      confidence: "confidence", lowConfidence: "low confidence: the density may be off",
+      until: "until", by: "by" },
   };
   let lang = localStorage.getItem("safetour.lang") || "th";
   const zones = new Map();     // zone_id -> {info, layer, row, points, alertThresholds}
@@ -56,6 +60,11 @@
       hour: "2-digit", minute: "2-digit", second: "2-digit" });
   const bangkokTime = (iso) => new Date(iso).toLocaleTimeString("en-GB",
     { timeZone: "Asia/Bangkok", hour12: false, hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  // A zone an operator shelved (agents/shelves.py): shown until its `until` by this page's
+  // own clock (a timer redraws the zone then), or until the server says it ended.
+  const SHELVED = "พักการแจ้งเตือน / Shelved";
+  const shelfOf = (z) => (z.info.shelf && Date.parse(z.info.shelf.until) > Date.now() ? z.info.shelf : null);
+  const shelfText = (sh) => `${t("until")} ${bangkokTime(sh.until)} ICT · ${t("by")} ${sh.by}${sh.reason ? ` · ${sh.reason}` : ""}`;
   const keyOf = (a) => `${a.alert_id}:${a.status}:${a.ts}:${a.seq || ""}`;
   const duration = (ms) => {
     const s = Math.max(0, Math.floor(ms / 1000));
@@ -137,17 +146,41 @@
     const level = z.info.level;
     const colour = stale ? GREY : COLOURS[level];
     const last = z.points.length ? z.points[z.points.length - 1][1] : null;
+    const shelf = shelfOf(z);
+    const conf = typeof z.info.confidence === "number" ? z.info.confidence : null;
+    const low = conf !== null && conf < 0.5;  // the figure is dimmed: trust it less
     z.row.dataset.level = level;
+    z.row.dataset.shelved = String(shelf !== null);
+    const dens = el("span", { class: `dens${low ? " low-conf" : ""}` }, last === null ? "–" : `${last.toFixed(2)} ${t("unit")}`);
+    if (low) dens.title = t("lowConfidence");
+    const extra = el("div", { class: "zone-extra" });
+    if (conf !== null) extra.append(el("span", { class: `conf${low ? " low" : ""}`, "data-confidence": String(conf) }, `${t("confidence")} ${conf.toFixed(2)}`));
+    if (shelf) {
+      const box = el("span", { class: "shelf", "data-until": shelf.until });
+      box.append(el("span", { class: "shelf-badge" }, SHELVED), " ", el("span", { class: "shelf-info" }, shelfText(shelf)));
+      extra.append(box);
+    }
     z.row.replaceChildren(el("span", { class: `dot lvl-${level}`, title: t(level) }),
-      el("span", { class: "name" }, z.info.name[lang]), sparkline(z.points, thresholdsOf(z)),
-      el("span", { class: "dens" }, last === null ? "–" : `${last.toFixed(2)} ${t("unit")}`));
+      el("span", { class: "name" }, z.info.name[lang]), sparkline(z.points, thresholdsOf(z)), dens,
+      ...(extra.childNodes.length ? [extra] : []));
+    clearTimeout(z.shelfTimer);
+    if (shelf) z.shelfTimer = setTimeout(() => renderZone(z), Math.max(0, Date.parse(shelf.until) - Date.now()) + 50);
     if (z.layer) {
       z.layer.setStyle({ color: colour, fillColor: colour, fillOpacity: level === "normal" ? 0.25 : 0.55 });
       const path = z.layer.getElement && z.layer.getElement();
-      if (path) { path.dataset.level = level; path.dataset.zone = z.info.zone_id; path.dataset.stale = String(stale); }
-      z.marker.setStyle({ color: colour, fillColor: colour, fillOpacity: 0.9 });
+      if (path) { path.dataset.level = level; path.dataset.zone = z.info.zone_id; path.dataset.stale = String(stale); path.dataset.shelved = String(shelf !== null); }
+      z.marker.setStyle({ color: colour, fillColor: colour, fillOpacity: 0.9, dashArray: shelf ? "3 3" : null });
       z.marker.setRadius(RADIUS[level]);
-      z.layer.setTooltipContent(`${z.info.name[lang]} · ${t(level)}${last === null ? "" : ` · ${last.toFixed(2)} ${t("unit")}`}`);
+      z.layer.setTooltipContent(`${z.info.name[lang]} · ${t(level)}${last === null ? "" : ` · ${last.toFixed(2)} ${t("unit")}`}${conf === null ? "" : ` · ${t("confidence")} ${conf.toFixed(2)}`}${shelf ? ` · ${SHELVED} ${shelfText(shelf)}` : ""}`);
+      // The marker carries a label while the zone is shelved.
+      if (shelf) {
+        if (!z.marker.getTooltip()) z.marker.bindTooltip("", { permanent: true, direction: "right", offset: [8, 0], className: "shelf-label" });
+        z.marker.setTooltipContent(`${SHELVED} · ${t("until")} ${bangkokTime(shelf.until)}`);
+        const tip = z.marker.getTooltip().getElement();
+        if (tip) tip.dataset.zone = z.info.zone_id;
+      } else if (z.marker.getTooltip()) {
+        z.marker.unbindTooltip();
+      }
     }
   }
 
@@ -173,7 +206,11 @@
       z.points = info.density.slice();
       renderZone(z);
     }
-    if (!fitted && bounds.length) { map.fitBounds(bounds, { padding: [30, 30] }); fitted = true; }
+    if (!fitted && bounds.length) {
+      map.fitBounds(bounds, { padding: [30, 30] });
+      fitted = true;
+      zones.forEach(renderZone);  // the outlines' SVG paths exist once the map has a view
+    }
   }
 
   // -- episodes: one card per alert_id, updated in place by each of its records -------------
@@ -218,6 +255,14 @@
     if (!z) return;
     z.points.push(d.point);
     if (z.points.length > 60) z.points.shift();
+    if ("confidence" in d) z.info.confidence = d.confidence;
+    renderZone(z);
+  }
+
+  function onShelf(d) {
+    const z = zones.get(d.zone_id);
+    if (!z) return;
+    z.info.shelf = d.shelf;
     renderZone(z);
   }
 
@@ -427,6 +472,7 @@
     es.addEventListener("alert", (e) => onAlert(JSON.parse(e.data)));
     es.addEventListener("ack", (e) => onAck(JSON.parse(e.data)));
     es.addEventListener("density", (e) => onDensity(JSON.parse(e.data)));
+    es.addEventListener("shelf", (e) => onShelf(JSON.parse(e.data)));
   }
 
   applyLang();
