@@ -16,6 +16,7 @@ from aiokafka.errors import KafkaError
 
 from streams.messages import BANGKOK
 
+from .delivery.notify import DRILL_MARKER, is_drill
 from .kafka import KafkaTarget, as_config
 from .topics import partitions_of
 
@@ -56,6 +57,8 @@ def format_alert(alert: dict[str, Any], *, colour: bool) -> str:
         extra += f"  critical in ~{round(eta / 60)} min"
     if alert.get("reminder") is True:
         extra += "  (reminder)"
+    if is_drill(alert):  # a drill's alert on the real alerts topic (README "Drills")
+        extra += f"  {DRILL_MARKER}"
     return (
         f"{when} ICT {head}{alert.get('status', '?')!s:<12}"
         f"{alert.get('zone_id', '?')!s:<20}{shown}{extra}\n"
