@@ -16,9 +16,12 @@ from aiokafka.errors import KafkaError
 
 from streams.messages import BANGKOK
 
-from .delivery.notify import DRILL_MARKER, is_drill
 from .kafka import KafkaTarget, as_config
 from .topics import partitions_of
+
+# The channels' drill marker (agents/delivery/notify.py DRILL_MARKER; tests/unit/test_drill.py
+# holds them equal): shared modules do not import the delivery package.
+DRILL_MARKER = "[ฝึกซ้อม / DRILL]"
 
 COLOURS = {"normal": "32", "elevated": "33", "high": "38;5;208", "critical": "1;31"}
 
@@ -57,7 +60,7 @@ def format_alert(alert: dict[str, Any], *, colour: bool) -> str:
         extra += f"  critical in ~{round(eta / 60)} min"
     if alert.get("reminder") is True:
         extra += "  (reminder)"
-    if is_drill(alert):  # a drill's alert on the real alerts topic (README "Drills")
+    if alert.get("exercise") is True:  # a drill's alert on the real alerts topic
         extra += f"  {DRILL_MARKER}"
     return (
         f"{when} ICT {head}{alert.get('status', '?')!s:<12}"

@@ -86,6 +86,9 @@ def test_the_terminal_tail_marks_a_drill_and_only_a_drill() -> None:
     assert drill.endswith(f"#1  {DRILL_MARKER}"), drill
     assert DRILL_MARKER not in format_alert(ALERT, colour=False)
     assert DRILL_MARKER not in format_alert(ALERT | {"exercise": "yes"}, colour=False)
+    from agents import tail  # noqa: PLC0415
+
+    assert tail.DRILL_MARKER == DRILL_MARKER  # the channels' marker
 
 
 def test_a_drill_on_a_sasl_cluster_runs_its_worker_as_the_worker(
