@@ -409,13 +409,25 @@ def _wait_for_line(path: Path, needle: str, proc: subprocess.Popen[bytes], timeo
     raise SafetourError(f"the worker was not ready within {timeout:.0f}s; see {path}")
 
 
-def start_worker_process(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
+def worker_credentials(user: str, password_file: str) -> dict[str, str]:
+    """The environment of a worker that connects as SASL ``user`` (the password read from
+    ``password_file``), whoever runs the command that starts it (README "Drills")."""
+    return {"SAFETOUR_KAFKA_USER": user, "SAFETOUR_KAFKA_PASSWORD_FILE": password_file}
+
+
+def start_worker_process(settings: Settings, log_path: Path,
+                         extra_env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, SAFETOUR_KAFKA_BOOTSTRAP=settings.bootstrap_servers,
-               SAFETOUR_TOPIC_PREFIX=settings.topics.prefix, SAFETOUR_APP_ID=settings.app_id)
+               SAFETOUR_TOPIC_PREFIX=settings.topics.prefix, SAFETOUR_APP_ID=settings.app_id,
+               SAFETOUR_STATE_DIR=str(settings.state_dir),
+               SAFETOUR_WEB_PORT=str(settings.web_port))
     if settings.exercise:  # a drill's worker (`safetour run --drill`)
         env |= {"SAFETOUR_EXERCISE": "1",
                 "SAFETOUR_ALERTS_TOPIC_PREFIX": settings.topics.outputs or ""}
+    if extra_env and "SAFETOUR_KAFKA_PASSWORD_FILE" in extra_env:
+        env.pop("SAFETOUR_KAFKA_PASSWORD", None)  # the caller's password is not the worker's
+    env |= extra_env or {}
     with log_path.open("wb") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "agents", "worker"], stdout=out, stderr=subprocess.STDOUT,
@@ -531,6 +543,37 @@ def _tail_stopped(task: asyncio.Task[int]) -> None:
               "(`safetour alerts tail` shows its alerts)")
 
 
+def start_run_worker(settings: Settings, log_path: Path, *,
+                     worker_env: Mapping[str, str] | None = None,
+                     wait_s: float | None = None) -> subprocess.Popen[bytes]:
+    """`safetour run`'s (and a drill's) topics, then its worker process, once ready (stopped
+    again if it is not)."""
+    asyncio.run(create_topics(settings.kafka, topic_specs(settings.topics), wait_s=wait_s))
+    _echo(f"topics ready: {settings.topics.prefix}* (another terminal: "
+          f"SAFETOUR_TOPIC_PREFIX={settings.topics.prefix} safetour alerts tail)")
+    worker = start_worker_process(settings, log_path, worker_env)
+    _echo(f"worker starting (pid {worker.pid}, log {log_path})...")
+    try:
+        _wait_for_line(log_path, "Ready", worker, timeout=120)
+    except BaseException:
+        stop_process(worker, timeout=WORKER_STOP_S)
+        raise
+    return worker
+
+
+def _run_worker_env(args: argparse.Namespace, settings: Settings) -> dict[str, str]:
+    """The worker's own SASL user (--worker-password-file), if it is not the caller's. On a
+    SASL cluster a drill is run by the operator and its worker by the worker principal: the
+    operator may not write alerts (deploy/kafka/acls.json)."""
+    if args.worker_password_file:
+        return worker_credentials(args.worker_user, args.worker_password_file)
+    if args.drill and settings.kafka.sasl:
+        raise SafetourError("a drill on a SASL cluster runs its worker as the worker "
+                            "principal: give --worker-password-file (and --worker-user if it "
+                            "is not 'worker')")
+    return {}
+
+
 def _run(args: argparse.Namespace, settings: Settings, scenario: Any, simulated: Any) -> int:
     from . import devtools as sim  # noqa: PLC0415
     from .tail import tail_alerts  # noqa: PLC0415
@@ -545,14 +588,9 @@ def _run(args: argparse.Namespace, settings: Settings, scenario: Any, simulated:
             started = broker.start()
         else:
             _echo(f"using Kafka at {settings.bootstrap} (SAFETOUR_KAFKA_BOOTSTRAP)")
-        asyncio.run(create_topics(settings.kafka, topic_specs(settings.topics),
-                                  wait_s=60.0 if started else None))
-        _echo(f"topics ready: {settings.topics.prefix}* (another terminal: "
-              f"SAFETOUR_TOPIC_PREFIX={settings.topics.prefix} safetour alerts tail)")
-        log_path = settings.state_dir / "logs" / "worker.log"
-        worker = start_worker_process(settings, log_path)
-        _echo(f"worker starting (pid {worker.pid}, log {log_path})...")
-        _wait_for_line(log_path, "Ready", worker, timeout=120)
+        worker = start_run_worker(settings, settings.state_dir / "logs" / "worker.log",
+                                  worker_env=_run_worker_env(args, settings),
+                                  wait_s=60.0 if started else None)
         web = f"http://{settings.web_host}:{settings.web_port}"
         _echo(f"worker ready; {web}/readyz and {web}/metrics")
         minutes = scenario.duration_s / 60
@@ -638,6 +676,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="an exercise on the configured cluster: the scenario's readings on "
                           "topics of their own, its alerts on the real alerts topic marked "
                           "as a drill (CAP status Exercise, [ฝึกซ้อม / DRILL] in every channel)")
+    run.add_argument("--worker-password-file", metavar="PATH",
+                     help="the worker connects as SASL user --worker-user with this password "
+                          "(a drill on a secured cluster: run by the operator, its worker as "
+                          "the worker principal)")
+    run.add_argument("--worker-user", default="worker",
+                     help="SASL user of the worker (default worker)")
     run.add_argument("--expect-alerts", action="store_true", help="exit 1 if no alert arrived")
     run.add_argument("--dashboard-port", type=int,
                      default=int(os.environ.get("SAFETOUR_DASHBOARD_PORT", "6070")),

@@ -32,6 +32,7 @@ one). Names follow Prometheus conventions: base units, ``_total`` for counters.
 | safetour_last_output_timestamp_seconds   | gauge     |                   |
 | safetour_notify_queue_length             | gauge     | channel           |
 | safetour_notifier_duplicates_total       | counter   | channel           |
+| safetour_notify_shelved_total            | counter   | channel           |
 
 Per-zone series only while the registry is small: zone counts reach 100,000 and each would be
 a series. ``SAFETOUR_ZONE_METRICS_MAX`` (default 500) is the switch: with more zones than that
@@ -125,6 +126,10 @@ class Metrics:
             "safetour_notifier_duplicates",
             "Alerts skipped as repeats of an (alert_id, seq) already taken", ["channel"],
             registry=r)
+        self.notify_shelved = Counter(
+            "safetour_notify_shelved",
+            "Alerts a notify channel held back because their zone was shelved (below "
+            "critical; agents/delivery/shelving.py)", ["channel"], registry=r)
 
     def count_rejections(self, topic: str, reasons: Iterable[tuple[str, int]]) -> None:
         for reason, n in reasons:

@@ -19,6 +19,10 @@ from streams.messages import BANGKOK
 from .kafka import KafkaTarget, as_config
 from .topics import partitions_of
 
+# The channels' drill marker (agents/delivery/notify.py DRILL_MARKER; tests/unit/test_drill.py
+# holds them equal): shared modules do not import the delivery package.
+DRILL_MARKER = "[ฝึกซ้อม / DRILL]"
+
 COLOURS = {"normal": "32", "elevated": "33", "high": "38;5;208", "critical": "1;31"}
 
 
@@ -56,6 +60,8 @@ def format_alert(alert: dict[str, Any], *, colour: bool) -> str:
         extra += f"  critical in ~{round(eta / 60)} min"
     if alert.get("reminder") is True:
         extra += "  (reminder)"
+    if alert.get("exercise") is True:  # a drill's alert on the real alerts topic
+        extra += f"  {DRILL_MARKER}"
     return (
         f"{when} ICT {head}{alert.get('status', '?')!s:<12}"
         f"{alert.get('zone_id', '?')!s:<20}{shown}{extra}\n"

@@ -36,7 +36,8 @@ other channel (several channels in one process are independent tasks: :func:`run
 - **Delayed marker.** An alert sent more than ``delayed_after_s`` after its ``ts`` is sent
   with ``delayed_s`` (webhook header ``X-Safetour-Delayed``, a marker in LINE and e-mail).
 - **Metrics** (agents/metrics.py): ``safetour_notify_queue_length`` and, per channel,
-  delivered, retried, dead-lettered (``notifier_failures``) and duplicates skipped.
+  delivered, retried, dead-lettered (``notifier_failures``), duplicates skipped and held back
+  by a shelf (``notify_shelved``).
 - **Clean stop.** On ``stop`` it fetches nothing more, gives sends in flight ``grace_s`` to
   finish, cancels the rest, commits what finished and leaves the group: the alerts it still
   held are read again by the next start.
@@ -300,6 +301,7 @@ class ChannelRunner:
             shelf = suppressed(alert, self.shelves, self.wall_clock())
             if shelf is not None:  # held back until the shelf ends (agents/delivery/shelving.py)
                 self.shelved += 1
+                self.metrics.notify_shelved.labels(self.channel).inc()
                 self._held_back[alert_id] = alert
                 self._shelf_log.note("%s: %s held back: zone %s shelved by %s until %s (%s)",
                                      self.channel, ikey, shelf.zone_id, shelf.by,

@@ -135,3 +135,51 @@ def test_a_denial_names_its_error_type_once() -> None:
     err = str(cfg.unreachable(ClusterAuthorizationFailedError()))
     assert err.count("ClusterAuthorizationFailedError") == 1
     assert "[Error" not in err
+
+
+def _allowed(acls: list[Acl], user: str, resource: str, name: str, op: str) -> bool:
+    """Whether the file lets ``user`` do ``op`` on ``name`` (a literal or prefixed ACL; Read
+    and Write imply Describe)."""
+    ops = {op, "Read", "Write"} if op == "Describe" else {op}
+    return any(a.principal == f"User:{user}" and a.resource == resource and
+               a.operation in ops and
+               (a.name == name if a.pattern == "literal" else name.startswith(a.name))
+               for a in acls)
+
+
+def test_a_drill_runs_as_the_operator_with_its_worker_as_the_worker() -> None:
+    """What `safetour run --drill` does on a secured cluster (README "Drills"), each step
+    under the principal that does it: the operator creates the drill's topics, publishes its
+    readings, reads the real alerts and the drill's dashboard topics; the drill's worker
+    (`--worker-password-file`) reads and writes the drill's topics, joins its own group and
+    writes the real alerts and CAP."""
+    from agents.cli import drill_settings  # noqa: PLC0415
+    from agents.topics import topic_specs  # noqa: PLC0415
+
+    real = settings()
+    acls = load_acls(real)
+    t = drill_settings(real, "20260216-130000").topics
+    app_id = drill_settings(real, "20260216-130000").app_id
+    operator = [("Create", s.name) for s in topic_specs(t)] + [
+        ("Write", t.sensor_events), ("Write", t.reports), ("Read", t.alerts),
+        ("Read", t.density), ("Read", t.acks), ("Write", t.acks), ("Read", t.health),
+        ("Read", t.shelves), ("Describe", t.sensor_events)]
+    worker = [("Read", n) for n in (t.sensor_events, t.reports, t.zones, t.state, t.by_zone)] \
+        + [("Write", n) for n in (t.state, t.by_zone, t.density, t.dlq, t.health, t.alerts,
+                                  t.alerts_cap)] \
+        + [("Create", f"{app_id}-__assignor-__leader"), ("Describe", t.zones)]
+    for op, name in operator:
+        assert _allowed(acls, "operator", "topic", name, op), (op, name)
+    for op, name in worker:
+        assert _allowed(acls, "worker", "topic", name, op), (op, name)
+    assert _allowed(acls, "worker", "group", app_id, "Read")
+    # Still: only the worker writes the real alerts, nobody but the integrator (and the
+    # operator only on a drill's own topics) writes input, and the drill grants nothing on the
+    # real input to the operator.
+    assert t.alerts == real.topics.alerts
+    assert not _allowed(acls, "operator", "topic", t.alerts, "Write")
+    assert not _allowed(acls, "operator", "topic", real.topics.sensor_events, "Write")
+    assert not _allowed(acls, "operator", "topic", real.topics.reports, "Write")
+    assert not _allowed(acls, "integrator", "topic", t.sensor_events, "Write")
+    assert not _allowed(acls, "dashboard", "topic", t.sensor_events, "Write")
+    assert not _allowed(acls, "worker", "group", f"{real.app_id}-notify-line", "Read")

@@ -5,13 +5,18 @@ during a drill stays Actual and unmarked."""
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree as ET
 
-from agents.cli import drill_settings
+import pytest
+
+from agents.cli import drill_settings, start_worker_process
 from agents.config import Settings
 from agents.delivery.mail import SmtpConfig, alert_email
 from agents.delivery.notify import DRILL_MARKER, line_text
+from agents.tail import format_alert
+from schemas import SafetourError
 from streams.cap import CAP_NS, to_cap
 from streams.pipeline import Outputs
 
@@ -72,3 +77,50 @@ def test_every_channel_marks_a_drill_and_only_a_drill() -> None:
     assert alert_email(drill, "k", cfg)["X-Safetour-Exercise"] == "1"
     assert DRILL_MARKER not in alert_email(ALERT, "k", cfg)["Subject"]
     assert DRILL_MARKER == "[ฝึกซ้อม / DRILL]"
+
+
+def test_the_terminal_tail_marks_a_drill_and_only_a_drill() -> None:
+    """`safetour alerts tail` (and `safetour run --drill`, which prints the real alerts topic)
+    shows which alerts are a drill's: the channels read the same topic."""
+    drill = format_alert(ALERT | {"exercise": True}, colour=False).splitlines()[0]
+    assert drill.endswith(f"#1  {DRILL_MARKER}"), drill
+    assert DRILL_MARKER not in format_alert(ALERT, colour=False)
+    assert DRILL_MARKER not in format_alert(ALERT | {"exercise": "yes"}, colour=False)
+    from agents import tail  # noqa: PLC0415
+
+    assert tail.DRILL_MARKER == DRILL_MARKER  # the channels' marker
+
+
+def test_a_drill_on_a_sasl_cluster_runs_its_worker_as_the_worker(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The operator runs `safetour run --drill`; its worker connects as the worker principal
+    (the operator may not write alerts: deploy/kafka/acls.json)."""
+    from agents.cli import _run_worker_env, build_parser  # noqa: PLC0415
+
+    pw = tmp_path / "operator.password"
+    pw.write_text("op-secret\n")
+    sasl = Settings.from_env({"SAFETOUR_KAFKA_BOOTSTRAP": "h:1",
+                              "SAFETOUR_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+                              "SAFETOUR_KAFKA_USER": "operator",
+                              "SAFETOUR_KAFKA_PASSWORD_FILE": str(pw)})
+    with pytest.raises(SafetourError, match="--worker-password-file"):
+        _run_worker_env(build_parser().parse_args(["run", "--drill"]), sasl)
+    args = build_parser().parse_args(["run", "--drill", "--worker-password-file", "/s/w.pw"])
+    env = _run_worker_env(args, sasl)
+    assert env == {"SAFETOUR_KAFKA_USER": "worker", "SAFETOUR_KAFKA_PASSWORD_FILE": "/s/w.pw"}
+    # Plaintext: the worker runs as whoever runs the drill.
+    assert _run_worker_env(build_parser().parse_args(["run", "--drill"]),
+                           Settings.from_env({})) == {}
+    # The caller's own password never reaches the worker beside the worker's file.
+    monkeypatch.setenv("SAFETOUR_KAFKA_PASSWORD", "op-secret")
+    seen: dict[str, str] = {}
+
+    def popen(cmd: Any, **kw: Any) -> Any:
+        seen.update(kw["env"])
+        return None
+
+    monkeypatch.setattr("agents.cli.subprocess.Popen", popen)
+    start_worker_process(drill_settings(sasl, "x"), tmp_path / "w.log", env)
+    assert "SAFETOUR_KAFKA_PASSWORD" not in seen
+    assert seen["SAFETOUR_KAFKA_USER"] == "worker"
+    assert seen["SAFETOUR_EXERCISE"] == "1"

@@ -119,3 +119,30 @@ def test_the_commands_refuse_bad_input_with_exit_2() -> None:
     with pytest.raises(SystemExit) as exc:
         parser.parse_args(["shelve", "night-bazaar", "--for", "5m"])
     assert exc.value.code == 2
+
+
+@pytest.mark.asyncio
+async def test_alerts_held_back_by_a_shelf_are_counted_per_channel() -> None:
+    """safetour_notify_shelved_total{channel}: what a shelf held back, never a critical alert
+    or another zone's (README "Metrics")."""
+    from prometheus_client import generate_latest  # noqa: PLC0415
+
+    async def dead_letter(key: bytes | None, value: bytes) -> None:
+        raise AssertionError("nothing is dead-lettered")
+
+    metrics = Metrics()
+    shelves = Shelves()
+    r = ChannelRunner(MemoryNotifier(), Route("elevated"), RetryPolicy(), dead_letter, metrics,
+                      InternalRejects.of("notify-t", metrics, logging.getLogger("t")),
+                      senders=1, wall_clock=lambda: NOW, shelves=shelves)
+    shelves.apply(orjson.dumps(shelf_record("z1", action="shelve", by="a", now_s=NOW,
+                                            for_s=30, reason="rehearsal")))
+    records = [alert(1, "elevated", seq=1), alert(1, "high", seq=2, status="escalated"),
+               alert(2, "critical", seq=1, zone="z1"), alert(3, "high", seq=1, zone="z2")]
+    for off, a in enumerate(records):
+        await r.accept(P0, off, a["zone_id"].encode(), orjson.dumps(a))
+    sample = metrics.registry.get_sample_value("safetour_notify_shelved_total",
+                                               {"channel": r.channel})
+    assert sample == 2 == r.shelved
+    assert f'safetour_notify_shelved_total{{channel="{r.channel}"}} 2.0' in \
+        generate_latest(metrics.registry).decode()
