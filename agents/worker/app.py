@@ -89,9 +89,9 @@ def build_app(
     app.batch_topics = frozenset({t.sensor_events, t.reports, t.by_zone}
                                  if settings.route_by_zone else {t.sensor_events})
 
-    def raw_topic(name: str) -> Any:
+    def raw_topic(name: str, *, acks: bool = True) -> Any:
         return app.topic(name, key_type=bytes, value_type=bytes,
-                         key_serializer="raw", value_serializer="raw")
+                         key_serializer="raw", value_serializer="raw", acks=acks)
 
     dlq_topic = raw_topic(settings.topics.dlq)
 
@@ -151,12 +151,17 @@ def build_app(
     app.worker = w
     # Readings and reports are re-keyed by zone onto the by-zone topic (one owner per zone,
     # whatever partitioner the producer used); the ingest agent keeps the zones' state.
+    # The ingested topic's committed offset is the last snapshot's, and only the worker
+    # commits it (Worker.on_rebalanced, Worker._snapshot): faust tracks no acks for it, so it
+    # can never commit past a fetch it skipped (a fetch of an older generation, or one that
+    # came before the partition was restored), whose records no snapshot holds.
+    ingested = raw_topic(w.ingested_topic, acks=False)
     if settings.route_by_zone:
         app.agent(raw_topic(t.sensor_events), name="safetour.route-sensors")(w.route)
         app.agent(raw_topic(t.reports), name="safetour.route-reports")(w.route)
-        app.agent(raw_topic(w.ingested_topic), name="safetour.ingest")(w.ingest)
+        app.agent(ingested, name="safetour.ingest")(w.ingest)
     else:
-        app.agent(raw_topic(w.ingested_topic), name="safetour.sensor-ingest")(w.ingest)
+        app.agent(ingested, name="safetour.sensor-ingest")(w.ingest)
         app.agent(raw_topic(t.reports), name="safetour.reports")(w.reports)
     # mode's Signal.connect is typed for one receiver shape; these are the documented ones.
     app.on_partitions_revoked.connect(cast(Any, w.on_revoked))

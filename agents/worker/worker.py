@@ -359,6 +359,20 @@ class Worker:
             self.metrics.snapshot_bytes.labels(str(snap.partition)).set(len(snap.blob))
             self.unsnapshotted.discard(snap.partition)
         self.last_snapshot = self._mono()
+        if snaps:
+            await self._commit_offsets({TP(self.ingested_topic, s.partition): s.offset
+                                        for s in snaps})
+
+    async def _commit_offsets(self, offsets: dict[TP, int]) -> bool:
+        """Commit the ingested topic's offsets (the snapshots' ones): consumer-group lag and
+        a restart without a snapshot follow them. A refused commit (a rebalance under way)
+        leaves an older snapshot's offset committed: a longer replay, never a gap."""
+        # faust's public commit() takes only offsets it saw acked; _commit takes ours.
+        ok = bool(await cast(Any, self._consumer())._commit(offsets))
+        if not ok:
+            log.info("committing %s was refused (a rebalance under way); the restore "
+                     "of the next owner sets it", sorted(tp.partition for tp in offsets))
+        return ok
 
     async def _settle(self) -> None:
         try:
@@ -543,8 +557,7 @@ class Worker:
         async with self.lock:
             offsets = await self._restore(new)
             tps = {TP(self.ingested_topic, p): o for p, o in offsets.items()}
-            # faust's public commit() takes only offsets it saw acked; _commit takes ours.
-            await cast(Any, consumer)._commit(tps)
+            await self._commit_offsets(tps)
             # aiokafka's seek_to_committed skips a committed offset of 0 (the consumer would
             # stay at the old committed position and skip the replay): seek those ourselves.
             for tp, offset in tps.items():

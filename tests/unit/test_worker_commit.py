@@ -104,8 +104,17 @@ class FakeConsumer:
         self.topic = topic
         self.ends: dict[int, int] | None = {}  # None: the broker is unreachable
 
+        self.committed: dict[TP, int] = {}
+        self.refuse_commits = False  # a rebalance under way
+
     def assignment(self) -> set[TP]:
         return {TP(self.topic, p) for p in PARTS}
+
+    async def _commit(self, offsets: dict[TP, int]) -> bool:
+        if self.refuse_commits:
+            return False
+        self.committed.update(offsets)
+        return True
 
     async def highwaters(self, *tps: TP) -> dict[TP, int]:
         if self.ends is None:
@@ -567,3 +576,38 @@ def test_a_router_agent_that_crashes_stops_the_worker_instead_of_hanging(
     run(go)
     assert stream.acked == []
     assert rig.exits == [DELIVERY_FAILED_EXIT]
+
+
+def test_a_snapshot_commits_its_offsets_and_faust_commits_none_of_the_ingested_topic(
+    tmp_path: Path
+) -> None:
+    # The ingested topic's committed offset is the snapshot's: faust, which acks a fetch it
+    # skips (an older generation's), once committed past readings no snapshot held, and a
+    # later owner resumed there (a zone's first 100 s never windowed, test_scale_out).
+    rig = Rig(tmp_path)
+    rig.producer.auto_ack = True
+
+    async def go() -> None:
+        for b in fetches()[:2]:
+            await rig.worker.ingest_fetch(b)
+        await rig.worker.snapshot(PARTS)
+        assert rig.consumer.committed == {
+            TP(rig.topic, p): o for p, o in rig.worker.next_offset.items()}
+        assert rig.consumer.committed, "something was ingested"
+        # A refused commit (rebalance) leaves the older offset: a longer replay, no gap.
+        before = dict(rig.consumer.committed)
+        rig.consumer.refuse_commits = True
+        for b in fetches()[2:4]:
+            await rig.worker.ingest_fetch(b)
+        await rig.worker.snapshot(PARTS)
+        assert rig.consumer.committed == before
+
+    run(go)
+
+    from agents.worker.app import build_app  # noqa: PLC0415
+
+    for routed in (True, False):
+        app = build_app(replace(rig.settings, route_by_zone=routed))
+        ingest = [a for a in app.agents.values() if "ingest" in a.name]
+        assert len(ingest) == 1
+        assert ingest[0].channel.acks is False
