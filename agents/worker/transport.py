@@ -70,6 +70,22 @@ class BatchingConsumer(faust_aiokafka.Consumer):
         topics: frozenset[str] = getattr(self.app, "batch_topics", frozenset())
         return fold(records, topics) if topics and records else records
 
+    def ack(self, message: Any) -> bool:
+        """A message of an older consumer generation is not acked for committing.
+
+        faust skips such a message (one fetched before a rebalance, delivered after it) and
+        acks it anyway, so that lag does not grow; its records were never processed in this
+        generation. Recorded as acked here, its offset would be committed at the next tick,
+        possibly before the partition's records were fetched and routed again: a crash in
+        between would lose them."""
+        current = getattr(self.app, "consumer_generation_id", None)
+        generation = getattr(message, "generation_id", None)
+        if generation is not None and current is not None and generation != current:
+            message.acked = True  # nothing to commit: this generation reads them again
+            self._unacked_messages.discard(message)  # nor to wait for at the next rebalance
+            return False
+        return bool(super().ack(message))
+
     async def _add_gap(self, tp: Any, offset_from: int, offset_to: int) -> None:
         """The offsets skipped before a message: ``offset_from`` up to, *not including*,
         ``offset_to`` (the message's own offset).

@@ -65,3 +65,30 @@ def test_a_restart_commits_from_its_committed_offset_and_never_past_an_unacked_f
         assert c._new_offset(TPX) == 112
 
     asyncio.run(go())
+
+
+def test_a_message_of_an_older_generation_is_never_committed() -> None:
+    from types import SimpleNamespace  # noqa: PLC0415
+
+    from faust.types.tuples import Message  # noqa: PLC0415
+
+    c = consumer(None)
+    c.app = SimpleNamespace(consumer_generation_id=5,
+                            topics=SimpleNamespace(acks_enabled_for=lambda topic: True))
+    c._unacked_messages = set()
+    c._n_acked = 0
+    c._waiting_for_ack = None
+
+    def message(offset: int, generation: int) -> Any:
+        return Message("sensor", 0, offset, 0.0, 0, None, b"k", b"v", None, tp=TPX,
+                       generation_id=generation)
+
+    # Fetched before the rebalance, skipped (and acked) by faust after it.
+    stale = message(9, 4)
+    c._unacked_messages.add(stale)
+    assert c.ack(stale) is False
+    assert c._new_offset(TPX) is None
+    assert not c._unacked_messages  # a rebalance does not wait for it
+    # This generation's messages commit as before.
+    assert c.ack(message(3, 5)) is True
+    assert c._new_offset(TPX) == 4
