@@ -291,6 +291,9 @@ class AlertTracker:
             confidence = max(REPORTER_CONFIDENCE.get(r.source, 0.6) for r in reports)
         else:
             confidence = SOURCE_CONFIDENCE.get(u.source or "", 0.5) if u is not None else 0.5
+            # The window's own confidence: lower with stale or disagreeing sensors.
+            if u is not None and u.confidence == u.confidence:  # NaN: blind, no sensors
+                confidence *= u.confidence
         confidence = min(0.99, confidence + 0.1 * corroborating)
         window_end = u.window_end_ms if u is not None else ts_ms
         window_start = u.window_start_ms if u is not None else ts_ms

@@ -189,8 +189,9 @@ class Board:
         if level not in LEVEL_NAMES or "alert_id" not in alert:
             log.warning("dashboard: ignoring a malformed alert %r", alert.get("alert_id"))
             return
-        self.level[zone] = "normal" if alert.get("status") == "resolved" else level
-        self.alert_of_zone[zone] = str(alert["alert_id"])
+        if alert.get("exercise") is not True:  # a drill never changes a real zone's level
+            self.level[zone] = "normal" if alert.get("status") == "resolved" else level
+            self.alert_of_zone[zone] = str(alert["alert_id"])
         self.alerts[str(alert["alert_id"])] = alert
         self._add("alert", orjson.dumps(alert))
 

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -406,10 +407,19 @@ class TestKilledWorkers:
                     # a corroborating report shortens the on-delay, so even two runs without
                     # faults may step a slide apart (tests/integration/test_recovery.py holds
                     # replayed content to equality, input on one topic).
-                    keep = ("alert_id", "zone_id", "seq", "status", "level", "previous_level",
-                            "reason")
-                    # Each alert's place in its episode (seq) stands for its time.
-                    return [{**{k: a.get(k) for k in keep}, "ts": a.get("seq")}
+                    keep = ("zone_id", "seq", "status", "level", "previous_level", "reason")
+                    # Each alert's place in its episode (seq) stands for its time, and each
+                    # episode's place among its zone's episodes for its id: the id carries the
+                    # start, which that report timing can also move by a slide (README
+                    # "Not promised").
+                    starts: dict[str, set[int]] = defaultdict(set)
+                    for a in alerts:
+                        starts[a["zone_id"]].add(parse_ts(a["episode_start"]))
+                    rank = {(z, t): n for z, ts in starts.items()
+                            for n, t in enumerate(sorted(ts), 1)}
+                    return [{**{k: a.get(k) for k in keep}, "ts": a.get("seq"),
+                             "alert_id": f"{a['zone_id']}#"
+                                         f"{rank[a['zone_id'], parse_ts(a['episode_start'])]}"}
                             for a in alerts if parse_ts(a["ts"]) <= end_ms]
 
                 expected = decided(payloads(kafka, steady.topics.alerts))

@@ -97,3 +97,19 @@ def test_a_blind_zone_has_no_forecast() -> None:
     blind = tracker.observe(update(40, math.nan))
     assert [(x["reason"], x["eta_critical_s"]) for x in blind] == [("sensing_lost", None)]
     assert "eta_critical_range_s" not in blind[0]
+
+
+def test_an_alerts_confidence_follows_its_windows_confidence() -> None:
+    # Stale or disagreeing sensors lower the density record's confidence; the alert said
+    # 0.9 (the camera's source confidence) whatever the window's (a stranger's review).
+    def alerts_with(conf: float) -> list[dict[str, Any]]:
+        tracker = AlertTracker({"z": ZONE})
+        out = []
+        for i in range(40):
+            out += tracker.observe(update(i, 6.0)._replace(confidence=conf))
+        return out
+
+    sure, doubtful, blindish = alerts_with(1.0), alerts_with(0.5), alerts_with(math.nan)
+    assert sure[0]["confidence"] == 0.9
+    assert doubtful[0]["confidence"] == 0.45
+    assert blindish[0]["confidence"] == 0.9  # unknown (NaN): the source's own

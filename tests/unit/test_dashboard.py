@@ -346,3 +346,19 @@ def test_the_state_gives_each_zone_its_thresholds_for_the_sparkline() -> None:
     # Levels that do not rise (a zone's own high above the configured critical): no lines.
     odd = dataclasses.replace(vihara, thresholds=Thresholds(0, 9.0, 0))
     assert orjson.loads(Board([odd]).state())["zones"][0]["thresholds"] is None
+
+
+def test_a_drill_never_changes_a_real_zones_level(board: Board) -> None:
+    # A real crush on the bridge, then a drill's episode on the same zone rises and resolves:
+    # the zone stays critical (before, the drill's resolution turned it green).
+    b = board
+    b.on_alert(alert("naresuan-bridge", "critical", "raised", "2026-02-16T13:05:00Z"))
+    for level, status, ts in (("elevated", "raised", "2026-02-16T13:06:00Z"),
+                              ("normal", "resolved", "2026-02-16T13:07:00Z")):
+        drill = dict(alert("naresuan-bridge", level, status, ts), exercise=True,
+                     alert_id="drill-naresuan-bridge:1")
+        b.on_alert(drill)
+    assert b.level["naresuan-bridge"] == "critical"
+    zones = {z["zone_id"]: z for z in orjson.loads(b.state())["zones"]}
+    assert zones["naresuan-bridge"]["level"] == "critical"
+    assert "drill-naresuan-bridge:1" in b.alerts  # its card is still shown

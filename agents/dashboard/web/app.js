@@ -232,7 +232,7 @@
     ep.steps = [...ep.records.values()].sort(order);
     const newest = latest(ep) === a;
     const z = zones.get(a.zone_id);
-    if (z && newest) {
+    if (z && newest && a.exercise !== true) {  // a drill never changes a real zone's level
       z.info.level = a.status === "resolved" ? "normal" : a.level;
       if (validTh(a.thresholds)) z.alertThresholds = a.thresholds;
       renderZone(z);
