@@ -4,20 +4,17 @@ against an in-process dashboard (no broker, no worker; see test_dashboard_browse
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import orjson
-import pytest
 from selenium import webdriver
 from selenium.common.exceptions import StaleElementReferenceException
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from agents.dashboard.dashboard import apply_records
 from schemas import format_ts
 
+from . import test_dashboard_browser as dash
 from .test_dashboard_browser import (
     ARTIFACTS,
     ZONE,
@@ -29,29 +26,9 @@ from .test_dashboard_browser import (
 )
 
 OTHER = "night-bazaar"
-
-
-@pytest.fixture
-def served() -> Iterator[BoardServer]:
-    with BoardServer() as s:
-        yield s
-
-
-@pytest.fixture
-def chromium(tmp_path: Path) -> Iterator[webdriver.Chrome]:
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = "/usr/bin/chromium"
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--disable-dev-shm-usage", "--window-size=1400,900",
-                 "--lang=th-TH", f"--user-data-dir={tmp_path}/ud"):
-        opts.add_argument(flag)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # for csp_violations()
-    driver = webdriver.Chrome(options=opts, service=Service("/usr/bin/chromedriver"))
-    try:
-        yield driver
-    finally:
-        driver.quit()
+# The in-process dashboard and the headless Chromium of those tests (fixtures).
+served = dash.served
+browser = dash.browser
 
 
 def shelve(zone: str, now_ms: int, for_ms: int, reason: str) -> bytes:
@@ -61,7 +38,7 @@ def shelve(zone: str, now_ms: int, for_ms: int, reason: str) -> bytes:
 
 
 def test_a_shelved_zone_says_so_until_its_end_and_confidence_dims_the_density(
-    served: BoardServer, chromium: webdriver.Chrome
+    served: BoardServer, browser: webdriver.Chrome
 ) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     now_ms = int(time.time() * 1000)
@@ -75,51 +52,51 @@ def test_a_shelved_zone_says_so_until_its_end_and_confidence_dims_the_density(
     served.call(lambda: apply_records(served.board, "density", [orjson.dumps(
         {"zone_id": z, "window_end": format_ts(now_ms), "density": d, "confidence": c})
         for z, d, c in ((ZONE, 2.5, 0.82), (OTHER, 1.2, 0.31))]))
-    sign_in(chromium, served.url)
-    wait_css(chromium, ".conn.on", 10)
+    sign_in(browser, served.url)
+    wait_css(browser, ".conn.on", 10)
 
     row = f'#zones li[data-zone="{ZONE}"]'
-    wait_css(chromium, f'{row}[data-shelved="true"] .shelf-badge', 10)
-    text = chromium.find_element(By.CSS_SELECTOR, f"{row} .shelf").text
+    wait_css(browser, f'{row}[data-shelved="true"] .shelf-badge', 10)
+    text = browser.find_element(By.CSS_SELECTOR, f"{row} .shelf").text
     until_bkk = time.strftime("%H:%M:%S", time.gmtime((now_ms + 8_000) // 1000 + 7 * 3600))
     assert "พักการแจ้งเตือน / Shelved" in text
     assert f"ถึง {until_bkk} ICT" in text  # Asia/Bangkok
     assert "โดย somchai" in text
     assert "ซ้อมพิธี rehearsal" in text
     # ... and on the map: the zone's outline says so, its marker has the label.
-    wait_css(chromium, f'path[data-zone="{ZONE}"][data-shelved="true"]', 5)
-    label = chromium.find_element(
+    wait_css(browser, f'path[data-zone="{ZONE}"][data-shelved="true"]', 5)
+    label = browser.find_element(
         By.CSS_SELECTOR, f'.leaflet-tooltip.shelf-label[data-zone="{ZONE}"]')
     assert "พักการแจ้งเตือน / Shelved" in label.text
     # The density's confidence; below 0.5 the figure is dimmed.
-    conf = chromium.find_element(By.CSS_SELECTOR, f"{row} .conf")
+    conf = browser.find_element(By.CSS_SELECTOR, f"{row} .conf")
     assert conf.text == "ความเชื่อมั่น 0.82"
-    assert "low-conf" not in str(chromium.find_element(
+    assert "low-conf" not in str(browser.find_element(
         By.CSS_SELECTOR, f"{row} .dens").get_attribute("class"))
-    low = chromium.find_element(By.CSS_SELECTOR, f'#zones li[data-zone="{OTHER}"] .dens')
+    low = browser.find_element(By.CSS_SELECTOR, f'#zones li[data-zone="{OTHER}"] .dens')
     assert "low-conf" in str(low.get_attribute("class"))
     assert float(low.value_of_css_property("opacity")) < 0.5
-    chromium.save_screenshot(str(ARTIFACTS / "dashboard-shelved.png"))
+    browser.save_screenshot(str(ARTIFACTS / "dashboard-shelved.png"))
 
     # At `until` the badge and the label go by themselves.
-    WebDriverWait(chromium, 15, poll_frequency=0.2,
+    WebDriverWait(browser, 15, poll_frequency=0.2,
                   ignored_exceptions=(StaleElementReferenceException,)).until(
         lambda d: d.find_element(By.CSS_SELECTOR, row).get_attribute("data-shelved") == "false",
         "the shelf did not end at its until")
-    assert not chromium.find_elements(By.CSS_SELECTOR, f"{row} .shelf-badge")
-    WebDriverWait(chromium, 5, poll_frequency=0.1).until(  # it fades out (Leaflet: 200 ms)
+    assert not browser.find_elements(By.CSS_SELECTOR, f"{row} .shelf-badge")
+    WebDriverWait(browser, 5, poll_frequency=0.1).until(  # it fades out (Leaflet: 200 ms)
         lambda d: not d.find_elements(
             By.CSS_SELECTOR, f'.leaflet-tooltip.shelf-label[data-zone="{ZONE}"]'),
         "the marker's label stayed")
     assert time.time() * 1000 >= now_ms + 8_000
     # An unshelve record ends the other one at once.
     other = f'#zones li[data-zone="{OTHER}"]'
-    assert chromium.find_element(By.CSS_SELECTOR, other).get_attribute("data-shelved") == "true"
+    assert browser.find_element(By.CSS_SELECTOR, other).get_attribute("data-shelved") == "true"
     at = format_ts(now_ms)
     served.call(lambda: apply_records(served.board, "shelf", [orjson.dumps(
         {"zone_id": OTHER, "action": "unshelve", "by": "malee", "at": at, "until": at})]))
-    wait_css(chromium, f'{other}[data-shelved="false"]', 5)
-    WebDriverWait(chromium, 5, poll_frequency=0.1).until(
+    wait_css(browser, f'{other}[data-shelved="false"]', 5)
+    WebDriverWait(browser, 5, poll_frequency=0.1).until(
         lambda d: js(d, "return document.querySelectorAll('.shelf-label').length") == 0,
         "a marker's label stayed")
-    assert csp_violations(chromium) == []
+    assert csp_violations(browser) == []
