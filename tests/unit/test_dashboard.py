@@ -4,8 +4,9 @@ directly and acknowledgements go to an in-memory publisher)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -33,6 +34,22 @@ def board() -> Board:
     return Board(load_zones(repo_root() / "deploy/zones/phitsanulok.yaml"))
 
 
+@contextlib.asynccontextmanager
+async def serving(board: Board, publish: Callable[[bytes, bytes], Awaitable[None]],
+                  **kw: Any) -> AsyncIterator[str]:
+    """The dashboard's web app on a free loopback port; its base URL."""
+    runner = web.AppRunner(build_web_app(board, OPERATORS, publish, **kw),
+                           shutdown_timeout=0.5, handler_cancellation=True)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
 @pytest_asyncio.fixture
 async def server(board: Board) -> AsyncIterator[tuple[str, list[tuple[bytes, bytes]]]]:
     published: list[tuple[bytes, bytes]] = []
@@ -43,21 +60,13 @@ async def server(board: Board) -> AsyncIterator[tuple[str, list[tuple[bytes, byt
         assert isinstance(a, Ack)
         board.on_ack(a)  # as the Kafka follower would, once the ack is on the topic
 
-    runner = web.AppRunner(build_web_app(board, OPERATORS, publish), shutdown_timeout=0.5,
-                           handler_cancellation=True)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}", published
-    finally:
-        await runner.cleanup()
-        # cleanup() cancels open event streams; let those handlers finish unwinding.
-        me = asyncio.current_task()
-        for _ in range(200):
-            if all(t is me or t.done() for t in asyncio.all_tasks()):
-                break
+    async with serving(board, publish) as url:
+        yield url, published
+    # cleanup() cancels open event streams; let those handlers finish unwinding.
+    me = asyncio.current_task()
+    for _ in range(200):
+        if all(t is me or t.done() for t in asyncio.all_tasks()):
+            break
             await asyncio.sleep(0.01)
 
 
@@ -302,25 +311,16 @@ def test_silence_is_not_calm_the_board_goes_stale_and_back() -> None:
 
 @pytest.mark.asyncio
 async def test_pages_get_a_health_event_on_a_server_timer(board: Board) -> None:
-    runner = web.AppRunner(build_web_app(board, OPERATORS, _no_publish, health_every_s=0.2),
-                           shutdown_timeout=0.5, handler_cancellation=True)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        headers = {"Authorization": f"Bearer {TOKEN}"}
-        async with aiohttp.ClientSession(headers=headers) as s, \
-                s.get(f"http://127.0.0.1:{port}/events") as r:
-            state, *health = await read_events(r, 4, health=True)
-            assert state["event"] == "state"
-            assert state["data"]["stale_after_s"] == board.stale_s
-            # one on connect, then one every 0.2 s with nothing else happening
-            assert [e["event"] for e in health] == ["health"] * 3
-            assert health[0]["data"]["stale"] is False
-            assert "id" not in health[0]  # state, not feed
-    finally:
-        await runner.cleanup()
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with serving(board, _no_publish, health_every_s=0.2) as url, \
+            aiohttp.ClientSession(headers=headers) as s, s.get(f"{url}/events") as r:
+        state, *health = await read_events(r, 4, health=True)
+        assert state["event"] == "state"
+        assert state["data"]["stale_after_s"] == board.stale_s
+        # one on connect, then one every 0.2 s with nothing else happening
+        assert [e["event"] for e in health] == ["health"] * 3
+        assert health[0]["data"]["stale"] is False
+        assert "id" not in health[0]  # state, not feed
 
 
 async def _no_publish(key: bytes, value: bytes) -> None:

@@ -10,15 +10,14 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-from aiohttp import web
 
 from agents.config import repo_root
-from agents.dashboard.dashboard import Board, apply_records, build_web_app
+from agents.dashboard.dashboard import Board, apply_records
 from agents.metrics import Metrics
 from agents.rejects import InternalRejects
 from schemas import format_ts, load_zones
 
-from .test_dashboard import OPERATORS, TOKEN, read_events
+from .test_dashboard import TOKEN, _no_publish, read_events, serving
 
 NOW = 1_771_247_000.0
 ZONE = "night-bazaar"
@@ -163,24 +162,12 @@ async def test_a_page_hears_that_a_shelf_ended_by_itself_on_the_server_timer() -
     b = new_board(clock)
     apply_records(b, "shelf", [shelve(for_s=60)])
 
-    async def no_publish(key: bytes, value: bytes) -> None:
-        raise AssertionError("no acks in this test")
-
-    runner = web.AppRunner(build_web_app(b, OPERATORS, no_publish, health_every_s=0.2),
-                           shutdown_timeout=0.5, handler_cancellation=True)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        headers = {"Authorization": f"Bearer {TOKEN}"}
-        async with aiohttp.ClientSession(headers=headers) as s, \
-                s.get(f"http://127.0.0.1:{port}/events") as r:
-            [state] = await read_events(r, 1)
-            [z] = [z for z in state["data"]["zones"] if z["zone_id"] == ZONE]
-            assert z["shelf"]["reason"] == "stage rehearsal"
-            clock.now = NOW + 61
-            [ended] = await read_events(r, 1)
-            assert (ended["event"], ended["data"]) == ("shelf", {"zone_id": ZONE, "shelf": None})
-    finally:
-        await runner.cleanup()
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with serving(b, _no_publish, health_every_s=0.2) as url, \
+            aiohttp.ClientSession(headers=headers) as s, s.get(f"{url}/events") as r:
+        [state] = await read_events(r, 1)
+        [z] = [z for z in state["data"]["zones"] if z["zone_id"] == ZONE]
+        assert z["shelf"]["reason"] == "stage rehearsal"
+        clock.now = NOW + 61
+        [ended] = await read_events(r, 1)
+        assert (ended["event"], ended["data"]) == ("shelf", {"zone_id": ZONE, "shelf": None})
