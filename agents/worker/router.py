@@ -2,10 +2,12 @@
 by-zone topic (``Topics.by_zone``), acknowledged by the broker before the fetch counts as done.
 
 The rules live in ``streams/route.py`` (pure); this module produces what they return, with an
-explicit partition and timestamp per record (``BatchPublisher.send_routed``), and returns only
-once the broker acknowledged every record: the input offsets of the fetch may then be
-committed. A failed send raises (:class:`RouteError`) and the fetch must not be committed: it
-is routed again (at least once; stage 2 drops duplicate readings by ``event_id``).
+explicit partition and timestamp per record (``BatchPublisher.send_routed``).
+:meth:`ZoneRouter.send_fetch` hands a fetch to the producer and returns its deliveries; the
+worker acknowledges the fetch, so its input offsets may be committed, only once every one of
+them succeeded (agents/worker/flights.py, which also sends failed records again in order).
+:meth:`ZoneRouter.route_fetch` is the same for one fetch, waited for: it raises
+:class:`RouteError` if a delivery failed, and the fetch must not be committed.
 
 The seam (how the worker, agents/worker/app.py, wires it):
 
@@ -18,11 +20,10 @@ The seam (how the worker, agents/worker/app.py, wires it):
    ``zr.set_zones(zones)`` as they go to ``pipe.set_zones``.
 2. Three agents, all in the worker's one consumer group:
 
-   - a router agent on ``topics.sensor_events`` (a batched topic, agents/worker/transport.py): for
-     each fetch, ``await zr.route_fetch(producer, sources)``; faust commits the fetch's
-     offsets after the agent returns from it;
-   - a router agent on ``topics.reports``: ``await zr.route_fetch(producer, sources)`` for
-     each ``take_events`` batch;
+   - a router agent on ``topics.sensor_events`` and one on ``topics.reports`` (batched
+     topics, agents/worker/transport.py): each fetch goes to ``zr.send_fetch(producer,
+     sources)`` and is acknowledged to faust, in order, once delivered
+     (agents/worker/flights.py); faust commits the acknowledged offsets;
    - the ingest agent on ``topics.by_zone`` (also batched): ``pipe.process_routed_batch(
      sources, now_ms)`` and ``publish_all`` as today. Its partitions are the state
      partitions: snapshots, restore, ``start_offsets``, the wall-clock timer, heartbeats and

@@ -242,7 +242,7 @@ class Worker:
         try:
             async for event in manual.events():
                 await flights.submit(event, sources_of(event))
-        except (RouteError, asyncio.CancelledError):
+        except RouteError:  # the drainer gave up and stopped the worker already
             raise
         except Exception as exc:  # a fetch that can never be routed: stop, never hang on it
             self._fail(DeliveryFailed(f"routing a fetch failed: {exc!r}"))
@@ -286,7 +286,7 @@ class Worker:
                 found = await router_start_offsets(self.settings, topic, fresh, self._now_ms())
                 starts.update({TP(topic, p): o for p, o in found.items()})
         if starts:
-            await cast(Any, consumer)._commit(starts)
+            await self._commit_offsets(starts)
             for tp, offset in starts.items():
                 if offset == 0:  # seek_to_committed skips a committed 0 (see on_rebalanced)
                     await consumer.seek(tp, 0)
@@ -364,14 +364,15 @@ class Worker:
                                         for s in snaps})
 
     async def _commit_offsets(self, offsets: dict[TP, int]) -> bool:
-        """Commit the ingested topic's offsets (the snapshots' ones): consumer-group lag and
-        a restart without a snapshot follow them. A refused commit (a rebalance under way)
-        leaves an older snapshot's offset committed: a longer replay, never a gap."""
+        """Commit offsets of our own: the snapshots' on the ingested topic (consumer-group
+        lag and a restart follow them), a router input's start. A refused commit (a
+        rebalance under way) leaves an older offset committed: a longer replay, never a
+        gap."""
         # faust's public commit() takes only offsets it saw acked; _commit takes ours.
         ok = bool(await cast(Any, self._consumer())._commit(offsets))
         if not ok:
-            log.info("committing %s was refused (a rebalance under way); the restore "
-                     "of the next owner sets it", sorted(tp.partition for tp in offsets))
+            log.info("committing %s was refused (a rebalance under way)",
+                     sorted(f"{tp.topic}[{tp.partition}]" for tp in offsets))
         return ok
 
     async def _settle(self) -> None:
