@@ -313,7 +313,12 @@ def cmd_shelve(args: argparse.Namespace, settings: Settings) -> int:
     """``shelve`` / ``unshelve``: one record on the shelves topic (agents/delivery/shelving.py)."""
     import getpass  # noqa: PLC0415
 
-    from .delivery import parse_duration, publish_shelf, shelf_record  # noqa: PLC0415
+    from .delivery import (  # noqa: PLC0415
+        parse_duration,
+        publish_shelf,
+        shelf_record,
+        shelved_text,
+    )
 
     known = {z.zone_id for z in settings.load_registry()}
     if args.zone not in known:
@@ -325,9 +330,7 @@ def cmd_shelve(args: argparse.Namespace, settings: Settings) -> int:
                           reason=args.reason or "")
     asyncio.run(publish_shelf(settings.kafka, settings.topics.shelves, record))
     if shelve:
-        _echo(f"{args.zone} shelved by {record['by']} until {record['until']} "
-              f"({record['reason']}): notifications below critical are held back; critical "
-              "alerts and resolutions still go out")
+        _echo(shelved_text(record))
     else:
         _echo(f"{args.zone} unshelved by {record['by']}")
     return 0
@@ -336,7 +339,7 @@ def cmd_shelve(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_shelves(args: argparse.Namespace, settings: Settings) -> int:
     from schemas import format_ts  # noqa: PLC0415
 
-    from .delivery import read_shelves  # noqa: PLC0415
+    from .delivery import read_shelves, shelf_line  # noqa: PLC0415
 
     shelves = asyncio.run(read_shelves(settings.kafka, settings.topics.shelves)).listing(
         time.time())
@@ -346,8 +349,7 @@ def cmd_shelves(args: argparse.Namespace, settings: Settings) -> int:
                                 "until": format_ts(sh.until_ms), "reason": sh.reason}
                                ).decode())
         else:
-            print(f"{sh.zone_id}  until {format_ts(sh.until_ms)}  by {sh.by} "
-                  f"(since {format_ts(sh.at_ms)}): {sh.reason}")
+            print(shelf_line(sh))
     if not shelves and not args.json:
         _echo("no zone is shelved")
     return 0

@@ -15,7 +15,14 @@ from .notify import (
     WebhookNotifier,
     read_secret,
 )
-from .shelving import parse_duration, publish_shelf, read_shelves, shelf_record
+from .shelving import (
+    parse_duration,
+    publish_shelf,
+    read_shelves,
+    shelf_line,
+    shelf_record,
+    shelved_text,
+)
 
 __all__ = [
     "EmailNotifier",
@@ -32,5 +39,7 @@ __all__ = [
     "read_shelves",
     "run_escalator",
     "run_notify",
+    "shelf_line",
     "shelf_record",
+    "shelved_text",
 ]

@@ -13,7 +13,9 @@ the audit trail; its parsing is agents/shelves.py, which the dashboard shares)::
 
 ``action`` is ``shelve`` or ``unshelve`` (then ``until`` is ``at``); a later record of a zone
 replaces the earlier one. A shelf ends by itself at ``until``: no command is needed, and no
-record is written then (a reader compares ``until`` with its clock).
+record is written then (a reader compares ``until`` with its clock). The records are in UTC;
+what the commands print for people is in Bangkok time (``20:30 ICT, 16 Feb 2026``:
+:func:`shelved_text`, :func:`shelf_line`).
 
 What a shelf suppresses: the notify channels' deliveries for the zone below ``critical``.
 Critical alerts always go out (safety first: the operations centre hears a crush whatever an
@@ -37,7 +39,8 @@ from typing import Any
 
 import orjson
 
-from schemas import SafetourError, format_ts
+from schemas import SafetourError, format_ts, parse_ts
+from streams.messages import english_datetime
 
 from ..logs import ThrottledLog
 from ..shelves import LOOKBACK_S, MAX_SHELF_S, Shelf, Shelves
@@ -78,6 +81,20 @@ def shelf_record(zone_id: str, *, action: str, by: str, now_s: float,
     until_ms = at_ms + int(for_s * 1000) if action == "shelve" else at_ms
     return {"zone_id": zone_id, "action": action, "by": by.strip(), "at": format_ts(at_ms),
             "until": format_ts(until_ms), "reason": reason}
+
+
+def shelved_text(record: Mapping[str, Any]) -> str:
+    """What ``safetour shelve`` says (its record's ``until`` in Bangkok time)."""
+    until = english_datetime(parse_ts(record["until"], "/until"))
+    return (f"{record['zone_id']} shelved by {record['by']} until {until} "
+            f"({record['reason']}): notifications below critical are held back; critical "
+            "alerts and resolutions still go out")
+
+
+def shelf_line(shelf: Shelf) -> str:
+    """One row of ``safetour shelves`` (times in Bangkok time)."""
+    return (f"{shelf.zone_id}  until {english_datetime(shelf.until_ms)}  by {shelf.by} "
+            f"(since {english_datetime(shelf.at_ms)}): {shelf.reason}")
 
 
 def suppressed(alert: Mapping[str, Any], shelves: Shelves, now_s: float) -> Shelf | None:

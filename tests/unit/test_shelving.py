@@ -146,3 +146,42 @@ async def test_alerts_held_back_by_a_shelf_are_counted_per_channel() -> None:
     assert sample == 2 == r.shelved
     assert f'safetour_notify_shelved_total{{channel="{r.channel}"}} 2.0' in \
         generate_latest(metrics.registry).decode()
+
+
+def test_the_commands_print_until_in_bangkok_time_and_record_utc(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """People read Bangkok time (UTC+7, ICT): ``safetour shelve`` and ``safetour shelves``
+    print it; the record on the topic stays in UTC."""
+    from agents import delivery  # noqa: PLC0415
+    from agents.cli import build_parser, cmd_shelve, cmd_shelves  # noqa: PLC0415
+    from agents.config import Settings  # noqa: PLC0415
+
+    at_s = 1771246800.0  # 2026-02-16T13:00:00Z = 20:00 ICT
+    monkeypatch.setattr("agents.cli.time.time", lambda: at_s)
+    published: list[dict[str, object]] = []
+
+    async def publish(kafka: object, topic: str, record: dict[str, object]) -> None:
+        published.append(record)
+
+    monkeypatch.setattr(delivery, "publish_shelf", publish)
+    parser = build_parser()
+    settings = Settings.from_env({})
+    cmd_shelve(parser.parse_args(["shelve", "night-bazaar", "--for", "90m", "--reason",
+                                  "rehearsal", "--by", "somchai"]), settings)
+    assert published[0]["until"] == "2026-02-16T14:30:00.000Z"  # UTC on the topic
+    said = capsys.readouterr().out
+    assert "until 21:30 ICT, 16 Feb 2026" in said
+    assert "14:30" not in said
+
+    async def read(kafka: object, topic: str) -> Shelves:
+        shelves = Shelves()
+        shelves.apply(orjson.dumps(published[0]))
+        return shelves
+
+    monkeypatch.setattr(delivery, "read_shelves", read)
+    cmd_shelves(parser.parse_args(["shelves"]), settings)
+    row = capsys.readouterr().out
+    assert row.strip() == ("night-bazaar  until 21:30 ICT, 16 Feb 2026  by somchai "
+                           "(since 20:00 ICT, 16 Feb 2026): rehearsal")
+    cmd_shelves(parser.parse_args(["shelves", "--json"]), settings)
+    assert orjson.loads(capsys.readouterr().out)["until"] == "2026-02-16T14:30:00.000Z"
