@@ -62,6 +62,14 @@ def parse_shelf(value: bytes | None) -> tuple[str, Shelf | None] | str:
     return zone, shelf
 
 
+def _at_of(value: bytes | None) -> int | None:
+    """An unshelve record's ``at`` (None when it has none readable)."""
+    try:
+        return _when(orjson.loads(value or b"")["at"], "/at")
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+
+
 def _when(value: object, where: str) -> int:
     """``parse_ts``, whose error for a bad time (private to schemas) becomes a ValueError."""
     try:
@@ -70,11 +78,18 @@ def _when(value: object, where: str) -> int:
         raise ValueError(str(exc)) from None
 
 
+HISTORY = 32
+"""Shelves remembered per zone for :meth:`Shelves.held_at` (the newest ones)."""
+
+
 class Shelves:
-    """The newest shelves record per zone; :meth:`active` says whether one holds now."""
+    """The newest shelves record per zone; :meth:`active` says whether one holds now, and
+    :meth:`held_at` whether one held at a past time (a restarted notifier rebuilding what it
+    held back, agents/delivery/channels.py)."""
 
     def __init__(self) -> None:
         self._by_zone: dict[str, Shelf | None] = {}
+        self._held: dict[str, list[tuple[int, int]]] = {}  # zone -> [(from_ms, to_ms)]
         self.bad = 0
 
     def apply(self, value: bytes | None) -> str | None:
@@ -83,12 +98,25 @@ class Shelves:
         if isinstance(parsed, str):
             self.bad += 1
             return parsed
-        self.put(*parsed)
+        at_ms = parsed[1].at_ms if parsed[1] is not None else _at_of(value)
+        self.put(*parsed, at_ms=at_ms)
         return None
 
-    def put(self, zone_id: str, shelf: Shelf | None) -> None:
-        """The newest record of ``zone_id``: a shelf, or None (unshelved)."""
+    def put(self, zone_id: str, shelf: Shelf | None, *, at_ms: int | None = None) -> None:
+        """The newest record of ``zone_id``: a shelf, or None (unshelved), written at
+        ``at_ms`` (it ends the zone's earlier shelf then)."""
         self._by_zone[zone_id] = shelf
+        held = self._held.setdefault(zone_id, [])
+        if held and at_ms is not None:
+            start, end = held[-1]
+            held[-1] = (start, max(start, min(end, at_ms)))
+        if shelf is not None:
+            held.append((shelf.at_ms, shelf.until_ms))
+            del held[:-HISTORY]
+
+    def held_at(self, zone_id: str, ts_ms: int) -> bool:
+        """A shelf of the zone held at ``ts_ms`` (epoch ms)."""
+        return any(start <= ts_ms < end for start, end in self._held.get(zone_id, ()))
 
     def active(self, zone_id: str, now_s: float) -> Shelf | None:
         shelf = self._by_zone.get(zone_id)

@@ -23,7 +23,8 @@ other channel (several channels in one process are independent tasks: :func:`run
 - **Every resolution reaches every channel that received the episode** (and a channel hears
   the first step of an episode below its minimum level): :class:`agents.delivery.routing.
   Receipts`. A (re)assigned partition is read again from ``route_lookback_s`` (24 h) ago
-  up to its committed offset, without sending, to rebuild that state after a restart.
+  up to its committed offset, without sending, to rebuild that state after a restart, and
+  which open episodes a shelf held back (sent when it ends: agents/delivery/shelving.py).
 - **Bounded memory, back-pressure.** At most ``queue_bound`` alerts are held (queued, waiting
   for a retry, in flight). When the queue is full the consumer pauses its partitions (and
   keeps polling, so it stays in the group) until there is room: nothing is dropped.
@@ -74,7 +75,7 @@ from .notify import (
     notify_dlq_record,
 )
 from .routing import Receipts
-from .shelving import follow_shelves, suppressed
+from .shelving import follow_shelves, holdable, suppressed
 
 if TYPE_CHECKING:
     import aiohttp
@@ -266,8 +267,9 @@ class ChannelRunner:
 
     # -- taking records ----------------------------------------------------------------
     async def accept(self, tp: TP, offset: int, key: bytes | None, value: bytes | None,
-                     ) -> bool:
-        """Take one record of the alerts topic: True when it was queued for delivery."""
+                     ts_ms: int | None = None) -> bool:
+        """Take one record of the alerts topic (``ts_ms``: its Kafka timestamp): True when
+        it was queued for delivery."""
         from ..rejects import malformed_dlq_record  # noqa: PLC0415
 
         until = self._catching_up.get(tp)
@@ -275,7 +277,9 @@ class ChannelRunner:
             if offset < until:  # finished before a restart: only its routing counts
                 old = decode_alert(value)
                 if not isinstance(old, Rejection):
-                    self.receipts.decide(old)
+                    routed_then = self.receipts.decide(old)
+                    if routed_then is not None:
+                        self._rebuild_held_back(routed_then, ts_ms)
                 return False
             del self._catching_up[tp]
         alert = decode_alert(value)
@@ -308,6 +312,7 @@ class ChannelRunner:
                                      format_ts(shelf.until_ms), shelf.reason)
                 self.book.skip(tp, offset)
                 return False
+            self._held_back.pop(alert_id, None)  # its newest word goes out now
         self.episodes.note(alert_id, resolved=alert.get("status") == "resolved")
         held = self._pending.get(ikey)
         if held is not None and held.orphan:  # in flight from a revoked partition: adopt
@@ -333,6 +338,19 @@ class ChannelRunner:
             raise
         self.max_held = max(self.max_held, self.queue.held)
         return True
+
+    def _rebuild_held_back(self, alert: dict[str, Any], ts_ms: int | None) -> None:
+        """A record routed before a restart (:meth:`catch_up`): held back then if a shelf
+        of its zone held at its Kafka timestamp (and it was not critical nor a resolution),
+        so that the end of the shelf sends it as it would have without the restart."""
+        if self.shelves is None:
+            return
+        alert_id = str(alert.get("alert_id"))
+        if ts_ms is not None and holdable(alert) and \
+                self.shelves.held_at(str(alert.get("zone_id")), ts_ms):
+            self._held_back[alert_id] = alert
+        else:
+            self._held_back.pop(alert_id, None)
 
     async def release_unshelved(self) -> int:
         """The episodes held back by a shelf that ended: the newest record of each still
@@ -512,7 +530,7 @@ class ChannelRunner:
                     if undecodable_info(r) is not None:  # logged by agents/kafka_safety.py
                         self.book.skip(tp, r.offset)
                         continue
-                    await self.accept(tp, r.offset, r.key, r.value)
+                    await self.accept(tp, r.offset, r.key, r.value, r.timestamp)
 
     async def commit(self, consumer: Any, tps: Any = None) -> None:
         assigned = consumer.assignment()

@@ -23,8 +23,14 @@ operator shelved), resolutions always go out, and nothing else changes: the work
 alarming, the alerts topic, the CAP topic, the dashboard and the escalator see every alert.
 When the shelf ends, each episode of the zone still open whose records were held back is sent
 once, its newest record (marked ``"unshelved": true``), so a channel learns a zone that rose
-during the shelf is still up. That catch-up lives in the notifier's memory: a notifier
-restarted during a shelf does not send it.
+during the shelf is still up (an episode whose newest record went out, a critical one, is
+not sent again). A notifier restarted during a shelf rebuilds what it held back as it
+rebuilds its routing (agents/delivery/routing.py): it reads each partition again from 24 h
+ago up to its committed offset without sending, and a routed record counts as held back when
+a shelf of its zone held at the record's Kafka timestamp (:meth:`Shelves.held_at`, from the
+shelves it read back, 4 h). So when the shelf ends, the restarted notifier sends the same
+catch-up, with the same idempotency keys; if an earlier run already sent it (the shelf ended
+before the restart) the receivers drop it as a repeat.
 """
 
 from __future__ import annotations
@@ -97,10 +103,15 @@ def shelf_line(shelf: Shelf) -> str:
             f"(since {english_datetime(shelf.at_ms)}): {shelf.reason}")
 
 
+def holdable(alert: Mapping[str, Any]) -> bool:
+    """A shelf may hold this record back: not critical, not a resolution."""
+    return alert.get("status") != "resolved" and alert.get("level") != "critical"
+
+
 def suppressed(alert: Mapping[str, Any], shelves: Shelves, now_s: float) -> Shelf | None:
     """The shelf that holds this record back from the channels, or None (critical alerts and
     resolutions are never held back)."""
-    if alert.get("status") == "resolved" or alert.get("level") == "critical":
+    if not holdable(alert):
         return None
     return shelves.active(str(alert.get("zone_id")), now_s)
 

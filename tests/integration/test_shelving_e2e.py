@@ -79,3 +79,52 @@ def test_a_shelf_is_recorded_listed_honoured_and_ends_by_itself(
     capsys.readouterr()
     assert main(["shelves"]) == 0
     assert "no zone is shelved" in capsys.readouterr().out
+
+
+def test_a_notifier_restarted_during_a_shelf_sends_the_held_back_episode_when_it_ends(
+    kafka: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first notifier holds the high alert back and commits past it; a second one,
+    started while the shelf holds, rebuilds that from the alerts topic and, when the shelf
+    ends by itself, sends the episode once, marked ``unshelved``."""
+    s = make_settings(kafka, tmp_path)
+    asyncio.run(create_topics(kafka, topic_specs(s.topics)))
+    for k, v in settings_env(s).items():
+        monkeypatch.setenv(k, v)
+    args = build_parser().parse_args(["shelve", "night-bazaar", "--for", "20s", "--reason",
+                                      "stage rehearsal", "--by", "somchai"])
+    assert cmd_shelve(args, Settings.from_env()) == 0
+    shelved_at = time.monotonic()
+    asyncio.run(publish(kafka, s.topics.alerts, [
+        (b"night-bazaar", orjson.dumps(_alert(1, "high"))),
+        (b"night-bazaar", orjson.dumps(_alert(3, "elevated")))]))
+
+    async def serve(twin: MemoryNotifier, done: Any) -> ChannelRunner:
+        stop, runners = asyncio.Event(), list[ChannelRunner]()
+        task = asyncio.create_task(run_notify(s, lambda session: twin, "memory",
+                                              Route("elevated"), RetryPolicy(), stop,
+                                              grace_s=1.0, on_runner=runners.append))
+        deadline = time.monotonic() + 40
+        while not (runners and done(runners[0]) and runners[0].queue.held == 0
+                   and not runners[0].book.committable()):
+            assert time.monotonic() < deadline, sorted(twin.delivered)
+            assert not task.done()
+            await asyncio.sleep(0.05)
+        stop.set()
+        await asyncio.wait_for(task, 15)
+        return runners[0]
+
+    first = MemoryNotifier()
+    held = asyncio.run(serve(first, lambda r: r.shelved == 2))
+    assert first.delivered == {}  # both held back, and committed
+    assert held.book.committable() == {}
+    asyncio.run(publish(kafka, s.topics.alerts, [  # episode 3 resolves during the shelf
+        (b"night-bazaar", orjson.dumps(_alert(3, "normal") | {
+            "status": "resolved", "previous_level": "elevated", "seq": 2}))]))
+    assert time.monotonic() - shelved_at < 20, "the first run outlasted the shelf"
+    again = MemoryNotifier()
+    asyncio.run(serve(again, lambda r: "night-bazaar:1:x:1" in again.delivered))
+    assert time.monotonic() - shelved_at >= 19  # not before the shelf ended
+    assert again.delivered["night-bazaar:1:x:1"]["unshelved"] is True
+    assert sorted(again.delivered) == ["night-bazaar:1:x:1", "night-bazaar:3:x:2"]
+    assert "unshelved" not in again.delivered["night-bazaar:3:x:2"]

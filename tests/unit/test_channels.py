@@ -298,8 +298,10 @@ class FakeConsumer:
             offset: int
             key: bytes
             value: bytes
+            timestamp: int
 
-        out = [Rec(self.position + i, b"z", self.values[self.position + i]) for i in range(n)]
+        out = [Rec(self.position + i, b"z", self.values[self.position + i],
+                   int(NOW * 1000)) for i in range(n)]
         self.position += n
         return {P0: out}
 

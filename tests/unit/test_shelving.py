@@ -104,6 +104,71 @@ async def test_the_runner_holds_back_a_shelved_zone_and_sends_its_open_episode_a
     await stopped(tasks)
 
 
+@pytest.mark.asyncio
+async def test_a_restart_during_a_shelf_rebuilds_what_it_held_back_and_sends_it_at_the_end(
+) -> None:
+    """The restarted runner reads the finished records again without sending (catch_up):
+    a record of a shelved zone whose Kafka timestamp falls in the shelf was held back, so at
+    the end of the shelf its open episode is sent once, marked ``unshelved``; an episode
+    resolved, one whose newest record went out (critical) and one of before the shelf are
+    not."""
+    clock = [NOW + 10]
+
+    async def dead_letter(key: bytes | None, value: bytes) -> None:
+        raise AssertionError("nothing is dead-lettered")
+
+    twin = MemoryNotifier()
+    metrics = Metrics()
+    shelves = Shelves()
+    shelves.apply(orjson.dumps(shelf_record("z1", action="shelve", by="a", now_s=NOW,
+                                            for_s=30, reason="rehearsal")))
+    r = ChannelRunner(twin, Route("elevated"), RetryPolicy(), dead_letter, metrics,
+                      InternalRejects.of("notify-t", metrics, logging.getLogger("t")),
+                      senders=1, wall_clock=lambda: clock[0], shelves=shelves)
+    ms = int(NOW * 1000)
+    before = [(alert(1, "elevated", seq=1), ms + 1000),  # held back
+              (alert(1, "high", seq=2, status="escalated"), ms + 2000),  # held back: newest
+              (alert(2, "elevated", seq=1), ms + 3000),  # held back, then it went critical
+              (alert(2, "critical", seq=2, status="escalated"), ms + 4000),
+              (alert(3, "high", seq=1), ms + 5000),  # held back, then resolved
+              (resolution(3, 2), ms + 6000),
+              (alert(4, "high", seq=1), ms - 5000)]  # before the shelf: it went out
+    r.catch_up(P0, len(before))
+    tasks = await running(r)
+    for off, (a, ts) in enumerate(before):
+        assert not await r.accept(P0, off, b"z1", orjson.dumps(a), ts)
+    assert twin.delivered == {}
+    assert await r.release_unshelved() == 0  # still shelved
+    clock[0] = NOW + 31
+    assert await r.release_unshelved() == 1
+    await poll(lambda: "z1:1:ab:2" in twin.delivered)
+    assert twin.delivered["z1:1:ab:2"]["unshelved"] is True
+    assert await r.release_unshelved() == 0  # once
+    await poll(lambda: r.queue.held == 0)
+    assert list(twin.delivered) == ["z1:1:ab:2"]
+    await stopped(tasks)
+
+
+def test_shelves_remember_when_they_held() -> None:
+    """held_at: a shelf held from its ``at`` to its ``until``, or to the zone's next record
+    (an unshelve, a new shelf)."""
+    shelves = Shelves()
+    ms = int(NOW * 1000)
+    shelves.apply(orjson.dumps(shelf_record("z1", action="shelve", by="a", now_s=NOW,
+                                            for_s=60, reason="r")))
+    shelves.apply(orjson.dumps(shelf_record("z1", action="unshelve", by="b", now_s=NOW + 20)))
+    shelves.apply(orjson.dumps(shelf_record("z1", action="shelve", by="a", now_s=NOW + 100,
+                                            for_s=10, reason="r")))
+    assert not shelves.held_at("z1", ms - 1)
+    assert shelves.held_at("z1", ms)
+    assert shelves.held_at("z1", ms + 19_999)
+    assert not shelves.held_at("z1", ms + 20_000)  # unshelved
+    assert not shelves.held_at("z1", ms + 99_999)
+    assert shelves.held_at("z1", ms + 105_000)
+    assert not shelves.held_at("z1", ms + 110_000)  # ended by itself
+    assert not shelves.held_at("z2", ms + 5_000)
+
+
 def test_the_commands_refuse_bad_input_with_exit_2() -> None:
     """A SafetourError is what `safetour` turns into exit 2 with its message."""
     from agents.cli import build_parser, cmd_shelve  # noqa: PLC0415
