@@ -18,6 +18,13 @@ does not take is retried at the policy's capped backoff, past ``max_attempts``, 
 loop goes on reading (so other escalations, acks and resolutions are not held back). Once
 the episode is acknowledged or resolved, an escalation still undelivered is dead-lettered
 (outcome ``failed``); one the receiver rejects is dead-lettered at once.
+
+An episode whose escalation was delivered and which is then resolved or acknowledged gets
+one stand-down on the same channel (:class:`streams.escalation.StandDowns`; key
+``alert_id:stand-down``; a drill's is marked as one). It is retried like an escalation up
+to ``max_attempts`` (its episode is closed already), then dead-lettered (``failed``), and
+logged on the escalations topic with ``"stand_down": true`` once settled, so a restart
+repeats none and sends one that fell due while it was down.
 """
 
 from __future__ import annotations
@@ -36,7 +43,14 @@ import orjson
 from aiokafka import TopicPartition
 
 from schemas import Ack, Reason, Rejection, decode_ack, decode_alert, format_ts
-from streams.escalation import EscalationTracker, Pending, escalation_alert
+from streams.escalation import (
+    EscalationTracker,
+    Pending,
+    StandDown,
+    StandDowns,
+    escalation_alert,
+    stand_down_alert,
+)
 
 from ..config import Settings
 from ..metrics import Metrics
@@ -66,6 +80,13 @@ class _Try:
 
 
 @dataclass
+class _StandTry:
+    alert: dict[str, Any]
+    attempts: int = 0
+    next_at: float = 0.0
+
+
+@dataclass
 class Escalations:
     """The escalations that fell due and are not yet settled. ``record(alert, result)``
     writes the outcome (the escalations log, the DLQ when not delivered)."""
@@ -77,6 +98,7 @@ class Escalations:
     clock: Callable[[], float] = time.monotonic
     rng: random.Random = field(default_factory=random.Random)
     trying: dict[str, _Try] = field(default_factory=dict)
+    standing_down: dict[str, _StandTry] = field(default_factory=dict)
 
     @property
     def channel(self) -> str:
@@ -85,6 +107,11 @@ class Escalations:
     def due(self, pending: list[Pending]) -> None:
         for p in pending:
             self.trying.setdefault(str(p.alert["alert_id"]), _Try(p))
+
+    def stand_down(self, due: list[StandDown]) -> None:
+        for s in due:
+            self.standing_down.setdefault(str(s.alert["alert_id"]),
+                                          _StandTry(stand_down_alert(s)))
 
     def closed(self, alert_id: str) -> None:
         """Acknowledged or resolved: an escalation not delivered yet is given up."""
@@ -124,6 +151,40 @@ class Escalations:
                             got.reason)
             t.next_at = self.clock() + self.policy.delay(t.attempts - 1, self.rng,
                                                          got.retry_after_s)
+        await self._stand_downs(stop, grace_s)
+
+    async def _stand_downs(self, stop: asyncio.Event, grace_s: float) -> None:
+        """One try of each stand-down whose retry time has come; its episode is closed, so
+        after ``max_attempts`` it is dead-lettered."""
+        for alert_id, t in list(self.standing_down.items()):
+            if t.next_at > self.clock():
+                continue
+            if stop.is_set():
+                return
+            got = await _unless_stopped(self._send(t.alert), stop, grace_s)
+            if got is None:
+                log.warning("stand-down of %s cut off by the stop: the next start sends it",
+                            alert_id)
+                return
+            t.attempts += 1
+            if got.outcome is Outcome.RETRY and t.attempts < self.policy.max_attempts:
+                self.metrics.notifier_retries.labels(self.channel).inc()
+                t.next_at = self.clock() + self.policy.delay(t.attempts - 1, self.rng,
+                                                             got.retry_after_s)
+                continue
+            result = Result(got.outcome, got.reason, attempts=t.attempts)
+            if got.outcome is Outcome.RETRY:
+                result = Result(Outcome.FAILED, f"gave up after {t.attempts} attempts: "
+                                f"{got.reason}", attempts=t.attempts)
+            await self.record(t.alert, result)
+            del self.standing_down[alert_id]
+            if result.outcome is Outcome.DELIVERED:
+                self.metrics.notifier_deliveries.labels(self.channel).inc()
+                log.warning("stood down %s on %s: %s", alert_id, self.channel,
+                            t.alert["stand_down"]["reason"])
+            else:
+                self.metrics.notifier_failures.labels(self.channel).inc()
+                log.warning("stand-down of %s dead-lettered: %s", alert_id, result.reason)
 
     async def _send(self, alert: dict[str, Any]) -> Result:
         try:
@@ -169,6 +230,7 @@ async def run_escalator(
     consumer = cfg.consumer()
     producer = cfg.producer()
     tracker = EscalationTracker(round(after_s * 1000))
+    stand_downs = StandDowns()
     rejects = InternalRejects.of(f"escalate-{channel}", m, log)
     await cfg.start(consumer)
     try:
@@ -186,12 +248,19 @@ async def run_escalator(
 
             async def record(alert: dict[str, Any], result: Result) -> None:
                 alert_id = str(alert["alert_id"])
-                tracker.on_escalated(alert_id, int(time.time() * 1000))
+                now_ms = int(time.time() * 1000)
+                logged: dict[str, Any] = {"alert_id": alert_id, "channel": channel,
+                                          "ts": format_ts(now_ms),
+                                          "outcome": result.outcome.value}
+                if alert.get("stand_down"):
+                    logged["stand_down"] = True
+                    stand_downs.on_stood_down(alert_id, now_ms)
+                else:
+                    tracker.on_escalated(alert_id, now_ms)
+                    if result.outcome is Outcome.DELIVERED:
+                        stand_downs.on_escalated(alert_id)
                 await producer.send_and_wait(topics.escalations, key=alert_id.encode(),
-                                             value=orjson.dumps({
-                                                 "alert_id": alert_id, "channel": channel,
-                                                 "ts": format_ts(int(time.time() * 1000)),
-                                                 "outcome": result.outcome.value}))
+                                             value=orjson.dumps(logged))
                 if result.outcome is not Outcome.DELIVERED:
                     await producer.send_and_wait(
                         topics.notify_dlq, key=alert_id.encode(),
@@ -204,7 +273,8 @@ async def run_escalator(
                     for r in records:
                         closed: set[str] = set()
                         bad = _apply(tracker, route, tp.topic, topics.alerts, topics.acks,
-                                     r.key, r.value, r.timestamp, closed=closed)
+                                     r.key, r.value, r.timestamp, closed=closed,
+                                     stand_downs=stand_downs, channel=channel)
                         for alert_id in closed:
                             escalations.closed(alert_id)
                         if tp.topic == topics.escalations and r.key:  # sent by another
@@ -225,6 +295,7 @@ async def run_escalator(
                              after_s, tracker.pending_ids())
                 now = int(time.time() * 1000)
                 escalations.due(tracker.due(now))
+                escalations.stand_down(stand_downs.due(now))
                 await escalations.run(now, stop, grace_s)
     finally:
         await consumer.stop()
@@ -252,9 +323,11 @@ async def _unless_stopped(work: Coroutine[Any, Any, Result], stop: asyncio.Event
 
 def _apply(tracker: EscalationTracker, route: Route, topic: str, alerts: str, acks: str,
            key: bytes | None, value: bytes | None, ts_ms: int, *,
-           closed: set[str] | None = None) -> Rejection | None:
-    """Feed one record to the tracker; a record it cannot use is returned, not applied.
-    The episodes it closes (an ack, a resolution) go to ``closed``."""
+           closed: set[str] | None = None, stand_downs: StandDowns | None = None,
+           channel: str = "") -> Rejection | None:
+    """Feed one record to the tracker (and ``stand_downs``: what ``channel`` heard); a
+    record it cannot use is returned, not applied. The episodes it closes (an ack, a
+    resolution) go to ``closed``."""
     shut = closed if closed is not None else set()
     if topic == alerts:
         alert = decode_alert(value)
@@ -262,6 +335,8 @@ def _apply(tracker: EscalationTracker, route: Route, topic: str, alerts: str, ac
             return alert
         if route.zones is None or alert["zone_id"] in route.zones:
             tracker.on_alert(alert, ts_ms)
+            if stand_downs is not None:
+                stand_downs.on_alert(alert, ts_ms)
             if alert.get("status") == "resolved":
                 shut.add(str(alert["alert_id"]))
     elif topic == acks:
@@ -269,9 +344,30 @@ def _apply(tracker: EscalationTracker, route: Route, topic: str, alerts: str, ac
         if not isinstance(ack, Ack):
             return ack
         tracker.on_ack(ack.alert_id, ts_ms)
+        if stand_downs is not None:
+            stand_downs.on_ack(ack.alert_id, ack.operator, ts_ms)
         shut.add(ack.alert_id)
     else:  # escalations log: keyed by alert_id
         if not key:
             return Rejection(Reason.SCHEMA, "escalation record without a key (alert_id)")
-        tracker.on_escalated(key.decode(errors="replace"), ts_ms)
+        alert_id = key.decode(errors="replace")
+        tracker.on_escalated(alert_id, ts_ms)
+        if stand_downs is not None:
+            _logged(stand_downs, alert_id, value, ts_ms, channel)
     return None
+
+
+def _logged(stand_downs: StandDowns, alert_id: str, value: bytes | None, ts_ms: int,
+            channel: str) -> None:
+    """An escalations log record of ``channel``: a delivered escalation, or a settled
+    stand-down (another channel's, or one unreadable, changes nothing here)."""
+    try:
+        rec = orjson.loads(value or b"")
+    except orjson.JSONDecodeError:
+        return
+    if not isinstance(rec, dict) or rec.get("channel") != channel:
+        return
+    if rec.get("stand_down") is True:
+        stand_downs.on_stood_down(alert_id, ts_ms)
+    elif rec.get("outcome") == "delivered":
+        stand_downs.on_escalated(alert_id)

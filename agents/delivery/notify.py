@@ -69,7 +69,10 @@ class Notifier(Protocol):
 def idempotency_key(alert: Mapping[str, Any]) -> str:
     """``alert_id:seq`` when the alert carries its per-episode ``seq`` (exact: a replay
     publishes the same pair again), else ``alert_id:status:ts``. An escalation of the alert
-    (``streams.escalation``) is a message of its own, so it gets a key of its own."""
+    (``streams.escalation``) is a message of its own, so it gets a key of its own, and so
+    does the episode's one stand-down (``alert_id:stand-down``)."""
+    if alert.get("stand_down"):
+        return f"{alert['alert_id']}:stand-down"
     seq = alert.get("seq")
     if isinstance(seq, int | float) and not isinstance(seq, bool) and seq >= 1:
         key = f"{alert['alert_id']}:{int(seq)}"

@@ -29,6 +29,8 @@ class Receiver(ThreadingHTTPServer):
         self.lock = threading.Lock()
         self.calls = 0
         self.keys: dict[str, int] = {}
+        self.bodies: dict[str, Any] = {}  # key -> the payload delivered
+        self.exercise: set[str] = set()  # keys delivered with X-Safetour-Exercise: 1
         self.bad = 0
 
 
@@ -61,6 +63,9 @@ class Handler(BaseHTTPRequestHandler):
             elif not failing:
                 key = self.headers["Idempotency-Key"]
                 self.server.keys[key] = self.server.keys.get(key, 0) + 1
+                self.server.bodies[key] = orjson.loads(body)
+                if self.headers.get("X-Safetour-Exercise") == "1":
+                    self.server.exercise.add(key)
         self.send_response(401 if not ok else 503 if failing else 204)
         self.end_headers()
 
