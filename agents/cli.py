@@ -585,6 +585,7 @@ def _run(args: argparse.Namespace, settings: Settings, scenario: Any, simulated:
     started = False
     worker: subprocess.Popen[bytes] | None = None
     seen = 0
+    since_ms = int(time.time() * 1000) - 60_000  # a drill's start (clock skew: a minute)
     try:
         if settings.embedded:
             started = broker.start()
@@ -651,6 +652,10 @@ def _run(args: argparse.Namespace, settings: Settings, scenario: Any, simulated:
         if worker is not None:
             _echo(f"stopping the worker (pid {worker.pid})...")
             stop_process(worker, timeout=WORKER_STOP_S)
+            if settings.exercise:  # resolve what it left open (agents/drill.py)
+                from .drill import finish_drill  # noqa: PLC0415
+
+                finish_drill(settings, since_ms, _echo)
         if (started or broker.started_here) and not args.keep_broker:
             broker.stop(timeout=BROKER_STOP_S)
     return 0 if seen or not args.expect_alerts else 1

@@ -30,7 +30,7 @@ from datetime import datetime
 from typing import Any
 from xml.etree import ElementTree as ET
 
-from schemas import parse_ts
+from schemas import Zone, parse_ts
 
 from .messages import BANGKOK
 
@@ -161,3 +161,12 @@ def to_cap(
             el(area, "circle", f"{circle[0]:.6f},{circle[1]:.6f} {circle[2]:g}")
     xml: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
     return xml
+
+
+def zone_to_cap(alert: Mapping[str, Any], zone: Zone) -> bytes:
+    """:func:`to_cap` with the area of a registry zone (its polygon, else its optional
+    ``circle``: [lat, lon, radius km]): what the worker and the end of a drill publish."""
+    circle = zone.extra.get("circle")
+    return to_cap(alert, zone_names={"th": zone.name_th, "en": zone.name_en},
+                  polygon=zone.polygon,
+                  circle=tuple(circle) if isinstance(circle, list) else None)

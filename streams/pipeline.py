@@ -38,7 +38,7 @@ from schemas import (
 
 from .alarm import AlarmConfig
 from .alerts import AlertTracker
-from .cap import to_cap
+from .cap import zone_to_cap
 from .clock import RobustClock
 from .density import WindowedDensityEngine
 from .engine import DensityEngine, DensityUpdate
@@ -579,10 +579,7 @@ class Pipeline:
         out.alerts.append(OutRecord(key, orjson.dumps(alert), []))
         z = self.zones.get(alert["zone_id"])
         if z is not None:
-            circle = z.extra.get("circle")  # optional [lat, lon, radius km] for zones
-            xml = to_cap(alert, zone_names={"th": z.name_th, "en": z.name_en},
-                         polygon=z.polygon,
-                         circle=tuple(circle) if isinstance(circle, list) else None)
+            xml = zone_to_cap(alert, z)
             out.cap.append(OutRecord(key, xml, [("content-type", b"application/cap+xml")]))
 
     def _emit(self, out: Outputs) -> None:

@@ -101,3 +101,69 @@ def test_a_drill_alerts_as_an_exercise_beside_a_real_alert(
                for d in payloads(kafka, drill.topics.density))
     assert not [d for d in payloads(kafka, real.topics.density)
                 if d["zone_id"] == DRILL_ZONE and d["density"] is not None]
+
+
+def test_the_end_of_a_drill_resolves_its_open_episodes_and_no_real_one(
+        kafka: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As `safetour run --drill` ends (agents/cli.py: the worker stopped, then
+    agents/drill.py): the drill's episode, still open, ends resolved on the real alerts and
+    CAP topics (exercise, drill_ended, the next seq, CAP Exercise Cancel); the real episode
+    open at the same time gets nothing."""
+    from agents.drill import DRILL_ENDED, finish_drill  # noqa: PLC0415
+
+    real = make_settings(kafka, tmp_path / "real")
+    for name, value in settings_env(real).items():
+        if name.startswith("SAFETOUR_") and name not in ("SAFETOUR_TOPIC_PREFIX",
+                                                          "SAFETOUR_APP_ID"):
+            monkeypatch.setenv(name, value)
+    drill = replace(drill_settings(real, time.strftime("%Y%m%d-%H%M%S")),
+                    state_dir=tmp_path / "drill", web_port=free_port())
+    asyncio.run(create_topics(kafka, topic_specs(real.topics)))
+    since_ms = int(time.time() * 1000) - 60_000
+    real_worker = start_worker(real, tmp_path / "real-worker.log")
+    try:
+        drill_worker = start_run_worker(drill, tmp_path / "drill" / "worker.log")
+        try:
+            asyncio.run(publish(kafka, drill.topics.sensor_events,
+                                drill_readings((int(time.time()) - 2 * 3600) * 1000)))
+            report = {"report_id": "r-real-2", "ts": int(time.time() * 1000),
+                      "lat": 16.82338, "lon": 100.2610, "category": "crush", "severity": 5,
+                      "source": "staff", "lang": "th", "text": "คนเบียดกันบนสะพาน"}
+            kcat_produce(kafka, real.topics.reports, [orjson.dumps(report)], "r", tmp_path)
+
+            def both() -> Any:
+                alerts = payloads(kafka, real.topics.alerts)
+                return alerts if any(a["zone_id"] == DRILL_ZONE for a in alerts) and any(
+                    a["reason"] == "report" for a in alerts) else None
+
+            poll_until(both, timeout=60, what="both alerts", proc=drill_worker,
+                       log=tmp_path / "drill" / "worker.log")
+        finally:
+            stop_process(drill_worker, timeout=10)
+        before = payloads(kafka, real.topics.alerts)
+        said: list[str] = []
+        finish_drill(drill, since_ms, said.append)
+        finish_drill(drill, since_ms, said.append)  # once: the second finds none open
+    finally:
+        stop_worker(real_worker)
+
+    after = payloads(kafka, real.topics.alerts)
+    drilled = [a for a in after if a["zone_id"] == DRILL_ZONE]
+    (episode,) = {a["alert_id"] for a in drilled}
+    assert [a["status"] for a in before if a["alert_id"] == episode][-1] != "resolved"
+    last = drilled[-1]
+    assert (last["status"], last["reason"], last["exercise"], last["level"]) == (
+        "resolved", DRILL_ENDED, True, "normal")
+    assert last["seq"] == max(a["seq"] for a in drilled[:-1]) + 1
+    assert sum(a["reason"] == DRILL_ENDED for a in after) == 1
+    assert said[0].startswith("drill over: 1 open drill episode(s) resolved")
+    assert said[1].startswith("drill over: 0")
+    real_ids = {a["alert_id"] for a in before if "exercise" not in a}
+    assert real_ids
+    assert [a for a in after if a["alert_id"] in real_ids] == \
+        [a for a in before if a["alert_id"] in real_ids]  # untouched
+    caps = [ET.fromstring(m["payload"]) for m in kcat_read(kafka, real.topics.alerts_cap)]
+    ends = [c for c in caps if c.findtext(f"{{{CAP_NS}}}incidents") == episode
+            and c.findtext(f"{{{CAP_NS}}}msgType") == "Cancel"]
+    assert len(ends) == 1
+    assert ends[0].findtext(f"{{{CAP_NS}}}status") == "Exercise"
