@@ -22,7 +22,6 @@ import logging
 import logging.config
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -34,17 +33,15 @@ import orjson
 
 from schemas import SafetourError
 
-from .config import ENV_HELP, Settings, Topics
+from .config import ENV_HELP, Settings
 from .devtools import BrokerError, EmbeddedBroker
 from .kafka_safety import install_safe_fetch
 from .logs import faust_logging_config, logging_config
+from .processes import echo as _echo
+from .run import cmd_run, dashboard_operators
 from .topics import create_topics, list_topics, topic_specs
 
 log = logging.getLogger("safetour.cli")
-
-
-def _echo(msg: str) -> None:
-    print(f"safetour: {msg}", flush=True)
 
 
 def ensure_broker(settings: Settings) -> bool:
@@ -157,7 +154,6 @@ def cmd_zones(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
-    import contextlib  # noqa: PLC0415
 
     from streams.replay import replay, replay_pipeline  # noqa: PLC0415
 
@@ -399,93 +395,11 @@ def cmd_tail(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if n or args.max is None else 1
 
 
-def _wait_for_line(path: Path, needle: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SafetourError(f"the worker exited with code {proc.returncode}; see {path}")
-        with contextlib.suppress(OSError):
-            if needle in path.read_text(errors="replace"):
-                return
-        time.sleep(0.2)
-    raise SafetourError(f"the worker was not ready within {timeout:.0f}s; see {path}")
-
-
-def worker_credentials(user: str, password_file: str) -> dict[str, str]:
-    """The environment of a worker that connects as SASL ``user`` (the password read from
-    ``password_file``), whoever runs the command that starts it (README "Drills")."""
-    return {"SAFETOUR_KAFKA_USER": user, "SAFETOUR_KAFKA_PASSWORD_FILE": password_file}
-
-
-def start_worker_process(settings: Settings, log_path: Path,
-                         extra_env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, SAFETOUR_KAFKA_BOOTSTRAP=settings.bootstrap_servers,
-               SAFETOUR_TOPIC_PREFIX=settings.topics.prefix, SAFETOUR_APP_ID=settings.app_id,
-               SAFETOUR_STATE_DIR=str(settings.state_dir),
-               SAFETOUR_WEB_PORT=str(settings.web_port))
-    if settings.exercise:  # a drill's worker (`safetour run --drill`)
-        env |= {"SAFETOUR_EXERCISE": "1",
-                "SAFETOUR_ALERTS_TOPIC_PREFIX": settings.topics.outputs or ""}
-    if extra_env and "SAFETOUR_KAFKA_PASSWORD_FILE" in extra_env:
-        env.pop("SAFETOUR_KAFKA_PASSWORD", None)  # the caller's password is not the worker's
-    env |= extra_env or {}
-    with log_path.open("wb") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "agents", "worker"], stdout=out, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, env=env,
-        )
-
-
-# `safetour run` stopping (SIGTERM, SIGINT): the worker has this long to leave its group and
-# exit before it is killed, then the broker this long (README "The `safetour` command").
-WORKER_STOP_S = 10.0
-BROKER_STOP_S = 15.0
-
-
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-def _interrupt_on_sigterm() -> None:
-    """SIGTERM (systemd, `timeout`, a CI runner) stops like Ctrl-C: as SIGINT, so that
-    asyncio.run cancels its main task and the clean-up of cmd_run runs."""
-    signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
-
-
-def _ignore_stop_signals() -> None:
-    """While it stops what it started, a second signal must not leave them running (each
-    stop is bounded and ends in SIGKILL)."""
-    for sig in STOP_SIGNALS:
-        signal.signal(sig, signal.SIG_IGN)
-
-
-def stop_process(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def _dashboard_operators(*, demo: bool) -> tuple[dict[str, str], str | None]:
-    """Operators from the environment; for the demo, a one-off operator 'demo' if none."""
-    from .dashboard import new_token, parse_operators  # noqa: PLC0415
-
-    configured = "SAFETOUR_DASHBOARD_TOKENS" in os.environ or \
-        "SAFETOUR_DASHBOARD_TOKENS_FILE" in os.environ
-    if configured or not demo:
-        return parse_operators(os.environ), None
-    token = new_token()
-    return {token: "demo"}, token
-
-
 def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
     from .dashboard import serve_dashboard  # noqa: PLC0415
 
     settings.load_registry()  # a bad registry file fails here, before any connection
-    operators, _ = _dashboard_operators(demo=False)
+    operators, _ = dashboard_operators(demo=False)
     if args.login_link is not None and args.login_link not in operators.values():
         raise SafetourError(f"--login-link {args.login_link!r}: no such operator")
     _echo(f"{len(operators)} operator(s); reading {settings.topics.prefix}alerts/acks/density")
@@ -499,166 +413,6 @@ def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
         settings, operators, args.host, args.port, stop=stop, ready=ready,
         login_link_for=args.login_link)))
     return 0
-
-
-def drill_settings(settings: Settings, run_id: str) -> Settings:
-    """A drill: input, state, density and DLQ topics and a consumer group of its own (its
-    readings never mix with real ones, so a real alert is never hidden or marked), alerts
-    and CAP on the real topics, every alert marked ``exercise`` (README "Drills")."""
-    real = settings.topics.prefix
-    return replace(settings, topics=Topics(f"{real}drill-{run_id}.", outputs=real),
-                   app_id=f"{settings.app_id}-drill-{run_id}", exercise=True)
-
-
-def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from . import devtools as sim  # noqa: PLC0415
-
-    if args.scenario not in sim.SCENARIOS:
-        raise SafetourError(f"unknown scenario {args.scenario!r}; choose from "
-                            f"{', '.join(sim.SCENARIOS)}")
-    scenario = sim.SCENARIOS[args.scenario]
-    # Each demo run gets topics and a consumer group of its own: a run must not restore the
-    # state (watermarks, open episodes) that an earlier run left in the broker.
-    if args.drill:
-        settings = drill_settings(settings, time.strftime("%Y%m%d-%H%M%S"))
-        _echo(f"DRILL: readings on {settings.topics.prefix}*, alerts marked as an exercise "
-              f"on {settings.topics.alerts}")
-    elif "SAFETOUR_TOPIC_PREFIX" not in os.environ:
-        run_id = time.strftime("%Y%m%d-%H%M%S")
-        settings = replace(settings, topics=Topics(f"demo-{run_id}.safetour."),
-                           app_id=f"safetour-demo-{run_id}")
-    zones = settings.load_registry()
-    simulated = sim.simulate(scenario, zones, seed=args.seed, grace_s=settings.grace_s)
-    handlers = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
-    try:
-        return _run(args, settings, scenario, simulated)
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
-
-
-def _tail_stopped(task: asyncio.Task[int]) -> None:
-    """The demo's live view of the alerts ended by itself: one line, no traceback (the
-    worker and the scenario go on)."""
-    if not task.cancelled() and (exc := task.exception()) is not None:
-        _echo(f"the live alert view stopped: {exc}; the worker goes on "
-              "(`safetour alerts tail` shows its alerts)")
-
-
-def start_run_worker(settings: Settings, log_path: Path, *,
-                     worker_env: Mapping[str, str] | None = None,
-                     wait_s: float | None = None) -> subprocess.Popen[bytes]:
-    """`safetour run`'s (and a drill's) topics, then its worker process, once ready (stopped
-    again if it is not)."""
-    asyncio.run(create_topics(settings.kafka, topic_specs(settings.topics), wait_s=wait_s))
-    _echo(f"topics ready: {settings.topics.prefix}* (another terminal: "
-          f"SAFETOUR_TOPIC_PREFIX={settings.topics.prefix} safetour alerts tail)")
-    worker = start_worker_process(settings, log_path, worker_env)
-    _echo(f"worker starting (pid {worker.pid}, log {log_path})...")
-    try:
-        _wait_for_line(log_path, "Ready", worker, timeout=120)
-    except BaseException:
-        stop_process(worker, timeout=WORKER_STOP_S)
-        raise
-    return worker
-
-
-def _run_worker_env(args: argparse.Namespace, settings: Settings) -> dict[str, str]:
-    """The worker's own SASL user (--worker-password-file), if it is not the caller's. On a
-    SASL cluster a drill is run by the operator and its worker by the worker principal: the
-    operator may not write alerts (deploy/kafka/acls.json)."""
-    if args.worker_password_file:
-        return worker_credentials(args.worker_user, args.worker_password_file)
-    if args.drill and settings.kafka.sasl:
-        raise SafetourError("a drill on a SASL cluster runs its worker as the worker "
-                            "principal: give --worker-password-file (and --worker-user if it "
-                            "is not 'worker')")
-    return {}
-
-
-def _run(args: argparse.Namespace, settings: Settings, scenario: Any, simulated: Any) -> int:
-    from . import devtools as sim  # noqa: PLC0415
-    from .tail import tail_alerts  # noqa: PLC0415
-
-    _interrupt_on_sigterm()
-    broker = EmbeddedBroker(settings, echo=_echo, say=print)
-    started = False
-    worker: subprocess.Popen[bytes] | None = None
-    seen = 0
-    since_ms = int(time.time() * 1000) - 60_000  # a drill's start (clock skew: a minute)
-    try:
-        if settings.embedded:
-            started = broker.start()
-        else:
-            _echo(f"using Kafka at {settings.bootstrap} (SAFETOUR_KAFKA_BOOTSTRAP)")
-        worker = start_run_worker(settings, settings.state_dir / "logs" / "worker.log",
-                                  worker_env=_run_worker_env(args, settings),
-                                  wait_s=60.0 if started else None)
-        web = f"http://{settings.web_host}:{settings.web_port}"
-        _echo(f"worker ready; {web}/readyz and {web}/metrics")
-        minutes = scenario.duration_s / 60
-        _echo(f"scenario {scenario.name!r}: {scenario.title}, {minutes:.0f} minutes from "
-              f"{scenario.start:%Y-%m-%d %H:%M} ICT, played {args.speed:g}x "
-              f"({scenario.duration_s / args.speed:.0f} s). Ctrl-C stops.")
-
-        async def demo() -> int:
-            stop = asyncio.Event()
-            board_stop = asyncio.Event()
-            tail = asyncio.create_task(tail_alerts(
-                settings.kafka, settings.topics.alerts, stop=stop,
-            ))
-            tail.add_done_callback(_tail_stopped)
-            board: asyncio.Task[None] | None = None
-            if args.dashboard_port:
-                from .dashboard import serve_dashboard  # noqa: PLC0415
-
-                operators, token = _dashboard_operators(demo=True)
-
-                def ready(url: str, link: str | None) -> None:
-                    _echo(f"operations-centre dashboard: {link} (works once)" if link else
-                          f"operations-centre dashboard: {url}  (sign in with your token)")
-
-                board = asyncio.create_task(serve_dashboard(
-                    settings, operators, settings.web_host, args.dashboard_port,
-                    stop=board_stop, ready=ready, login_link_for="demo" if token else None))
-            try:
-                await sim.publish_live(
-                    simulated, settings.kafka, settings.topics.sensor_events,
-                    settings.topics.reports, speed=args.speed)
-                # Let the last windows close (the partitions go quiet) and their alerts arrive.
-                await asyncio.sleep(settings.idle_s + settings.grace_s + settings.slide_s + 3)
-                if board is not None and sys.stdin.isatty() and not args.expect_alerts:
-                    _echo("scenario over; the dashboard stays up until Ctrl-C")
-                    await board
-            finally:
-                stop.set()
-                board_stop.set()
-                if board is not None:
-                    await board
-                # The view ends within a poll once stopped; an interrupt must not leave it
-                # to fail during the loop's shutdown (a traceback instead of one line).
-                await asyncio.wait([tail], timeout=2)
-                tail.cancel()
-            with contextlib.suppress(SafetourError, asyncio.CancelledError):  # _tail_stopped
-                return await tail
-            return 0
-
-        seen = asyncio.run(demo())
-        _echo(f"demo finished: {seen} alert messages")
-    except KeyboardInterrupt:
-        _echo("interrupted; shutting down")
-    finally:
-        _ignore_stop_signals()
-        if worker is not None:
-            _echo(f"stopping the worker (pid {worker.pid})...")
-            stop_process(worker, timeout=WORKER_STOP_S)
-            if settings.exercise:  # resolve what it left open (agents/drill.py)
-                from .drill import finish_drill  # noqa: PLC0415
-
-                finish_drill(settings, since_ms, _echo)
-        if (started or broker.started_here) and not args.keep_broker:
-            broker.stop(timeout=BROKER_STOP_S)
-    return 0 if seen or not args.expect_alerts else 1
 
 
 def build_parser() -> argparse.ArgumentParser:

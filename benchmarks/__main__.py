@@ -29,9 +29,9 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from agents.cli import stop_process
 from agents.config import Settings
 from agents.devtools import EmbeddedBroker
+from agents.processes import stop_process
 
 from . import data, e2e
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from agents.cli import stop_process
+from agents.processes import stop_process
 from agents.topics import TopicSpec, create_topics, partitions_of
 from schemas import parse_ts
 

@@ -15,7 +15,8 @@ from xml.etree import ElementTree as ET
 import orjson
 import pytest
 
-from agents.cli import drill_settings, start_run_worker, stop_process
+from agents.processes import stop_process
+from agents.run import drill_settings, start_run_worker
 from agents.topics import create_topics, topic_specs
 from streams.cap import CAP_NS
 

@@ -153,7 +153,7 @@ def test_a_drill_runs_as_the_operator_with_its_worker_as_the_worker() -> None:
     readings, reads the real alerts and the drill's dashboard topics; the drill's worker
     (`--worker-password-file`) reads and writes the drill's topics, joins its own group and
     writes the real alerts and CAP."""
-    from agents.cli import drill_settings  # noqa: PLC0415
+    from agents.run import drill_settings  # noqa: PLC0415
     from agents.topics import topic_specs  # noqa: PLC0415
 
     real = settings()

@@ -11,10 +11,11 @@ from xml.etree import ElementTree as ET
 
 import pytest
 
-from agents.cli import drill_settings, start_worker_process
 from agents.config import Settings
 from agents.delivery.mail import SmtpConfig, alert_email
 from agents.delivery.notify import DRILL_MARKER, line_text
+from agents.processes import start_worker_process
+from agents.run import drill_settings
 from agents.tail import format_alert
 from schemas import SafetourError
 from streams.cap import CAP_NS, to_cap
@@ -95,7 +96,8 @@ def test_a_drill_on_a_sasl_cluster_runs_its_worker_as_the_worker(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The operator runs `safetour run --drill`; its worker connects as the worker principal
     (the operator may not write alerts: deploy/kafka/acls.json)."""
-    from agents.cli import _run_worker_env, build_parser  # noqa: PLC0415
+    from agents.cli import build_parser  # noqa: PLC0415
+    from agents.run import _run_worker_env  # noqa: PLC0415
 
     pw = tmp_path / "operator.password"
     pw.write_text("op-secret\n")
@@ -119,7 +121,7 @@ def test_a_drill_on_a_sasl_cluster_runs_its_worker_as_the_worker(
         seen.update(kw["env"])
         return None
 
-    monkeypatch.setattr("agents.cli.subprocess.Popen", popen)
+    monkeypatch.setattr("agents.processes.subprocess.Popen", popen)
     start_worker_process(drill_settings(sasl, "x"), tmp_path / "w.log", env)
     assert "SAFETOUR_KAFKA_PASSWORD" not in seen
     assert seen["SAFETOUR_KAFKA_USER"] == "worker"

@@ -7,8 +7,8 @@ import asyncio
 
 import pytest
 
-from agents.cli import _tail_stopped
 from agents.kafka import KafkaUnreachable
+from agents.run import _tail_stopped
 
 
 def test_a_failed_alert_view_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
