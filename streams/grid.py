@@ -59,7 +59,8 @@ def polygon_area_m2(polygon: Iterable[tuple[float, float]]) -> float:
     """Shoelace area of a (lat, lon) polygon in m²."""
     pts = list(polygon)
     m_lat, m_lon = metres_per_degree(sum(p[0] for p in pts) / len(pts))
-    xy = [(lon * m_lon, lat * m_lat) for lat, lon in pts]
+    lat0, lon0 = pts[0]
+    xy = [((lon - lon0) * m_lon, (lat - lat0) * m_lat) for lat, lon in pts]
     s = sum(x0 * y1 - x1 * y0 for (x0, y0), (x1, y1) in zip(xy, xy[1:] + xy[:1], strict=True))
     return abs(s) / 2
 
