@@ -178,7 +178,6 @@ class GridStore:
             on = cells[cells >= 0]
             np.add.at(sums, on, k)
         reads[0] += 1
-        return None
 
     def window(self, zone_id: str, start_ms: int, end_ms: int, slide_ms: int
                ) -> GridWindow | None:

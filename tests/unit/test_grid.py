@@ -51,7 +51,8 @@ def test_grid_count_decodes_cells_and_points() -> None:
            "cells": [{"row": 1, "col": 2, "count": 30}], "points": [[16.8, 100.26]]}
     (ev,), rej = decode_sensor_message(orjson.dumps(doc))
     assert rej == []
-    assert ev.kind is Kind.GRID_COUNT and ev.cells == ((1, 2, 30),)
+    assert ev.kind is Kind.GRID_COUNT
+    assert ev.cells == ((1, 2, 30),)
     assert ev.points == ((16.8, 100.26),)
 
 
@@ -71,13 +72,16 @@ def test_bad_cells_and_points_are_schema_rejections_with_a_pointer(
            **patch}
     events, (rej,) = decode_sensor_message(orjson.dumps([good, bad]))
     assert [e.event_id for e in events] == ["a"]
-    assert rej.reason is Reason.SCHEMA and rej.index == 1 and rej.pointer == pointer
+    assert rej.reason is Reason.SCHEMA
+    assert rej.index == 1
+    assert rej.pointer == pointer
 
 
 # -- registry ------------------------------------------------------------------------------
 def test_registry_grid_parses_and_old_registries_still_load() -> None:
     z = parse_zone(ZONE_DOC)
-    assert z.grid is not None and (z.grid.rows, z.grid.cols, z.grid.cell_m) == (2, 2, 50.0)
+    assert z.grid is not None
+    assert (z.grid.rows, z.grid.cols, z.grid.cell_m) == (2, 2, 50.0)
     assert z.grid.cell_id(3) == "r1c1"
     old = {k: v for k, v in ZONE_DOC.items() if k != "grid"}
     old["sensors"] = [{"sensor_id": "cam", "kind": "occupancy"}]
@@ -138,7 +142,8 @@ def test_cells_are_clipped_to_the_polygon_and_scaled_to_the_usable_area() -> Non
     z2 = replace(z, polygon=tuple((a, b) for a, b in ((16.0, 100.0), (16.0 + lat * 0.6, 100.0),
                                                       (16.0 + lat * 0.6, 100.0 + lon * 0.6),
                                                       (16.0, 100.0 + lon * 0.6))))
-    assert cell_areas(z2)[3] == 0.0 and cell_areas(z2)[0] > 0
+    assert cell_areas(z2)[3] == 0.0
+    assert cell_areas(z2)[0] > 0
 
 
 def test_the_grounds_cells_add_up_to_their_usable_area() -> None:
@@ -163,7 +168,8 @@ def test_grid_kernels_match_their_twins(seed: int) -> None:
     twin = KP.bin_points(list(zip(lat.tolist(), lon.tolist(), strict=True)), 16.0, 100.0,
                          111_320.0, 107_000.0, 50.0, rows, cols)
     assert out.tolist() == twin
-    assert (out >= 0).any() and (out < 0).any()
+    assert (out >= 0).any()
+    assert (out < 0).any()
     k = int(rng.integers(0, 13))
     sums = rng.uniform(0, 500, (k, rows * cols))
     reads = rng.integers(0, 3, k).astype(np.float64)
@@ -270,7 +276,8 @@ def test_grid_readings_are_deduplicated_and_late_ones_refused() -> None:
     assert eng.duplicates == 1
     eng.finish()
     last = [u for u in eng.emit() if u.hot_cell is not None][-1]
-    assert last.hot_cell == "r0c0" and last.hot_density == pytest.approx(1.0)
+    assert last.hot_cell == "r0c0"
+    assert last.hot_density == pytest.approx(1.0)
 
 
 def test_off_grid_readings_go_to_the_dead_letter_topic_with_a_pointer() -> None:

@@ -42,11 +42,14 @@ def test_a_pocket_raises_hotspot_after_the_on_delay_and_resolves_after_the_off_d
         (57, "resolved", "normal", "hotspot"),  # below from window 51: 30 s off-delay
     ]
     raised = alerts[0][1]
-    assert raised["hot_cell"] == "r1c1" and raised["hot_density"] == 2.5
+    assert raised["hot_cell"] == "r1c1"
+    assert raised["hot_density"] == 2.5
     assert raised["density"] == 0.3
     msg = raised["message"]
     assert isinstance(msg, dict)
-    assert "r1c1" in msg["en"] and "2.5" in msg["en"] and "r1c1" in msg["th"]
+    assert "r1c1" in msg["en"]
+    assert "2.5" in msg["en"]
+    assert "r1c1" in msg["th"]
     assert "r1c1" not in alerts[1][1]["message"]["en"]  # type: ignore[index]
 
 
@@ -158,9 +161,11 @@ def test_the_hotspot_scenario_fires_ahead_of_the_density_alarm_and_quiet_elsewhe
     hot_start = truth["hot"]["episodes"]["elevated"][0]["start_ms"]
     t_on = first_at(on.alerts, "wat-yai-grounds", "elevated")
     t_off = first_at(off.alerts, "wat-yai-grounds", "elevated")
-    assert t_on is not None and t_off is not None
+    assert t_on is not None
+    assert t_off is not None
     first = next(a for _, a in on.alerts if a["zone_id"] == "wat-yai-grounds")
-    assert first["reason"] == "hotspot" and first["hot_cell"] == "r3c2"
+    assert first["reason"] == "hotspot"
+    assert first["hot_cell"] == "r3c2"
     assert 0 < t_on - hot_start < 120_000  # within two minutes of the true pocket
     assert t_off - t_on > 600_000  # ten minutes and more ahead of the density alarm
     assert not any(a["reason"] == "hotspot" for _, a in off.alerts)
@@ -170,3 +175,28 @@ def test_the_hotspot_scenario_fires_ahead_of_the_density_alarm_and_quiet_elsewhe
         other = simulate(SCENARIOS[name], zones, seed=seed, grace_s=settings.grace_s)
         run_ = replay_live(other, zones, cfg, settings)
         assert not any(a["reason"] == "hotspot" for _, a in run_.alerts), name
+
+
+def test_the_worker_exports_the_hot_cell_density_gauge(tmp_path: object) -> None:
+    from dataclasses import replace  # noqa: PLC0415
+
+    from agents.config import Settings  # noqa: PLC0415
+    from agents.metrics import Metrics  # noqa: PLC0415
+    from agents.worker.worker import Worker  # noqa: PLC0415
+    from streams.pipeline import Outputs, OutRecord, Pipeline, density_record  # noqa: PLC0415
+
+    settings = replace(Settings.from_env({}), state_dir=tmp_path)
+    metrics = Metrics()
+
+    async def send_state(key: bytes, value: bytes | None) -> None:
+        return None
+
+    w = Worker(settings, Pipeline([ZONE]), metrics, producer=lambda: None,
+               send_state=send_state, consumer=lambda: None, exit=lambda code: None,
+               wall=lambda: 0.0, monotonic=lambda: 0.0)
+    out = Outputs()
+    out.density.append(OutRecord(b"g", density_record(upd(3, 0.3, 2.5)), []))
+    w._count(out, settings.topics.sensor_events, None)
+    got = metrics.registry.get_sample_value(
+        "safetour_zone_hot_cell_density_persons_per_square_meter", {"zone": "g"})
+    assert got == 2.5
