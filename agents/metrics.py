@@ -25,6 +25,7 @@ one). Names follow Prometheus conventions: base units, ``_total`` for counters.
 | safetour_snapshot_bytes                  | gauge     | partition         |
 | safetour_ready                           | gauge     |                   |
 | safetour_zone_density_persons_per_square_meter | gauge | zone (see below)  |
+| safetour_zone_hot_cell_density_persons_per_square_meter | gauge | zone (grid zones) |
 | safetour_notifier_deliveries_total       | counter   | channel           |
 | safetour_notifier_retries_total          | counter   | channel           |
 | safetour_notifier_failures_total         | counter   | channel           |
@@ -118,6 +119,11 @@ class Metrics:
         self.zone_density = Gauge("safetour_zone_density_persons_per_square_meter",
                                   "Newest window density per zone (small registries only)",
                                   ["zone"], registry=r)
+        self.zone_hot_cell_density = Gauge(
+            "safetour_zone_hot_cell_density_persons_per_square_meter",
+            "Newest window density of the densest grid cell per zone with a grid (small "
+            "registries only); hot-spot alerts are safetour_alerts_total{reason=\"hotspot\"}",
+            ["zone"], registry=r)
         self.notify_queue_length = Gauge(
             "safetour_notify_queue_length",
             "Alerts a notify channel holds: queued, waiting for a retry, or in flight",

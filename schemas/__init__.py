@@ -16,6 +16,7 @@ from ._errors import ConfigError, ContractError, SafetourError, ZoneRegistryErro
 from ._records import (
     KIND_BY_WIRE,
     Ack,
+    Grid,
     Kind,
     Reason,
     Rejection,
@@ -70,6 +71,7 @@ __all__ = [
     "Ack",
     "ConfigError",
     "ContractError",
+    "Grid",
     "Kind",
     "Reason",
     "Rejection",

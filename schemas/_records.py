@@ -13,6 +13,7 @@ class Kind(IntEnum):
     LINE_COUNT = 0
     OCCUPANCY = 1
     DEVICE_COUNT = 2
+    GRID_COUNT = 3  # people per grid cell (Wi-Fi / mobile-network grids) or camera points
 
     @property
     def wire(self) -> str:
@@ -41,6 +42,7 @@ class Reason(StrEnum):
     ID_CONFLICT = "id_conflict"  # an event_id seen before, with other content
     STALE = "stale"  # a report too old to matter when it arrived
     REGISTRY = "registry"  # a zones-topic record that breaks a registry rule
+    OFF_GRID = "off_grid"  # a grid_count reading for a zone without a grid, or off its grid
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +70,8 @@ class SensorEvent:
     coverage_m2: float | None = None
     devices: int = 0
     confidence: float | None = None
+    cells: tuple[tuple[int, int, int], ...] = ()  # grid_count: (row, col, count)
+    points: tuple[tuple[float, float], ...] = ()  # grid_count: one (lat, lon) per person
 
 
 class Report(NamedTuple):
@@ -103,6 +107,21 @@ class Thresholds:
 
 
 @dataclass(frozen=True, slots=True)
+class Grid:
+    """A zone's grid of square cells for ``grid_count`` readings: ``origin`` is the
+    south-west corner (lat, lon); row 0 is the southern row, col 0 the western column."""
+
+    cell_m: float
+    origin: tuple[float, float]
+    rows: int
+    cols: int
+
+    def cell_id(self, index: int) -> str:
+        """``r<row>c<col>`` of a row-major cell index."""
+        return f"r{index // self.cols}c{index % self.cols}"
+
+
+@dataclass(frozen=True, slots=True)
 class Zone:
     zone_id: str
     name_th: str
@@ -115,6 +134,7 @@ class Zone:
     thresholds: Thresholds | None = None
     area_estimated: bool = False
     extra: dict[str, object] = field(default_factory=dict, compare=False)
+    grid: Grid | None = None
 
 
 class Ack(NamedTuple):

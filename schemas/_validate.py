@@ -32,6 +32,9 @@ MAX_BATCH_EVENTS: Final = 5000
 MAX_COUNT: Final = 1_000_000
 MAX_COVERAGE_M2: Final = 10_000_000
 MAX_EPOCH_MS: Final = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+MAX_CELLS: Final = 4096  # cells in one grid_count reading
+MAX_POINTS: Final = 5000  # points in one grid_count reading
+MAX_GRID_INDEX: Final = 999  # highest row or column of a grid
 
 _TS_RE: Final = re.compile(
     r"^([0-9]{4})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[Tt]([01][0-9]|2[0-3]):([0-5][0-9]):"
@@ -136,7 +139,7 @@ def parse_ts(v: object, where: str = "/ts") -> int:
 
 _COUNT_FIELDS = ("entries", "exits", "count", "devices")
 _NEEDS = {Kind.LINE_COUNT: ("entries", "exits"), Kind.OCCUPANCY: ("count",),
-          Kind.DEVICE_COUNT: ("devices",)}
+          Kind.DEVICE_COUNT: ("devices",)}  # grid_count always takes the full path
 
 
 def _event_fast(doc: dict[str, Any]) -> SensorEvent | None:
@@ -150,10 +153,11 @@ def _event_fast(doc: dict[str, Any]) -> SensorEvent | None:
             and type(ts) is int and type(kind_s) is str
             and 0 < len(event_id) <= 128 and 0 < len(sensor_id) <= 128
             and 0 < len(zone_id) <= 64 and 0 <= ts <= MAX_EPOCH_MS
-            and "coverage_m2" not in doc and "confidence" not in doc):
+            and "coverage_m2" not in doc and "confidence" not in doc
+            and "cells" not in doc and "points" not in doc):
         return None
     kind = KIND_BY_WIRE.get(kind_s)
-    if kind is None:
+    if kind is None or kind is Kind.GRID_COUNT:
         return None
     counts = [0, 0, 0, 0]
     for i, key in enumerate(_COUNT_FIELDS):
@@ -188,7 +192,8 @@ def _event(doc: object, base: str) -> SensorEvent:
     kind_s = doc["kind"]
     kind = KIND_BY_WIRE.get(kind_s) if isinstance(kind_s, str) else None
     if kind is None:
-        raise _Invalid(f"{base}/kind", "must be one of line_count, occupancy, device_count")
+        raise _Invalid(f"{base}/kind",
+                       "must be one of line_count, occupancy, device_count, grid_count")
     ts_ms = parse_ts(doc["ts"], f"{base}/ts")
     # Every declared field is type-checked whatever the kind (as the schema's properties are).
     entries = _opt_int(doc, "entries", 0, MAX_COUNT, base)
@@ -201,6 +206,8 @@ def _event(doc: object, base: str) -> SensorEvent:
         else None
     )
     confidence = _num(doc, "confidence", 0, 1, base) if "confidence" in doc else None
+    cells = _cells(doc["cells"], f"{base}/cells") if "cells" in doc else ()
+    points = _points(doc["points"], f"{base}/points") if "points" in doc else ()
     if kind is Kind.LINE_COUNT:
         for key in ("entries", "exits"):
             if key not in doc:
@@ -208,12 +215,54 @@ def _event(doc: object, base: str) -> SensorEvent:
     elif kind is Kind.OCCUPANCY:
         if "count" not in doc:
             raise _Invalid(base or "/", "occupancy needs 'count'")
-    elif "devices" not in doc:
-        raise _Invalid(base or "/", "device_count needs 'devices'")
+    elif kind is Kind.DEVICE_COUNT:
+        if "devices" not in doc:
+            raise _Invalid(base or "/", "device_count needs 'devices'")
+    elif "cells" not in doc and "points" not in doc:
+        raise _Invalid(base or "/", "grid_count needs 'cells' or 'points'")
     return SensorEvent(
         event_id, sensor_id, zone_id, kind, ts_ms, entries, exits, count, coverage, devices,
-        confidence,
+        confidence, cells, points,
     )
+
+
+def _cells(v: object, where: str) -> tuple[tuple[int, int, int], ...]:
+    """grid_count ``cells``: ``[{row, col, count}, ...]`` (cells not listed hold nobody)."""
+    if not isinstance(v, list):
+        raise _Invalid(where, "must be an array")
+    if len(v) > MAX_CELLS:
+        raise _Invalid(where, f"at most {MAX_CELLS} cells, got {len(v)}")
+    out = []
+    for i, c in enumerate(v):
+        at = f"{where}/{i}"
+        if not isinstance(c, dict):
+            raise _Invalid(at, "must be an object")
+        for key in ("row", "col", "count"):
+            if key not in c:
+                raise _Invalid(at, f"missing required field {key!r}")
+        out.append((_int(c, "row", 0, MAX_GRID_INDEX, at), _int(c, "col", 0, MAX_GRID_INDEX, at),
+                    _int(c, "count", 0, MAX_COUNT, at)))
+    return tuple(out)
+
+
+def _points(v: object, where: str) -> tuple[tuple[float, float], ...]:
+    """grid_count ``points``: ``[[lat, lon], ...]``, one per person detected."""
+    if not isinstance(v, list):
+        raise _Invalid(where, "must be an array")
+    if len(v) > MAX_POINTS:
+        raise _Invalid(where, f"at most {MAX_POINTS} points, got {len(v)}")
+    out = []
+    for i, p in enumerate(v):
+        at = f"{where}/{i}"
+        if not isinstance(p, list) or len(p) != 2:
+            raise _Invalid(at, "must be a [lat, lon] pair")
+        lat, lon = p
+        if not _is_num(lat) or not -90 <= lat <= 90:
+            raise _Invalid(f"{at}/0", "latitude must be a number in [-90, 90]")
+        if not _is_num(lon) or not -180 <= lon <= 180:
+            raise _Invalid(f"{at}/1", "longitude must be a number in [-180, 180]")
+        out.append((float(lat), float(lon)))
+    return tuple(out)
 
 
 def validate_sensor_event(doc: object) -> SensorEvent:

@@ -10,7 +10,7 @@ import orjson
 import yaml
 
 from ._errors import ZoneRegistryError
-from ._records import KIND_BY_WIRE, SensorSpec, Thresholds, Zone
+from ._records import KIND_BY_WIRE, Grid, SensorSpec, Thresholds, Zone
 from ._validate import positive_number
 
 
@@ -89,8 +89,9 @@ def parse_zone(doc: object, where: str = "zone") -> Zone:
             None if s.get("calibration") is None else float(s["calibration"]),
             None if s.get("coverage_m2") is None else float(s["coverage_m2"]),
         ))
+    grid = None if doc.get("grid") is None else _grid(doc["grid"], where)
     known = {"zone_id", "name", "area_m2", "crowd", "capacity", "polygon", "thresholds",
-             "sensors", "area_estimated"}
+             "sensors", "area_estimated", "grid"}
     return Zone(
         zone_id=zone_id,
         name_th=name["th"],
@@ -103,7 +104,31 @@ def parse_zone(doc: object, where: str = "zone") -> Zone:
         thresholds=thresholds,
         area_estimated=bool(doc.get("area_estimated", False)),
         extra={k: v for k, v in doc.items() if k not in known},
+        grid=grid,
     )
+
+
+MAX_GRID_CELLS = 4096
+
+
+def _grid(g: object, where: str) -> Grid:
+    """``grid: {cell_m, origin: [lat, lon], rows, cols}`` (zone.v1.json)."""
+    _need(isinstance(g, Mapping) and set(g) == {"cell_m", "origin", "rows", "cols"}, where,
+          "grid takes exactly cell_m, origin, rows, cols")
+    assert isinstance(g, Mapping)
+    cell = g["cell_m"]
+    _need(_pos_num(cell) and 5 <= cell <= 1000, where, "grid cell_m must be in 5..1000 m")
+    o = g["origin"]
+    _need(isinstance(o, list | tuple) and len(o) == 2
+          and all(isinstance(c, int | float) and not isinstance(c, bool) for c in o)
+          and -90 <= o[0] <= 90 and -180 <= o[1] <= 180, where,
+          f"grid origin {o!r} is not [lat, lon]")
+    rows, cols = g["rows"], g["cols"]
+    for name, v in (("rows", rows), ("cols", cols)):
+        _need(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1000, where,
+              f"grid {name} must be an integer in 1..1000")
+    _need(rows * cols <= MAX_GRID_CELLS, where, f"grid has more than {MAX_GRID_CELLS} cells")
+    return Grid(float(cell), (float(o[0]), float(o[1])), rows, cols)
 
 
 def _thresholds_from(t: Mapping[str, Any]) -> Thresholds | None:

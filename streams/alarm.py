@@ -113,7 +113,7 @@ class Transition:
     status: str  # raised | escalated | deescalated | resolved | updated
     level: Level
     previous: Level
-    reason: str  # density | forecast | report | capacity | sensing_lost
+    reason: str  # density | forecast | report | capacity | sensing_lost | hotspot
     episode_start_ms: int
     reminder: bool = False
     seq: int = 1
@@ -176,11 +176,13 @@ class ZoneAlarm:
 
     def observe(
         self, density: float, trend_per_min: float, ts_ms: int, occupancy: float = math.nan,
-        window_ms: int = 0,
+        window_ms: int = 0, hot: Level = Level.NORMAL,
     ) -> list[Transition]:
         """One density window ending at ``ts_ms`` (``window_ms`` long: a trailing mean lags
         a rise by half of it; 0: unknown, no rising edge). NaN (no sensor reported) changes
-        nothing but a report floor's expiry: a blind zone is not a calm zone."""
+        nothing but a report floor's expiry: a blind zone is not a calm zone. ``hot``: the
+        level the zone's densest grid cell holds (``streams/hotspot.py``; its own on- and
+        off-delay done), which raises and holds the zone like a floor (``reason: hotspot``)."""
         cfg = self.config
         out: list[Transition] = []
         floor = self.floor if ts_ms < self.floor_until_ms else Level.NORMAL
@@ -194,7 +196,7 @@ class ZoneAlarm:
         if self.blind:
             self.blind = False
             self.reason = "density"
-            trs = self.observe(density, trend_per_min, ts_ms, occupancy, window_ms)
+            trs = self.observe(density, trend_per_min, ts_ms, occupancy, window_ms, hot)
             return trs or [self._update(ts_ms, "density")]
         if cfg.rising_edge or cfg.robust_forecast:
             if (density < cfg.trend_from * self.thresholds.elevated
@@ -207,6 +209,7 @@ class ZoneAlarm:
         ratio = occupancy / self.capacity if self.capacity else math.nan
         edge = cfg.edge_cap if cfg.rising_edge and window_ms > 0 else 0.0
         quiet = (self.level is Level.NORMAL and floor is Level.NORMAL and not self.up_since
+                 and hot is Level.NORMAL
                  and self.forecast_since is None
                  and density * (1 + edge) < self.thresholds.elevated
                  and not ratio >= CAPACITY_LEVELS.elevated)
@@ -247,9 +250,9 @@ class ZoneAlarm:
         # A forecast-raised level stands while the ETA is within the horizon plus margin.
         holding = self.reason == "forecast" and (
             forecasting or (cfg.forecast_hold and self.forecast_far_since is None))
-        target = max(up, floor)
+        target = max(up, floor, hot)
         if target > self.level:
-            reason = ("report" if up < floor
+            reason = ("hotspot" if hot > max(up, floor) else "report" if up < floor
                       else "density" if level_for(rising, self.thresholds) >= up
                       else "capacity")
             out.append(self._move(target, ts_ms, reason))
@@ -263,12 +266,16 @@ class ZoneAlarm:
                 if self.down_since is None:
                     self.down_since = ts_ms
                 if ts_ms - self.down_since >= round(cfg.off_delay_s * 1000):
-                    lower = max(raw, floor)
+                    lower = max(raw, floor, hot)
                     if (forecasting or holding) and lower < Level.ELEVATED:
                         lower = Level.ELEVATED
                     if lower < self.level:
-                        out.append(self._move(lower, ts_ms, self.reason))
-                    self.down_since = None
+                        why = "hotspot" if hot == lower > max(raw, floor) else self.reason
+                        out.append(self._move(lower, ts_ms, why))
+                        self.down_since = None
+                    elif hot < self.level:
+                        self.down_since = None
+                    # (held by a hot spot: the mean's off-delay has run; it goes with it)
             else:
                 self.down_since = None
         if self.level is Level.NORMAL and forecasting:

@@ -30,6 +30,7 @@ from schemas import Report, Thresholds, Zone, format_ts
 
 from .alarm import AlarmConfig, Transition, ZoneAlarm, eta_critical_s
 from .engine import DensityUpdate
+from .hotspot import HotspotWatch
 from .levels import Level, resolve_thresholds
 from .messages import alert_message
 
@@ -44,6 +45,13 @@ SOURCE_CONFIDENCE = {"occupancy": 0.9, "line_count": 0.7, "device_count": 0.5}
 REPORTER_CONFIDENCE = {"police": 0.95, "staff": 0.9, "operator": 0.9, "volunteer": 0.75,
                        "tourist": 0.6, "citizen_app": 0.6}
 MAX_EVIDENCE_TEXT = 500
+
+
+def hot_spot(hot: HotspotWatch | None, reason: str) -> tuple[str, float] | None:
+    """The hot cell and its density for a ``hotspot`` alert's message."""
+    if hot is None or reason != "hotspot" or hot.cell is None or math.isnan(hot.density):
+        return None
+    return hot.cell, hot.density
 
 
 def episode_id(zone_id: str, start_ms: int) -> str:
@@ -92,6 +100,7 @@ class _ZoneAlerts:
     reports: deque[Report] = field(default_factory=deque)
     last: DensityUpdate | None = None
     clock_ms: int | None = None  # newest window end observed
+    hot: HotspotWatch | None = None  # zones with a grid: the densest cell's alarm
 
 
 class AlertTracker:
@@ -118,6 +127,13 @@ class AlertTracker:
                 new[zid] = old
             else:
                 new[zid] = _ZoneAlerts(z, ZoneAlarm(t, self.config, z.capacity))
+            za = new[zid]
+            if z.grid is None:
+                za.hot = None
+            elif za.hot is None:
+                za.hot = HotspotWatch.new(t, self.config)
+            else:
+                za.hot.alarm.thresholds = t
         self._zones = new
         self._registry = {zid: za.zone for zid, za in new.items()}
         self._order = {zid: i for i, zid in enumerate(new)}  # registry order
@@ -139,8 +155,10 @@ class AlertTracker:
         if not math.isnan(u.density):
             za.last = u
         self._expire(za, u.window_end_ms)
+        hot = (Level.NORMAL if za.hot is None
+               else za.hot.observe(u.hot_cell, u.hot_density, u.density, u.window_end_ms))
         trs = za.alarm.observe(u.density, u.trend_per_min, u.window_end_ms, u.occupancy,
-                               u.window_end_ms - u.window_start_ms)
+                               u.window_end_ms - u.window_start_ms, hot)
         return [self._alert(za, tr, u.window_end_ms, blind=math.isnan(u.density))
                 for tr in trs]
 
@@ -226,6 +244,8 @@ class AlertTracker:
                 "trend": [] if a.trend is None else [[t, d] for t, d in a.trend.points],
                 "trend_window_ms": 0 if a.trend is None else a.trend.recent_ms,
             }
+            if za.hot is not None:
+                out[zid]["hot"] = za.hot.export()
         return out
 
     def import_state(self, zone_ids: Iterable[str], state: Mapping[str, Any]) -> None:
@@ -257,6 +277,8 @@ class AlertTracker:
                 a.trend = self.config.new_trend(int(s.get("trend_window_ms", 0)))
                 a.trend.ts.extend(int(t) for t, _ in points)
                 a.trend.values.extend(float(d) for _, d in points)
+            if za.hot is not None and s.get("hot"):
+                za.hot.restore(s["hot"])
             self._track(zid, a.level)
 
     # -- output -----------------------------------------------------------------------------
@@ -330,8 +352,13 @@ class AlertTracker:
                 name_th=z.name_th, name_en=z.name_en, level=tr.level.wire, status=status,
                 reason=tr.reason, density=None if math.isnan(density) else density,
                 eta_s=eta, ts_ms=ts_ms,
-                report=next((r.category for r in reversed(reports)), None)),
+                report=next((r.category for r in reversed(reports)), None),
+                hot=hot_spot(za.hot, tr.reason)),
         }
+        if za.hot is not None:
+            alert["hot_cell"] = za.hot.cell
+            alert["hot_density"] = None if math.isnan(za.hot.density) else round(
+                za.hot.density, 4)
         if eta_range is not None:
             alert["eta_critical_range_s"] = eta_range
         if tr.reminder:

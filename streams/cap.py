@@ -16,6 +16,8 @@ Mapping from a safetour alert (``alert.v1.json``):
 | reason forecast  | urgency ``Future``, certainty ``Likely``                              |
 | reason density   | certainty ``Observed``; reason report: ``Observed`` from staff, police |
 |                  | or operators, else ``Likely``                                         |
+| reason hotspot   | certainty ``Observed``; parameters ``hot_cell`` and                   |
+|                  | ``hot_cell_density_p_per_m2`` (also on other alerts of a grid zone)   |
 
 Identifiers are ``<alert_id>.<status>.<ms>`` (no spaces, commas or markup characters), so the
 first message of an episode is known from the alert alone and can be referenced without state.
@@ -148,7 +150,9 @@ def to_cap(
         el(info, "instruction", INSTRUCTION[lang][level])
         for name, value in (("density_p_per_m2", alert.get("density")),
                             ("eta_critical_s", alert.get("eta_critical_s")),
-                            ("confidence", alert.get("confidence"))):
+                            ("confidence", alert.get("confidence")),
+                            ("hot_cell", alert.get("hot_cell")),
+                            ("hot_cell_density_p_per_m2", alert.get("hot_density"))):
             if value is not None:
                 p = el(info, "parameter")
                 el(p, "valueName", name)

@@ -49,6 +49,7 @@ from schemas import Kind, Reason, Rejection, SensorEvent, Zone
 
 from . import kernels as K
 from .engine import DensityUpdate
+from .grid import GridStore, grid_total
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,7 @@ class WindowedDensityEngine:
         self.grace_ms = grace_ms
         self.idle_ms = idle_ms
         self.lead_ms = lead_ms
+        self.grid = GridStore()  # grid_count readings: cell densities (streams/grid.py)
         # Readings from sensors the registry does not list for their zone are refused
         # (unknown_sensor), unless the zone lists no sensors and this is set; then at most
         # MAX_UNLISTED_PER_ZONE of them per zone, so memory never grows with unknown ids.
@@ -191,6 +193,7 @@ class WindowedDensityEngine:
         for zone in new.values():
             self._put_zone(zone)
         self.zones = new
+        self.grid.set_zones(new.values())
 
     def _put_zone(self, zone: Zone) -> None:
         slide = int(float(zone.extra.get("slide_s", self.slide_ms / 1000)) * 1000)  # type: ignore[arg-type]
@@ -374,6 +377,11 @@ class WindowedDensityEngine:
                 detail = f"sensor {ev.sensor_id!r} is not listed for zone {ev.zone_id!r}"
                 refused.append((i, Rejection(Reason.UNKNOWN_SENSOR, detail)))
                 continue
+            if ev.kind is Kind.GRID_COUNT:
+                off = self.grid.check(ev)
+                if off is not None:
+                    refused.append((i, off))
+                    continue
             sidx.append(s)
             zidx.append(z)
             rows.append(i)
@@ -387,7 +395,8 @@ class WindowedDensityEngine:
         ev_raw = np.fromiter((e.ts_ms for e in evs), dtype=np.int64, count=n)
         ev_a = np.fromiter(
             (e.count if e.kind is Kind.OCCUPANCY else e.entries if e.kind is Kind.LINE_COUNT
-             else e.devices for e in evs), dtype=np.float64, count=n)
+             else e.devices if e.kind is Kind.DEVICE_COUNT else grid_total(e) for e in evs),
+            dtype=np.float64, count=n)
         ev_b = np.fromiter((e.exits for e in evs), dtype=np.float64, count=n)
         ev_cov = np.fromiter((e.coverage_m2 or math.nan for e in evs), dtype=np.float64, count=n)
         ev_hash = np.fromiter((event_hash(e.event_id) for e in evs), dtype=np.int64, count=n)
@@ -433,6 +442,9 @@ class WindowedDensityEngine:
                       "other content; the first stands")
             refused.append((rows[j], Rejection(Reason.ID_CONFLICT, detail)))
         self.duplicates += int(np.count_nonzero(status == K.DUP))
+        # Grid readings the kernels took (in time, not repeated): their cells to the store.
+        for j in np.flatnonzero((ev_kind == K.GRID) & (status == K.OK)).tolist():
+            self.grid.add(evs[j], int(self.zi[zidx[j], K.ZI_SLIDE]))
         return refused
 
     def _home_partitions(self, ev_zone: npt.NDArray[np.int32], ev_part: npt.NDArray[np.int32]
@@ -668,6 +680,7 @@ class WindowedDensityEngine:
         auto = self.si[:n_sensors, K.SI_AUTO].tolist()
         skew = self.sf[:n_sensors, K.SF_SKEW].tolist()
         append = out.append
+        grids, grid_window = self.grid.has_any(), self.grid.window
         for k, ((z, end, src, fresh, nread), (occ, dens, trend, flow, agree)) in enumerate(
                 zip(oi, of, strict=True)):
             window = span[z] if span else int(zi[z, K.ZI_K] * zi[z, K.ZI_SLIDE])
@@ -698,9 +711,12 @@ class WindowedDensityEngine:
                     n_listed += 1
                     stale_sum += 1.0
             conf = agree * (1.0 - stale_sum / n_listed) if n_listed else agree
-            append(DensityUpdate(zone_ids[z], start, end, occ, dens, tuple(seen), trend, flow,
-                                 fresh, SOURCE_NAMES.get(src), nread, tuple(stale),
-                                 tuple(ages), _skewed(wanted[k], skew, names), conf))
+            u = DensityUpdate(zone_ids[z], start, end, occ, dens, tuple(seen), trend, flow,
+                              fresh, SOURCE_NAMES.get(src), nread, tuple(stale),
+                              tuple(ages), _skewed(wanted[k], skew, names), conf)
+            gw = grid_window(u.zone_id, start, end, int(zi[z, K.ZI_SLIDE])) if grids else None
+            append(u if gw is None else u._replace(
+                hot_cell=gw.hot_cell, hot_density=gw.hot_density, cells=gw.densities))
         return out
 
     def skewed_sensors(self) -> list[tuple[str, float]]:

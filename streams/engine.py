@@ -36,6 +36,11 @@ class DensityUpdate(NamedTuple):
     sensor_age_ms: tuple[int, ...] = ()  # per entry of ``sensors``: window end - newest reading
     skewed_sensors: tuple[tuple[str, float], ...] = ()  # (sensor, clock offset s) if off
     confidence: float = math.nan  # 0..1: sensors' freshness x agreement; NaN when blind
+    # Zones with a grid (streams/grid.py): the densest cell (``r<row>c<col>``), its density
+    # (p/m²; NaN without grid readings in the window) and every cell's, row-major.
+    hot_cell: str | None = None
+    hot_density: float = math.nan
+    cells: tuple[float, ...] = ()
 
 
 class DensityEngine(Protocol):

@@ -53,6 +53,7 @@ from numba import njit
 LINE = 0
 OCC = 1
 DEV = 2
+GRID = 3  # grid cells: moves the clocks, is deduplicated and judged late, counts in no sum
 
 # Event status codes.
 OK = 0
@@ -532,6 +533,10 @@ def ingest_kernel(
             t -= slide
             slot = slot + 1 if slot + 1 < r else 0
         kind = ev_kind[i]
+        if kind == GRID:  # its cells are counted by the grid store (streams/grid.py)
+            si[s, SI_LAST_TS] = max(si[s, SI_LAST_TS], ts)
+            status[i] = OK
+            continue
         row = si[s, SI_ROW]
         if row >= 0 and xk[row] != kind:
             row = -1

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-LINE, OCC, DEV = 0, 1, 2
+LINE, OCC, DEV, GRID = 0, 1, 2, 3
 OK, LATE, DUP, CONFLICT = 0, 1, 2, 3
 AGREE_FLOOR = 1.0
 
@@ -223,6 +223,10 @@ class TwinEngine:
             s.recent.append((h, ch))
             if len(s.recent) > s.depth:
                 s.recent.pop(0)
+            if kind == GRID:  # counted by the grid store, in no bucket sum
+                s.last_ts = max(s.last_ts, ts)
+                statuses.append(OK)
+                continue
             bk = z.buckets.setdefault(bucket, Bucket())
             per = bk.cams if kind == OCC else bk.devs
             mine = per.setdefault(si, [0.0, 0.0, 0.0]) if s.kind == kind else [0.0] * 3
@@ -256,3 +260,29 @@ class TwinEngine:
                 continue
             target = (self.p_max[z.part] - self.grace) // z.slide - 1
             self._close_upto(zi, z, target, out)
+
+
+# -- grid density (twins of ``streams/grid_kernels.py``) ---------------------------------------
+def bin_points(points: list[tuple[float, float]], olat: float, olon: float, m_lat: float,
+               m_lon: float, cell_m: float, rows: int, cols: int) -> list[int]:
+    """Each (lat, lon) point's row-major cell, -1 off the grid."""
+    out = []
+    for lat, lon in points:
+        r = math.floor((lat - olat) * m_lat / cell_m)
+        c = math.floor((lon - olon) * m_lon / cell_m)
+        out.append(r * cols + c if 0 <= r < rows and 0 <= c < cols else -1)
+    return out
+
+
+def window_cells(sums: list[list[float]], reads: list[float], areas: list[float]
+                 ) -> tuple[list[float], int, float]:
+    """Cell densities of a window (mean count per reading / area), the densest cell and its
+    density ((-1, NaN) without one)."""
+    n = sum(reads)
+    dens = [math.nan if n <= 0 or a <= 0 else sum(b[c] for b in sums) / n / a
+            for c, a in enumerate(areas)]
+    best, best_d = -1, math.nan
+    for c, d in enumerate(dens):
+        if not math.isnan(d) and (best < 0 or d > best_d):
+            best, best_d = c, d
+    return dens, best, best_d

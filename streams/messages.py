@@ -56,6 +56,7 @@ CATEGORY_EN: Final = {
 def alert_message(
     *, name_th: str, name_en: str, level: str, status: str, reason: str,
     density: float | None, eta_s: float | None, ts_ms: int, report: str | None = None,
+    hot: tuple[str, float] | None = None,
 ) -> dict[str, str]:
     """The ``message`` object of an alert: what, where, how bad, since when, what next."""
     th_parts = [f"{name_th}:"]
@@ -71,6 +72,11 @@ def alert_message(
     if reason == "report" and report is not None:
         th_parts.append(f"มีรายงาน{CATEGORY_TH.get(report, 'เหตุ')}")
         en_parts.append(f"{CATEGORY_EN.get(report, 'incident')} reported,")
+    if reason == "hotspot" and hot is not None and status != "resolved":
+        th_parts.append(f"มีจุดคนหนาแน่นภายในพื้นที่ ที่ช่อง {hot[0]} {hot[1]:.1f} คน/ตร.ม. "
+                        "แม้ค่าเฉลี่ยทั้งพื้นที่ยังต่ำ")
+        en_parts.append(f"dense pocket in grid cell {hot[0]}: {hot[1]:.1f} persons/m² "
+                        "while the zone average is lower,")
     if density is not None:
         th_parts.append(f"ความหนาแน่นของฝูงชน {density:.1f} คน/ตร.ม.")
         en_parts.append(f"crowd density {density:.1f} persons/m²,")

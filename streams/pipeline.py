@@ -220,6 +220,9 @@ def density_record(u: DensityUpdate, fmt: Callable[[int], str] = format_ts) -> b
         "stale_sensors": list(u.stale_sensors),
         "skewed_sensors": [{"sensor_id": s, "skew_s": k} for s, k in u.skewed_sensors],
         "confidence": _num(u.confidence, 3),
+        **({} if not u.cells else {  # a zone with a grid: its hot spot and heat map
+            "hot_cell": u.hot_cell, "hot_density": _num(u.hot_density, 4),
+            "cells": [_num(d, 4) for d in u.cells]}),
     })
 
 
@@ -458,8 +461,8 @@ class Pipeline:
             for i, rej in refused:
                 pos = ev_item[i]
                 at = None if pos is None else f"/{pos}"
-                rejected.setdefault(ev_msg[i], []).append(
-                    replace(rej, index=pos, pointer=rej.pointer or at))
+                ptr = rej.pointer if at is None else at + (rej.pointer or "")
+                rejected.setdefault(ev_msg[i], []).append(replace(rej, index=pos, pointer=ptr))
         for k, rejs in rejected.items():
             self._dead_letter(out, srcs[k], _to_original(
                 rejs, origins[k].items if origins is not None else None))

@@ -112,7 +112,9 @@ class _Gen:
     def reading(self, ts: int | None = None, *, zone: Zone | None = None) -> dict[str, Any]:
         """A plausible reading of a registered sensor (its counts would change a density)."""
         z = zone or self.rng.choice(list(self.zones))
-        spec = self.rng.choice(z.sensors)
+        # Counters only: the mutations below pick a count field (a grid's cells have their own
+        # tests, tests/unit/test_grid.py).
+        spec = self.rng.choice([s for s in z.sensors if s.kind is not Kind.GRID_COUNT])
         ms = self.ts() if ts is None else ts
         ev: dict[str, Any] = {"event_id": self.eid(), "sensor_id": spec.sensor_id,
                               "zone_id": z.zone_id, "kind": spec.kind.wire, "ts": self.stamp(ms)}
@@ -272,8 +274,13 @@ def _make(g: _Gen, cat: str) -> HostileMessage:
         if cat == "duplicate":  # the gateway re-sends a reading, byte for byte
             return HostileMessage(orjson.dumps([ev]), key, ACCEPTED, cat, _ts_ms(ev), line_no)
         other = dict(ev)
-        field_ = next(k for k in ("count", "entries", "devices") if k in ev)
-        other[field_] = ev[field_] + rng.randint(1, 500)
+        if ev.get("kind") == "grid_count":  # another count in a cell: other content
+            cells = [dict(c) for c in ev.get("cells", [])] or [{"row": 0, "col": 0, "count": 0}]
+            cells[0]["count"] += rng.randint(1, 500)
+            other["cells"] = cells
+        else:
+            field_ = next(k for k in ("count", "entries", "devices") if k in ev)
+            other[field_] = ev[field_] + rng.randint(1, 500)
         return HostileMessage(orjson.dumps([other]), key, "id_conflict", cat, _ts_ms(ev),
                               line_no)
     if cat in ("big_string", "too_large_string"):

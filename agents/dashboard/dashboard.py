@@ -83,6 +83,7 @@ from ..metrics import Metrics
 from ..rejects import InternalRejects
 from ..shelves import LOOKBACK_S, Shelf, Shelves, parse_shelf
 from .dashboard_auth import OPERATOR, AccessLog, Auth, AuthConfig
+from .heatmap import grid_json, heat_cells
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +150,9 @@ class Board:
     density: dict[str, deque[tuple[str, float | None]]] = field(default_factory=dict)
     # Each zone's newest density confidence (0..1; None when blind or not given).
     confidence: dict[str, float | None] = field(default_factory=dict)
+    # Zones with a grid: the newest cell densities (row-major; agents/dashboard/heatmap.py).
+    cells: dict[str, list[float | None]] = field(default_factory=dict)
+    _zone_by_id: dict[str, Zone] = field(default_factory=dict, init=False)
     # Operators' shelves (agents/shelves.py), and the shelf each zone was last shown with:
     # one that ended by itself is announced once (expire_shelves).
     shelves: Shelves = field(default_factory=Shelves)
@@ -173,6 +177,7 @@ class Board:
         for z in self.zones:
             self.level.setdefault(z.zone_id, "normal")
             self.density.setdefault(z.zone_id, deque(maxlen=SPARK_POINTS))
+        self._zone_by_id = {z.zone_id: z for z in self.zones}
 
     def thresholds(self, z: Zone) -> dict[str, float] | None:
         """The zone's level thresholds, p/m² (None if they do not rise: no lines drawn)."""
@@ -208,8 +213,12 @@ class Board:
         self.density[zone].append(point)
         conf = d.get("confidence")
         self.confidence[zone] = float(conf) if isinstance(conf, int | float) else None
-        self._publish(None, "density", orjson.dumps(
-            {"zone_id": zone, "point": point, "confidence": self.confidence[zone]}))
+        event: dict[str, Any] = {"zone_id": zone, "point": point,
+                                 "confidence": self.confidence[zone]}
+        cells = heat_cells(self._zone_by_id[zone], d) if zone in self._zone_by_id else None
+        if cells is not None:
+            self.cells[zone] = event["cells"] = cells
+        self._publish(None, "density", orjson.dumps(event))
 
     def on_shelf(self, zone: str, shelf: Shelf | None) -> None:
         """A shelves record of ``zone``: a shelf (until its ``until``) or None (unshelved)."""
@@ -283,6 +292,7 @@ class Board:
             "polygon": z.polygon, "level": self.level[z.zone_id],
             "thresholds": self.thresholds(z), "density": list(self.density[z.zone_id]),
             "confidence": self.confidence.get(z.zone_id),
+            "grid": grid_json(z), "cells": self.cells.get(z.zone_id),
             "shelf": None if (sh := self.shelf_of(z.zone_id)) is None else sh.to_json(),
         } for z in self.zones]})
 

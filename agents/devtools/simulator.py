@@ -38,6 +38,8 @@ from schemas import Kind, Zone
 from streams.levels import Level, level_for, resolve_thresholds
 from streams.messages import BANGKOK
 
+from .grid_sim import Pocket, grid_sims
+
 if TYPE_CHECKING:
     from ..kafka import KafkaTarget
 
@@ -74,6 +76,7 @@ class Scenario:
     duration_s: int
     targets: dict[str, Target]  # zone -> target density
     bottleneck: dict[str, float] = field(default_factory=dict)  # zone -> outflow, people/s
+    pockets: dict[str, Pocket] = field(default_factory=dict)  # zone -> a dense grid cell
 
 
 def _bkk(y: int, mo: int, d: int, h: int, mi: int = 0) -> datetime:
@@ -107,6 +110,13 @@ SCENARIOS: dict[str, Scenario] = {
          "wat-yai-grounds": evening(0.3, 0.05, 1500),
          "station-forecourt": evening(0.7, 0.2, 1500)},
         bottleneck={"naresuan-bridge": 40.0}),
+    # A dense pocket in the fair grounds (one 50 m cell near the vihara's door) while the
+    # grounds' mean stays low; the grounds fill later (the density alarm's own episode).
+    "wat-yai-hotspot": Scenario(
+        "wat-yai-hotspot", "Hot spot in the Wat Yai fair grounds", _bkk(2026, 2, 14, 19), 3600,
+        {"wat-yai-grounds": plateau(0.35, 1.4, 1200, 900, 600, 600),
+         "naresuan-bridge": evening(0.5, 0.1, 3600)},
+        pockets={"wat-yai-grounds": Pocket(3, 2, plateau(0.35, 3.0, 300, 600, 1500, 600))}),
 }
 
 REPORT_TEXT = {
@@ -150,8 +160,11 @@ def simulate(scenario: Scenario, zones: list[Zone], *, seed: int = 1,
     t0_ms = int(scenario.start.timestamp() * 1000)
     sensors: list[_SensorSim] = []
     cameras = []
+    grids = grid_sims(active, scenario.pockets, seed)  # their own random streams
     for z in active:
         for spec in z.sensors:
+            if spec.kind is Kind.GRID_COUNT:
+                continue
             interval = {Kind.OCCUPANCY: 5, Kind.LINE_COUNT: 10, Kind.DEVICE_COUNT: 30}[spec.kind]
             sim = _SensorSim(z, spec.sensor_id, spec.kind, interval, rng.randrange(interval),
                              calibration=spec.calibration or 1.0)
@@ -177,7 +190,8 @@ def simulate(scenario: Scenario, zones: list[Zone], *, seed: int = 1,
         now_ms = t0_ms + t * 1000
         for z in active:
             zid = z.zone_id
-            target = scenario.targets[zid](t) * z.area_m2
+            base = scenario.targets[zid](t)
+            target = base * z.area_m2 + sum(g.extra(t, base) for g in grids if g.zone is z)
             cur = occ[zid]
             # Fewer get in as it fills: nobody enters a zone packed at ~11 p/m².
             room = max(0.0, 1.0 - cur / z.area_m2 / 11.0)
@@ -225,14 +239,21 @@ def simulate(scenario: Scenario, zones: list[Zone], *, seed: int = 1,
                 ev["devices"] = max(0, round(true_occ / s.calibration * drift
                                              * rng.gauss(1.0, 0.08)))
             pending[z.zone_id].append(ev)
+        for g in grids:
+            g.step(t, now_ms, occ[g.zone.zone_id])
         if t % 3 == 0:  # gateways flush every 3 s
+            for g in grids:
+                events.extend(g.flush(now_ms, grace_s))
             for zid, batch in pending.items():
                 if batch:
                     events.extend(_deliver(rng, now_ms, zid, batch, grace_s))
                     pending[zid] = []
     events.sort(key=lambda d: d[0])
     reports.sort(key=lambda d: d[0])
-    return SimOutput(events, reports, _truth(scenario, active, truth_series))
+    truth = _truth(scenario, active, truth_series)
+    for g in grids:
+        truth["zones"][g.zone.zone_id]["hot"] = g.truth()
+    return SimOutput(events, reports, truth)
 
 
 def _poisson(rng: random.Random, lam: float) -> int:

@@ -425,6 +425,8 @@ class Worker:
                 d = orjson.loads(r.value)
                 if d["density"] is not None:
                     m.zone_density.labels(d["zone_id"]).set(d["density"])
+                if d.get("hot_density") is not None:
+                    m.zone_hot_cell_density.labels(d["zone_id"]).set(d["hot_density"])
         t = self.settings.topics
         for kind, n in out.kinds.items():
             # By the topic the integrator wrote to: readings by kind, reports by category.

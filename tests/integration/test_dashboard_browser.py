@@ -487,3 +487,45 @@ def test_the_critical_sound_is_armed_at_the_start_of_the_shift_and_can_be_muted(
     assert not [u for u in fetched if not u.startswith(served.url)]
     assert not [u for u in fetched if u.rsplit(".", 1)[-1] in ("mp3", "ogg", "wav", "m4a")]
     assert csp_violations(browser) == []
+
+
+@pytest.mark.parametrize("width", [1280, 360])
+def test_a_grid_zone_shows_its_heat_map(served: BoardServer, browser: webdriver.Chrome,
+                                        width: int) -> None:
+    """wat-yai-grounds (6 x 5 cells of 50 m): the newest density record's cells as a grid
+    coloured by the zone's levels (moving crowd: elevated 1.08, high 2.17), the south row at
+    the bottom, a cell without a value blank; it fits a phone's width."""
+    if width < 500:
+        browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+            "width": width, "height": 740, "deviceScaleFactor": 2, "mobile": True})
+    zone = "wat-yai-grounds"
+    t0 = int(time.time() * 1000) - 60_000
+    cells: list[float | None] = [0.4] * 30
+    cells[3 * 5 + 2] = 2.9  # r3c2: a pocket at high
+    cells[0] = None  # r0c0: no value
+    cells[29] = 1.2  # r5c4: elevated
+    sign_in(browser, served.url)
+    wait_css(browser, ".conn.on", 10)
+
+    def feed() -> None:
+        served.board.on_density({"zone_id": zone, "density": 0.45, "window_end": format_ts(t0),
+                                 "hot_cell": "r3c2", "hot_density": 2.9, "cells": cells})
+    served.call(feed)
+    hot = wait_css(browser, f'#zones li[data-zone="{zone}"] .heat .hc[data-cell="r3c2"]', 10)
+    assert hot[0].get_attribute("data-level") == "high"
+    got = js(browser, f"""return [...document.querySelectorAll(
+        '#zones li[data-zone="{zone}"] .heat .hc')].map((c) => [c.dataset.cell, c.dataset.level,
+        c.getBoundingClientRect().top, c.getBoundingClientRect().left]);""")
+    assert len(got) == 30
+    by_cell = {c: (lv, top, left) for c, lv, top, left in got}
+    assert by_cell["r0c0"][0] == "none"
+    assert by_cell["r5c4"][0] == "elevated"
+    assert sum(1 for lv, _, _ in by_cell.values() if lv == "normal") == 27
+    assert by_cell["r5c0"][1] < by_cell["r0c0"][1]  # north above south
+    assert by_cell["r0c0"][2] < by_cell["r0c4"][2]  # west left of east
+    # A zone without a grid has no heat map; nothing overflows sideways.
+    assert not browser.find_elements(By.CSS_SELECTOR, f'#zones li[data-zone="{ZONE}"] .heat')
+    assert js(browser, "return document.documentElement.scrollWidth") <= js(
+        browser, "return window.innerWidth")
+    ARTIFACTS.mkdir(exist_ok=True)
+    browser.save_screenshot(str(ARTIFACTS / f"dashboard-heatmap-{width}.png"))

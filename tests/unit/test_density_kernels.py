@@ -15,9 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from schemas import Kind, SensorEvent, SensorSpec, Zone
+from schemas import Grid, Kind, SensorEvent, SensorSpec, Zone
 from streams import kernels as K
 from streams.density import WindowedDensityEngine, content_hashes, event_hash
+from streams.grid import grid_total
 from streams.kernels_py import SensorState, TwinEngine, ZoneState
 
 SLIDE = 5_000
@@ -67,6 +68,8 @@ def random_stream(
                 kw["coverage_m2"] = rng.choice([80.0, 120.0])
         elif spec.kind is Kind.LINE_COUNT:
             kw = {"entries": rng.randint(0, 40), "exits": rng.randint(0, 45)}
+        elif spec.kind is Kind.GRID_COUNT:
+            kw = {"cells": ((0, rng.randrange(2), rng.randint(0, 300)),)}  # type: ignore[dict-item]
         else:
             kw = {"devices": rng.randint(0, 300)}
         ev = SensorEvent(f"{spec.sensor_id}-{i}", spec.sensor_id, zid, spec.kind, ts, **kw)  # type: ignore[arg-type]
@@ -122,7 +125,8 @@ def run_twin(
     evs = []
     for e, p, arrival in stream:
         a = e.count if e.kind is Kind.OCCUPANCY else (
-            e.entries if e.kind is Kind.LINE_COUNT else e.devices)
+            e.entries if e.kind is Kind.LINE_COUNT else e.devices if e.kind is Kind.DEVICE_COUNT
+            else grid_total(e))
         ch = int(content_hashes(np.array([e.ts_ms]), np.array([int(e.kind)], dtype=np.int8),
                                 np.array([float(a)]), np.array([float(e.exits)]),
                                 np.array([e.coverage_m2 or math.nan]))[0])
@@ -167,6 +171,37 @@ def test_kernel_matches_python_twin(seed: int, group: bool) -> None:
     assert sorted(conflicts) == sorted(twin_conflicts)
     assert late, "the stream should contain late events"
     assert conflicts, "the stream should contain ids reused with other content"
+
+
+GRID_ZONE = replace(zone("d", 500.0, (SensorSpec("d-cam", Kind.OCCUPANCY, coverage_m2=100.0),
+                                      SensorSpec("d-grid", Kind.GRID_COUNT))),
+                   grid=Grid(20.0, (16.0, 100.0), 1, 2))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_kernel_matches_python_twin_with_grid_readings(
+        seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The grid kind's code (kernels.GRID) in the stream: both move the clocks with it,
+    judge it late, repeated or conflicting alike, and count it in no window."""
+    zones = [*ZONES, GRID_ZONE]
+    monkeypatch.setitem(globals(), "ZONES", zones)
+    monkeypatch.setitem(globals(), "SENSORS", [(z.zone_id, s) for z in zones for s in z.sensors])
+    stream = random_stream(random.Random(100 + seed), 1500, partitions=1 + seed % 3)
+    grid_ids = {e.event_id for e, _, _ in stream if e.kind is Kind.GRID_COUNT}
+    assert len(grid_ids) > 100
+    rows, late, conflicts = run_engine(stream, 37)
+    twin_rows, twin_late, twin_conflicts = run_twin(stream)
+
+    def by_zone_and_time(r: tuple) -> tuple:
+        return r[0], r[1]
+
+    same_rows(sorted(rows, key=by_zone_and_time), sorted(twin_rows, key=by_zone_and_time))
+    assert sorted(late) == sorted(twin_late)
+    assert sorted(conflicts) == sorted(twin_conflicts)
+    assert grid_ids & set(late), "some grid readings should be late"
+    assert grid_ids & set(conflicts), "some grid ids should be reused with other content"
+    # Zone d's windows count its camera only.
+    assert max(r[4] for r in rows if r[0] == "d") > 0
 
 
 @dataclass

@@ -100,6 +100,10 @@ def wire(ev: SensorEvent) -> dict[str, Any]:
         doc["coverage_m2"] = ev.coverage_m2
     if ev.confidence is not None:
         doc["confidence"] = ev.confidence
+    if ev.cells:
+        doc["cells"] = [{"row": r, "col": c, "count": n} for r, c, n in ev.cells]
+    if ev.points or (ev.kind is Kind.GRID_COUNT and not ev.cells):
+        doc["points"] = [list(p) for p in ev.points]
     return doc
 
 

@@ -278,7 +278,7 @@ def test_the_corpus_names_reasons_of_the_contract() -> None:
 
     contract = {"not_json", "too_large", "schema", "empty_batch", "batch_too_long",
                 "unknown_zone", "late", "undecodable", "future", "unknown_sensor",
-                "id_conflict", "stale", "registry"}
+                "id_conflict", "stale", "registry", "off_grid"}
     start, end = scenario_range("crush")
     msgs: list[HostileMessage] = hostile_messages(
         active_zones("crush"), random.Random(3), 300, start_ms=start, end_ms=end,

@@ -71,7 +71,7 @@ def _count(rng: random.Random) -> Any:
 
 
 def valid_event(rng: random.Random) -> dict[str, Any]:
-    kind = rng.choice(["line_count", "occupancy", "device_count"])
+    kind = rng.choice(["line_count", "occupancy", "device_count", "grid_count"])
     ev: dict[str, Any] = {
         "event_id": rng.choice(STRINGS_OK), "sensor_id": rng.choice(STRINGS_OK),
         "zone_id": rng.choice([s for s in STRINGS_OK if len(s) <= 64]), "kind": kind,
@@ -83,8 +83,15 @@ def valid_event(rng: random.Random) -> dict[str, Any]:
         ev["count"] = rng.randint(0, 5000)
         if rng.random() < 0.5:
             ev["coverage_m2"] = rng.choice([0.5, 300, 1e7, 42])
-    else:
+    elif kind == "device_count":
         ev["devices"] = rng.randint(0, 9000)
+    else:
+        if rng.random() < 0.7:
+            ev["cells"] = [{"row": rng.randint(0, 999), "col": rng.randint(0, 999),
+                            "count": rng.randint(0, 5000)} for _ in range(rng.randint(0, 4))]
+        if "cells" not in ev or rng.random() < 0.3:
+            ev["points"] = [[rng.uniform(-90, 90), rng.uniform(-180, 180)]
+                            for _ in range(rng.randint(0, 4))]
     if rng.random() < 0.3:
         ev["confidence"] = rng.choice([0, 0.5, 1, 1.0])
     if rng.random() < 0.2:
@@ -94,7 +101,7 @@ def valid_event(rng: random.Random) -> dict[str, Any]:
 
 def mutate_event(rng: random.Random, ev: dict[str, Any]) -> Any:
     ev = copy.deepcopy(ev)
-    op = rng.randrange(9)
+    op = rng.randrange(11)
     if op == 0:
         ev.pop(rng.choice(list(ev)), None)
     elif op == 1:
@@ -111,6 +118,18 @@ def mutate_event(rng: random.Random, ev: dict[str, Any]) -> Any:
         ev["coverage_m2"] = rng.choice([0, -1, 0.0001, 1e7, 1e7 + 1, "5", None, True])
     elif op == 7:
         ev["confidence"] = rng.choice([-0.01, 0, 1, 1.01, "1", None, False])
+    elif op == 8:
+        cell: Any = {"row": rng.choice([0, 999, 1000, -1, 2.0, 2.5, "1", None, True]),
+                     "col": rng.choice([0, 5, 1000, -1, False]), "count": _count(rng)}
+        if rng.random() < 0.2:
+            cell.pop(rng.choice(["row", "col", "count"]))
+        ev["cells"] = rng.choice([[cell], [{"row": 0, "col": 0, "count": 1}, cell], cell,
+                                  "cells", None, [[0, 0, 1]], [{"row": 0, "col": 0, "count": 1}]
+                                  * 4097])
+    elif op == 9:
+        pt: Any = rng.choice([[0, 0], [90.0, 180], [90.01, 0], [0, -180.5], [1], [1, 2, 3],
+                              ["1", 2], [True, 0], [None, 1], {"lat": 1}, 5])
+        ev["points"] = rng.choice([[pt], [[16.8, 100.2], pt], pt, "p", [[0, 0]] * 5001])
     else:
         return rng.choice([None, "event", 3, [ev], True])
     return ev

@@ -18,7 +18,7 @@
       mute: "ปิดเสียง", unmute: "เปิดเสียง", soundOn: "เสียงเตือนวิกฤต: เปิด", soundOff: "เสียงเตือนวิกฤต: ปิด",
       thresholds: "เกณฑ์", blind: "ไม่มีข้อมูล", h: "ชม.", min: "นาที", s: "วินาที",
       confidence: "ความเชื่อมั่น", lowConfidence: "ความเชื่อมั่นต่ำ: ค่าความหนาแน่นอาจคลาดเคลื่อน",
-      until: "ถึง", by: "โดย" },
+      until: "ถึง", by: "โดย", heat: "แผนที่ความหนาแน่นรายช่อง (แถวล่าง = ทิศใต้)", cell: "ช่อง" },
     en: { title: "Phitsanulok Safe Tourism operations centre", connecting: "connecting…", live: "live",
       reconnecting: "reconnecting…", operator: "Operator", logout: "Sign out", zones: "Zones",
       alerts: "Alerts", ack: "Acknowledge", note: "note (optional)", ackedBy: "Acknowledged by",
@@ -31,7 +31,7 @@
       mute: "Mute", unmute: "Unmute", soundOn: "critical alarm sound: on", soundOff: "critical alarm sound: off",
       thresholds: "thresholds", blind: "no data", h: "h", min: "min", s: "s",
       confidence: "confidence", lowConfidence: "low confidence: the density may be off",
-      until: "until", by: "by" },
+      until: "until", by: "by", heat: "density per grid cell (bottom row = south)", cell: "cell" },
   };
   let lang = localStorage.getItem("safetour.lang") || "th";
   const zones = new Map();     // zone_id -> {info, layer, row, points, alertThresholds}
@@ -142,6 +142,27 @@
     && th.elevated < th.high && th.high < th.critical;
   const thresholdsOf = (z) => (validTh(z.alertThresholds) ? z.alertThresholds : (validTh(z.info.thresholds) ? z.info.thresholds : null));
 
+  // A zone with a grid: its newest cells as a small grid coloured by level (row 0, the
+  // south, at the bottom); a cell not judged or without readings is blank.
+  function heatmap(z) {
+    const g = z.info.grid;
+    const cells = z.info.cells;
+    const th = thresholdsOf(z);
+    if (!g || !Array.isArray(cells) || cells.length !== g.rows * g.cols || !th) return null;
+    const box = el("div", { class: "heat", role: "img", "aria-label": t("heat"), title: t("heat") });
+    box.style.gridTemplateColumns = `repeat(${g.cols}, 10px)`;
+    for (let r = g.rows - 1; r >= 0; r -= 1) {
+      for (let c = 0; c < g.cols; c += 1) {
+        const d = cells[r * g.cols + c];
+        const lvl = typeof d !== "number" ? "none" : d >= th.critical ? "critical" : d >= th.high ? "high" : d >= th.elevated ? "elevated" : "normal";
+        const cell = el("span", { class: `hc lvl-${lvl}`, "data-cell": `r${r}c${c}`, "data-level": lvl });
+        cell.title = `${t("cell")} r${r}c${c}${typeof d === "number" ? ` · ${d.toFixed(2)} ${t("unit")}` : ""}`;
+        box.append(cell);
+      }
+    }
+    return box;
+  }
+
   function renderZone(z) {
     const level = z.info.level;
     const colour = stale ? GREY : COLOURS[level];
@@ -155,6 +176,8 @@
     if (low) dens.title = t("lowConfidence");
     const extra = el("div", { class: "zone-extra" });
     if (conf !== null) extra.append(el("span", { class: `conf${low ? " low" : ""}`, "data-confidence": String(conf) }, `${t("confidence")} ${conf.toFixed(2)}`));
+    const heat = heatmap(z);
+    if (heat) extra.append(heat);
     if (shelf) {
       const box = el("span", { class: "shelf", "data-until": shelf.until });
       box.append(el("span", { class: "shelf-badge" }, SHELVED), " ", el("span", { class: "shelf-info" }, shelfText(shelf)));
@@ -256,6 +279,7 @@
     z.points.push(d.point);
     if (z.points.length > 60) z.points.shift();
     if ("confidence" in d) z.info.confidence = d.confidence;
+    if (Array.isArray(d.cells)) z.info.cells = d.cells;
     renderZone(z);
   }
 
