@@ -29,6 +29,7 @@ from typing import Any
 from schemas import Report, Thresholds, Zone, format_ts
 
 from .alarm import AlarmConfig, Transition, ZoneAlarm, eta_critical_s
+from .indicators_flow import FlowIndicators, LineFlows
 from .engine import DensityUpdate
 from .levels import Level, resolve_thresholds
 from .messages import alert_message
@@ -140,7 +141,9 @@ class AlertTracker:
             za.last = u
         self._expire(za, u.window_end_ms)
         trs = za.alarm.observe(u.density, u.trend_per_min, u.window_end_ms, u.occupancy,
-                               u.window_end_ms - u.window_start_ms)
+                               u.window_end_ms - u.window_start_ms,
+                               LineFlows(u.outflow_per_m_s, u.counterflow_per_m_min,
+                                         u.counterflow_balance))
         return [self._alert(za, tr, u.window_end_ms, blind=math.isnan(u.density))
                 for tr in trs]
 
@@ -225,6 +228,7 @@ class AlertTracker:
                 "forecast_far_since": a.forecast_far_since,
                 "trend": [] if a.trend is None else [[t, d] for t, d in a.trend.points],
                 "trend_window_ms": 0 if a.trend is None else a.trend.recent_ms,
+                "indicators": None if a.flow is None else a.flow.export_state(),
             }
         return out
 
@@ -257,6 +261,11 @@ class AlertTracker:
                 a.trend = self.config.new_trend(int(s.get("trend_window_ms", 0)))
                 a.trend.ts.extend(int(t) for t, _ in points)
                 a.trend.values.extend(float(d) for _, d in points)
+            # Snapshots from before issue 16 have no indicator state: it starts inactive.
+            a.flow = None
+            if s.get("indicators"):
+                a.flow = FlowIndicators(self.config.indicators)
+                a.flow.import_state(s["indicators"])
             self._track(zid, a.level)
 
     # -- output -----------------------------------------------------------------------------

@@ -416,7 +416,13 @@ def _close_bucket(
         of[n_out, OF_TREND] = trend
         of[n_out, OF_FLOW] = line_in / (k * slide / 60000.0)
         of[n_out, OF_AGREE] = agree
-        _line_flows(z, zr_ptr, zr, xk, xs, xw, k * slide / 60000.0, of, n_out)
+        if has_line:
+            _line_flows(z, zr_ptr, zr, xk, xs, xw, k * slide / 60000.0, of, n_out)
+        else:
+            of[n_out, OF_OUT] = 0.0
+            of[n_out, OF_OUT_PMS] = np.nan
+            of[n_out, OF_XFLOW] = np.nan
+            of[n_out, OF_XBAL] = np.nan
         n_out += 1
     # The oldest bucket leaves the window: out of the sums, and its slot is free for bucket
     # c - k + 1 + r.
