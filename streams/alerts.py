@@ -29,8 +29,8 @@ from typing import Any
 from schemas import Report, Thresholds, Zone, format_ts
 
 from .alarm import AlarmConfig, Transition, ZoneAlarm, eta_critical_s
-from .indicators_flow import FlowIndicators, LineFlows
 from .engine import DensityUpdate
+from .indicators_flow import INDICATOR_REASONS, FlowIndicators, LineFlows, indicator_evidence
 from .levels import Level, resolve_thresholds
 from .messages import alert_message
 
@@ -343,6 +343,8 @@ class AlertTracker:
         }
         if eta_range is not None:
             alert["eta_critical_range_s"] = eta_range
+        if tr.reason in INDICATOR_REASONS and u is not None:
+            alert["flows"] = indicator_evidence(u, za.alarm.flow)
         if tr.reminder:
             alert["reminder"] = True
         return alert

@@ -24,8 +24,8 @@ Memory: with ``R`` ring slots (window/slide + grace/slide + lead/slide + 3 = 23 
 a zone costs ``R x 11 x 8`` bytes of ring + 160 bytes of zone fields = 2,184 bytes; a sensor
 costs ``16 x 16 + 64`` = 320 bytes, and a camera, device counter or line counter another
 ``R x 3 x 8 + 48`` = 600 bytes (its per-sensor window: fusion per sensor; a line counter's
-entries and exits, for the outflow and counter-flow of issue 16). 100,000 zones with a camera, a line
-counter and a Wi-Fi counter each: about 430 MB.
+entries and exits, for the outflow and counter-flow of issue 16). 100,000 zones with a
+camera, a line counter and a Wi-Fi counter each: about 495 MB (430 MB before issue 16).
 
 Confidence of a window (``DensityUpdate.confidence``, 0..1, NaN when blind) = freshness x
 agreement. Freshness: 1 - the mean, over the zone's listed sensors, of each one's stale share

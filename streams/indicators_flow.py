@@ -42,8 +42,10 @@ from .levels import Level
 
 if TYPE_CHECKING:
     from .alarm import Trend
+    from .engine import DensityUpdate
 
-__all__ = ["INDICATOR_REASONS", "FlowIndicatorConfig", "FlowIndicators", "Hold", "LineFlows"]
+__all__ = ["INDICATOR_REASONS", "FlowIndicatorConfig", "FlowIndicators", "Hold", "LineFlows",
+           "indicator_evidence"]
 
 INDICATOR_REASONS = ("flow_breakdown", "counter_flow", "rate_of_rise")
 """The indicators' alert reasons, in the order one is named when several are active."""
@@ -66,7 +68,7 @@ class FlowIndicatorConfig:
     off_delay_s: float = 60.0
     crowded_from: float = 0.5  # of the elevated threshold
     rise_span_s: float = 180.0
-    rise_min_span_s: float = 120.0
+    rise_min_span_s: float = 60.0
     rise_per_min: float = 0.2
     rise_keep_per_min: float = 0.1
     rising_per_min: float = 0.05
@@ -205,7 +207,7 @@ class FlowIndicators:
             return math.nan, math.nan
         return fit.slope * 60, fit.lo * 60
 
-    def export_state(self) -> dict[str, Any]:
+    def export_state(self) -> dict[str, Any]:  # (for the alert tracker's snapshots)
         return {"holds": {r: [h.active, h.since, h.failing_since] for r, h in self.holds.items()},
                 "peak": [[t, v] for t, v in self.peak]}
 
@@ -214,3 +216,16 @@ class FlowIndicators:
             if r in self.holds:
                 self.holds[r] = Hold(bool(active), since, failing)
         self.peak = deque((int(t), float(v)) for t, v in state.get("peak", []))
+
+
+def _num(x: float, digits: int) -> float | None:
+    return None if math.isnan(x) else round(x, digits)
+
+
+def indicator_evidence(u: DensityUpdate, flow: FlowIndicators | None) -> dict[str, float | None]:
+    """The ``flows`` object of an indicator's alert: what the indicators saw in the window
+    (null: not measured)."""
+    return {"outflow_per_m_s": _num(u.outflow_per_m_s, 3),
+            "counterflow_per_m_min": _num(u.counterflow_per_m_min, 2),
+            "counterflow_balance": _num(u.counterflow_balance, 3),
+            "rise_per_min": None if flow is None else _num(flow.slope_per_min, 4)}

@@ -17,6 +17,7 @@ Episodes: runs of 5 s points where the condition holds (start, end of the run).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from schemas import Kind, Zone
@@ -82,7 +83,7 @@ def indicator_truth(zone: Zone, series: list[tuple[int, float]],
         # Every counter of the zone counts its whole flow (the simulator's model).
         pms = len(widths) * outs / sum(widths) / 60
         pms_hist.append(pms)
-        peak = max((p for p in pms_hist[max(0, i - memory):] if p == p), default=0.0)
+        peak = max((p for p in pms_hist[max(0, i - memory):] if not math.isnan(p)), default=0.0)
         fell = pms < cfg.breakdown_pms <= peak and pms <= (1 - cfg.breakdown_drop) * peak
         breakdown.append(crowded and fell and (rising or d >= 0.9 * elevated))
         lo, hi = min(ins, outs), max(ins, outs)

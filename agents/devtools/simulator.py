@@ -127,6 +127,13 @@ SCENARIOS: dict[str, Scenario] = {
          "wat-yai-grounds": evening(0.3, 0.05, 1500),
          "station-forecourt": evening(0.7, 0.2, 1500)},
         bottleneck={"naresuan-bridge": 40.0}),
+    # Issue 16: the station forecourt fills at Itaewon's pace near the end (+1 p/m² per 4
+    # minutes), from a density below every level, towards a crush.
+    "rapid-fill": Scenario(
+        "rapid-fill", "The station forecourt fills fast after the last train",
+        _bkk(2026, 4, 12, 22), 2400,
+        {"station-forecourt": plateau(0.8, 5.8, 300, 1200, 300, 600),
+         "songkran-street": evening(0.4, 0.1, 2400)}),
     # Issue 16: the vihara's door jams while visitors keep arriving (the outflow falls from
     # about 1.1 to 0.4 persons per metre per second over two minutes).
     "vihara-door": Scenario(
