@@ -33,8 +33,12 @@ def feed(alarm: ZoneAlarm, steps: list[tuple[float, float, LineFlows]]
     return out
 
 
-def ramp(d0: float, rate_per_min: float, seconds: float, flows: LineFlows = LineFlows(),
-         noise: float = 0.0, seed: int = 1, t0: float = 0.0) -> list[tuple[float, float, LineFlows]]:
+NO_FLOWS = LineFlows()
+
+
+def ramp(d0: float, rate_per_min: float, seconds: float, flows: LineFlows = NO_FLOWS,
+         noise: float = 0.0, seed: int = 1, t0: float = 0.0
+         ) -> list[tuple[float, float, LineFlows]]:
     rng = random.Random(seed)
     return [(t0 + 5.0 * i, d0 + rate_per_min * 5 * i / 60 + rng.gauss(0, noise), flows)
             for i in range(int(seconds / 5))]
@@ -203,7 +207,8 @@ def test_messages_name_each_indicator_in_both_languages() -> None:
                            ("counter_flow", "สวนทาง", "against each other")):
         m = alert_message(name_th="ก", name_en="A", level="elevated", status="raised",
                           reason=reason, density=1.0, eta_s=None, ts_ms=0)
-        assert th in m["th"] and en in m["en"]
+        assert th in m["th"]
+        assert en in m["en"]
         done = alert_message(name_th="ก", name_en="A", level="normal", status="resolved",
                              reason=reason, density=1.0, eta_s=None, ts_ms=0)
         assert en not in done["en"]

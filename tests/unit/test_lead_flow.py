@@ -16,12 +16,15 @@ def test_each_indicator_leads_the_density_alarm_on_its_own_scenario() -> None:
     sc = measure([1], scenarios)
     for r in INDICATOR_REASONS:
         (lead,) = sc.leads[r]
-        assert lead is not None and lead >= 60, (r, lead)  # at least a minute ahead
+        assert lead is not None, r
+        assert lead >= 60, (r, lead)  # at least a minute ahead
         (after,) = sc.after_truth[r]
-        assert after is not None and after < 150, (r, after)  # soon after the true start
+        assert after is not None, r
+        assert after < 150, (r, after)  # soon after the true start
         assert sc.per_bump[r] == [1], r  # one episode per bump: no flapping
         assert sc.raised[r] >= 1
-        assert sc.false[r] == 0 and sc.no_bump[r] == 0, (r, sc.false_where[r])
+        assert sc.false[r] == 0, (r, sc.false_where[r])
+        assert sc.no_bump[r] == 0, r
     text = report(sc, [1], scenarios)
     assert "| flow_breakdown | vihara-door / wat-yai-vihara |" in text
 
