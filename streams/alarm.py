@@ -214,11 +214,14 @@ class ZoneAlarm:
                     self.trend = cfg.new_trend(window_ms)
                 self.trend.add(ts_ms, density)
         ind, ind_reason = Level.NORMAL, ""
-        if cfg.indicators.any:
+        if self.flow is not None or FlowIndicators.needed(cfg.indicators, density,
+                                                          self.thresholds.elevated, flows):
             if self.flow is None:
                 self.flow = FlowIndicators(cfg.indicators)
             ind, ind_reason = self.flow.update(ts_ms, density, self.thresholds.elevated,
                                                self.trend, flows or LineFlows())
+            if self.flow.idle():
+                self.flow = None
         ratio = occupancy / self.capacity if self.capacity else math.nan
         edge = cfg.edge_cap if cfg.rising_edge and window_ms > 0 else 0.0
         quiet = (self.level is Level.NORMAL and floor is Level.NORMAL and not self.up_since

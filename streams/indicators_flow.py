@@ -68,7 +68,7 @@ class FlowIndicatorConfig:
     off_delay_s: float = 60.0
     crowded_from: float = 0.5  # of the elevated threshold
     rise_span_s: float = 180.0
-    rise_min_span_s: float = 60.0
+    rise_min_span_s: float = 90.0
     rise_per_min: float = 0.2
     rise_keep_per_min: float = 0.1
     rising_per_min: float = 0.05
@@ -136,6 +136,21 @@ class FlowIndicators:
     # The specific outflow's recent values, as a sliding maximum (a monotonic deque).
     peak: deque[tuple[int, float]] = field(default_factory=deque)
     slope_per_min: float = math.nan  # the last robust slope computed (for the metrics)
+
+    @staticmethod
+    def needed(config: FlowIndicatorConfig, density: float, elevated: float,
+               flows: LineFlows | None) -> bool:
+        """Whether a zone without indicator state needs one for this window: it is crowded,
+        or a counter with a width measures its outflow (the breakdown's memory). Calm zones
+        keep none (100,000 zones), and the alarm drops it again once :meth:`idle`."""
+        return config.any and ((density >= config.crowded_from * elevated)
+                               or (config.flow_breakdown and flows is not None
+                                   and not math.isnan(flows.outflow_per_m_s)))
+
+    def idle(self) -> bool:
+        """Nothing active, nothing pending, no outflow remembered: the state can go."""
+        return not self.peak and all(not h.active and h.since is None
+                                     for h in self.holds.values())
 
     def update(self, ts_ms: int, density: float, elevated: float, trend: Trend | None,
                flows: LineFlows) -> tuple[Level, str]:

@@ -198,8 +198,9 @@ def test_slowly_rising_noisy_crowd_is_one_episode() -> None:
 
 def test_forecast_raised_level_clears_once_eta_stays_beyond_horizon_plus_margin() -> None:
     # 1.0 rising 0.5/min for 2 min (raised by forecast at 70 s), then the crowd thins out
-    # to 1.0: the level clears 30 s (off-delay) after the ETA went beyond 900 s.
-    cfg = AlarmConfig()
+    # to 1.0: the level clears 30 s (off-delay) after the ETA went beyond 900 s. (The forecast
+    # alone: at 0.5/min the rate-of-rise indicator would hold the level a minute longer.)
+    cfg = AlarmConfig(indicators=FlowIndicatorConfig().only(None))
     alarm = ZoneAlarm(STANDING_DEFAULTS, cfg)
     out = []
     for i in range(24):

@@ -229,3 +229,17 @@ def test_registry_reads_width_m(tmp_path: Path) -> None:
                  "sensors: [{sensor_id: s, kind: line_count, width_m: 0}]}\n")
     with pytest.raises(ZoneRegistryError, match="width_m"):
         load_zones(f)
+
+
+def test_calm_zones_keep_no_indicator_state() -> None:
+    alarm = ZoneAlarm(STANDING_DEFAULTS)
+    feed(alarm, ramp(0.5, 0.0, 300))
+    assert alarm.flow is None  # (100,000 calm zones: no state each)
+    # A counter with a width: the outflow's recent peak is remembered, crowded or not.
+    feed(alarm, ramp(0.5, 0.0, 60, LineFlows(1.0)))
+    assert alarm.flow is not None
+    assert alarm.flow.peak
+    # A crowded zone that stops rising forgets it all once the holds end.
+    calm = ZoneAlarm(STANDING_DEFAULTS)
+    feed(calm, ramp(1.0, 0.3, 150) + ramp(1.75, 0.0, 600, t0=150) + ramp(0.5, 0.0, 60, t0=750))
+    assert calm.flow is None
