@@ -26,6 +26,8 @@ one). Names follow Prometheus conventions: base units, ``_total`` for counters.
 | safetour_ready                           | gauge     |                   |
 | safetour_zone_density_persons_per_square_meter | gauge | zone (see below)  |
 | safetour_zone_hot_cell_density_persons_per_square_meter | gauge | zone (grid zones) |
+| safetour_zone_outflow_per_m_s            | gauge     | zone (see below)  |
+| safetour_indicator_alerts_total          | counter   | reason            |
 | safetour_notifier_deliveries_total       | counter   | channel           |
 | safetour_notifier_retries_total          | counter   | channel           |
 | safetour_notifier_failures_total         | counter   | channel           |
@@ -37,7 +39,11 @@ one). Names follow Prometheus conventions: base units, ``_total`` for counters.
 
 Per-zone series only while the registry is small: zone counts reach 100,000 and each would be
 a series. ``SAFETOUR_ZONE_METRICS_MAX`` (default 500) is the switch: with more zones than that
-the per-zone gauge is not exported, and zone densities are read from ``safetour.density.v1``.
+the per-zone gauges are not exported, and zone densities are read from ``safetour.density.v1``.
+``safetour_zone_outflow_per_m_s``: the newest window's exits per metre of counted width per
+second (zones with a line counter that has a ``width_m``); ``safetour_indicator_alerts_total``:
+episodes raised by an indicator beyond density (reason ``rate_of_rise``, ``flow_breakdown``,
+``counter_flow``).
 """
 
 from __future__ import annotations
@@ -124,6 +130,12 @@ class Metrics:
             "Newest window density of the densest grid cell per zone with a grid (small "
             "registries only); hot-spot alerts are safetour_alerts_total{reason=\"hotspot\"}",
             ["zone"], registry=r)
+        self.zone_outflow = Gauge("safetour_zone_outflow_per_m_s",
+                                  "Newest window's exits per metre of counted width per second "
+                                  "(small registries only)", ["zone"], registry=r)
+        self.indicator_alerts = Counter("safetour_indicator_alerts",
+                                        "Episodes raised by an indicator beyond density",
+                                        ["reason"], registry=r)
         self.notify_queue_length = Gauge(
             "safetour_notify_queue_length",
             "Alerts a notify channel holds: queued, waiting for a retry, or in flight",

@@ -56,7 +56,7 @@ def make_zones(n: int) -> list[Zone]:
     return [
         Zone(f"z{i}", f"z{i}", f"z{i}", 1000.0, "moving", (
             SensorSpec(f"z{i}-cam", Kind.OCCUPANCY, coverage_m2=200.0),
-            SensorSpec(f"z{i}-line", Kind.LINE_COUNT),
+            SensorSpec(f"z{i}-line", Kind.LINE_COUNT, width_m=4.0),
             SensorSpec(f"z{i}-wifi", Kind.DEVICE_COUNT, calibration=2.0),
         ))
         for i in range(n)
@@ -100,7 +100,7 @@ def run_twin(zones: list[Zone], cols: Columns) -> float:
         twin.zones[zi] = ZoneState(z.area_m2, 5000, 12, 1)
         for k, s in enumerate(z.sensors):
             twin.sensors[zi * 3 + k] = SensorState(s.calibration or 1.0, s.coverage_m2 or np.nan,
-                                                    16, (1, None, 2)[k])
+                                                    16, (1, 0, 2)[k], s.width_m or np.nan)
     events = list(zip(cols.zone.tolist(), cols.sensor.tolist(), cols.kind.tolist(),
                       cols.ts.tolist(), cols.a.tolist(), cols.b.tolist(), cols.cov.tolist(),
                       cols.hash.tolist(), cols.part.tolist(),

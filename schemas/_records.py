@@ -95,6 +95,7 @@ class SensorSpec:
     kind: Kind
     calibration: float | None = None
     coverage_m2: float | None = None
+    width_m: float | None = None  # line_count: width of the passage it counts, m
 
 
 @dataclass(frozen=True, slots=True)

@@ -81,13 +81,14 @@ def parse_zone(doc: object, where: str = "zone") -> Zone:
         kind = KIND_BY_WIRE.get(s.get("kind")) if isinstance(s.get("kind"), str) else None
         _need(kind is not None, where, f"sensor {s.get('sensor_id')!r}: unknown kind")
         assert kind is not None
-        for key in ("calibration", "coverage_m2"):
+        for key in ("calibration", "coverage_m2", "width_m"):
             _need(s.get(key) is None or _pos_num(s[key]), where,
                   f"sensor {s['sensor_id']!r}: {key} must be a finite number > 0")
         sensors.append(SensorSpec(
             s["sensor_id"], kind,
             None if s.get("calibration") is None else float(s["calibration"]),
             None if s.get("coverage_m2") is None else float(s["coverage_m2"]),
+            None if s.get("width_m") is None else float(s["width_m"]),
         ))
     grid = None if doc.get("grid") is None else _grid(doc["grid"], where)
     known = {"zone_id", "name", "area_m2", "crowd", "capacity", "polygon", "thresholds",

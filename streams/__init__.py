@@ -15,6 +15,7 @@ from .density import (
     WindowedDensityEngine,
 )
 from .engine import DensityEngine, DensityUpdate
+from .indicators_flow import INDICATOR_REASONS, FlowIndicatorConfig
 from .levels import (
     LEVEL_NAMES,
     MOVING_DEFAULTS,
@@ -33,12 +34,14 @@ __all__ = [
     "DEFAULT_IDLE_MS",
     "DEFAULT_SLIDE_MS",
     "DEFAULT_WINDOW_MS",
+    "INDICATOR_REASONS",
     "LEVEL_NAMES",
     "MOVING_DEFAULTS",
     "STANDING_DEFAULTS",
     "AlertTracker",
     "DensityEngine",
     "DensityUpdate",
+    "FlowIndicatorConfig",
     "Level",
     "RegistryRules",
     "WindowedDensityEngine",

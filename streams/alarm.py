@@ -24,6 +24,9 @@ alarm practice (``docs/domain.md`` section 1, "Product practice"):
   (900 s) whatever the sensors say (``reason: report``);
 - **capacity**: a zone with a ``capacity`` also reaches elevated / high / critical at 85 % /
   100 % / 115 % of it in occupancy (``reason: capacity`` when occupancy alone gets it there);
+- **indicator floor** (issue 16, ``streams/indicators_flow.py``): while an indicator is active
+  (rate of rise, flow breakdown, counter-flow; each with its own on-delay, off-delay and
+  hysteresis) the zone is held at least at ``elevated`` with the indicator's reason;
 - **sensing lost**: a zone at elevated or above whose sensors all stop (a window with no
   reading) gets an ``updated`` message on its open episode (``reason: sensing_lost``), is
   re-alarmed every ``realarm_s`` like a critical one, and never resolves by itself; when
@@ -46,6 +49,7 @@ from dataclasses import dataclass, field, replace
 
 from schemas import Thresholds
 
+from .indicators_flow import FlowIndicatorConfig, FlowIndicators, LineFlows
 from .levels import MOVING_DEFAULTS, STANDING_DEFAULTS, Level, level_for
 
 CAPACITY_LEVELS = Thresholds(elevated=0.85, high=1.0, critical=1.15)
@@ -83,6 +87,8 @@ class AlarmConfig:
     # this margin (a fraction of the horizon) for the off-delay.
     forecast_hold: bool = True
     forecast_margin: float = 0.5
+    # Indicators beyond density (issue 16): the indicator floor.
+    indicators: FlowIndicatorConfig = field(default_factory=FlowIndicatorConfig)
 
     def __post_init__(self) -> None:
         if not 0 <= self.dead_band < 1:
@@ -103,7 +109,8 @@ class AlarmConfig:
     def legacy(self) -> AlarmConfig:
         """This configuration as the alarm was before issue 15: no rising edge, the
         window's own trend for forecasts, no forecast hold (for measurements)."""
-        return replace(self, rising_edge=False, robust_forecast=False, forecast_hold=False)
+        return replace(self, rising_edge=False, robust_forecast=False, forecast_hold=False,
+                       indicators=self.indicators.only(None))
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +120,7 @@ class Transition:
     status: str  # raised | escalated | deescalated | resolved | updated
     level: Level
     previous: Level
-    reason: str  # density | forecast | report | capacity | sensing_lost | hotspot
+    reason: str  # density | forecast | report | capacity | sensing_lost | hotspot | an indicator's
     episode_start_ms: int
     reminder: bool = False
     seq: int = 1
@@ -143,6 +150,8 @@ class ZoneAlarm:
     forecast_far_since: int | None = None
     # The recent density records (rising edge, robust forecast); None until the first.
     trend: Trend | None = None
+    # The indicators beyond density (None until the first window, or when all are off).
+    flow: FlowIndicators | None = None
 
     def _threshold(self, level: Level) -> float:
         t = self.thresholds
@@ -176,7 +185,7 @@ class ZoneAlarm:
 
     def observe(
         self, density: float, trend_per_min: float, ts_ms: int, occupancy: float = math.nan,
-        window_ms: int = 0, hot: Level = Level.NORMAL,
+        window_ms: int = 0, hot: Level = Level.NORMAL, flows: LineFlows | None = None,
     ) -> list[Transition]:
         """One density window ending at ``ts_ms`` (``window_ms`` long: a trailing mean lags
         a rise by half of it; 0: unknown, no rising edge). NaN (no sensor reported) changes
@@ -196,7 +205,7 @@ class ZoneAlarm:
         if self.blind:
             self.blind = False
             self.reason = "density"
-            trs = self.observe(density, trend_per_min, ts_ms, occupancy, window_ms, hot)
+            trs = self.observe(density, trend_per_min, ts_ms, occupancy, window_ms, hot, flows)
             return trs or [self._update(ts_ms, "density")]
         if cfg.rising_edge or cfg.robust_forecast:
             if (density < cfg.trend_from * self.thresholds.elevated
@@ -206,10 +215,19 @@ class ZoneAlarm:
                 if self.trend is None:
                     self.trend = cfg.new_trend(window_ms)
                 self.trend.add(ts_ms, density)
+        ind, ind_reason = Level.NORMAL, ""
+        if self.flow is not None or FlowIndicators.needed(cfg.indicators, density,
+                                                          self.thresholds.elevated, flows):
+            if self.flow is None:
+                self.flow = FlowIndicators(cfg.indicators)
+            ind, ind_reason = self.flow.update(ts_ms, density, self.thresholds.elevated,
+                                               self.trend, flows or LineFlows())
+            if self.flow.idle():
+                self.flow = None
         ratio = occupancy / self.capacity if self.capacity else math.nan
         edge = cfg.edge_cap if cfg.rising_edge and window_ms > 0 else 0.0
         quiet = (self.level is Level.NORMAL and floor is Level.NORMAL and not self.up_since
-                 and hot is Level.NORMAL
+                 and hot is Level.NORMAL and ind is Level.NORMAL
                  and self.forecast_since is None
                  and density * (1 + edge) < self.thresholds.elevated
                  and not ratio >= CAPACITY_LEVELS.elevated)
@@ -250,9 +268,11 @@ class ZoneAlarm:
         # A forecast-raised level stands while the ETA is within the horizon plus margin.
         holding = self.reason == "forecast" and (
             forecasting or (cfg.forecast_hold and self.forecast_far_since is None))
-        target = max(up, floor, hot)
+        held_floor = max(floor, ind)  # the report floor and the indicator floor
+        target = max(up, held_floor, hot)
         if target > self.level:
-            reason = ("hotspot" if hot > max(up, floor) else "report" if up < floor
+            reason = ("hotspot" if hot > max(up, held_floor)
+                      else ("report" if floor >= ind else ind_reason) if up < held_floor
                       else "density" if level_for(rising, self.thresholds) >= up
                       else "capacity")
             out.append(self._move(target, ts_ms, reason))
@@ -260,17 +280,17 @@ class ZoneAlarm:
         elif self.level > Level.NORMAL:
             # Downward: below the current level's threshold minus the dead-band, for the
             # off-delay; then to the level the density is at now (never below the floor).
-            cleared = (self.level > floor and self._cleared(self.level, density, ratio)
+            cleared = (self.level > held_floor and self._cleared(self.level, density, ratio)
                        and not holding)
             if cleared:
                 if self.down_since is None:
                     self.down_since = ts_ms
                 if ts_ms - self.down_since >= round(cfg.off_delay_s * 1000):
-                    lower = max(raw, floor, hot)
+                    lower = max(raw, held_floor, hot)
                     if (forecasting or holding) and lower < Level.ELEVATED:
                         lower = Level.ELEVATED
                     if lower < self.level:
-                        why = "hotspot" if hot == lower > max(raw, floor) else self.reason
+                        why = "hotspot" if hot == lower > max(raw, held_floor) else self.reason
                         out.append(self._move(lower, ts_ms, why))
                         self.down_since = None
                     elif hot < self.level:

@@ -31,6 +31,7 @@ from schemas import Report, Thresholds, Zone, format_ts
 from .alarm import AlarmConfig, Transition, ZoneAlarm, eta_critical_s
 from .engine import DensityUpdate
 from .hotspot import HotspotWatch
+from .indicators_flow import INDICATOR_REASONS, FlowIndicators, LineFlows, indicator_evidence
 from .levels import Level, resolve_thresholds
 from .messages import alert_message
 
@@ -158,7 +159,9 @@ class AlertTracker:
         hot = (Level.NORMAL if za.hot is None
                else za.hot.observe(u.hot_cell, u.hot_density, u.density, u.window_end_ms))
         trs = za.alarm.observe(u.density, u.trend_per_min, u.window_end_ms, u.occupancy,
-                               u.window_end_ms - u.window_start_ms, hot)
+                               u.window_end_ms - u.window_start_ms, hot,
+                               LineFlows(u.outflow_per_m_s, u.counterflow_per_m_min,
+                                         u.counterflow_balance))
         return [self._alert(za, tr, u.window_end_ms, blind=math.isnan(u.density))
                 for tr in trs]
 
@@ -243,6 +246,7 @@ class AlertTracker:
                 "forecast_far_since": a.forecast_far_since,
                 "trend": [] if a.trend is None else [[t, d] for t, d in a.trend.points],
                 "trend_window_ms": 0 if a.trend is None else a.trend.recent_ms,
+                "indicators": None if a.flow is None else a.flow.export_state(),
             }
             if za.hot is not None:
                 out[zid]["hot"] = za.hot.export()
@@ -279,6 +283,11 @@ class AlertTracker:
                 a.trend.values.extend(float(d) for _, d in points)
             if za.hot is not None and s.get("hot"):
                 za.hot.restore(s["hot"])
+            # Snapshots from before issue 16 have no indicator state: it starts inactive.
+            a.flow = None
+            if s.get("indicators"):
+                a.flow = FlowIndicators(self.config.indicators)
+                a.flow.import_state(s["indicators"])
             self._track(zid, a.level)
 
     # -- output -----------------------------------------------------------------------------
@@ -361,6 +370,8 @@ class AlertTracker:
                 za.hot.density, 4)
         if eta_range is not None:
             alert["eta_critical_range_s"] = eta_range
+        if tr.reason in INDICATOR_REASONS and u is not None:
+            alert["flows"] = indicator_evidence(u, za.alarm.flow)
         if tr.reminder:
             alert["reminder"] = True
         return alert

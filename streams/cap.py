@@ -14,6 +14,8 @@ Mapping from a safetour alert (``alert.v1.json``):
 | level high       | severity ``Severe``, urgency ``Immediate``, responseType ``Avoid``       |
 | level elevated   | severity ``Moderate``, urgency ``Expected``, responseType ``Monitor``    |
 | reason forecast  | urgency ``Future``, certainty ``Likely``                              |
+| reason rate_of_rise, flow_breakdown, counter_flow | certainty ``Observed`` (measured flows), |
+|                  | urgency ``Expected``; parameters ``indicator`` and the measured flows  |
 | reason density   | certainty ``Observed``; reason report: ``Observed`` from staff, police |
 |                  | or operators, else ``Likely``                                         |
 | reason hotspot   | certainty ``Observed``; parameters ``hot_cell`` and                   |
@@ -148,11 +150,14 @@ def to_cap(
            if lang == "en-US" else f"{zone_names[key]}: {EVENT[lang]}")
         el(info, "description", str(message.get(key, "")))
         el(info, "instruction", INSTRUCTION[lang][level])
+        flows = alert.get("flows")
+        extra = ([("indicator", reason), *sorted(flows.items())] if isinstance(flows, dict)
+                 else [])
         for name, value in (("density_p_per_m2", alert.get("density")),
                             ("eta_critical_s", alert.get("eta_critical_s")),
                             ("confidence", alert.get("confidence")),
                             ("hot_cell", alert.get("hot_cell")),
-                            ("hot_cell_density_p_per_m2", alert.get("hot_density"))):
+                            ("hot_cell_density_p_per_m2", alert.get("hot_density")), *extra):
             if value is not None:
                 p = el(info, "parameter")
                 el(p, "valueName", name)

@@ -22,9 +22,10 @@ further ahead (but within the pipeline's skew) counts at ``arrival + lead``.
 
 Memory: with ``R`` ring slots (window/slide + grace/slide + lead/slide + 3 = 23 by default)
 a zone costs ``R x 11 x 8`` bytes of ring + 160 bytes of zone fields = 2,184 bytes; a sensor
-costs ``16 x 16 + 64`` = 320 bytes, and a camera or device counter another ``R x 3 x 8 + 40``
-= 592 bytes (its per-sensor window: fusion per sensor). 100,000 zones with a camera, a line
-counter and a Wi-Fi counter each: about 430 MB.
+costs ``16 x 16 + 64`` = 320 bytes, and a camera, device counter or line counter another
+``R x 3 x 8 + 48`` = 600 bytes (its per-sensor window: fusion per sensor; a line counter's
+entries and exits, for the outflow and counter-flow of issue 16). 100,000 zones with a
+camera, a line counter and a Wi-Fi counter each: about 495 MB (430 MB before issue 16).
 
 Confidence of a window (``DensityUpdate.confidence``, 0..1, NaN when blind) = freshness x
 agreement. Freshness: 1 - the mean, over the zone's listed sensors, of each one's stale share
@@ -67,7 +68,7 @@ GROUP_BY_ZONE_BYTES: Final = 8 << 20  # zone rings larger than this: process zon
 _HASH_MASK: Final = (1 << 62) - 1
 SOURCE_NAMES: Final = {K.LINE: "line_count", K.OCC: "occupancy", K.DEV: "device_count"}
 FRESH_SLIDES: Final = 2  # a sensor's newest reading may be this many slides old: fresh
-_ROW_KINDS: Final = {Kind.OCCUPANCY: K.OCC, Kind.DEVICE_COUNT: K.DEV}
+_ROW_KINDS: Final = {Kind.OCCUPANCY: K.OCC, Kind.DEVICE_COUNT: K.DEV, Kind.LINE_COUNT: K.LINE}
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -162,6 +163,7 @@ class WindowedDensityEngine:
         self.xr: F64 = np.zeros((0, self.ring_slots, K.X_FIELDS))
         self.xs: F64 = np.zeros((0, K.X_FIELDS))
         self.xk: I64 = np.zeros(0, dtype=np.int64)
+        self.xw: F64 = np.zeros(0)  # line counters' rows: the counted passage's width, m (NaN)
         self._row_zone: I64 = np.zeros(0, dtype=np.int64)  # zone of each row in the CSR
         self.zr_ptr: I64 = np.zeros(1, dtype=np.int64)
         self.zr: I64 = np.zeros(0, dtype=np.int64)
@@ -236,7 +238,8 @@ class WindowedDensityEngine:
             self.sf[sidx, K.SF_COV] = spec.coverage_m2 or math.nan
             kind = _ROW_KINDS.get(spec.kind)
             if kind is not None:
-                self._row(sidx, kind)
+                row = self._row(sidx, kind)
+                self.xw[row] = spec.width_m or math.nan
             listed.append(sidx)
         # Sensors the entry no longer lists leave the zone; unlisted ones accepted earlier
         # stay only while the zone still lists none.
@@ -269,8 +272,10 @@ class WindowedDensityEngine:
             self.xr = _grow(self.xr, n, 0.0)  # type: ignore[assignment]
             self.xs = _grow(self.xs, n, 0.0)  # type: ignore[assignment]
             self.xk = _grow(self.xk, n, -1)  # type: ignore[assignment]
+            self.xw = _grow(self.xw, n, math.nan)  # type: ignore[assignment]
             self._row_zone = _grow(self._row_zone, n, -1)  # type: ignore[assignment]
         self.xk[row] = kind
+        self.xw[row] = math.nan
         self._row_zone[row] = self.si[s, K.SI_ZONE]  # (so the rebuild keeps what it gets)
         self.si[s, K.SI_ROW] = row
         self._csr_dirty = True
@@ -502,7 +507,7 @@ class WindowedDensityEngine:
                 ev_zone, ev_sensor, ev_kind, ev_ts, ev_a, ev_b, ev_cov, ev_hash, ev_part,
                 pmax_at, order, status, start, self.zf, self.zi, self.ring, self.sf, self.si,
                 self.dedup, self.grace_ms, self._oi, self._of, 0, chash, self.dedup_c,
-                self.zr_ptr, self.zr, self.xk, self.xr, self.xs,
+                self.zr_ptr, self.zr, self.xk, self.xr, self.xs, self.xw,
             )
             self._collect(n_out)
             if start >= ev_zone.shape[0]:
@@ -626,7 +631,8 @@ class WindowedDensityEngine:
             while start < self.zi.shape[0]:
                 start, n_out = K.close_kernel(start, self.zf, self.zi, self.ring, self.p_max,
                                               self.grace_ms, self._oi, self._of, 0,
-                                              self.zr_ptr, self.zr, self.xk, self.xr, self.xs)
+                                              self.zr_ptr, self.zr, self.xk, self.xr, self.xs,
+                                              self.xw)
                 self._collect(n_out)
         pending, self._pending = self._pending, []
         if not pending:
@@ -681,7 +687,8 @@ class WindowedDensityEngine:
         skew = self.sf[:n_sensors, K.SF_SKEW].tolist()
         append = out.append
         grids, grid_window = self.grid.has_any(), self.grid.window
-        for k, ((z, end, src, fresh, nread), (occ, dens, trend, flow, agree)) in enumerate(
+        for k, ((z, end, src, fresh, nread),
+                (occ, dens, trend, flow, agree, outflow, out_pms, xflow, xbal)) in enumerate(
                 zip(oi, of, strict=True)):
             window = span[z] if span else int(zi[z, K.ZI_K] * zi[z, K.ZI_SLIDE])
             start = end - window
@@ -713,7 +720,8 @@ class WindowedDensityEngine:
             conf = agree * (1.0 - stale_sum / n_listed) if n_listed else agree
             u = DensityUpdate(zone_ids[z], start, end, occ, dens, tuple(seen), trend, flow,
                               fresh, SOURCE_NAMES.get(src), nread, tuple(stale),
-                              tuple(ages), _skewed(wanted[k], skew, names), conf)
+                              tuple(ages), _skewed(wanted[k], skew, names), conf, outflow,
+                              out_pms, xflow, xbal)
             gw = grid_window(u.zone_id, start, end, int(zi[z, K.ZI_SLIDE])) if grids else None
             append(u if gw is None else u._replace(
                 hot_cell=gw.hot_cell, hot_density=gw.hot_density, cells=gw.densities))

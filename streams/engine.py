@@ -36,6 +36,13 @@ class DensityUpdate(NamedTuple):
     sensor_age_ms: tuple[int, ...] = ()  # per entry of ``sensors``: window end - newest reading
     skewed_sensors: tuple[tuple[str, float], ...] = ()  # (sensor, clock offset s) if off
     confidence: float = math.nan  # 0..1: sensors' freshness x agreement; NaN when blind
+    # Issue 16, line counters: exits per minute; exits per metre of counted width per second
+    # (NaN: no counter with a ``width_m``); counter-flow, the largest min(entries, exits) per
+    # metre per minute of one counter, and that counter's min/max balance (NaN: none).
+    outflow_per_min: float = 0.0
+    outflow_per_m_s: float = math.nan
+    counterflow_per_m_min: float = math.nan
+    counterflow_balance: float = math.nan
     # Zones with a grid (streams/grid.py): the densest cell (``r<row>c<col>``), its density
     # (p/m²; NaN without grid readings in the window) and every cell's, row-major.
     hot_cell: str | None = None

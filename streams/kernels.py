@@ -35,7 +35,12 @@ Closing bucket ``c`` of a zone:
   (device counters: equal weights, ``d_s`` their zone estimates); 1 for line counters, one
   sensor, or the fallback; NaN when blind;
 - trend: least-squares slope of the bucket densities in the window, persons/m² per minute;
-- flow: entries per minute over the window; freshness: ``end`` - newest reading in the window.
+- flow: entries per minute over the window; freshness: ``end`` - newest reading in the window;
+- outflow (issue 16): exits per minute over the window, from the line counters' own rows
+  (``xk == LINE``: ``X_A`` entries, ``X_COV`` exits); the specific outflow, persons per metre
+  per second, over the counters with a width (``xw[row]``, metres; NaN when none has one);
+  counter-flow: over those counters, the largest ``min(entries, exits)`` per metre per
+  minute, and that counter's balance ``min / max`` (NaN when none).
 
 A window with no readings is emitted only right after a window that had some (density NaN:
 the zone went blind), so silence is reported once, and never before a zone's first data. A
@@ -110,8 +115,8 @@ R_FIELDS = 11
 # slot, ...]`` (the zone's slot numbering) and the running window sums ``xs[row, ...]``;
 # ``xk[row]`` is the kind the row counts (a reading of another kind is counted by the zone
 # sums only, and makes its windows fall back to them).
-X_A = 0  # camera: sum(count); device counter: sum(devices x calibration)
-X_COV = 1  # camera: sum(coverage)
+X_A = 0  # camera: sum(count); device counter: sum(devices x calibration); line: entries
+X_COV = 1  # camera: sum(coverage); line counter: exits
 X_N = 2  # readings
 X_FIELDS = 3
 AGREE_FLOOR = 1.0  # p/m²: disagreement below this density is measured against it
@@ -140,7 +145,11 @@ OF_DENS = 1
 OF_TREND = 2
 OF_FLOW = 3
 OF_AGREE = 4  # agreement of the source kind's sensors, 0..1 (NaN when blind)
-OF_COLS = 5
+OF_OUT = 5  # exits per minute over the window (line counters' rows)
+OF_OUT_PMS = 6  # exits per metre of counted width per second (NaN: no counter with a width)
+OF_XFLOW = 7  # counter-flow: max over counters of min(entries, exits) per metre per minute
+OF_XBAL = 8  # that counter's min(entries, exits) / max(entries, exits)
+OF_COLS = 9
 
 
 @njit(cache=True, nogil=True)
@@ -247,10 +256,44 @@ def _fuse_bucket(z: int, zr_ptr: np.ndarray, zr: np.ndarray, xk: np.ndarray, xr:
 
 
 @njit(cache=True, nogil=True)
+def _line_flows(z: int, zr_ptr: np.ndarray, zr: np.ndarray, xk: np.ndarray, xs: np.ndarray,
+                xw: np.ndarray, minutes: float, of: np.ndarray, n_out: int) -> None:
+    """Outflow, specific outflow and counter-flow of the window (see the module docstring)
+    from the line counters' window sums, into output row ``n_out``."""
+    out = 0.0
+    out_w = 0.0
+    width = 0.0
+    xflow = np.nan
+    xbal = np.nan
+    for j in range(zr_ptr[z], zr_ptr[z + 1]):
+        row = zr[j]
+        if xk[row] != LINE or xs[row, X_N] < 0.5:
+            continue
+        e_in = xs[row, X_A]
+        e_out = xs[row, X_COV]
+        out += e_out
+        w = xw[row]
+        if w > 0.0:
+            out_w += e_out
+            width += w
+            lo = min(e_in, e_out)
+            hi = max(e_in, e_out)
+            m = lo / w / minutes
+            if np.isnan(xflow) or m > xflow:
+                xflow = m
+                xbal = lo / hi if hi > 0.0 else 0.0
+    of[n_out, OF_OUT] = out / minutes
+    of[n_out, OF_OUT_PMS] = out_w / width / (minutes * 60.0) if width > 0.0 else np.nan
+    of[n_out, OF_XFLOW] = xflow
+    of[n_out, OF_XBAL] = xbal
+
+
+@njit(cache=True, nogil=True)
 def _close_bucket(
     z: int, c: int, zf: np.ndarray, zi: np.ndarray, ring: np.ndarray,
     oi: np.ndarray, of: np.ndarray, n_out: int,
     zr_ptr: np.ndarray, zr: np.ndarray, xk: np.ndarray, xr: np.ndarray, xs: np.ndarray,
+    xw: np.ndarray,
 ) -> int:
     """Close bucket ``c`` of zone ``z``; maybe emit its window into row ``n_out``."""
     r = ring.shape[1]
@@ -374,6 +417,13 @@ def _close_bucket(
         of[n_out, OF_TREND] = trend
         of[n_out, OF_FLOW] = line_in / (k * slide / 60000.0)
         of[n_out, OF_AGREE] = agree
+        if has_line:
+            _line_flows(z, zr_ptr, zr, xk, xs, xw, k * slide / 60000.0, of, n_out)
+        else:
+            of[n_out, OF_OUT] = 0.0
+            of[n_out, OF_OUT_PMS] = np.nan
+            of[n_out, OF_XFLOW] = np.nan
+            of[n_out, OF_XBAL] = np.nan
         n_out += 1
     # The oldest bucket leaves the window: out of the sums, and its slot is free for bucket
     # c - k + 1 + r.
@@ -413,6 +463,7 @@ def _close_upto(
     z: int, target: int, zf: np.ndarray, zi: np.ndarray, ring: np.ndarray,
     oi: np.ndarray, of: np.ndarray, n_out: int,
     zr_ptr: np.ndarray, zr: np.ndarray, xk: np.ndarray, xr: np.ndarray, xs: np.ndarray,
+    xw: np.ndarray,
 ) -> int:
     r = ring.shape[1]
     while zi[z, ZI_CLOSED] < target:
@@ -432,7 +483,7 @@ def _close_upto(
             _set_closed(zi, z, target, r)
             break
         n_out = _close_bucket(z, closed + 1, zf, zi, ring, oi, of, n_out,
-                              zr_ptr, zr, xk, xr, xs)
+                              zr_ptr, zr, xk, xr, xs, xw)
     return n_out
 
 
@@ -482,6 +533,7 @@ def ingest_kernel(
     sf: np.ndarray, si: np.ndarray, dedup: np.ndarray, grace: int,
     oi: np.ndarray, of: np.ndarray, n_out: int, ev_chash: np.ndarray, dedup_c: np.ndarray,
     zr_ptr: np.ndarray, zr: np.ndarray, xk: np.ndarray, xr: np.ndarray, xs: np.ndarray,
+    xw: np.ndarray,
 ) -> tuple[int, int]:
     """Process events ``order[start:]`` (see :func:`arrival_kernel`); return (next position,
     rows written). Stops early, to be called again, when the output buffer might overflow.
@@ -506,7 +558,7 @@ def ingest_kernel(
         zi[z, ZI_PART] = p
         if wm >= zi[z, ZI_OPEN_MS] + slide:  # the oldest open bucket is due
             n_out = _close_upto(z, wm // slide - 1, zf, zi, ring, oi, of, n_out,
-                                zr_ptr, zr, xk, xr, xs)
+                                zr_ptr, zr, xk, xr, xs, xw)
         s = ev_sensor[i]
         h = ev_hash[i]
         # No early exit: a branch-free scan vectorises (a duplicate is the rare case).
@@ -557,6 +609,10 @@ def ingest_kernel(
             ring[z, slot, R_LINE_IN] += ev_a[i]
             ring[z, slot, R_LINE_OUT] += ev_b[i]
             ring[z, slot, R_LINE_N] += 1.0
+            if row >= 0:
+                xr[row, slot, X_A] += ev_a[i]
+                xr[row, slot, X_COV] += ev_b[i]
+                xr[row, slot, X_N] += 1.0
         else:
             occ = ev_a[i] * sf[s, SF_CALIB]
             ring[z, slot, R_DEV_OCC] += occ
@@ -577,6 +633,7 @@ def close_kernel(
     start: int, zf: np.ndarray, zi: np.ndarray, ring: np.ndarray, p_max: np.ndarray,
     grace: int, oi: np.ndarray, of: np.ndarray, n_out: int,
     zr_ptr: np.ndarray, zr: np.ndarray, xk: np.ndarray, xr: np.ndarray, xs: np.ndarray,
+    xw: np.ndarray,
 ) -> tuple[int, int]:
     """Close every active zone up to its partition's watermark, zones ``start..``."""
     nz = zi.shape[0]
@@ -589,5 +646,6 @@ def close_kernel(
             return z, n_out
         p = zi[z, ZI_PART]
         target = (p_max[p] - grace) // zi[z, ZI_SLIDE] - 1
-        n_out = _close_upto(z, target, zf, zi, ring, oi, of, n_out, zr_ptr, zr, xk, xr, xs)
+        n_out = _close_upto(z, target, zf, zi, ring, oi, of, n_out, zr_ptr, zr, xk, xr, xs,
+                            xw)
     return nz, n_out

@@ -32,6 +32,7 @@ class Bucket:
     # Per sensor (by index): [sum, coverage, n] of its readings of its own kind.
     cams: dict[int, list[float]] = field(default_factory=dict)
     devs: dict[int, list[float]] = field(default_factory=dict)
+    lines: dict[int, list[float]] = field(default_factory=dict)  # [entries, exits, n]
 
 
 @dataclass(slots=True)
@@ -53,13 +54,40 @@ class SensorState:
     calib: float
     cov: float
     depth: int
-    kind: int | None = None  # the kind counted per sensor (OCC, DEV), or None
+    kind: int | None = None  # the kind counted per sensor (OCC, DEV, LINE), or None
+    width: float = math.nan  # line counters: the counted passage's width, m
     last_ts: int = -1
     recent: list[tuple[int, int]] = field(default_factory=list)  # (id hash, content hash)
 
 
-Row = tuple[int, int, int, int, int, float, float, float, float, float]
-"""(zone, end_ms, src, fresh_ms, n_readings, occupancy, density, trend, flow, agreement)"""
+Row = tuple[int, int, int, int, int, float, float, float, float, float, float, float, float,
+            float]
+"""(zone, end_ms, src, fresh_ms, n_readings, occupancy, density, trend, flow, agreement,
+outflow, outflow per m per s, counter-flow per m per min, counter-flow balance)"""
+
+
+def line_flows(lines: dict[int, list[float]], widths: dict[int, float], minutes: float
+               ) -> tuple[float, float, float, float]:
+    """(exits per minute, exits per metre per second, counter-flow per metre per minute,
+    its balance) from each line counter's window [entries, exits, n]."""
+    out = out_w = width = 0.0
+    best: tuple[float, float] | None = None
+    for s in sorted(lines):
+        e_in, e_out, n = lines[s]
+        if n <= 0:
+            continue
+        out += e_out
+        w = widths.get(s, math.nan)
+        if w > 0:
+            out_w += e_out
+            width += w
+            m = min(e_in, e_out) / w / minutes
+            if best is None or m > best[0]:
+                hi = max(e_in, e_out)
+                best = (m, min(e_in, e_out) / hi if hi > 0 else 0.0)
+    pms = out_w / width / (minutes * 60) if width > 0 else math.nan
+    xflow, xbal = best if best is not None else (math.nan, math.nan)
+    return out / minutes, pms, xflow, xbal
 
 
 def fuse(per: dict[int, list[float]], kind: int, n_zone: int, scale: float
@@ -114,8 +142,9 @@ class TwinEngine:
         cur = window[0]
         cams: dict[int, list[float]] = {}
         devs: dict[int, list[float]] = {}
+        lines: dict[int, list[float]] = {}
         for b in window:
-            for per, merged in ((b.cams, cams), (b.devs, devs)):
+            for per, merged in ((b.cams, cams), (b.devs, devs), (b.lines, lines)):
                 for s, v in per.items():
                     acc = merged.setdefault(s, [0.0, 0.0, 0.0])
                     for f in range(3):
@@ -180,9 +209,11 @@ class TwinEngine:
                 if den > 0:
                     trend = (m * sxy - sx * sy) / den
             end = (c + 1) * z.slide
+            minutes = z.k * z.slide / 60000.0
+            widths = {s: self.sensors[s].width for s in lines}
             out.append((zi, end, src, end - max_ts if max_ts >= 0 else -1, n,
-                        dens * z.area, dens, trend, line_in / (z.k * z.slide / 60000.0),
-                        agree))
+                        dens * z.area, dens, trend, line_in / minutes, agree,
+                        *line_flows(lines, widths, minutes)))
         z.buckets.pop(c - z.k + 1, None)
         z.closed = c
 
@@ -228,7 +259,7 @@ class TwinEngine:
                 statuses.append(OK)
                 continue
             bk = z.buckets.setdefault(bucket, Bucket())
-            per = bk.cams if kind == OCC else bk.devs
+            per = bk.cams if kind == OCC else bk.lines if kind == LINE else bk.devs
             mine = per.setdefault(si, [0.0, 0.0, 0.0]) if s.kind == kind else [0.0] * 3
             if kind == OCC:
                 c = cov if cov > 0 else (s.cov if s.cov > 0 else z.area)
@@ -241,6 +272,8 @@ class TwinEngine:
                 bk.line_in += a
                 bk.line_out += b
                 bk.line_n += 1
+                mine[0] += a
+                mine[1] += b
             else:
                 bk.dev_occ += a * s.calib
                 bk.dev_n += 1

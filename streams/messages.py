@@ -46,6 +46,16 @@ CATEGORY_TH: Final = {
     "injury": "ผู้บาดเจ็บ", "medical": "เหตุฉุกเฉินทางการแพทย์", "overcrowding": "คนแออัด",
     "lost_person": "คนพลัดหลง", "other": "เหตุอื่น ๆ",
 }
+INDICATOR_TH: Final = {
+    "rate_of_rise": "ความหนาแน่นของฝูงชนเพิ่มขึ้นเร็วผิดปกติ",
+    "flow_breakdown": "ทางออกระบายคนได้น้อยลงขณะที่คนยังเข้ามาเพิ่ม (การไหลของฝูงชนติดขัด)",
+    "counter_flow": "มีฝูงชนหนาแน่นเดินสวนทางกันขณะที่พื้นที่แน่นขึ้น",
+}
+INDICATOR_EN: Final = {
+    "rate_of_rise": "the crowd density is rising fast,",
+    "flow_breakdown": "the outflow has broken down while people keep arriving,",
+    "counter_flow": "two dense streams are walking against each other as the zone fills,",
+}
 CATEGORY_EN: Final = {
     "crush": "crowd crush", "fire": "fire", "violence": "violence", "injury": "injury",
     "medical": "medical emergency", "overcrowding": "overcrowding", "lost_person": "lost person",
@@ -69,6 +79,9 @@ def alert_message(
     elif status == "updated" and reason == "density":
         th_parts.append("กลับมาได้รับข้อมูลจากเซ็นเซอร์แล้ว")
         en_parts.append("sensor data is back,")
+    if reason in INDICATOR_TH and status != "resolved":
+        th_parts.append(INDICATOR_TH[reason])
+        en_parts.append(INDICATOR_EN[reason])
     if reason == "report" and report is not None:
         th_parts.append(f"มีรายงาน{CATEGORY_TH.get(report, 'เหตุ')}")
         en_parts.append(f"{CATEGORY_EN.get(report, 'incident')} reported,")

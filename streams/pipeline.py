@@ -220,6 +220,11 @@ def density_record(u: DensityUpdate, fmt: Callable[[int], str] = format_ts) -> b
         "stale_sensors": list(u.stale_sensors),
         "skewed_sensors": [{"sensor_id": s, "skew_s": k} for s, k in u.skewed_sensors],
         "confidence": _num(u.confidence, 3),
+        # Issue 16 (optional): line counters' outflow and counter-flow.
+        "outflow_per_min": round(u.outflow_per_min, 2),
+        "outflow_per_m_s": _num(u.outflow_per_m_s, 3),
+        "counterflow_per_m_min": _num(u.counterflow_per_m_min, 2),
+        "counterflow_balance": _num(u.counterflow_balance, 3),
         **({} if not u.cells else {  # a zone with a grid: its hot spot and heat map
             "hot_cell": u.hot_cell, "hot_density": _num(u.hot_density, 4),
             "cells": [_num(d, 4) for d in u.cells]}),

@@ -100,7 +100,8 @@ def _check_numbers(zone: Zone) -> None:
         if s.sensor_id in seen:
             _fail(zid, f"sensor {s.sensor_id!r} is listed twice")
         seen.add(s.sensor_id)
-        for key, v in (("calibration", s.calibration), ("coverage_m2", s.coverage_m2)):
+        for key, v in (("calibration", s.calibration), ("coverage_m2", s.coverage_m2),
+                       ("width_m", s.width_m)):
             if v is not None and not _finite_pos(v):
                 _fail(zid, f"sensor {s.sensor_id!r}: {key} must be a finite number > 0, "
                            f"got {v!r}")

@@ -5,7 +5,11 @@ The model, per zone and per second of scenario time:
 - **true occupancy** follows the scenario's target (people wanted in the zone at time t):
   arrivals are Poisson with a rate that closes the gap to the target, departures binomial;
   a *bottleneck* zone lets people out at most ``outflow`` per second (the Naresuan Bridge in
-  the crush scenario), so occupancy piles up when arrivals exceed it;
+  the crush scenario), so occupancy piles up when arrivals exceed it; a *choke* does the same
+  with an outflow that changes over time (a door that jams); a zone's *turnover* is the share
+  of its people who leave each second on an even day (1 %, unless the scenario sets it); a
+  *counter-stream* (people per second each way) walks through the zone in both directions,
+  past its line counters, without changing its occupancy;
 - **sensors** read that truth with what real ones do (``docs/domain.md`` section 2):
   cameras count the people in their view with ±5 % noise and a fixed coverage error per
   camera; line counters report true entries/exits since their previous reading, with a
@@ -17,7 +21,9 @@ The model, per zone and per second of scenario time:
 - **human reports** from tourists and staff, in Thai and English, more often as density
   rises: ``overcrowding`` above 3 p/m², ``crush`` above 6.5 p/m² on the bottleneck;
 - **ground truth**: the true density per zone every 5 s, and for each level the episodes
-  when the truth was at or above it (start, end, peak), to score detection.
+  when the truth was at or above it (start, end, peak), to score detection; and the episodes
+  of each indicator beyond density (``streams/indicators_flow.py``) computed on the true
+  counts (``indicator_truth``). Every line counter of a zone counts the zone's whole flow.
 
 Everything comes from one seeded ``random.Random``: the same scenario and seed give the same
 bytes.
@@ -39,6 +45,7 @@ from streams.levels import Level, level_for, resolve_thresholds
 from streams.messages import BANGKOK
 
 from .grid_sim import Pocket, grid_sims
+from .indicator_truth import indicator_truth
 
 if TYPE_CHECKING:
     from ..kafka import KafkaTarget
@@ -68,6 +75,15 @@ def evening(base: float, amplitude: float, period_s: float) -> Target:
     return lambda t: max(0.05, base + amplitude * math.sin(2 * math.pi * t / period_s))
 
 
+def _two_phase(base: float, mid: float, fill_s: float, rise_at: float, peak: float,
+               rise_s: float, hold_s: float) -> Target:
+    """A slow fill from ``base`` to ``mid`` over ``fill_s``, then from ``rise_at`` a rise to
+    ``peak`` over ``rise_s``, a hold, and back to ``mid`` as fast as it rose."""
+    first = plateau(base, mid, 0, fill_s, 1e9, 0)
+    second = plateau(mid, peak, rise_at, rise_s, hold_s, rise_s)
+    return lambda t: first(t) if t < rise_at else second(t)
+
+
 @dataclass(frozen=True)
 class Scenario:
     name: str
@@ -77,6 +93,9 @@ class Scenario:
     targets: dict[str, Target]  # zone -> target density
     bottleneck: dict[str, float] = field(default_factory=dict)  # zone -> outflow, people/s
     pockets: dict[str, Pocket] = field(default_factory=dict)  # zone -> a dense grid cell
+    choke: dict[str, Target] = field(default_factory=dict)  # zone -> outflow cap, people/s
+    turnover: dict[str, float] = field(default_factory=dict)  # zone -> share leaving per s
+    counter: dict[str, Target] = field(default_factory=dict)  # zone -> people/s each way
 
 
 def _bkk(y: int, mo: int, d: int, h: int, mi: int = 0) -> datetime:
@@ -117,6 +136,33 @@ SCENARIOS: dict[str, Scenario] = {
         {"wat-yai-grounds": plateau(0.35, 1.4, 1200, 900, 600, 600),
          "naresuan-bridge": evening(0.5, 0.1, 3600)},
         pockets={"wat-yai-grounds": Pocket(3, 2, plateau(0.35, 3.0, 300, 600, 1500, 600))}),
+    # Issue 16: the station forecourt fills at Itaewon's pace near the end (+1 p/m² per 4
+    # minutes), from a density below every level, towards a crush.
+    "rapid-fill": Scenario(
+        "rapid-fill", "The station forecourt fills fast after the last train",
+        _bkk(2026, 4, 12, 22), 2400,
+        {"station-forecourt": plateau(0.8, 5.8, 300, 1200, 300, 600),
+         "songkran-street": evening(0.4, 0.1, 2400)}),
+    # Issue 16: the vihara's door jams while visitors keep arriving (the outflow falls from
+    # about 1.1 to 0.4 persons per metre per second over two minutes).
+    "vihara-door": Scenario(
+        "vihara-door", "A flow breakdown at the Wat Yai vihara door", _bkk(2026, 2, 15, 19),
+        2400, {"wat-yai-vihara": plateau(1.2, 1.4, 300, 1200, 600, 300),
+               "wat-yai-grounds": evening(0.4, 0.05, 2400)},
+        choke={"wat-yai-vihara": lambda t: math.inf if t < 600 else max(1.6, 8.0 - (t - 600)
+                                                                         / 20)
+               if t < 1800 else math.inf},
+        turnover={"wat-yai-vihara": 0.006}),
+    # Issue 16: a procession walks up the walking street while the market crowd walks down;
+    # the two streams meet at the north counter and the street slowly fills.
+    # The street opens empty at 17:00 and fills as a market (people stay about half an hour);
+    # from 17:20 a procession walks up it, 3 people a second, against the market crowd.
+    "counter-flow": Scenario(
+        "counter-flow", "Two streams meet on the walking street", _bkk(2026, 3, 14, 17),
+        3600, {"walking-street": _two_phase(0.05, 0.6, 1200, 1500, 1.5, 900, 600),
+               "night-bazaar": evening(0.5, 0.2, 3600)},
+        turnover={"walking-street": 0.0005},
+        counter={"walking-street": plateau(0.0, 3.0, 1200, 300, 1500, 300)}),
 }
 
 REPORT_TEXT = {
@@ -182,6 +228,9 @@ def simulate(scenario: Scenario, zones: list[Zone], *, seed: int = 1,
         rng.choice(sensors).skew_ms = 8000
     occ = {z.zone_id: scenario.targets[z.zone_id](0) * z.area_m2 for z in active}
     truth_series: dict[str, list[tuple[int, float]]] = {z.zone_id: [] for z in active}
+    # True flows per 5 s, summed over the zone's counters' view: (entries, exits).
+    flows: dict[str, list[tuple[int, int]]] = {z.zone_id: [] for z in active}
+    acc_flow = {z.zone_id: [0, 0] for z in active}
     events: list[tuple[int, bytes, bytes]] = []
     reports: list[tuple[int, bytes, bytes]] = []
     pending: dict[str, list[dict[str, Any]]] = {z.zone_id: [] for z in active}
@@ -195,19 +244,33 @@ def simulate(scenario: Scenario, zones: list[Zone], *, seed: int = 1,
             cur = occ[zid]
             # Fewer get in as it fills: nobody enters a zone packed at ~11 p/m².
             room = max(0.0, 1.0 - cur / z.area_m2 / 11.0)
-            arrivals = _poisson(rng, (max(0.0, target - cur) * 0.08 + target * 0.01) * room)
-            leave_p = min(1.0, 0.01 + max(0.0, cur - target) * 0.08 / max(cur, 1.0))
+            turn = scenario.turnover.get(zid, 0.01)
+            arrivals = _poisson(rng, (max(0.0, target - cur) * 0.08 + target * turn) * room)
+            leave_p = min(1.0, turn + max(0.0, cur - target) * 0.08 / max(cur, 1.0))
             departures = _binomial(rng, int(cur), leave_p)
             cap = scenario.bottleneck.get(zid)
             if cap is not None:
                 departures = min(departures, _poisson(rng, cap))
+            choke = scenario.choke.get(zid)
+            if choke is not None and math.isfinite(limit := choke(t)):
+                departures = min(departures, _poisson(rng, limit))
             occ[zid] = max(0.0, cur + arrivals - departures)
+            counter = scenario.counter.get(zid)
+            if counter is not None:  # walks through both ways: counted, occupancy unchanged
+                passing = _poisson(rng, counter(t))
+                arrivals += passing
+                departures += passing
+            acc = acc_flow[zid]
+            acc[0] += arrivals
+            acc[1] += departures
             for s in sensors:
                 if s.zone is z and s.kind is Kind.LINE_COUNT:
                     s.entries_acc += arrivals
                     s.exits_acc += departures
             if t % 5 == 0:
                 truth_series[zid].append((now_ms, occ[zid] / z.area_m2))
+                flows[zid].append((acc[0], acc[1]))
+                acc[0] = acc[1] = 0
             density = occ[zid] / z.area_m2
             # Human reports, Poisson in the density over the level where people notice.
             if density > 3.0 and rng.random() < (density - 3.0) * 0.004:
@@ -253,6 +316,9 @@ def simulate(scenario: Scenario, zones: list[Zone], *, seed: int = 1,
     truth = _truth(scenario, active, truth_series)
     for g in grids:
         truth["zones"][g.zone.zone_id]["hot"] = g.truth()
+    for z in active:
+        truth["zones"][z.zone_id]["indicators"] = indicator_truth(
+            z, truth_series[z.zone_id], flows[z.zone_id])
     return SimOutput(events, reports, truth)
 
 

@@ -37,6 +37,7 @@ import orjson
 from faust.types import TP
 
 from schemas import Kind, parse_ts
+from streams import INDICATOR_REASONS
 from streams.lanes import Direct, Lanes
 from streams.pipeline import Consumed, Outputs, OutRecord, Pipeline, SourceMessage
 
@@ -427,6 +428,8 @@ class Worker:
                     m.zone_density.labels(d["zone_id"]).set(d["density"])
                 if d.get("hot_density") is not None:
                     m.zone_hot_cell_density.labels(d["zone_id"]).set(d["hot_density"])
+                if d.get("outflow_per_m_s") is not None:
+                    m.zone_outflow.labels(d["zone_id"]).set(d["outflow_per_m_s"])
         t = self.settings.topics
         for kind, n in out.kinds.items():
             # By the topic the integrator wrote to: readings by kind, reports by category.
@@ -441,6 +444,9 @@ class Worker:
             log.info("alert %s", r.value.decode())
             a = orjson.loads(r.value)
             m.alerts.labels(a["level"], a["status"], a.get("reason", "density")).inc()
+            if (a.get("reason") in INDICATOR_REASONS and a["status"] == "raised"
+                    and not a.get("reminder")):
+                m.indicator_alerts.labels(a["reason"]).inc()
             m.latency.labels("event").observe(max(now - parse_ts(a["ts"]) / 1000, 0))
             if append_ms is not None:
                 m.latency.labels("append").observe(max(now - append_ms / 1000, 0))

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from streams import STANDING_DEFAULTS, Level
 from streams.alarm import AlarmConfig, Trend, ZoneAlarm, eta_critical_s, theil_sen
+from streams.indicators_flow import FlowIndicatorConfig
 
 NAN = math.nan
 
@@ -190,14 +191,16 @@ def test_slowly_rising_noisy_crowd_is_one_episode() -> None:
     assert [episodes(noisy_rise(s), AlarmConfig()) for s in range(30)] == [1] * 30
     assert [episodes(noisy_rise(s), AlarmConfig().legacy()) for s in range(8)] == [
         1, 2, 1, 1, 2, 2, 1, 2]
-    nohold = AlarmConfig(forecast_hold=False)
+    # (The forecast alone: an indicator floor would hold some of these episodes together.)
+    nohold = AlarmConfig(forecast_hold=False, indicators=FlowIndicatorConfig().only(None))
     assert [s for s in range(30) if episodes(noisy_rise(s), nohold) > 1] == [6, 12, 28]
 
 
 def test_forecast_raised_level_clears_once_eta_stays_beyond_horizon_plus_margin() -> None:
     # 1.0 rising 0.5/min for 2 min (raised by forecast at 70 s), then the crowd thins out
-    # to 1.0: the level clears 30 s (off-delay) after the ETA went beyond 900 s.
-    cfg = AlarmConfig()
+    # to 1.0: the level clears 30 s (off-delay) after the ETA went beyond 900 s. (The forecast
+    # alone: at 0.5/min the rate-of-rise indicator would hold the level a minute longer.)
+    cfg = AlarmConfig(indicators=FlowIndicatorConfig().only(None))
     alarm = ZoneAlarm(STANDING_DEFAULTS, cfg)
     out = []
     for i in range(24):

@@ -34,10 +34,10 @@ def zone(zid: str, area: float = 400.0, sensors: tuple[SensorSpec, ...] = ()) ->
 ZONES = [
     zone("a", 400.0, (SensorSpec("a-cam1", Kind.OCCUPANCY, coverage_m2=100.0),
                       SensorSpec("a-cam2", Kind.OCCUPANCY, coverage_m2=50.0),
-                      SensorSpec("a-line", Kind.LINE_COUNT),
+                      SensorSpec("a-line", Kind.LINE_COUNT),  # no width: outflow only
                       SensorSpec("a-wifi", Kind.DEVICE_COUNT, calibration=2.0))),
-    zone("b", 1000.0, (SensorSpec("b-line1", Kind.LINE_COUNT),
-                       SensorSpec("b-line2", Kind.LINE_COUNT))),
+    zone("b", 1000.0, (SensorSpec("b-line1", Kind.LINE_COUNT, width_m=4.0),
+                       SensorSpec("b-line2", Kind.LINE_COUNT, width_m=2.5))),
     zone("c", 250.0, (SensorSpec("c-wifi1", Kind.DEVICE_COUNT, calibration=2.5),
                       SensorSpec("c-wifi2", Kind.DEVICE_COUNT, calibration=1.5))),
 ]
@@ -101,7 +101,9 @@ def run_engine(
                       if why.reason.value == "id_conflict"]
         oi, of = eng.emit_arrays()
         rows += [(u.zone_id, u.window_end_ms, u.source, u.freshness_ms, u.readings,
-                  u.occupancy, u.density, u.trend_per_min, u.flow_per_min, agree)
+                  u.occupancy, u.density, u.trend_per_min, u.flow_per_min, agree,
+                  u.outflow_per_min, u.outflow_per_m_s, u.counterflow_per_m_min,
+                  u.counterflow_balance)
                  for u, agree in zip(eng._updates(oi, of), of[:, K.OF_AGREE].tolist(),
                                      strict=True)]
     return rows, late, conflicts
@@ -120,7 +122,8 @@ def run_twin(
             sidx[s.sensor_id] = len(sidx)
             twin.sensors[sidx[s.sensor_id]] = SensorState(
                 s.calibration or 1.0, s.coverage_m2 or math.nan, 16,
-                {Kind.OCCUPANCY: K.OCC, Kind.DEVICE_COUNT: K.DEV}.get(s.kind))
+                {Kind.OCCUPANCY: K.OCC, Kind.DEVICE_COUNT: K.DEV,
+                 Kind.LINE_COUNT: K.LINE}.get(s.kind), s.width_m or math.nan)
     rows = []
     evs = []
     for e, p, arrival in stream:
@@ -279,12 +282,18 @@ def test_windows_match_independent_reference() -> None:
     zones = {z.zone_id: z for z in ZONES}
     checked: dict[str | None, int] = {}
     disagree = 0
-    for zid, end, src, _fresh, n, _occ, dens, _trend, flow, agree in rows:
+    flows_checked = 0
+    for (zid, end, src, _fresh, n, _occ, dens, _trend, flow, agree, out, out_pms, xflow,
+         xbal) in rows:
         start = end - WINDOW
         inside = [e for e in ref["events"] if e.zone_id == zid and start <= e.ts_ms < end]
         assert n == len(inside)
         entries = sum(e.entries for e in inside if e.kind is Kind.LINE_COUNT)
         assert flow == pytest.approx(entries / (WINDOW / 60_000), rel=1e-9)
+        expect_flows = reference_line_flows(inside, zones[zid])
+        for got, want in zip((out, out_pms, xflow, xbal), expect_flows, strict=True):
+            assert (math.isnan(got) and math.isnan(want)) or got == pytest.approx(want, rel=1e-9)
+        flows_checked += not math.isnan(xflow)
         expect = reference_fusion(inside, zones[zid]) if inside else None
         if expect is not None:
             assert src in ("occupancy", "device_count")
@@ -301,6 +310,28 @@ def test_windows_match_independent_reference() -> None:
     assert checked.get("occupancy", 0) > 50
     assert checked.get("device_count", 0) > 50
     assert disagree > 50, "the stream should make sensors disagree"
+    assert flows_checked > 50, "the stream should give counter-flow windows"
+
+
+def reference_line_flows(inside: list[SensorEvent], zone: Zone
+                         ) -> tuple[float, float, float, float]:
+    """Independent reference of a window's outflow, specific outflow and counter-flow, from
+    the accepted line readings inside it (written from the README's definitions)."""
+    minutes = WINDOW / 60_000
+    width = {s.sensor_id: s.width_m for s in zone.sensors}
+    lines = [e for e in inside if e.kind is Kind.LINE_COUNT]
+    out = sum(e.exits for e in lines) / minutes
+    sids = sorted({e.sensor_id for e in lines if width.get(e.sensor_id)})
+    if not sids:
+        return out, math.nan, math.nan, math.nan
+    per = {sid: (sum(e.entries for e in lines if e.sensor_id == sid),
+                 sum(e.exits for e in lines if e.sensor_id == sid)) for sid in sids}
+    total_w = sum(width[sid] or 0.0 for sid in sids)
+    pms = sum(x for _, x in per.values()) / total_w / (minutes * 60)
+    xf = {sid: min(per[sid]) / (width[sid] or 1.0) / minutes for sid in sids}
+    top = max(sids, key=lambda sid: xf[sid])
+    hi = max(per[top])
+    return out, pms, xf[top], (min(per[top]) / hi if hi else 0.0)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -318,7 +349,7 @@ def test_property_camera_windows_equal_reference(
     rows, late, _ = run_engine(stream, batch)
     ref, ref_late = reference_windows(stream)
     assert set(late) == ref_late
-    for _zid, end, _src, _f, n, _o, dens, _t, _fl, agree in rows:
+    for _zid, end, _src, _f, n, _o, dens, _t, _fl, agree, *_flows in rows:
         inside = [e for e in ref["events"] if end - WINDOW <= e.ts_ms < end]
         assert n == len(inside)
         if inside:
