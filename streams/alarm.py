@@ -147,6 +147,9 @@ class ZoneAlarm:
     forecast_far_since: int | None = None
     # The recent density records (rising edge, robust forecast); None until the first.
     trend: Trend | None = None
+    # The level estimate for raising of the newest window (its density plus the rising
+    # edge's boost; NaN: none yet). Not in snapshots: each window sets it anew.
+    estimate: float = math.nan
 
     def _threshold(self, level: Level) -> float:
         t = self.thresholds
@@ -189,6 +192,7 @@ class ZoneAlarm:
         out: list[Transition] = []
         floor = self.floor if ts_ms < self.floor_until_ms else Level.NORMAL
         if math.isnan(density):
+            self.estimate = math.nan
             # Blind: the level stands (a blind zone is not a calm zone), the operators hear
             # once that the zone is no longer seen, then ticks re-alarm it.
             if self.level >= Level.ELEVATED and not self.blind:
@@ -209,6 +213,7 @@ class ZoneAlarm:
                     self.trend = cfg.new_trend(window_ms)
                 self.trend.add(ts_ms, density)
         ratio = occupancy / self.capacity if self.capacity else math.nan
+        self.estimate = density
         edge = cfg.edge_cap if cfg.rising_edge and window_ms > 0 else 0.0
         quiet = (self.level is Level.NORMAL and floor is Level.NORMAL and not self.up_since
                  and self.forecast_since is None
@@ -223,6 +228,7 @@ class ZoneAlarm:
                  if edge and self.trend is not None
                  and density * (1 + edge) >= self.thresholds.elevated else 0.0)
         rising = density + boost  # the level estimate for raising
+        self.estimate = rising
         by_density = level_for(density, self.thresholds)
         raw = max(by_density, self._ratio_level(ratio))
         on_delay = 0 if ts_ms < self.corroborated_until_ms else round(cfg.on_delay_s * 1000)
