@@ -108,6 +108,11 @@ def measure_live(bootstrap: str, scenario: str, seed: int, speed: float,
                SAFETOUR_WEB_PORT=str(free_port())) | LIVE_ENV
     settings = Settings.from_env(env)
     out = simulate(SCENARIOS[scenario], zones, seed=seed, grace_s=settings.grace_s)
+    # Offline first: the same kernels, compiled on a cold numba cache here and not in the
+    # worker while it is being timed (a first run stalled it by some 20 s: 200 s at 10x).
+    cfg = settings.pipeline(zones).alerts.config
+    offline = replay_live(out, zones, cfg, settings)
+    before = replay_live(out, zones, cfg.legacy(), settings)
     asyncio.run(create_topics(bootstrap, topic_specs(settings.topics)))
     log = state_dir / f"worker-{tag}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -149,9 +154,6 @@ def measure_live(bootstrap: str, scenario: str, seed: int, speed: float,
     offset = statistics.median(due[v] - ts * speed for ts, v in sent if v in due)
     live = Run([(round(ts * speed + offset), orjson.loads(v)) for ts, v in alerts],
                sorted((orjson.loads(v) for _, v in density), key=lambda d: d["window_end"]))
-    cfg = settings.pipeline(zones).alerts.config
-    offline = replay_live(out, zones, cfg, settings)
-    before = replay_live(out, zones, cfg.legacy(), settings)
     scored = Scored()
     score(scenario, seed, out.truth, {"before": before, "offline": offline, "after": live},
           scored)
