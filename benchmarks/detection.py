@@ -3,8 +3,8 @@ simulator's ground truth.
 
     python -m benchmarks.detection [--seeds 1,2,3] [--scenarios crush,songkran]
                                    [--out benchmarks/RESULTS-detection.md]
-    python -m benchmarks.detection live --bootstrap HOST:PORT [--scenario crush]
-                                        [--seed 1] [--speed 10]
+    python -m benchmarks.detection live --bootstrap HOST:PORT [--scenarios crush]
+                                        [--seeds 1] [--speed 10]   (detection_live.py)
 
 Every scenario (``agents/devtools/simulator.py``) x seed is simulated and its deliveries fed,
 in delivery order, through the real :class:`streams.pipeline.Pipeline` with the production
@@ -194,7 +194,7 @@ def score(scenario: str, seed: int, truth: dict[str, Any], runs: dict[str, Run],
         for s, _ in eps["critical"]:
             for mode, run in runs.items():
                 errs, n = eta_errors(run.density, zid, s, zt["thresholds"]["critical"],
-                                     robust=mode == "after")
+                                     robust=mode != "before")
                 into.eta_errors[mode] += errs
                 into.eta_records[mode] += n
 
@@ -326,6 +326,8 @@ def report(scored: Scored, scenarios: Sequence[str], seeds: Sequence[int]) -> st
 def main(argv: list[str] | None = None) -> int:
     args_in = sys.argv[1:] if argv is None else argv
     if args_in[:1] == ["live"]:
+        from .detection_live import main_live  # noqa: PLC0415
+
         return main_live(args_in[1:])
     ap = argparse.ArgumentParser(prog="python -m benchmarks.detection",
                                  description=__doc__.split("\n\n")[0] if __doc__ else None)
@@ -343,116 +345,6 @@ def main(argv: list[str] | None = None) -> int:
     print(text, end="")
     if args.out:
         Path(args.out).write_text(text, encoding="utf-8")
-    return 0
-
-
-
-# -- live, through a broker ---------------------------------------------------------------
-
-LIVE_ENV = {"SAFETOUR_WINDOW_S": "60", "SAFETOUR_SLIDE_S": "5", "SAFETOUR_GRACE_S": "10",
-            "SAFETOUR_IDLE_S": "30", "SAFETOUR_START": "from-start"}
-
-
-async def _read_all(bootstrap: str, topic: str, quiet_s: float = 3.0
-                    ) -> list[tuple[int, bytes]]:
-    """Every message of ``topic`` so far: (broker timestamp ms, value)."""
-    from agents.kafka import as_config  # noqa: PLC0415
-
-    cfg = as_config(bootstrap)
-    consumer = cfg.consumer(topic, auto_offset_reset="earliest", enable_auto_commit=False,
-                            group_id=None)
-    await cfg.start(consumer)
-    out: list[tuple[int, bytes]] = []
-    try:
-        idle = 0.0
-        while idle < quiet_s:
-            got = await consumer.getmany(timeout_ms=500)
-            batch = [m for msgs in got.values() for m in msgs]
-            idle = idle + 0.5 if not batch else 0.0
-            out += [(int(m.timestamp), m.value) for m in batch if m.value]
-    finally:
-        await consumer.stop()
-    return out
-
-
-def measure_live(bootstrap: str, scenario: str, seed: int, speed: float,
-                 state_dir: Path) -> Scored:
-    """One scenario through a real broker and a ``safetour worker`` (the production
-    windows), published ``speed`` times faster than scenario time; an alert's time is its
-    broker timestamp mapped back to scenario time (by the median offset between the sensor
-    messages' broker timestamps and their delivery times). Scored like the offline runs, as
-    "after" only (the worker runs today's alarm); "before" is the same replay offline."""
-    import asyncio  # noqa: PLC0415
-    import os  # noqa: PLC0415
-    import subprocess  # noqa: PLC0415
-    import uuid  # noqa: PLC0415
-
-    from agents.devtools.simulator import publish_live  # noqa: PLC0415
-    from agents.topics import create_topics, topic_specs  # noqa: PLC0415
-
-    from .e2e import free_port  # noqa: PLC0415
-
-    zones = load_zones(ZONES_FILE)
-    tag = uuid.uuid4().hex[:10]
-    env = dict(os.environ, SAFETOUR_KAFKA_BOOTSTRAP=bootstrap,
-               SAFETOUR_TOPIC_PREFIX=f"detect-{tag}.", SAFETOUR_APP_ID=f"detect-{tag}",
-               SAFETOUR_STATE_DIR=str(state_dir / tag),
-               SAFETOUR_WEB_PORT=str(free_port())) | LIVE_ENV
-    settings = Settings.from_env(env)
-    out = simulate(SCENARIOS[scenario], zones, seed=seed, grace_s=settings.grace_s)
-    asyncio.run(create_topics(bootstrap, topic_specs(settings.topics)))
-    log = state_dir / f"worker-{tag}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("ab") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "agents", "worker"], env=env,
-                                stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                cwd=REPO)
-    try:
-        deadline = time.monotonic() + 90
-        while "[^Worker]: Ready" not in log.read_text(errors="replace"):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the worker did not start; see {log}")
-            time.sleep(0.2)
-        asyncio.run(publish_live(out, bootstrap, settings.topics.sensor_events,
-                                 settings.topics.reports, speed=speed))
-        time.sleep(max(2.0, (settings.window_s + settings.grace_s) / speed + 2))
-        alerts = asyncio.run(_read_all(bootstrap, settings.topics.alerts))
-        density = asyncio.run(_read_all(bootstrap, settings.topics.density))
-        sent = asyncio.run(_read_all(bootstrap, settings.topics.sensor_events))
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    # Wall time to scenario time: each sensor message's broker timestamp against the
-    # delivery time the simulator gave it (re-sent duplicates share a value: first kept).
-    due: dict[bytes, int] = {}
-    for when, _, value in out.events:
-        due.setdefault(value, when)
-    offset = statistics.median(due[v] - ts * speed for ts, v in sent if v in due)
-    run = Run([(round(ts * speed + offset), orjson.loads(v)) for ts, v in alerts],
-              sorted((orjson.loads(v) for _, v in density), key=lambda d: d["window_end"]))
-    scored = Scored()
-    before = replay_live(out, zones, settings.pipeline(zones).alerts.config.legacy(),
-                         settings)
-    score(scenario, seed, out.truth, {"before": before, "after": run}, scored)
-    return scored
-
-
-def main_live(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.detection live")
-    ap.add_argument("--bootstrap", required=True)
-    ap.add_argument("--scenario", default="crush")
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--speed", type=float, default=10.0)
-    ap.add_argument("--state-dir", default=str(REPO / ".safetour/detection"))
-    args = ap.parse_args(argv)
-    scored = measure_live(args.bootstrap, args.scenario, args.seed, args.speed,
-                          Path(args.state_dir))
-    print(f"Live over Kafka at {args.speed:g}x (after: the worker; before: the legacy "
-          "alarm offline on the same input)\n")
-    print(report(scored, [args.scenario], [args.seed]), end="")
     return 0
 
 

@@ -11,7 +11,10 @@ later v1 may add pass through.
     reason                  a string (1..64) when present; the enum is OPEN, unknown values pass
     density                 a number >= 0 or null (a blind zone) when present
     seq                     an integer >= 1 when present (per-episode sequence number)
-    message                 an object whose th/en are strings when present
+    message                 an object with th and en strings when present
+    density_estimate        a number >= 0 when present (the rising-edge estimate)
+    stepped_below           a level when present (a notify channel's step-down record)
+    unshelved               a boolean when present (a notify channel's catch-up record)
 """
 
 from __future__ import annotations
@@ -51,7 +54,8 @@ def decode_alert(value: bytes | None) -> dict[str, Any] | Rejection:
             return _bad(f"/{key}: length must be 1..{hi}, got {len(v)}")
     for key, known, required in (("level", ALERT_LEVELS, True),
                                  ("status", ALERT_STATUSES, True),
-                                 ("previous_level", ALERT_LEVELS, False)):
+                                 ("previous_level", ALERT_LEVELS, False),
+                                 ("stepped_below", ALERT_LEVELS, False)):
         if key not in doc:
             if required:
                 return _bad(f"/: missing required field {key!r}")
@@ -65,6 +69,12 @@ def decode_alert(value: bytes | None) -> dict[str, Any] | Rejection:
     density = doc.get("density")
     if density is not None and not (_is_num(density) and density >= 0):
         return _bad("/density: must be a number >= 0 or null")
+    if "density_estimate" in doc:
+        est = doc["density_estimate"]
+        if not (_is_num(est) and est >= 0):
+            return _bad("/density_estimate: must be a number >= 0")
+    if "unshelved" in doc and not isinstance(doc["unshelved"], bool):
+        return _bad("/unshelved: must be a boolean")
     if "seq" in doc:
         seq = doc["seq"]
         # JSON Schema's integer: 3.0 is one too (as in schemas/_validate.py)
@@ -73,6 +83,6 @@ def decode_alert(value: bytes | None) -> dict[str, Any] | Rejection:
     if "message" in doc:
         msg = doc["message"]
         if not isinstance(msg, dict) or not all(
-                isinstance(msg.get(lang, ""), str) for lang in ("th", "en")):
+                isinstance(msg.get(lang), str) for lang in ("th", "en")):
             return _bad("/message: must be an object with text th and en")
     return doc

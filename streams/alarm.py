@@ -14,7 +14,8 @@ alarm practice (``docs/domain.md`` section 1, "Product practice"):
 - **rising edge**: for raising, the level estimate is the 60 s mean plus the Theil-Sen
   slope of the last window's records times half the window (the lag of a trailing mean on a
   steady rise), when that rise is significant, at most ``edge_cap`` (20 %) of the mean; the
-  on-delay is then halved;
+  on-delay is then halved. The slope is the records' over the last half window when that
+  is steeper and significant: in the first minute of a rise the whole window's lags;
 - **forecast**: when the robust slope of the last minutes of records (:meth:`Trend.fit`)
   would take the true density to ``critical`` within ``horizon_s`` (600 s) and that has
   held for the on-delay, an episode is raised early (``reason: forecast``) at ``elevated``
@@ -74,6 +75,9 @@ class AlarmConfig:
     # slope over the last window times half the window), at most ``edge_cap`` of the mean.
     rising_edge: bool = True
     edge_cap: float = 0.2
+    # The rising edge's slope is the steeper of the records' over the last window and over
+    # its last half (both significant): at the start of a rise the former lags.
+    edge_recent_half: bool = True
     # Forecast from a Theil-Sen slope over the last ``forecast_span_s`` of density records
     # (none before there are ``forecast_min_span_s`` of them). Off: the window's own trend.
     robust_forecast: bool = True
@@ -152,6 +156,9 @@ class ZoneAlarm:
     trend: Trend | None = None
     # The indicators beyond density (None until the first window, or when all are off).
     flow: FlowIndicators | None = None
+    # The level estimate for raising of the newest window (its density plus the rising
+    # edge's boost; NaN: none yet). Not in snapshots: each window sets it anew.
+    estimate: float = math.nan
 
     def _threshold(self, level: Level) -> float:
         t = self.thresholds
@@ -196,6 +203,7 @@ class ZoneAlarm:
         out: list[Transition] = []
         floor = self.floor if ts_ms < self.floor_until_ms else Level.NORMAL
         if math.isnan(density):
+            self.estimate = math.nan
             # Blind: the level stands (a blind zone is not a calm zone), the operators hear
             # once that the zone is no longer seen, then ticks re-alarm it.
             if self.level >= Level.ELEVATED and not self.blind:
@@ -225,6 +233,7 @@ class ZoneAlarm:
             if self.flow.idle():
                 self.flow = None
         ratio = occupancy / self.capacity if self.capacity else math.nan
+        self.estimate = density
         edge = cfg.edge_cap if cfg.rising_edge and window_ms > 0 else 0.0
         quiet = (self.level is Level.NORMAL and floor is Level.NORMAL and not self.up_since
                  and hot is Level.NORMAL and ind is Level.NORMAL
@@ -236,10 +245,11 @@ class ZoneAlarm:
         eta = self._eta(density, trend_per_min, window_ms, busy=not quiet)
         if quiet and (eta is None or eta > cfg.horizon_s):
             return out
-        boost = (self.trend.rising_boost(window_ms, edge)
+        boost = (self.trend.rising_boost(window_ms, edge, cfg.edge_recent_half)
                  if edge and self.trend is not None
                  and density * (1 + edge) >= self.thresholds.elevated else 0.0)
         rising = density + boost  # the level estimate for raising
+        self.estimate = rising
         by_density = level_for(density, self.thresholds)
         raw = max(by_density, self._ratio_level(ratio))
         on_delay = 0 if ts_ms < self.corroborated_until_ms else round(cfg.on_delay_s * 1000)
@@ -512,10 +522,13 @@ class Trend:
             return 0.0
         return (values[-1] - values[i]) / ((ts[-1] - ts[i]) / 1000)
 
-    def rising_boost(self, window_ms: int, cap: float) -> float:
+    def rising_boost(self, window_ms: int, cap: float, recent_half: bool = True) -> float:
         """How far the trailing mean of a ``window_ms`` window lags a steady rise: the slope
         over the last window times half the window, when the rise is significant (the
-        slope's lower bound above 0); at most ``cap`` times the newest mean. 0 otherwise."""
+        slope's lower bound above 0); at most ``cap`` times the newest mean. 0 otherwise.
+        With ``recent_half``, the slope over the last half window instead when that is
+        steeper and significant too: in the first minute of a rise the means' slope grows
+        (the window fills with the rise), and the slope over the whole window lags it."""
         if window_ms <= 0 or not self.ts:
             return 0.0
         newest, mean = self.ts[-1], self.values[-1]
@@ -524,7 +537,12 @@ class Trend:
         fit = theil_sen(self.recent(newest - window_ms))
         if fit is None or fit.lo <= 0:
             return 0.0
-        return min(fit.slope * window_ms / 2000.0, cap * mean)
+        slope = fit.slope
+        if recent_half:
+            half = theil_sen(self.recent(newest - window_ms // 2))
+            if half is not None and half.lo > 0 and half.slope > slope:
+                slope = half.slope
+        return min(slope * window_ms / 2000.0, cap * mean)
 
     def fit(self, min_span_ms: int, max_points: int = 20) -> Slope | None:
         """Theil–Sen over the most recent steady stretch: from the last ``min_span_ms``,

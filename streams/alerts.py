@@ -32,7 +32,7 @@ from .alarm import AlarmConfig, Transition, ZoneAlarm, eta_critical_s
 from .engine import DensityUpdate
 from .hotspot import HotspotWatch
 from .indicators_flow import INDICATOR_REASONS, FlowIndicators, LineFlows, indicator_evidence
-from .levels import Level, resolve_thresholds
+from .levels import Level, level_for, resolve_thresholds
 from .messages import alert_message
 
 REPORT_LEVELS: dict[str, tuple[Level, Level]] = {  # category -> (level, level at severity 4-5)
@@ -307,11 +307,13 @@ class AlertTracker:
         eta = (None if tr.level is Level.CRITICAL
                else eta_critical_s(density, trend, za.alarm.thresholds.critical))
         eta_range: list[float | None] | None = None
+        said_range: tuple[float, float | None] | None = None  # for the text
         if u is not None and tr.level is not Level.CRITICAL and self.config.robust_forecast:
             fc = za.alarm.forecast(u.window_end_ms - u.window_start_ms)
             eta = None if fc is None else fc.eta_s
             if fc is not None:
                 eta_range = [round(fc.lo_s, 1), None if fc.hi_s is None else round(fc.hi_s, 1)]
+                said_range = (fc.lo_s, fc.hi_s)
         # The reports of the corroboration window that ends at the alert's own time: by event
         # time, so a run where reports arrived in another order (through several partitions,
         # or after a crash) lists the same ones.
@@ -326,6 +328,12 @@ class AlertTracker:
             if u is not None and u.confidence == u.confidence:  # NaN: blind, no sensors
                 confidence *= u.confidence
         confidence = min(0.99, confidence + 0.1 * corroborating)
+        # A level raised on the rising edge's estimate while the published density (the
+        # trailing mean) is still below it: the estimate is what the alarm acted on.
+        estimate = za.alarm.estimate
+        acted_on = (u is not None and tr.reason == "density" and not tr.reminder
+                    and tr.status in ("raised", "escalated") and estimate > density
+                    and level_for(density, za.alarm.thresholds) < tr.level)
         window_end = u.window_end_ms if u is not None else ts_ms
         window_start = u.window_start_ms if u is not None else ts_ms
         status = tr.status
@@ -362,8 +370,11 @@ class AlertTracker:
                 reason=tr.reason, density=None if math.isnan(density) else density,
                 eta_s=eta, ts_ms=ts_ms,
                 report=next((r.category for r in reversed(reports)), None),
-                hot=hot_spot(za.hot, tr.reason)),
+                hot=hot_spot(za.hot, tr.reason), eta_range=said_range,
+                estimate=estimate if acted_on else None),
         }
+        if acted_on:
+            alert["density_estimate"] = round(estimate, 4)
         if za.hot is not None:
             alert["hot_cell"] = za.hot.cell
             alert["hot_density"] = None if math.isnan(za.hot.density) else round(

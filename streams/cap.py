@@ -9,7 +9,8 @@ Mapping from a safetour alert (``alert.v1.json``):
 | resolved         | msgType ``Cancel`` (responseType ``AllClear``), ``references`` likewise |
 | updated          | msgType ``Update`` (sensing lost or back), ``references`` likewise    |
 | reason sensing_lost | certainty ``Unknown``: the zone is no longer observed              |
-| exercise true    | status ``Exercise`` (a drill); otherwise ``Actual``                     |
+| exercise true    | status ``Exercise`` (a drill), ``[ฝึกซ้อม / DRILL]`` first in each headline; |
+|                  | otherwise ``Actual``                                                  |
 | level critical   | severity ``Extreme``, urgency ``Immediate``, responseType ``Avoid``      |
 | level high       | severity ``Severe``, urgency ``Immediate``, responseType ``Avoid``       |
 | level elevated   | severity ``Moderate``, urgency ``Expected``, responseType ``Monitor``    |
@@ -36,7 +37,7 @@ from xml.etree import ElementTree as ET
 
 from schemas import Zone, parse_ts
 
-from .messages import BANGKOK
+from .messages import BANGKOK, DRILL_MARKER
 
 CAP_NS = "urn:oasis:names:tc:emergency:cap:1.2"
 DEFAULT_SENDER = "safetour@ops.phitsanulok.example"
@@ -104,6 +105,7 @@ def to_cap(
 
     status = str(alert["status"])
     level = str(alert["level"])
+    drill = alert.get("exercise") is True
     reason = str(alert.get("reason", "density"))
     sent = cap_time(str(alert["ts"]))
     root = ET.Element(f"{{{CAP_NS}}}alert")
@@ -111,8 +113,7 @@ def to_cap(
     el(root, "sender", sender)
     el(root, "sent", sent)
     # A drill's alert (``exercise``: agents/devtools drill) is an Exercise, any other Actual.
-    el(root, "status", cap_status or ("Exercise" if alert.get("exercise") is True
-                                      else "Actual"))
+    el(root, "status", cap_status or ("Exercise" if drill else "Actual"))
     first = status == "raised" and not alert.get("reminder")
     el(root, "msgType", "Alert" if first else "Cancel" if status == "resolved" else "Update")
     el(root, "source", "safetour")
@@ -146,14 +147,16 @@ def to_cap(
         el(info, "certainty", certainty)
         el(info, "effective", sent)
         el(info, "senderName", SENDER_NAME[lang])
-        el(info, "headline", f"{zone_names[key]}: {EVENT[lang]} {level.upper()}"
-           if lang == "en-US" else f"{zone_names[key]}: {EVENT[lang]}")
+        headline = (f"{zone_names[key]}: {EVENT[lang]} {level.upper()}" if lang == "en-US"
+                    else f"{zone_names[key]}: {EVENT[lang]}")
+        el(info, "headline", f"{DRILL_MARKER} {headline}" if drill else headline)
         el(info, "description", str(message.get(key, "")))
         el(info, "instruction", INSTRUCTION[lang][level])
         flows = alert.get("flows")
         extra = ([("indicator", reason), *sorted(flows.items())] if isinstance(flows, dict)
                  else [])
         for name, value in (("density_p_per_m2", alert.get("density")),
+                            ("density_estimate_p_per_m2", alert.get("density_estimate")),
                             ("eta_critical_s", alert.get("eta_critical_s")),
                             ("confidence", alert.get("confidence")),
                             ("hot_cell", alert.get("hot_cell")),

@@ -2,6 +2,10 @@
 
 Thai dates use the Buddhist Era (CE + 543) in the style of provincial notices:
 ``15 กุมภาพันธ์ 2569 เวลา 19.30 น.``
+
+A forecast says its range, ``critical in about 8 min (6–11 min)``; a range whose latest end
+is more than ``WIDE_RANGE`` times its earliest is called very uncertain, and one with no
+latest end (the slope's lower bound is not rising) says the latest cannot be told.
 """
 
 from __future__ import annotations
@@ -10,6 +14,10 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Final
 
 BANGKOK: Final = timezone(timedelta(hours=7), "ICT")
+DRILL_MARKER: Final = "[ฝึกซ้อม / DRILL]"
+"""What every channel puts on a drill's alert (agents/delivery/notify.py holds the same)."""
+WIDE_RANGE: Final = 3.0
+"""An ETA range whose latest end is more than this many times its earliest is very wide."""
 
 TH_MONTHS: Final = (
     "มกราคม", "กุมภาพันธ์", "มีนาคม", "เมษายน", "พฤษภาคม", "มิถุนายน",
@@ -63,12 +71,41 @@ CATEGORY_EN: Final = {
 }
 
 
+def _minutes(seconds: float) -> int:
+    return round(seconds / 60)
+
+
+def eta_texts(eta_s: float, eta_range: tuple[float, float | None] | None
+              ) -> tuple[str, str]:
+    """``(th, en)``: when critical comes at this trend, with the forecast's range."""
+    minutes = max(1, _minutes(eta_s))
+    th = f"หากยังเพิ่มขึ้นในอัตรานี้ จะถึงระดับวิกฤตในอีกประมาณ {minutes} นาที"
+    en = f"- at this trend critical in about {minutes} min"
+    if eta_range is None:
+        return th, en
+    lo = min(_minutes(eta_range[0]), minutes)
+    if eta_range[1] is None:
+        return (th + f" (เร็วที่สุด {lo} นาที ช้าที่สุดประเมินไม่ได้)",
+                en + f" ({lo} min at the earliest; the latest cannot be told)")
+    hi = max(_minutes(eta_range[1]), minutes)
+    if lo == hi:
+        return th, en
+    if eta_range[1] > WIDE_RANGE * max(eta_range[0], 60.0):
+        return (th + f" ({lo}–{hi} นาที ยังไม่แน่นอนมาก)",
+                en + f" ({lo}–{hi} min, very uncertain)")
+    return th + f" ({lo}–{hi} นาที)", en + f" ({lo}–{hi} min)"
+
+
 def alert_message(
     *, name_th: str, name_en: str, level: str, status: str, reason: str,
     density: float | None, eta_s: float | None, ts_ms: int, report: str | None = None,
     hot: tuple[str, float] | None = None,
+    eta_range: tuple[float, float | None] | None = None, estimate: float | None = None,
 ) -> dict[str, str]:
-    """The ``message`` object of an alert: what, where, how bad, since when, what next."""
+    """The ``message`` object of an alert: what, where, how bad, since when, what next.
+    ``eta_range``: the forecast's [earliest, latest] (s; latest None: unbounded);
+    ``estimate``: the rising-edge estimate the level was raised on, when the published
+    density (a trailing mean) is below that level."""
     th_parts = [f"{name_th}:"]
     en_parts = [f"{name_en}:"]
     if reason == "sensing_lost":
@@ -90,15 +127,20 @@ def alert_message(
                         "แม้ค่าเฉลี่ยทั้งพื้นที่ยังต่ำ")
         en_parts.append(f"dense pocket in grid cell {hot[0]}: {hot[1]:.1f} persons/m² "
                         "while the zone average is lower,")
-    if density is not None:
+    if density is not None and estimate is not None:
+        th_parts.append(f"ความหนาแน่นของฝูงชน {density:.1f} คน/ตร.ม. และเพิ่มขึ้นอย่างรวดเร็ว "
+                        f"(ประเมินว่าขณะนี้ {estimate:.1f})")
+        en_parts.append(f"crowd density {density:.1f} persons/m² and rising fast "
+                        f"(estimated {estimate:.1f} now),")
+    elif density is not None:
         th_parts.append(f"ความหนาแน่นของฝูงชน {density:.1f} คน/ตร.ม.")
         en_parts.append(f"crowd density {density:.1f} persons/m²,")
     th_parts.append(f"ระดับ{LEVEL_TH[level]} ({STATUS_TH[status]})")
     en_parts.append(f"level {level.upper()} ({status})")
     if eta_s is not None and status != "resolved":
-        minutes = max(1, round(eta_s / 60))
-        th_parts.append(f"หากยังเพิ่มขึ้นในอัตรานี้ จะถึงระดับวิกฤตในอีกประมาณ {minutes} นาที")
-        en_parts.append(f"- at this trend critical in about {minutes} min")
+        th_eta, en_eta = eta_texts(eta_s, eta_range)
+        th_parts.append(th_eta)
+        en_parts.append(en_eta)
     th_parts.append(thai_datetime(ts_ms))
     en_parts.append(f"at {english_datetime(ts_ms)}")
     return {"th": " ".join(th_parts), "en": " ".join(en_parts)}

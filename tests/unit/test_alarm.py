@@ -301,3 +301,31 @@ def test_history_is_bounded_and_calm_zones_keep_none() -> None:
     assert len(ts) <= 13 + 24
     alarm.observe(0.9, 0.0, 5000 * 240, window_ms=60_000)  # under 1.0 p/m²: calm
     assert alarm.trend is None
+
+
+@pytest.mark.parametrize("rate_per_min", [0.6, 1.5])
+def test_rising_edge_takes_the_last_half_window_at_the_start_of_a_rise(
+        rate_per_min: float) -> None:
+    """Issue 15 review: in the first minute of a rise the trailing means' slope over the
+    whole last window lags (the window is still filling with the rise), so elevated was
+    raised late (benchmarks/detection.py: elevated +33 s median, the crush's +38 s). The
+    slope over the last half window, when steeper and significant, catches up sooner."""
+    base, rate, start = 1.6, rate_per_min / 60, 300  # flat, then a steady rise from 300 s
+
+    def truth(t: float) -> float:
+        return base + rate * max(0.0, t - start)
+
+    # the exact trailing 60 s mean of that truth, every 5 s
+    steps = [(5.0 * i, statistics.fmean(truth(5 * i - 59.5 + k) for k in range(60)), 0.0)
+             for i in range(150)]
+    crossing = start + (STANDING_DEFAULTS.elevated - base) / rate
+
+    def first_raise(cfg: AlarmConfig) -> float:
+        alarm = ZoneAlarm(STANDING_DEFAULTS, cfg)
+        return next(t for t, d, tr in steps
+                    for x in alarm.observe(d, tr, round(t * 1000), window_ms=60_000)
+                    if x.status == "raised")
+
+    whole = first_raise(AlarmConfig(edge_recent_half=False))
+    half = first_raise(AlarmConfig())
+    assert crossing <= half <= whole - 5

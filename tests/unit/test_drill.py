@@ -80,6 +80,24 @@ def test_every_channel_marks_a_drill_and_only_a_drill() -> None:
     assert DRILL_MARKER == "[ฝึกซ้อม / DRILL]"
 
 
+def test_a_drills_cap_headlines_say_drill_and_a_real_ones_do_not() -> None:
+    """Issue 15 review: a drill's CAP message was status Exercise but its headlines, what a
+    CAP client shows first, did not say so."""
+    def headlines(alert: dict[str, Any]) -> list[str]:
+        doc = ET.fromstring(to_cap(alert, zone_names=NAMES))
+        return [i.findtext(f"{{{CAP_NS}}}headline") or ""
+                for i in doc.findall(f"{{{CAP_NS}}}info")]
+
+    drill, real = headlines(ALERT | {"exercise": True}), headlines(ALERT)
+    assert len(drill) == 2  # th-TH and en-US
+    assert drill == [f"{DRILL_MARKER} {h}" for h in real]
+    assert not any(DRILL_MARKER in h for h in real)
+    assert headlines(ALERT | {"exercise": "yes"}) == real  # only true is a drill
+    from streams import messages  # noqa: PLC0415
+
+    assert messages.DRILL_MARKER == DRILL_MARKER  # the channels' marker
+
+
 def test_the_terminal_tail_marks_a_drill_and_only_a_drill() -> None:
     """`safetour alerts tail` (and `safetour run --drill`, which prints the real alerts topic)
     shows which alerts are a drill's: the channels read the same topic."""

@@ -19,7 +19,15 @@ import pytest
 from referencing import Registry, Resource
 
 import schemas
-from schemas import Ack, Reason, decode_ack, decode_report, decode_sensor_message, encode_ack
+from schemas import (
+    Ack,
+    Reason,
+    decode_ack,
+    decode_alert,
+    decode_report,
+    decode_sensor_message,
+    encode_ack,
+)
 
 N_DOCS = 1500  # per seed; 3 seeds x (events + batches + reports) is several thousand documents
 
@@ -31,7 +39,8 @@ def _load(name: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def validators() -> dict[str, jsonschema.Draft202012Validator]:
-    names = ["sensor-event.v1.json", "sensor-message.v1.json", "report.v1.json", "ack.v1.json"]
+    names = ["sensor-event.v1.json", "sensor-message.v1.json", "report.v1.json", "ack.v1.json",
+             "alert.v1.json"]
     docs = {n: _load(n) for n in names}
     registry: Registry[Any] = Registry().with_resources(
         (d["$id"], Resource.from_contents(d)) for d in docs.values()
@@ -293,6 +302,69 @@ def test_acks_match_reference(validators: dict[str, jsonschema.Draft202012Valida
             assert ref.is_valid(orjson.loads(encode_ack(got)))
             assert decode_ack(encode_ack(got)) == got
         results.append(not isinstance(got, schemas.Rejection))
+    assert 0.2 < sum(results) / len(results) < 0.8
+
+
+def valid_alert(rng: random.Random) -> dict[str, Any]:
+    level = rng.choice(["elevated", "high", "critical", "normal"])
+    alert: dict[str, Any] = {
+        "alert_id": rng.choice(STRINGS_OK), "zone_id": rng.choice(STRINGS_OK[:3]),
+        "level": level, "previous_level": rng.choice(["normal", "high"]),
+        "status": rng.choice(["raised", "escalated", "deescalated", "resolved", "updated"]),
+        "reason": rng.choice(["density", "forecast", "report", "sensing_lost", "new-reason"]),
+        "seq": rng.randint(1, 9), "density": rng.choice([None, 0, 4.62]), "occupancy": None,
+        "window_start": "2026-02-15T12:29:00Z", "window_end": "2026-02-15T12:30:00Z",
+        "ts": "2026-02-15T12:30:00Z", "message": {"th": "ข้อความ", "en": "text"},
+    }
+    if rng.random() < 0.4:
+        alert["density_estimate"] = rng.choice([0, 5.31, 12])
+    if rng.random() < 0.3:
+        alert["stepped_below"] = rng.choice(["elevated", "high", "critical"])
+    if rng.random() < 0.3:
+        alert["unshelved"] = True
+    return alert
+
+
+def mutate_alert(rng: random.Random, alert: dict[str, Any]) -> Any:
+    """Mutations of the fields :func:`schemas.decode_alert` checks (it is not the whole
+    schema: it lets what no consumer relies on pass)."""
+    alert = copy.deepcopy(alert)
+    op = rng.randrange(9)
+    if op == 0:
+        alert.pop(rng.choice(["alert_id", "zone_id", "ts", "level", "status"]))
+    elif op == 1:
+        alert[rng.choice(["alert_id", "zone_id"])] = _string(rng, 64)
+    elif op == 2:
+        alert[rng.choice(["level", "previous_level", "stepped_below"])] = rng.choice(
+            ["CRITICAL", "severe", "", 3, None, "high", "normal"])
+    elif op == 3:
+        alert["status"] = rng.choice(["raised", "cleared", "", None, 1])
+    elif op == 4:
+        alert["density"] = rng.choice([None, 0, -0.1, "4.6", True, 3])
+    elif op == 5:
+        alert["density_estimate"] = rng.choice([0, 5.3, -0.1, None, "5.3", True, [5.3]])
+    elif op == 6:
+        alert["unshelved"] = rng.choice([True, False, 1, "true", None])
+    elif op == 7:
+        alert["seq"] = rng.choice([1, 2.0, 0, -1, 1.5, "1", True])
+    else:
+        alert["message"] = rng.choice([{"th": "ก", "en": "e"}, {"th": 1}, "text", None, {}])
+    return alert
+
+
+def test_alerts_match_reference_on_what_consumers_check(
+        validators: dict[str, jsonschema.Draft202012Validator]) -> None:
+    rng = random.Random(13)
+    ref = validators["alert.v1.json"]
+    results = []
+    for _ in range(N_DOCS):
+        doc = valid_alert(rng)
+        if rng.random() < 0.65:
+            doc = mutate_alert(rng, doc)
+        raw = orjson.dumps(doc)
+        ours = not isinstance(decode_alert(raw), schemas.Rejection)
+        assert ours == ref.is_valid(doc), raw
+        results.append(ours)
     assert 0.2 < sum(results) / len(results) < 0.8
 
 
