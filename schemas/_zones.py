@@ -10,7 +10,7 @@ import orjson
 import yaml
 
 from ._errors import ZoneRegistryError
-from ._records import KIND_BY_WIRE, SensorSpec, Thresholds, Zone
+from ._records import KIND_BY_WIRE, BoundaryCounter, Neighbour, SensorSpec, Thresholds, Zone
 from ._validate import positive_number
 
 
@@ -89,8 +89,9 @@ def parse_zone(doc: object, where: str = "zone") -> Zone:
             None if s.get("calibration") is None else float(s["calibration"]),
             None if s.get("coverage_m2") is None else float(s["coverage_m2"]),
         ))
+    neighbours = _neighbours_from(doc.get("neighbours"), where)
     known = {"zone_id", "name", "area_m2", "crowd", "capacity", "polygon", "thresholds",
-             "sensors", "area_estimated"}
+             "sensors", "area_estimated", "neighbours"}
     return Zone(
         zone_id=zone_id,
         name_th=name["th"],
@@ -103,7 +104,43 @@ def parse_zone(doc: object, where: str = "zone") -> Zone:
         thresholds=thresholds,
         area_estimated=bool(doc.get("area_estimated", False)),
         extra={k: v for k, v in doc.items() if k not in known},
+        neighbours=neighbours,
     )
+
+
+MAX_NEIGHBOURS = 32
+MAX_BOUNDARY_COUNTERS = 32
+
+
+def _neighbours_from(raw: object, where: str) -> tuple[Neighbour, ...]:
+    """The optional ``neighbours`` list (zone.v1.json): adjacent zones and the line counters
+    on the shared boundary. Whether the zones and counters exist is a registry rule
+    (streams/registry.py), checked where the whole registry is known."""
+    if raw is None:
+        return ()
+    _need(isinstance(raw, list) and len(raw) <= MAX_NEIGHBOURS, where,
+          f"neighbours must be a list of at most {MAX_NEIGHBOURS}")
+    assert isinstance(raw, list)
+    out = []
+    for n in raw:
+        _need(isinstance(n, Mapping) and set(n) <= {"zone_id", "counters"}
+              and isinstance(n.get("zone_id"), str) and 1 <= len(n["zone_id"]) <= 64,
+              where, f"neighbour {n!r} needs a zone_id (1..64 chars) and only counters")
+        assert isinstance(n, Mapping)
+        counters = n.get("counters", [])
+        _need(isinstance(counters, list) and len(counters) <= MAX_BOUNDARY_COUNTERS, where,
+              f"neighbour {n['zone_id']!r}: counters must be a list of at most "
+              f"{MAX_BOUNDARY_COUNTERS}")
+        cs = []
+        for c in counters:
+            _need(isinstance(c, Mapping) and set(c) == {"sensor_id", "into"}
+                  and isinstance(c["sensor_id"], str) and 1 <= len(c["sensor_id"]) <= 128
+                  and c["into"] in ("entries", "exits"), where,
+                  f"neighbour {n['zone_id']!r}: counter {c!r} needs a sensor_id and "
+                  f"into: entries or exits")
+            cs.append(BoundaryCounter(c["sensor_id"], c["into"]))
+        out.append(Neighbour(n["zone_id"], tuple(cs)))
+    return tuple(out)
 
 
 def _thresholds_from(t: Mapping[str, Any]) -> Thresholds | None:
