@@ -32,6 +32,7 @@ from .alarm import AlarmConfig, Transition, ZoneAlarm, eta_critical_s
 from .engine import DensityUpdate
 from .levels import Level, resolve_thresholds
 from .messages import alert_message
+from .spillover import Spill, SpillConfig, SpillWatch
 
 REPORT_LEVELS: dict[str, tuple[Level, Level]] = {  # category -> (level, level at severity 4-5)
     "crush": (Level.CRITICAL, Level.CRITICAL),
@@ -50,6 +51,11 @@ def episode_id(zone_id: str, start_ms: int) -> str:
     """Deterministic alert id: zone and the event time (ms) of the episode's start."""
     digest = hashlib.sha256(f"{zone_id}\x1f{start_ms}".encode()).hexdigest()[:20]
     return f"{zone_id}:{start_ms}:{digest}"
+
+
+def status_open(status: str) -> bool:
+    """The episode goes on after this message (not a resolution)."""
+    return status != "resolved"
 
 
 def report_level(report: Report) -> Level | None:
@@ -92,6 +98,8 @@ class _ZoneAlerts:
     reports: deque[Report] = field(default_factory=deque)
     last: DensityUpdate | None = None
     clock_ms: int | None = None  # newest window end observed
+    spill: SpillWatch | None = None  # zones with neighbours (streams/spillover.py)
+    last_spill: Spill | None = None
 
 
 class AlertTracker:
@@ -99,7 +107,11 @@ class AlertTracker:
 
     def __init__(self, zones: Mapping[str, Zone], config: AlarmConfig | None = None) -> None:
         self.config = config or AlarmConfig()
+        self.spill_config = SpillConfig(enabled=self.config.spillover)
         self._zones: dict[str, _ZoneAlerts] = {}
+        # The newest density record of neighbours this worker does not drive (another
+        # partition's), fed by the worker's follower (agents/worker/neighbours.py).
+        self._foreign: dict[str, DensityUpdate] = {}
         # Zones with an open episode: the only ones a tick can change (the worker ticks every
         # few seconds and replay every batch, so a tick must not visit 100,000 calm zones).
         self._open: set[str] = set()
@@ -118,7 +130,13 @@ class AlertTracker:
                 new[zid] = old
             else:
                 new[zid] = _ZoneAlerts(z, ZoneAlarm(t, self.config, z.capacity))
+            za = new[zid]
+            if z.neighbours and self.spill_config.enabled and za.spill is None:
+                za.spill = SpillWatch(self.spill_config)
+            elif not z.neighbours:
+                za.spill = za.last_spill = None
         self._zones = new
+        self._neighbour_ids = {n.zone_id for z in zones.values() for n in z.neighbours}
         self._registry = {zid: za.zone for zid, za in new.items()}
         self._order = {zid: i for i, zid in enumerate(new)}  # registry order
         self._open &= set(new)
@@ -139,10 +157,44 @@ class AlertTracker:
         if not math.isnan(u.density):
             za.last = u
         self._expire(za, u.window_end_ms)
+        spill = None
+        if za.spill is not None:
+            spill = za.last_spill = za.spill.assess(
+                za.zone, u, za.alarm.thresholds.critical, self._neighbour_records(za.zone))
         trs = za.alarm.observe(u.density, u.trend_per_min, u.window_end_ms, u.occupancy,
-                               u.window_end_ms - u.window_start_ms)
+                               u.window_end_ms - u.window_start_ms,
+                               None if spill is None else spill.eta_s)
         return [self._alert(za, tr, u.window_end_ms, blind=math.isnan(u.density))
                 for tr in trs]
+
+    def neighbour_record(self, u: DensityUpdate) -> bool:
+        """A density record of a zone driven elsewhere (another worker's partition), for
+        the spill-over of the zones it neighbours; True if kept (a neighbour, and newer)."""
+        if u.zone_id not in self._neighbour_ids:
+            return False
+        old = self._foreign.get(u.zone_id)
+        if old is not None and old.window_end_ms >= u.window_end_ms:
+            return False
+        self._foreign[u.zone_id] = u
+        return True
+
+    def _neighbour_records(self, zone: Zone) -> dict[str, tuple[DensityUpdate | None, float]]:
+        """Each neighbour's newest record (driven here or followed) and elevated threshold."""
+        out: dict[str, tuple[DensityUpdate | None, float]] = {}
+        for n in zone.neighbours:
+            nz = self._zones.get(n.zone_id)
+            if nz is None:
+                continue
+            rec, other = nz.last, self._foreign.get(n.zone_id)
+            if other is not None and (rec is None or other.window_end_ms > rec.window_end_ms):
+                rec = other
+            out[n.zone_id] = (rec, nz.alarm.thresholds.elevated)
+        return out
+
+    def inflows(self) -> list[tuple[str, str, float]]:
+        """(zone, neighbour, inflow per minute) of the newest windows, for metrics."""
+        return [(zid, n, v) for zid, za in self._zones.items() if za.spill is not None
+                for n, v in za.spill.last_inflow.items()]
 
     def zone_clock(self, zone_id: str) -> int | None:
         """The newest window end the zone has seen (event time), if any."""
@@ -281,6 +333,10 @@ class AlertTracker:
             eta = None if fc is None else fc.eta_s
             if fc is not None:
                 eta_range = [round(fc.lo_s, 1), None if fc.hi_s is None else round(fc.hi_s, 1)]
+        spill = za.last_spill if tr.reason == "spillover" else None
+        neighbour = None if spill is None else self._zones.get(spill.neighbour)
+        if spill is not None and tr.level is not Level.CRITICAL and status_open(tr.status):
+            eta, eta_range = spill.eta_s, None
         # The reports of the corroboration window that ends at the alert's own time: by event
         # time, so a run where reports arrived in another order (through several partitions,
         # or after a crash) lists the same ones.
@@ -330,8 +386,14 @@ class AlertTracker:
                 name_th=z.name_th, name_en=z.name_en, level=tr.level.wire, status=status,
                 reason=tr.reason, density=None if math.isnan(density) else density,
                 eta_s=eta, ts_ms=ts_ms,
-                report=next((r.category for r in reversed(reports)), None)),
+                report=next((r.category for r in reversed(reports)), None),
+                neighbour=None if neighbour is None else (neighbour.zone.name_th,
+                                                          neighbour.zone.name_en)),
         }
+        if spill is not None:
+            alert["spillover"] = {"neighbour": spill.neighbour,
+                                  "inflow_per_min": round(spill.inflow_per_min, 1),
+                                  "net_inflow_per_min": round(spill.net_per_min, 1)}
         if eta_range is not None:
             alert["eta_critical_range_s"] = eta_range
         if tr.reminder:

@@ -14,6 +14,8 @@ Mapping from a safetour alert (``alert.v1.json``):
 | level high       | severity ``Severe``, urgency ``Immediate``, responseType ``Avoid``       |
 | level elevated   | severity ``Moderate``, urgency ``Expected``, responseType ``Monitor``    |
 | reason forecast  | urgency ``Future``, certainty ``Likely``                              |
+| reason spillover | likewise (a neighbour filling into the zone), and a ``<parameter>``   |
+|                  | ``spillover_from`` naming the neighbour zone                          |
 | reason density   | certainty ``Observed``; reason report: ``Observed`` from staff, police |
 |                  | or operators, else ``Likely``                                         |
 
@@ -119,7 +121,7 @@ def to_cap(
         el(root, "references", f"{sender},{ref},{cap_time(start)}")
     el(root, "incidents", _ID_UNSAFE.sub("_", str(alert["alert_id"])))
     sources = {r.get("source") for r in alert.get("evidence", {}).get("reports", [])}
-    if reason == "forecast":
+    if reason in ("forecast", "spillover"):
         certainty = "Likely"
     elif reason == "sensing_lost":
         certainty = "Unknown"
@@ -136,7 +138,8 @@ def to_cap(
         el(info, "category", "Safety")
         el(info, "event", EVENT[lang])
         el(info, "responseType", "AllClear" if status == "resolved" else RESPONSE[level])
-        el(info, "urgency", "Future" if reason == "forecast" and status != "resolved"
+        el(info, "urgency", "Future" if reason in ("forecast", "spillover")
+           and status != "resolved"
            else URGENCY[level if status != "resolved" else "normal"])
         el(info, "severity", SEVERITY[level])
         el(info, "certainty", certainty)
@@ -148,7 +151,8 @@ def to_cap(
         el(info, "instruction", INSTRUCTION[lang][level])
         for name, value in (("density_p_per_m2", alert.get("density")),
                             ("eta_critical_s", alert.get("eta_critical_s")),
-                            ("confidence", alert.get("confidence"))):
+                            ("confidence", alert.get("confidence")),
+                            ("spillover_from", (alert.get("spillover") or {}).get("neighbour"))):
             if value is not None:
                 p = el(info, "parameter")
                 el(p, "valueName", name)

@@ -36,6 +36,8 @@ class DensityUpdate(NamedTuple):
     sensor_age_ms: tuple[int, ...] = ()  # per entry of ``sensors``: window end - newest reading
     skewed_sensors: tuple[tuple[str, float], ...] = ()  # (sensor, clock offset s) if off
     confidence: float = math.nan  # 0..1: sensors' freshness x agreement; NaN when blind
+    # (sensor, entries/min, exits/min) of the zone-graph line counters (streams/spillover.py)
+    line_flows: tuple[tuple[str, float, float], ...] = ()
 
 
 class DensityEngine(Protocol):

@@ -56,10 +56,15 @@ CATEGORY_EN: Final = {
 def alert_message(
     *, name_th: str, name_en: str, level: str, status: str, reason: str,
     density: float | None, eta_s: float | None, ts_ms: int, report: str | None = None,
+    neighbour: tuple[str, str] | None = None,
 ) -> dict[str, str]:
-    """The ``message`` object of an alert: what, where, how bad, since when, what next."""
+    """The ``message`` object of an alert: what, where, how bad, since when, what next.
+    ``neighbour``: (Thai, English) name of the zone a spill-over comes from."""
     th_parts = [f"{name_th}:"]
     en_parts = [f"{name_en}:"]
+    if reason == "spillover" and neighbour is not None:
+        th_parts.append(f"ฝูงชนจาก{neighbour[0]}กำลังไหลเข้ามา")
+        en_parts.append(f"crowd from {neighbour[1]} flowing in,")
     if reason == "sensing_lost":
         th_parts.append("ไม่ได้รับข้อมูลจากเซ็นเซอร์ทุกตัว มองไม่เห็นสถานการณ์ในพื้นที่นี้แล้ว "
                         "ให้ถือว่าระดับเดิมยังคงอยู่ ส่งเจ้าหน้าที่ไปตรวจสอบ")
@@ -78,8 +83,12 @@ def alert_message(
     en_parts.append(f"level {level.upper()} ({status})")
     if eta_s is not None and status != "resolved":
         minutes = max(1, round(eta_s / 60))
-        th_parts.append(f"หากยังเพิ่มขึ้นในอัตรานี้ จะถึงระดับวิกฤตในอีกประมาณ {minutes} นาที")
-        en_parts.append(f"- at this trend critical in about {minutes} min")
+        if reason == "spillover":
+            th_parts.append(f"หากคนยังไหลเข้าในอัตรานี้ จะถึงระดับวิกฤตในอีกประมาณ {minutes} นาที")
+            en_parts.append(f"- at this inflow critical in about {minutes} min")
+        else:
+            th_parts.append(f"หากยังเพิ่มขึ้นในอัตรานี้ จะถึงระดับวิกฤตในอีกประมาณ {minutes} นาที")
+            en_parts.append(f"- at this trend critical in about {minutes} min")
     th_parts.append(thai_datetime(ts_ms))
     en_parts.append(f"at {english_datetime(ts_ms)}")
     return {"th": " ".join(th_parts), "en": " ".join(en_parts)}

@@ -43,6 +43,7 @@ from .clock import RobustClock
 from .density import WindowedDensityEngine
 from .engine import DensityEngine, DensityUpdate
 from .levels import Level
+from .spillover import LineFlows, graph_counters
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +206,7 @@ def _num(x: float, digits: int) -> float | None:
 
 def density_record(u: DensityUpdate, fmt: Callable[[int], str] = format_ts) -> bytes:
     """A value on the density topic (keyed by zone_id); null numbers mean 'no data'."""
-    return orjson.dumps({
+    doc = {
         "zone_id": u.zone_id,
         "window_start": fmt(u.window_start_ms),
         "window_end": fmt(u.window_end_ms),
@@ -220,7 +221,11 @@ def density_record(u: DensityUpdate, fmt: Callable[[int], str] = format_ts) -> b
         "stale_sensors": list(u.stale_sensors),
         "skewed_sensors": [{"sensor_id": s, "skew_s": k} for s, k in u.skewed_sensors],
         "confidence": _num(u.confidence, 3),
-    })
+    }
+    if u.line_flows:  # zone-graph line counters (streams/spillover.py): optional
+        doc["line_flows"] = [{"sensor_id": s, "entries_per_min": round(a, 2),
+                              "exits_per_min": round(b, 2)} for s, a, b in u.line_flows]
+    return orjson.dumps(doc)
 
 
 def undecodable(msg: Consumed) -> str | None:
@@ -286,6 +291,15 @@ class Pipeline:
     def _index(self, zone_list: list[Zone]) -> None:
         self.zones = {z.zone_id: z for z in zone_list}
         self._owner = {s.sensor_id: z.zone_id for z in zone_list for s in z.sensors}
+        # The zone graph's line counters (spill-over): their flows ride on the density
+        # records of the zone that lists them as sensors.
+        followed = graph_counters(zone_list)
+        if not hasattr(self, "flows"):
+            self.flows = LineFlows()
+        self.flows.forget(self.flows.sensors - followed)
+        self.flows.sensors = followed
+        self._graph_lines = {z.zone_id: lines for z in zone_list if (lines := tuple(
+            s.sensor_id for s in z.sensors if s.sensor_id in followed))}
 
     def _dead_letter(self, out: Outputs, msg: Consumed, rejections: list[Rejection]) -> None:
         """One DLQ record for ``msg``, listing all its rejected items."""
@@ -453,6 +467,9 @@ class Pipeline:
             clamped_before = self.engine.clamped
             refused = self.engine.ingest(events, [messages[k].partition for k in ev_msg],
                                          now_ms, arrivals)
+            if self.flows.sensors:
+                gone = {i for i, _ in refused}
+                self.flows.add(e for i, e in enumerate(events) if i not in gone)
             out.duplicates = self.engine.duplicates - dup_before
             out.clamped = self.engine.clamped - clamped_before
             for i, rej in refused:
@@ -587,7 +604,10 @@ class Pipeline:
 
     def _emit(self, out: Outputs) -> None:
         fmt = self._format_ts
-        for u in self.engine.emit():
+        lines = self._graph_lines
+        for w in self.engine.emit():
+            u = w if w.zone_id not in lines else w._replace(line_flows=self.flows.window(
+                lines[w.zone_id], w.window_start_ms, w.window_end_ms))
             key = u.zone_id.encode()
             out.density.append(OutRecord(key, density_record(u, fmt), []))
             for alert in self.alerts.observe(u):
