@@ -65,6 +65,7 @@ class Result:
     leads: list[Lead] = field(default_factory=list)
     false_spills: list[tuple[str, int, str, str, int]] = field(default_factory=list)
     false_episodes: int = 0
+    false_episode_list: list[tuple[str, int, str, int]] = field(default_factory=list)
     spill_episodes: int = 0
     runs: int = 0
 
@@ -78,8 +79,8 @@ def _first(run: Run, zone: str, since_ms: int, *, reason: str | None = None) -> 
 def _score_false(name: str, seed: int, truth: dict[str, Any], run: Run, into: Result) -> None:
     spills = truth.get("spills", [])
     for t, a in run.alerts:
-        if a["reason"] != "spillover":
-            continue
+        if a["reason"] != "spillover" or a["status"] != "raised":
+            continue  # the episode's raise names its neighbour; what follows continues it
         frm = (a.get("spillover") or {}).get("neighbour", "?")
         ok = any(s["zone_id"] == a["zone_id"] and s["neighbour"] == frm
                  and t >= s["start_ms"] - LOOKBACK_MS for s in spills)
@@ -93,6 +94,7 @@ def _score_false(name: str, seed: int, truth: dict[str, Any], run: Run, into: Re
         if not any(b["start_ms"] - LOOKBACK_MS <= st <= b["end_ms"] + LOOKBACK_MS
                    for b in bumps):
             into.false_episodes += 1
+            into.false_episode_list.append((name, seed, zid, st))
 
 
 def measure(scenarios: Sequence[str], seeds: Sequence[int], progress: bool = False) -> Result:
@@ -151,7 +153,10 @@ def report(res: Result, scenarios: Sequence[str], seeds: Sequence[int]) -> str:
               f"- spill-over episodes: {res.spill_episodes}, of which in a zone with no truth "
               f"elevated episode near their start: {res.false_episodes}"]
     for name, seed, zid, frm, _t in res.false_spills[:10]:
-        lines.append(f"  - {name} seed {seed}: {zid} <- {frm}")
+        lines.append(f"  - false spill-over: {name} seed {seed}: {zid} <- {frm}")
+    for name, seed, zid, st in res.false_episode_list[:10]:
+        lines.append(f"  - episode with no truth elevated: {name} seed {seed}: {zid} at "
+                     f"{st}")
     return "\n".join(lines) + "\n"
 
 

@@ -89,7 +89,7 @@ def parse_zone(doc: object, where: str = "zone") -> Zone:
             None if s.get("calibration") is None else float(s["calibration"]),
             None if s.get("coverage_m2") is None else float(s["coverage_m2"]),
         ))
-    neighbours = _neighbours_from(doc.get("neighbours"), where)
+    neighbours = _neighbours_from(doc.get("neighbours", []), where)
     known = {"zone_id", "name", "area_m2", "crowd", "capacity", "polygon", "thresholds",
              "sensors", "area_estimated", "neighbours"}
     return Zone(
@@ -116,8 +116,6 @@ def _neighbours_from(raw: object, where: str) -> tuple[Neighbour, ...]:
     """The optional ``neighbours`` list (zone.v1.json): adjacent zones and the line counters
     on the shared boundary. Whether the zones and counters exist is a registry rule
     (streams/registry.py), checked where the whole registry is known."""
-    if raw is None:
-        return ()
     _need(isinstance(raw, list) and len(raw) <= MAX_NEIGHBOURS, where,
           f"neighbours must be a list of at most {MAX_NEIGHBOURS}")
     assert isinstance(raw, list)
