@@ -25,6 +25,8 @@ one). Names follow Prometheus conventions: base units, ``_total`` for counters.
 | safetour_snapshot_bytes                  | gauge     | partition         |
 | safetour_ready                           | gauge     |                   |
 | safetour_zone_density_persons_per_square_meter | gauge | zone (see below)  |
+| safetour_zone_inflow_from_neighbour_per_min | gauge | zone, neighbour (see below) |
+| safetour_neighbour_records_total         | counter   | outcome (kept, ignored, bad) |
 | safetour_notifier_deliveries_total       | counter   | channel           |
 | safetour_notifier_retries_total          | counter   | channel           |
 | safetour_notifier_failures_total         | counter   | channel           |
@@ -36,7 +38,7 @@ one). Names follow Prometheus conventions: base units, ``_total`` for counters.
 
 Per-zone series only while the registry is small: zone counts reach 100,000 and each would be
 a series. ``SAFETOUR_ZONE_METRICS_MAX`` (default 500) is the switch: with more zones than that
-the per-zone gauge is not exported, and zone densities are read from ``safetour.density.v1``.
+the per-zone gauges are not exported, and zone densities are read from ``safetour.density.v1``.
 """
 
 from __future__ import annotations
@@ -118,6 +120,14 @@ class Metrics:
         self.zone_density = Gauge("safetour_zone_density_persons_per_square_meter",
                                   "Newest window density per zone (small registries only)",
                                   ["zone"], registry=r)
+        self.zone_inflow = Gauge(
+            "safetour_zone_inflow_from_neighbour_per_min",
+            "Persons per minute into a zone over its boundary counters with a neighbour, "
+            "newest window (zone graph; small registries only)", ["zone", "neighbour"],
+            registry=r)
+        self.neighbour_records = Counter(
+            "safetour_neighbour_records", "Density records of other workers' zones read for "
+            "spill-over: kept (a neighbour's, newer), ignored, bad", ["outcome"], registry=r)
         self.notify_queue_length = Gauge(
             "safetour_notify_queue_length",
             "Alerts a notify channel holds: queued, waiting for a retry, or in flight",
