@@ -272,6 +272,7 @@ class Pipeline:
         # A drill's pipeline (agents/cli.py drill): its own input topics; every alert it emits
         # carries "exercise": true and an alert_id of its own ("drill-" first).
         self.exercise = exercise
+        self.flows = LineFlows()  # the zone graph's line counters (spill-over)
         self._index(zone_list)
         self.engine: DensityEngine = engine or WindowedDensityEngine(zone_list)
         self.alerts = AlertTracker(self.zones, alarm)
@@ -294,8 +295,6 @@ class Pipeline:
         # The zone graph's line counters (spill-over): their flows ride on the density
         # records of the zone that lists them as sensors.
         followed = graph_counters(zone_list)
-        if not hasattr(self, "flows"):
-            self.flows = LineFlows()
         self.flows.forget(self.flows.sensors - followed)
         self.flows.sensors = followed
         self._graph_lines = {z.zone_id: lines for z in zone_list if (lines := tuple(

@@ -387,3 +387,46 @@ def test_inflows_are_reported_for_metrics() -> None:
     assert (zone, nb) == ("a", "b")
     assert v == 150.0 + 12 * 59
     assert not math.isnan(v)
+
+
+def test_a_counter_the_neighbour_owns_counts_in_its_into_direction() -> None:
+    """b's boundary with a is a's door, read as a's exits: b's inflow and net come from a's
+    density record (followed), with the door's entries as flow back out of b."""
+    b = pair()[1]
+    watch = SpillWatch()
+    res = []
+    for k in range(30):
+        end = T0 + k * 5000
+        nb_a = update("a", end, 2.5, 0.1, flows=(("a-door", 15.0, 100.0 + 10 * k),))
+        res.append(watch.assess(b, update("b", end, 1.0), STANDING_DEFAULTS.critical,
+                                {"a": (nb_a, STANDING_DEFAULTS.elevated)}))
+    last = res[-1]
+    assert last is not None
+    assert last.neighbour == "a"
+    assert last.inflow_per_min == 100.0 + 10 * 29
+    assert last.net_per_min == 100.0 + 10 * 29 - 15.0
+
+
+def test_the_pipeline_puts_line_flows_on_the_density_records_of_graph_zones() -> None:
+    from streams.pipeline import Pipeline, SourceMessage  # noqa: PLC0415
+
+    zones = pair()
+    pipe = Pipeline(zones)
+    msgs = []
+    for i in range(30):
+        evs = [{"event_id": f"d{i}", "sensor_id": "a-door", "zone_id": "a",
+                "kind": "line_count", "ts": T0 + i * 5000, "entries": 10, "exits": 2},
+               {"event_id": f"c{i}", "sensor_id": "a-cam", "zone_id": "a",
+                "kind": "occupancy", "ts": T0 + i * 5000, "count": 600}]
+        msgs.append(SourceMessage("sensors", 0, i, None, b"a", orjson.dumps(evs)))
+    msgs.append(msgs[3])  # a re-sent batch: its door readings count once
+    out = pipe.process_sensor_batch(msgs)
+    out2 = pipe.finish()
+    recs = [orjson.loads(r.value) for r in out.density + out2.density]
+    mine = [r for r in recs if r["zone_id"] == "a"]
+    assert mine
+    assert all(r["zone_id"] == "a" for r in recs)  # b has no readings
+    # 12 readings of 10 entries (one per 5 s) in a full 60 s window: 120 per minute.
+    assert any(r["line_flows"] == [{"sensor_id": "a-door", "entries_per_min": 120.0,
+                                    "exits_per_min": 24.0}] for r in mine)
+    assert all(r["line_flows"][0]["entries_per_min"] <= 120.0 for r in mine)
