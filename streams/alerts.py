@@ -109,9 +109,9 @@ class AlertTracker:
         self.config = config or AlarmConfig()
         self.spill_config = SpillConfig(enabled=self.config.spillover)
         self._zones: dict[str, _ZoneAlerts] = {}
-        # The newest density record of neighbours this worker does not drive (another
-        # partition's), fed by the worker's follower (agents/worker/neighbours.py).
-        self._foreign: dict[str, DensityUpdate] = {}
+        # The recent density records of every neighbour zone, driven here or followed from
+        # another worker's partition (agents/worker/neighbours.py), in window-end order.
+        self._recent: dict[str, deque[DensityUpdate]] = {}
         # Zones with an open episode: the only ones a tick can change (the worker ticks every
         # few seconds and replay every batch, so a tick must not visit 100,000 calm zones).
         self._open: set[str] = set()
@@ -156,11 +156,14 @@ class AlertTracker:
                                                                       u.window_end_ms)
         if not math.isnan(u.density):
             za.last = u
+            if u.zone_id in self._neighbour_ids:
+                self._remember(u)
         self._expire(za, u.window_end_ms)
         spill = None
         if za.spill is not None:
             spill = za.last_spill = za.spill.assess(
-                za.zone, u, za.alarm.thresholds.critical, self._neighbour_records(za.zone))
+                za.zone, u, za.alarm.thresholds.critical,
+                self._neighbour_records(za.zone, u.window_end_ms))
         trs = za.alarm.observe(u.density, u.trend_per_min, u.window_end_ms, u.occupancy,
                                u.window_end_ms - u.window_start_ms,
                                None if spill is None else spill.eta_s)
@@ -170,24 +173,32 @@ class AlertTracker:
     def neighbour_record(self, u: DensityUpdate) -> bool:
         """A density record of a zone driven elsewhere (another worker's partition), for
         the spill-over of the zones it neighbours; True if kept (a neighbour, and newer)."""
-        if u.zone_id not in self._neighbour_ids:
+        if u.zone_id not in self._neighbour_ids or math.isnan(u.density):
             return False
-        old = self._foreign.get(u.zone_id)
-        if old is not None and old.window_end_ms >= u.window_end_ms:
-            return False
-        self._foreign[u.zone_id] = u
+        return self._remember(u)
+
+    def _remember(self, u: DensityUpdate) -> bool:
+        q = self._recent.setdefault(u.zone_id, deque())
+        if q and q[-1].window_end_ms >= u.window_end_ms:
+            return False  # seen (its own worker's and the follower's copy), or older
+        q.append(u)
+        keep = round(self.spill_config.stale_s * 2000)
+        while q[0].window_end_ms < u.window_end_ms - keep:
+            q.popleft()
         return True
 
-    def _neighbour_records(self, zone: Zone) -> dict[str, tuple[DensityUpdate | None, float]]:
-        """Each neighbour's newest record (driven here or followed) and elevated threshold."""
+    def _neighbour_records(self, zone: Zone, end_ms: int
+                           ) -> dict[str, tuple[DensityUpdate | None, float]]:
+        """Each neighbour's newest record that ends before ``end_ms`` (driven here or
+        followed; strictly before, so the choice does not hang on whether the neighbour's
+        window of the same end was processed first), and its elevated threshold."""
         out: dict[str, tuple[DensityUpdate | None, float]] = {}
         for n in zone.neighbours:
             nz = self._zones.get(n.zone_id)
             if nz is None:
                 continue
-            rec, other = nz.last, self._foreign.get(n.zone_id)
-            if other is not None and (rec is None or other.window_end_ms > rec.window_end_ms):
-                rec = other
+            rec = next((r for r in reversed(self._recent.get(n.zone_id, ()))
+                        if r.window_end_ms < end_ms), None)
             out[n.zone_id] = (rec, nz.alarm.thresholds.elevated)
         return out
 

@@ -14,10 +14,11 @@ The rule, per density window of a zone Z with neighbours (:meth:`SpillWatch.asse
    and rising (its trend at least ``min_trend_per_min``);
 2. **the inflow from N is rising**: the inflow over the boundary counters (persons per
    minute over the window) is at least ``min_inflow_per_min``, and the Theil-Sen slope of
-   its last ``inflow_span_s`` is significantly positive (its lower 90 % bound above 0);
+   the net flow from N (in less back) over its last ``inflow_span_s`` is significantly
+   positive (its lower 90 % bound above 0): a busy gate's gross count rises with turnover;
 3. **the ETA**: Z's net inflow (entries - exits of Z's own line counters, plus the
    neighbour-owned boundary counters' flow into Z less their flow out), rising as the
-   inflow from N rises (the lower bound of its slope: a spill-over that goes on), against
+   net flow from N rises (the lower bound of its slope: a spill-over that goes on), against
    the room left before critical (critical density x area - occupancy): the ``t`` with
    ``net t + rise t² / 2 = room`` (:func:`eta_from_inflow`).
 
@@ -166,7 +167,7 @@ class SpillWatch:
             rec, elevated = neighbours.get(n.zone_id, (None, math.nan))
             fresh = rec is not None and abs(rec.window_end_ms - u.window_end_ms) <= stale
             theirs = _flows(rec) if fresh else {}
-            inflow = 0.0
+            inflow = from_n = 0.0
             for c in n.counters:
                 flow = own.get(c.sensor_id) if c.sensor_id in own_ids else theirs.get(
                     c.sensor_id)
@@ -174,11 +175,12 @@ class SpillWatch:
                     continue
                 into, back = flow if c.into == "entries" else flow[::-1]
                 inflow += into
+                from_n += into - back
                 if c.sensor_id not in own_ids:
                     net += into - back
             hist = self.inflow.setdefault(n.zone_id, deque())
             if n.counters:
-                hist.append((u.window_end_ms, inflow))
+                hist.append((u.window_end_ms, from_n))
                 self.last_inflow[n.zone_id] = inflow
             while hist and hist[0][0] < u.window_end_ms - span:
                 hist.popleft()

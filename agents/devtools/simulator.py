@@ -133,8 +133,10 @@ SCENARIOS: dict[str, Scenario] = {
          "wat-yai-grounds": plateau(0.4, 1.3, 240, 900, 900, 600),
          "wat-yai-vihara": surge(1.2, 5.6, 900, 720, 300, 600),
          "station-forecourt": evening(0.7, 0.2, 2700)},
-        spills=(("wat-yai-grounds", "naresuan-bridge", 240.0),
-                ("wat-yai-vihara", "wat-yai-grounds", 900.0))),
+        # The grounds fill from the bridge too, but the model's line counters count a zone's
+        # whole turnover at every gate, so no counter shows the bridge's share: that spill
+        # is not one the sensors can see, and is not in the truth.
+        spills=(("wat-yai-vihara", "wat-yai-grounds", 900.0),)),
 }
 
 REPORT_TEXT = {
