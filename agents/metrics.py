@@ -28,6 +28,8 @@ one). Names follow Prometheus conventions: base units, ``_total`` for counters.
 | safetour_zone_hot_cell_density_persons_per_square_meter | gauge | zone (grid zones) |
 | safetour_zone_outflow_per_m_s            | gauge     | zone (see below)  |
 | safetour_indicator_alerts_total          | counter   | reason            |
+| safetour_zone_inflow_from_neighbour_per_min | gauge | zone, neighbour (see below) |
+| safetour_neighbour_records_total         | counter   | outcome (kept, ignored, bad) |
 | safetour_notifier_deliveries_total       | counter   | channel           |
 | safetour_notifier_retries_total          | counter   | channel           |
 | safetour_notifier_failures_total         | counter   | channel           |
@@ -136,6 +138,14 @@ class Metrics:
         self.indicator_alerts = Counter("safetour_indicator_alerts",
                                         "Episodes raised by an indicator beyond density",
                                         ["reason"], registry=r)
+        self.zone_inflow = Gauge(
+            "safetour_zone_inflow_from_neighbour_per_min",
+            "Persons per minute into a zone over its boundary counters with a neighbour, "
+            "newest window (zone graph; small registries only)", ["zone", "neighbour"],
+            registry=r)
+        self.neighbour_records = Counter(
+            "safetour_neighbour_records", "Density records of other workers' zones read for "
+            "spill-over: kept (a neighbour's, newer), ignored, bad", ["outcome"], registry=r)
         self.notify_queue_length = Gauge(
             "safetour_notify_queue_length",
             "Alerts a notify channel holds: queued, waiting for a retry, or in flight",

@@ -99,6 +99,24 @@ class SensorSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class BoundaryCounter:
+    """A line counter on the boundary with a neighbour zone: ``into`` is the count
+    (``entries`` or ``exits`` of that counter) that means "from the neighbour into this
+    zone". The counter may be listed in either zone's ``sensors``."""
+
+    sensor_id: str
+    into: str  # "entries" | "exits"
+
+
+@dataclass(frozen=True, slots=True)
+class Neighbour:
+    """An adjacent zone and the line counters on the shared boundary (zone graph)."""
+
+    zone_id: str
+    counters: tuple[BoundaryCounter, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Thresholds:
     """Density levels in persons per m² (each level is reached at >= the value)."""
 
@@ -136,6 +154,7 @@ class Zone:
     area_estimated: bool = False
     extra: dict[str, object] = field(default_factory=dict, compare=False)
     grid: Grid | None = None
+    neighbours: tuple[Neighbour, ...] = ()  # adjacent zones (spill-over); optional
 
 
 class Ack(NamedTuple):

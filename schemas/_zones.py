@@ -10,7 +10,15 @@ import orjson
 import yaml
 
 from ._errors import ZoneRegistryError
-from ._records import KIND_BY_WIRE, Grid, SensorSpec, Thresholds, Zone
+from ._records import (
+    KIND_BY_WIRE,
+    BoundaryCounter,
+    Grid,
+    Neighbour,
+    SensorSpec,
+    Thresholds,
+    Zone,
+)
 from ._validate import positive_number
 
 
@@ -91,8 +99,9 @@ def parse_zone(doc: object, where: str = "zone") -> Zone:
             None if s.get("width_m") is None else float(s["width_m"]),
         ))
     grid = None if doc.get("grid") is None else _grid(doc["grid"], where)
+    neighbours = _neighbours_from(doc.get("neighbours", []), where)
     known = {"zone_id", "name", "area_m2", "crowd", "capacity", "polygon", "thresholds",
-             "sensors", "area_estimated", "grid"}
+             "sensors", "area_estimated", "grid", "neighbours"}
     return Zone(
         zone_id=zone_id,
         name_th=name["th"],
@@ -106,6 +115,7 @@ def parse_zone(doc: object, where: str = "zone") -> Zone:
         area_estimated=bool(doc.get("area_estimated", False)),
         extra={k: v for k, v in doc.items() if k not in known},
         grid=grid,
+        neighbours=neighbours,
     )
 
 
@@ -130,6 +140,39 @@ def _grid(g: object, where: str) -> Grid:
               f"grid {name} must be an integer in 1..1000")
     _need(rows * cols <= MAX_GRID_CELLS, where, f"grid has more than {MAX_GRID_CELLS} cells")
     return Grid(float(cell), (float(o[0]), float(o[1])), rows, cols)
+
+
+MAX_NEIGHBOURS = 32
+MAX_BOUNDARY_COUNTERS = 32
+
+
+def _neighbours_from(raw: object, where: str) -> tuple[Neighbour, ...]:
+    """The optional ``neighbours`` list (zone.v1.json): adjacent zones and the line counters
+    on the shared boundary. Whether the zones and counters exist is a registry rule
+    (streams/registry.py), checked where the whole registry is known."""
+    _need(isinstance(raw, list) and len(raw) <= MAX_NEIGHBOURS, where,
+          f"neighbours must be a list of at most {MAX_NEIGHBOURS}")
+    assert isinstance(raw, list)
+    out = []
+    for n in raw:
+        _need(isinstance(n, Mapping) and set(n) <= {"zone_id", "counters"}
+              and isinstance(n.get("zone_id"), str) and 1 <= len(n["zone_id"]) <= 64,
+              where, f"neighbour {n!r} needs a zone_id (1..64 chars) and only counters")
+        assert isinstance(n, Mapping)
+        counters = n.get("counters", [])
+        _need(isinstance(counters, list) and len(counters) <= MAX_BOUNDARY_COUNTERS, where,
+              f"neighbour {n['zone_id']!r}: counters must be a list of at most "
+              f"{MAX_BOUNDARY_COUNTERS}")
+        cs = []
+        for c in counters:
+            _need(isinstance(c, Mapping) and set(c) == {"sensor_id", "into"}
+                  and isinstance(c["sensor_id"], str) and 1 <= len(c["sensor_id"]) <= 128
+                  and c["into"] in ("entries", "exits"), where,
+                  f"neighbour {n['zone_id']!r}: counter {c!r} needs a sensor_id and "
+                  f"into: entries or exits")
+            cs.append(BoundaryCounter(c["sensor_id"], c["into"]))
+        out.append(Neighbour(n["zone_id"], tuple(cs)))
+    return tuple(out)
 
 
 def _thresholds_from(t: Mapping[str, Any]) -> Thresholds | None:

@@ -21,6 +21,8 @@ alarm practice (``docs/domain.md`` section 1, "Product practice"):
   held for the on-delay, an episode is raised early (``reason: forecast``) at ``elevated``
   or the current level, whichever is higher; it clears only once the ETA has stayed beyond
   the horizon plus ``forecast_margin`` (50 %) for the off-delay;
+- **spill-over**: a neighbour filling into the zone gives an ETA too
+  (``streams/spillover.py``), treated as the forecast's (``reason: spillover``, same hold);
 - **report floor**: a human report can hold a zone at a level for ``report_hold_s``
   (900 s) whatever the sensors say (``reason: report``);
 - **capacity**: a zone with a ``capacity`` also reaches elevated / high / critical at 85 % /
@@ -53,6 +55,8 @@ from schemas import Thresholds
 from .indicators_flow import FlowIndicatorConfig, FlowIndicators, LineFlows
 from .levels import MOVING_DEFAULTS, STANDING_DEFAULTS, Level, level_for
 
+FORECAST_REASONS = frozenset({"forecast", "spillover"})
+"""Reasons of a forecast-raised episode: held by the forecast hold (an ETA, not a level)."""
 CAPACITY_LEVELS = Thresholds(elevated=0.85, high=1.0, critical=1.15)
 """Occupancy / capacity at which a zone with a capacity reaches each level."""
 
@@ -93,6 +97,8 @@ class AlarmConfig:
     forecast_margin: float = 0.5
     # Indicators beyond density (issue 16): the indicator floor.
     indicators: FlowIndicatorConfig = field(default_factory=FlowIndicatorConfig)
+    # Spill-over forecasts from filling neighbours (streams/spillover.py; issue 16).
+    spillover: bool = True
 
     def __post_init__(self) -> None:
         if not 0 <= self.dead_band < 1:
@@ -112,9 +118,10 @@ class AlarmConfig:
 
     def legacy(self) -> AlarmConfig:
         """This configuration as the alarm was before issue 15: no rising edge, the
-        window's own trend for forecasts, no forecast hold (for measurements)."""
+        window's own trend for forecasts, no forecast hold, no indicators, no spill-over (for
+        measurements)."""
         return replace(self, rising_edge=False, robust_forecast=False, forecast_hold=False,
-                       indicators=self.indicators.only(None))
+                       indicators=self.indicators.only(None), spillover=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +131,9 @@ class Transition:
     status: str  # raised | escalated | deescalated | resolved | updated
     level: Level
     previous: Level
-    reason: str  # density | forecast | report | capacity | sensing_lost | hotspot | an indicator's
+    # density | forecast | spillover | report | capacity | sensing_lost | hotspot | an
+    # indicator's (rate_of_rise, flow_breakdown, counter_flow)
+    reason: str
     episode_start_ms: int
     reminder: bool = False
     seq: int = 1
@@ -193,12 +202,16 @@ class ZoneAlarm:
     def observe(
         self, density: float, trend_per_min: float, ts_ms: int, occupancy: float = math.nan,
         window_ms: int = 0, hot: Level = Level.NORMAL, flows: LineFlows | None = None,
+        spill_eta_s: float | None = None,
     ) -> list[Transition]:
         """One density window ending at ``ts_ms`` (``window_ms`` long: a trailing mean lags
         a rise by half of it; 0: unknown, no rising edge). NaN (no sensor reported) changes
         nothing but a report floor's expiry: a blind zone is not a calm zone. ``hot``: the
         level the zone's densest grid cell holds (``streams/hotspot.py``; its own on- and
-        off-delay done), which raises and holds the zone like a floor (``reason: hotspot``)."""
+        off-delay done), which raises and holds the zone like a floor (``reason: hotspot``).
+        ``flows``: the line counters' outflow and counter-flow (``streams/indicators_flow.py``).
+        ``spill_eta_s``: a spill-over ETA (``streams/spillover.py``), taken as a forecast's
+        (``reason: spillover`` when it alone is within the horizon)."""
         cfg = self.config
         out: list[Transition] = []
         floor = self.floor if ts_ms < self.floor_until_ms else Level.NORMAL
@@ -213,7 +226,8 @@ class ZoneAlarm:
         if self.blind:
             self.blind = False
             self.reason = "density"
-            trs = self.observe(density, trend_per_min, ts_ms, occupancy, window_ms, hot, flows)
+            trs = self.observe(density, trend_per_min, ts_ms, occupancy, window_ms, hot, flows,
+                               spill_eta_s)
             return trs or [self._update(ts_ms, "density")]
         if cfg.rising_edge or cfg.robust_forecast:
             if (density < cfg.trend_from * self.thresholds.elevated
@@ -243,6 +257,9 @@ class ZoneAlarm:
         # Quiet zone, quiet window (most of them): nothing can change unless the forecast
         # starts; this path skips the rest of the state machine.
         eta = self._eta(density, trend_per_min, window_ms, busy=not quiet)
+        own_eta = eta
+        if spill_eta_s is not None and (eta is None or spill_eta_s < eta):
+            eta = spill_eta_s
         if quiet and (eta is None or eta > cfg.horizon_s):
             return out
         boost = (self.trend.rising_boost(window_ms, edge, cfg.edge_recent_half)
@@ -276,7 +293,7 @@ class ZoneAlarm:
             self.forecast_far_since = None
         forecasting = self.forecast_since is not None and ts_ms - self.forecast_since >= on_delay
         # A forecast-raised level stands while the ETA is within the horizon plus margin.
-        holding = self.reason == "forecast" and (
+        holding = self.reason in FORECAST_REASONS and (
             forecasting or (cfg.forecast_hold and self.forecast_far_since is None))
         held_floor = max(floor, ind)  # the report floor and the indicator floor
         target = max(up, held_floor, hot)
@@ -309,7 +326,9 @@ class ZoneAlarm:
             else:
                 self.down_since = None
         if self.level is Level.NORMAL and forecasting:
-            out.append(self._move(max(raw, Level.ELEVATED), ts_ms, "forecast"))
+            own = own_eta is not None and own_eta <= cfg.horizon_s
+            out.append(self._move(max(raw, Level.ELEVATED), ts_ms,
+                                  "forecast" if own else "spillover"))
         if (self.level is Level.CRITICAL and not out
                 and ts_ms - self.last_sent_ms >= round(cfg.realarm_s * 1000)):
             out.append(self._reminder("raised", ts_ms))
@@ -330,7 +349,7 @@ class ZoneAlarm:
             # or after a gap, is too noisy to raise on.
             if t is None or not t.ready(min_span):
                 return None
-            if not busy or (self.forecast_since is None and self.reason != "forecast"):
+            if not busy or (self.forecast_since is None and self.reason not in FORECAST_REASONS):
                 # Not forecasting: the fit only when a crude slope says it might start.
                 newest = t.ts[-1]
                 crude = max(t.rise_per_s(newest - t.span_ms),

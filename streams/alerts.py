@@ -34,6 +34,7 @@ from .hotspot import HotspotWatch
 from .indicators_flow import INDICATOR_REASONS, FlowIndicators, LineFlows, indicator_evidence
 from .levels import Level, level_for, resolve_thresholds
 from .messages import alert_message
+from .spillover import Spill, SpillConfig, SpillWatch
 
 REPORT_LEVELS: dict[str, tuple[Level, Level]] = {  # category -> (level, level at severity 4-5)
     "crush": (Level.CRITICAL, Level.CRITICAL),
@@ -59,6 +60,11 @@ def episode_id(zone_id: str, start_ms: int) -> str:
     """Deterministic alert id: zone and the event time (ms) of the episode's start."""
     digest = hashlib.sha256(f"{zone_id}\x1f{start_ms}".encode()).hexdigest()[:20]
     return f"{zone_id}:{start_ms}:{digest}"
+
+
+def status_open(status: str) -> bool:
+    """The episode goes on after this message (not a resolution)."""
+    return status != "resolved"
 
 
 def report_level(report: Report) -> Level | None:
@@ -102,6 +108,8 @@ class _ZoneAlerts:
     last: DensityUpdate | None = None
     clock_ms: int | None = None  # newest window end observed
     hot: HotspotWatch | None = None  # zones with a grid: the densest cell's alarm
+    spill: SpillWatch | None = None  # zones with neighbours (streams/spillover.py)
+    last_spill: Spill | None = None
 
 
 class AlertTracker:
@@ -109,7 +117,11 @@ class AlertTracker:
 
     def __init__(self, zones: Mapping[str, Zone], config: AlarmConfig | None = None) -> None:
         self.config = config or AlarmConfig()
+        self.spill_config = SpillConfig(enabled=self.config.spillover)
         self._zones: dict[str, _ZoneAlerts] = {}
+        # The recent density records of every neighbour zone, driven here or followed from
+        # another worker's partition (agents/worker/neighbours.py), in window-end order.
+        self._recent: dict[str, deque[DensityUpdate]] = {}
         # Zones with an open episode: the only ones a tick can change (the worker ticks every
         # few seconds and replay every batch, so a tick must not visit 100,000 calm zones).
         self._open: set[str] = set()
@@ -135,7 +147,12 @@ class AlertTracker:
                 za.hot = HotspotWatch.new(t, self.config)
             else:
                 za.hot.alarm.thresholds = t
+            if z.neighbours and self.spill_config.enabled and za.spill is None:
+                za.spill = SpillWatch(self.spill_config)
+            elif not z.neighbours:
+                za.spill = za.last_spill = None
         self._zones = new
+        self._neighbour_ids = {n.zone_id for z in zones.values() for n in z.neighbours}
         self._registry = {zid: za.zone for zid, za in new.items()}
         self._order = {zid: i for i, zid in enumerate(new)}  # registry order
         self._open &= set(new)
@@ -155,15 +172,60 @@ class AlertTracker:
                                                                       u.window_end_ms)
         if not math.isnan(u.density):
             za.last = u
+            if u.zone_id in self._neighbour_ids:
+                self._remember(u)
         self._expire(za, u.window_end_ms)
         hot = (Level.NORMAL if za.hot is None
                else za.hot.observe(u.hot_cell, u.hot_density, u.density, u.window_end_ms))
+        spill = None
+        if za.spill is not None:
+            spill = za.last_spill = za.spill.assess(
+                za.zone, u, za.alarm.thresholds.critical,
+                self._neighbour_records(za.zone, u.window_end_ms))
         trs = za.alarm.observe(u.density, u.trend_per_min, u.window_end_ms, u.occupancy,
                                u.window_end_ms - u.window_start_ms, hot,
                                LineFlows(u.outflow_per_m_s, u.counterflow_per_m_min,
-                                         u.counterflow_balance))
+                                         u.counterflow_balance),
+                               None if spill is None else spill.eta_s)
         return [self._alert(za, tr, u.window_end_ms, blind=math.isnan(u.density))
                 for tr in trs]
+
+    def neighbour_record(self, u: DensityUpdate) -> bool:
+        """A density record of a zone driven elsewhere (another worker's partition), for
+        the spill-over of the zones it neighbours; True if kept (a neighbour, and newer)."""
+        if u.zone_id not in self._neighbour_ids or math.isnan(u.density):
+            return False
+        return self._remember(u)
+
+    def _remember(self, u: DensityUpdate) -> bool:
+        q = self._recent.setdefault(u.zone_id, deque())
+        if q and q[-1].window_end_ms >= u.window_end_ms:
+            return False  # seen (its own worker's and the follower's copy), or older
+        q.append(u)
+        keep = round(self.spill_config.stale_s * 2000)
+        while q[0].window_end_ms < u.window_end_ms - keep:
+            q.popleft()
+        return True
+
+    def _neighbour_records(self, zone: Zone, end_ms: int
+                           ) -> dict[str, tuple[DensityUpdate | None, float]]:
+        """Each neighbour's newest record that ends before ``end_ms`` (driven here or
+        followed; strictly before, so the choice does not hang on whether the neighbour's
+        window of the same end was processed first), and its elevated threshold."""
+        out: dict[str, tuple[DensityUpdate | None, float]] = {}
+        for n in zone.neighbours:
+            nz = self._zones.get(n.zone_id)
+            if nz is None:
+                continue
+            rec = next((r for r in reversed(self._recent.get(n.zone_id, ()))
+                        if r.window_end_ms < end_ms), None)
+            out[n.zone_id] = (rec, nz.alarm.thresholds.elevated)
+        return out
+
+    def inflows(self) -> list[tuple[str, str, float]]:
+        """(zone, neighbour, inflow per minute) of the newest windows, for metrics."""
+        return [(zid, n, v) for zid, za in self._zones.items() if za.spill is not None
+                for n, v in za.spill.last_inflow.items()]
 
     def zone_clock(self, zone_id: str) -> int | None:
         """The newest window end the zone has seen (event time), if any."""
@@ -314,6 +376,10 @@ class AlertTracker:
             if fc is not None:
                 eta_range = [round(fc.lo_s, 1), None if fc.hi_s is None else round(fc.hi_s, 1)]
                 said_range = (fc.lo_s, fc.hi_s)
+        spill = za.last_spill if tr.reason == "spillover" else None
+        neighbour = None if spill is None else self._zones.get(spill.neighbour)
+        if spill is not None and tr.level is not Level.CRITICAL and status_open(tr.status):
+            eta, eta_range, said_range = spill.eta_s, None, None
         # The reports of the corroboration window that ends at the alert's own time: by event
         # time, so a run where reports arrived in another order (through several partitions,
         # or after a crash) lists the same ones.
@@ -371,7 +437,9 @@ class AlertTracker:
                 eta_s=eta, ts_ms=ts_ms,
                 report=next((r.category for r in reversed(reports)), None),
                 hot=hot_spot(za.hot, tr.reason), eta_range=said_range,
-                estimate=estimate if acted_on else None),
+                estimate=estimate if acted_on else None,
+                neighbour=None if neighbour is None else (neighbour.zone.name_th,
+                                                          neighbour.zone.name_en)),
         }
         if acted_on:
             alert["density_estimate"] = round(estimate, 4)
@@ -379,6 +447,10 @@ class AlertTracker:
             alert["hot_cell"] = za.hot.cell
             alert["hot_density"] = None if math.isnan(za.hot.density) else round(
                 za.hot.density, 4)
+        if spill is not None:
+            alert["spillover"] = {"neighbour": spill.neighbour,
+                                  "inflow_per_min": round(spill.inflow_per_min, 1),
+                                  "net_inflow_per_min": round(spill.net_per_min, 1)}
         if eta_range is not None:
             alert["eta_critical_range_s"] = eta_range
         if tr.reason in INDICATOR_REASONS and u is not None:

@@ -17,6 +17,8 @@ Mapping from a safetour alert (``alert.v1.json``):
 | reason forecast  | urgency ``Future``, certainty ``Likely``                              |
 | reason rate_of_rise, flow_breakdown, counter_flow | certainty ``Observed`` (measured flows), |
 |                  | urgency ``Expected``; parameters ``indicator`` and the measured flows  |
+| reason spillover | likewise (a neighbour filling into the zone), and a ``<parameter>``   |
+|                  | ``spillover_from`` naming the neighbour zone                          |
 | reason density   | certainty ``Observed``; reason report: ``Observed`` from staff, police |
 |                  | or operators, else ``Likely``                                         |
 | reason hotspot   | certainty ``Observed``; parameters ``hot_cell`` and                   |
@@ -124,7 +126,7 @@ def to_cap(
         el(root, "references", f"{sender},{ref},{cap_time(start)}")
     el(root, "incidents", _ID_UNSAFE.sub("_", str(alert["alert_id"])))
     sources = {r.get("source") for r in alert.get("evidence", {}).get("reports", [])}
-    if reason == "forecast":
+    if reason in ("forecast", "spillover"):
         certainty = "Likely"
     elif reason == "sensing_lost":
         certainty = "Unknown"
@@ -141,7 +143,8 @@ def to_cap(
         el(info, "category", "Safety")
         el(info, "event", EVENT[lang])
         el(info, "responseType", "AllClear" if status == "resolved" else RESPONSE[level])
-        el(info, "urgency", "Future" if reason == "forecast" and status != "resolved"
+        el(info, "urgency", "Future" if reason in ("forecast", "spillover")
+           and status != "resolved"
            else URGENCY[level if status != "resolved" else "normal"])
         el(info, "severity", SEVERITY[level])
         el(info, "certainty", certainty)
@@ -160,7 +163,9 @@ def to_cap(
                             ("eta_critical_s", alert.get("eta_critical_s")),
                             ("confidence", alert.get("confidence")),
                             ("hot_cell", alert.get("hot_cell")),
-                            ("hot_cell_density_p_per_m2", alert.get("hot_density")), *extra):
+                            ("hot_cell_density_p_per_m2", alert.get("hot_density")),
+                            ("spillover_from", (alert.get("spillover") or {}).get("neighbour")),
+                            *extra):
             if value is not None:
                 p = el(info, "parameter")
                 el(p, "valueName", name)

@@ -48,6 +48,8 @@ class DensityUpdate(NamedTuple):
     hot_cell: str | None = None
     hot_density: float = math.nan
     cells: tuple[float, ...] = ()
+    # (sensor, entries/min, exits/min) of the zone-graph line counters (streams/spillover.py)
+    line_flows: tuple[tuple[str, float, float], ...] = ()
 
 
 class DensityEngine(Protocol):

@@ -43,6 +43,7 @@ from .clock import RobustClock
 from .density import WindowedDensityEngine
 from .engine import DensityEngine, DensityUpdate
 from .levels import Level
+from .spillover import LineFlows, graph_counters
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +206,7 @@ def _num(x: float, digits: int) -> float | None:
 
 def density_record(u: DensityUpdate, fmt: Callable[[int], str] = format_ts) -> bytes:
     """A value on the density topic (keyed by zone_id); null numbers mean 'no data'."""
-    return orjson.dumps({
+    doc: dict[str, Any] = {
         "zone_id": u.zone_id,
         "window_start": fmt(u.window_start_ms),
         "window_end": fmt(u.window_end_ms),
@@ -225,10 +226,14 @@ def density_record(u: DensityUpdate, fmt: Callable[[int], str] = format_ts) -> b
         "outflow_per_m_s": _num(u.outflow_per_m_s, 3),
         "counterflow_per_m_min": _num(u.counterflow_per_m_min, 2),
         "counterflow_balance": _num(u.counterflow_balance, 3),
-        **({} if not u.cells else {  # a zone with a grid: its hot spot and heat map
-            "hot_cell": u.hot_cell, "hot_density": _num(u.hot_density, 4),
-            "cells": [_num(d, 4) for d in u.cells]}),
-    })
+    }
+    if u.cells:  # a zone with a grid: its hot spot and heat map
+        doc |= {"hot_cell": u.hot_cell, "hot_density": _num(u.hot_density, 4),
+                "cells": [_num(d, 4) for d in u.cells]}
+    if u.line_flows:  # zone-graph line counters (streams/spillover.py): optional
+        doc["line_flows"] = [{"sensor_id": s, "entries_per_min": round(a, 2),
+                              "exits_per_min": round(b, 2)} for s, a, b in u.line_flows]
+    return orjson.dumps(doc)
 
 
 def undecodable(msg: Consumed) -> str | None:
@@ -275,6 +280,7 @@ class Pipeline:
         # A drill's pipeline (agents/cli.py drill): its own input topics; every alert it emits
         # carries "exercise": true and an alert_id of its own ("drill-" first).
         self.exercise = exercise
+        self.flows = LineFlows()  # the zone graph's line counters (spill-over)
         self._index(zone_list)
         self.engine: DensityEngine = engine or WindowedDensityEngine(zone_list)
         self.alerts = AlertTracker(self.zones, alarm)
@@ -294,6 +300,13 @@ class Pipeline:
     def _index(self, zone_list: list[Zone]) -> None:
         self.zones = {z.zone_id: z for z in zone_list}
         self._owner = {s.sensor_id: z.zone_id for z in zone_list for s in z.sensors}
+        # The zone graph's line counters (spill-over): their flows ride on the density
+        # records of the zone that lists them as sensors.
+        followed = graph_counters(zone_list)
+        self.flows.forget(self.flows.sensors - followed)
+        self.flows.sensors = followed
+        self._graph_lines = {z.zone_id: lines for z in zone_list if (lines := tuple(
+            s.sensor_id for s in z.sensors if s.sensor_id in followed))}
 
     def _dead_letter(self, out: Outputs, msg: Consumed, rejections: list[Rejection]) -> None:
         """One DLQ record for ``msg``, listing all its rejected items."""
@@ -461,6 +474,9 @@ class Pipeline:
             clamped_before = self.engine.clamped
             refused = self.engine.ingest(events, [messages[k].partition for k in ev_msg],
                                          now_ms, arrivals)
+            if self.flows.sensors:
+                gone = {i for i, _ in refused}
+                self.flows.add(e for i, e in enumerate(events) if i not in gone)
             out.duplicates = self.engine.duplicates - dup_before
             out.clamped = self.engine.clamped - clamped_before
             for i, rej in refused:
@@ -592,7 +608,10 @@ class Pipeline:
 
     def _emit(self, out: Outputs) -> None:
         fmt = self._format_ts
-        for u in self.engine.emit():
+        lines = self._graph_lines
+        for w in self.engine.emit():
+            u = w if w.zone_id not in lines else w._replace(line_flows=self.flows.window(
+                lines[w.zone_id], w.window_start_ms, w.window_end_ms))
             key = u.zone_id.encode()
             out.density.append(OutRecord(key, density_record(u, fmt), []))
             for alert in self.alerts.observe(u):

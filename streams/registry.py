@@ -12,14 +12,17 @@ Pure: no I/O, no faust, no aiokafka.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from schemas import Thresholds, Zone, ZoneRegistryError, positive_number
+from schemas import Kind, Thresholds, Zone, ZoneRegistryError, positive_number
 
 from .density import DEFAULT_SLIDE_MS, DEFAULT_WINDOW_MS
 from .levels import MOVING_DEFAULTS, STANDING_DEFAULTS
+
+log = logging.getLogger(__name__)
 
 Point = tuple[float, float]
 
@@ -212,12 +215,74 @@ def sensor_owners(zones: Iterable[Zone]) -> dict[str, str]:
     return owners
 
 
+def _check_neighbours(zone: Zone, registry: Mapping[str, Zone], *, strict: bool) -> None:
+    """``zone``'s neighbours: not itself, each once, known (``strict``: a live update may
+    name a zone that comes later, and is then skipped), and each boundary counter a
+    line_count sensor of this zone or of the neighbour, listed once."""
+    zid = zone.zone_id
+    seen: set[str] = set()
+    for n in zone.neighbours:
+        if n.zone_id == zid:
+            _fail(zid, "lists itself as a neighbour")
+        if n.zone_id in seen:
+            _fail(zid, f"neighbour {n.zone_id!r} is listed twice")
+        seen.add(n.zone_id)
+        other = registry.get(n.zone_id)
+        if other is None:
+            if strict:
+                _fail(zid, f"neighbour {n.zone_id!r} is not a zone of the registry")
+            continue
+        counters: set[str] = set()
+        for c in n.counters:
+            if c.sensor_id in counters:
+                _fail(zid, f"neighbour {n.zone_id!r}: counter {c.sensor_id!r} is listed twice")
+            counters.add(c.sensor_id)
+            kinds = {s.kind for z in (zone, other) for s in z.sensors
+                     if s.sensor_id == c.sensor_id}
+            if not kinds:
+                _fail(zid, f"neighbour {n.zone_id!r}: counter {c.sensor_id!r} is not a sensor "
+                           f"of {zid!r} or {n.zone_id!r}")
+            if kinds != {Kind.LINE_COUNT}:
+                _fail(zid, f"neighbour {n.zone_id!r}: counter {c.sensor_id!r} is not a "
+                           f"line_count sensor")
+
+
+def neighbour_warnings(zones: Iterable[Zone]) -> list[str]:
+    """Zone-graph oddities that do not stop a registry: a neighbour that does not list the
+    zone back, or a boundary counter whose direction both zones read the same way."""
+    by_id = {z.zone_id: z for z in zones}
+    out = []
+    for z in by_id.values():
+        for n in z.neighbours:
+            other = by_id.get(n.zone_id)
+            if other is None:
+                continue
+            back = next((m for m in other.neighbours if m.zone_id == z.zone_id), None)
+            if back is None:
+                out.append(f"zone {z.zone_id!r}: neighbour {n.zone_id!r} does not list it "
+                           f"back (the zone graph is not symmetric)")
+                continue
+            theirs = {c.sensor_id: c.into for c in back.counters}
+            for c in n.counters:
+                if theirs.get(c.sensor_id) == c.into and z.zone_id < n.zone_id:
+                    out.append(f"zones {z.zone_id!r} and {n.zone_id!r} both read counter "
+                               f"{c.sensor_id!r} {c.into} as flow into themselves")
+    return out
+
+
 def check_zones(zones: Iterable[Zone], rules: RegistryRules) -> None:
-    """Check a whole registry: every zone's own rules, and sensor ids unique across zones."""
+    """Check a whole registry: every zone's own rules, sensor ids unique across zones, the
+    zone graph (neighbours known, boundary counters line counters of either zone); its
+    asymmetries are logged as warnings (:func:`neighbour_warnings`)."""
     zone_list = list(zones)
     for z in zone_list:
         check_zone(z, rules)
     sensor_owners(zone_list)
+    by_id = {z.zone_id: z for z in zone_list}
+    for z in zone_list:
+        _check_neighbours(z, by_id, strict=True)
+    for w in neighbour_warnings(zone_list):
+        log.warning("zone registry: %s", w)
 
 
 def check_zone_update(
@@ -242,3 +307,5 @@ def check_zone_update(
         if other is not None and other != zid:
             _fail(zid, f"sensor {s.sensor_id!r} is already listed in zone {other!r} "
                        f"(a sensor belongs to one zone)")
+    if new_zone.neighbours:
+        _check_neighbours(new_zone, {**current, zid: new_zone}, strict=False)

@@ -70,6 +70,20 @@ def plateau(base: float, peak: float, rise_at: float, rise_s: float, hold_s: flo
     return f
 
 
+def surge(base: float, peak: float, rise_at: float, rise_s: float, hold_s: float,
+          fall_s: float) -> Target:
+    """Like :func:`plateau`, but the rise accelerates (quadratic): a zone that a filling
+    neighbour spills into, the push growing as the neighbour fills."""
+    line = plateau(base, peak, rise_at, rise_s, hold_s, fall_s)
+
+    def f(t: float) -> float:
+        x = t - rise_at
+        if 0 < x < rise_s:
+            return base + (peak - base) * (x / rise_s) ** 2
+        return line(t)
+    return f
+
+
 def evening(base: float, amplitude: float, period_s: float) -> Target:
     """A gentle daily rhythm: a slow swell around ``base``."""
     return lambda t: max(0.05, base + amplitude * math.sin(2 * math.pi * t / period_s))
@@ -96,6 +110,8 @@ class Scenario:
     choke: dict[str, Target] = field(default_factory=dict)  # zone -> outflow cap, people/s
     turnover: dict[str, float] = field(default_factory=dict)  # zone -> share leaving per s
     counter: dict[str, Target] = field(default_factory=dict)  # zone -> people/s each way
+    # Ground truth of spill-overs: (receiving zone, neighbour, t of the spill's start, s).
+    spills: tuple[tuple[str, str, float], ...] = ()
 
 
 def _bkk(y: int, mo: int, d: int, h: int, mi: int = 0) -> datetime:
@@ -163,6 +179,20 @@ SCENARIOS: dict[str, Scenario] = {
                "night-bazaar": evening(0.5, 0.2, 3600)},
         turnover={"walking-street": 0.0005},
         counter={"walking-street": plateau(0.0, 3.0, 1200, 300, 1500, 300)}),
+    # The bridge fills with fair visitors from the Wang Chan Rd parking and spills towards the
+    # temple: the grounds fill, and their crowd presses into the vihara through its door,
+    # faster and faster (docs/domain.md sections 5 and 6).
+    "spillover": Scenario(
+        "spillover", "Fair night: the bridge and the grounds spill into the vihara",
+        _bkk(2026, 2, 17, 19), 2700,
+        {"naresuan-bridge": plateau(0.6, 1.9, 120, 600, 900, 600),
+         "wat-yai-grounds": plateau(0.4, 1.3, 240, 900, 900, 600),
+         "wat-yai-vihara": surge(1.2, 5.6, 900, 720, 300, 600),
+         "station-forecourt": evening(0.7, 0.2, 2700)},
+        # The grounds fill from the bridge too, but the model's line counters count a zone's
+        # whole turnover at every gate, so no counter shows the bridge's share: that spill
+        # is not one the sensors can see, and is not in the truth.
+        spills=(("wat-yai-vihara", "wat-yai-grounds", 900.0),)),
 }
 
 REPORT_TEXT = {
@@ -379,8 +409,12 @@ def _report(rng: random.Random, seq: int, z: Zone, category: str,
 
 def _truth(scenario: Scenario, zones: list[Zone],
            series: dict[str, list[tuple[int, float]]]) -> dict[str, Any]:
+    t0_ms = int(scenario.start.timestamp() * 1000)
     out: dict[str, Any] = {"scenario": scenario.name, "title": scenario.title,
-                           "start": scenario.start.isoformat(), "zones": {}}
+                           "start": scenario.start.isoformat(), "zones": {},
+                           "spills": [{"zone_id": z, "neighbour": n,
+                                       "start_ms": t0_ms + round(t * 1000)}
+                                      for z, n, t in scenario.spills]}
     for z in zones:
         t = resolve_thresholds(z.crowd, z.thresholds)
         pts = series[z.zone_id]

@@ -30,6 +30,7 @@ from ..config import Settings
 from ..heartbeat import run_heartbeat
 from ..metrics import Metrics
 from ..topics import DLQ_MAX_MESSAGE_BYTES
+from .neighbours import follow_neighbours
 from .transport import BatchingTransport
 from .worker import Worker
 from .zones import follow_zone_topic
@@ -184,6 +185,14 @@ def build_app(
         await follow_zone_topic(settings, registry, pipe, dlq_topic)
 
     app.task(follow_zones)
+
+    # Spill-over across partitions: the newest density record of every neighbour zone,
+    # whichever worker drives it (agents/worker/neighbours.py).
+    if any(z.neighbours for z in zones):
+        async def follow_neighbour_density() -> None:
+            await follow_neighbours(settings, pipe.alerts, m)
+
+        app.task(follow_neighbour_density)
 
     app.timer(interval=5.0, name="safetour.gauges")(w.gauges)
 

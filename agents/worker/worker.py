@@ -660,6 +660,9 @@ class Worker:
             if wm is not None:
                 m.watermark_lag.labels(str(p)).set(time.time() - wm / 1000)
         m.zones.set(len(self.pipe.zones))
+        if len(self.pipe.zones) <= self.settings.zone_metrics_max:
+            for zone, neighbour, per_min in self.pipe.alerts.inflows():
+                m.zone_inflow.labels(zone, neighbour).set(per_min)
         m.stale_sensors.set(engine.stale_sensor_count())
         skewed = engine.skewed_sensors()
         m.skewed_sensors.set(len(skewed))

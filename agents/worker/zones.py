@@ -59,6 +59,11 @@ def zone_document(z: Zone) -> dict[str, Any]:
         t = z.thresholds
         doc["thresholds"] = {k: v for k, v in (("elevated", t.elevated), ("high", t.high),
                                                ("critical", t.critical)) if v}
+    if z.neighbours:
+        doc["neighbours"] = [
+            {"zone_id": n.zone_id,
+             "counters": [{"sensor_id": c.sensor_id, "into": c.into} for c in n.counters]}
+            for n in z.neighbours]
     return doc | z.extra
 
 

@@ -1,0 +1,87 @@
+"""Neighbours driven by other workers: follow the density topic for the spill-over.
+
+Zones are keyed to partitions by zone id, so one worker may drive a zone A but not its
+neighbour B (the registry's ``neighbours``). A's spill-over (``streams/spillover.py``) needs
+B's newest density record (its density, trend and the line flows of B's boundary counters).
+Every worker therefore reads every partition of ``safetour.density.v1`` without a consumer
+group, from its end (only what is new matters), and hands each record of a zone that
+neighbours one of the registry's to its alert tracker (:meth:`AlertTracker.neighbour_record`).
+Event time is aligned there: a neighbour record further than ``stale_s`` (30 s) from A's
+window is ignored, so a follower that lags, or a neighbour whose worker died, gives no
+spill-over rather than a wrong one. A record that is not a density record is counted and
+skipped: the follower never stops on one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from aiokafka import TopicPartition
+
+from streams.alerts import AlertTracker
+from streams.spillover import density_from_record
+
+from ..config import Settings
+from ..metrics import Metrics
+from ..topics import partitions_of
+
+log = logging.getLogger(__name__)
+
+
+def apply_density_records(records: Sequence[Any], tracker: AlertTracker,
+                          metrics: Metrics | None = None) -> dict[str, int]:
+    """Hand a fetch of density records to ``tracker``; counts by outcome (kept: a
+    neighbour's and newer than the one held; ignored; bad: not a density record)."""
+    counts = {"kept": 0, "ignored": 0, "bad": 0}
+    for rec in records:
+        try:
+            doc = orjson.loads(rec.value) if rec.value is not None else None
+        except orjson.JSONDecodeError:
+            doc = None
+        u = density_from_record(doc) if isinstance(doc, dict) else None
+        if u is None:
+            counts["bad"] += 1
+        elif tracker.neighbour_record(u):
+            counts["kept"] += 1
+        else:
+            counts["ignored"] += 1
+    if metrics is not None:
+        for outcome, n in counts.items():
+            if n:
+                metrics.neighbour_records.labels(outcome).inc(n)
+    if counts["bad"]:
+        log.warning("density topic: %d records that are not density records skipped",
+                    counts["bad"])
+    return counts
+
+
+async def follow_neighbours(settings: Settings, tracker: AlertTracker,
+                            metrics: Metrics | None = None,
+                            started: asyncio.Event | None = None) -> None:
+    """Follow the density topic from its end for ever (``started`` is set once the
+    consumer is positioned)."""
+    topic = settings.topics.density
+    cfg = settings.kafka
+    tps = [TopicPartition(topic, p) for p in await partitions_of(cfg, topic)]
+    consumer = cfg.consumer()
+    await cfg.start(consumer)
+    try:
+        consumer.assign(tps)
+        await consumer.seek_to_end(*tps)
+        for tp in tps:  # resolve the positions now: records from here on are followed
+            await consumer.position(tp)
+        if started is not None:
+            started.set()
+        while True:
+            batches = await consumer.getmany(timeout_ms=1000)
+            records = [rec for recs in batches.values() for rec in recs]
+            if records:
+                apply_density_records(records, tracker, metrics)
+    except asyncio.CancelledError:
+        raise
+    finally:
+        await consumer.stop()

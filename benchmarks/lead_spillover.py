@@ -1,0 +1,188 @@
+"""Spill-over lead time: how much earlier a zone hears of a neighbour spilling into it than
+its own density alarm, and how often the spill-over fires where there is none.
+
+    python -m benchmarks.lead_spillover [--seeds 1,2,3,4,5] [--scenarios all]
+                                        [--out benchmarks/RESULTS-lead-spillover.md]
+
+Each scenario x seed (``agents/devtools/simulator.py``) goes through the real pipeline as the
+detection benchmark replays it (:func:`benchmarks.detection.replay_live`: production
+settings, delivery order, the worker's ticks), with the spill-over **on** (the default
+alarm) and, for scenarios with a spill in their ground truth (``truth["spills"]``), again
+with it **off** (the same run, ``AlarmConfig(spillover=False)``); the flow indicators
+(rate of rise, flow breakdown, counter-flow: ``benchmarks/lead_flow.py``) are off in both, so
+the lead is the one over the density alarm alone.
+
+- **lead**: for each true spill (receiving zone, neighbour, start), the receiving zone's
+  first alert at elevated or above with the spill-over off (its density alarm, forecast
+  included) minus its first alert with ``reason: spillover`` with it on, both from the
+  spill's start less 10 minutes; also each one's delay after the truth's elevated crossing;
+- **false spill-overs**: alerts with ``reason: spillover`` that no true spill explains
+  (another zone, another neighbour, or before the spill's start less 10 minutes), over every
+  scenario x seed; and spill-over episodes (raised by it) in zones whose truth never reaches
+  elevated within 10 minutes of the episode's start.
+
+A scenario without a true spill is run once (on): with no spill-over alert the alarm's input
+is the same as with it off (the rule gives no ETA), so the runs would be equal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agents.config import Settings
+from agents.devtools.simulator import SCENARIOS, simulate
+from schemas import load_zones, parse_ts
+
+from .detection import LOOKBACK_MS, RANK, ZONES_FILE, Run, replay_live
+
+
+@dataclass
+class Lead:
+    scenario: str
+    seed: int
+    zone: str
+    neighbour: str
+    spill_ms: int
+    truth_elevated_ms: int | None
+    spill_alert_ms: int | None  # first reason: spillover alert (on)
+    density_alert_ms: int | None  # first elevated+ alert with the spill-over off
+
+    @property
+    def lead_s(self) -> float | None:
+        if self.spill_alert_ms is None or self.density_alert_ms is None:
+            return None
+        return (self.density_alert_ms - self.spill_alert_ms) / 1000
+
+
+@dataclass
+class Result:
+    leads: list[Lead] = field(default_factory=list)
+    false_spills: list[tuple[str, int, str, str, int]] = field(default_factory=list)
+    false_episodes: int = 0
+    false_episode_list: list[tuple[str, int, str, int]] = field(default_factory=list)
+    spill_episodes: int = 0
+    runs: int = 0
+
+
+def _first(run: Run, zone: str, since_ms: int, *, reason: str | None = None) -> int | None:
+    return next((t for t, a in run.alerts if a["zone_id"] == zone and t >= since_ms
+                 and RANK.get(a["level"], 0) >= 1
+                 and (reason is None or a["reason"] == reason)), None)
+
+
+def _score_false(name: str, seed: int, truth: dict[str, Any], run: Run, into: Result) -> None:
+    spills = truth.get("spills", [])
+    for t, a in run.alerts:
+        if a["reason"] != "spillover" or a["status"] != "raised":
+            continue  # the episode's raise names its neighbour; what follows continues it
+        frm = (a.get("spillover") or {}).get("neighbour", "?")
+        ok = any(s["zone_id"] == a["zone_id"] and s["neighbour"] == frm
+                 and t >= s["start_ms"] - LOOKBACK_MS for s in spills)
+        if not ok:
+            into.false_spills.append((name, seed, a["zone_id"], frm, t))
+    starts = {a["alert_id"]: (a["zone_id"], parse_ts(a["episode_start"]))
+              for _, a in run.alerts if a["reason"] == "spillover" and a["status"] == "raised"}
+    into.spill_episodes += len(starts)
+    for zid, st in starts.values():
+        bumps = truth["zones"].get(zid, {}).get("episodes", {}).get("elevated", [])
+        if not any(b["start_ms"] - LOOKBACK_MS <= st <= b["end_ms"] + LOOKBACK_MS
+                   for b in bumps):
+            into.false_episodes += 1
+            into.false_episode_list.append((name, seed, zid, st))
+
+
+def measure(scenarios: Sequence[str], seeds: Sequence[int], progress: bool = False) -> Result:
+    zones = load_zones(ZONES_FILE)
+    settings = Settings.from_env({})
+    # The flow indicators off (benchmarks/lead_flow.py measures them): the lead is over the
+    # density alarm alone, and no other indicator's episode hides a spill-over.
+    full = settings.pipeline(zones).alerts.config
+    on = dataclasses.replace(full, indicators=full.indicators.only(None))
+    off = dataclasses.replace(on, spillover=False)
+    res = Result()
+    for name in scenarios:
+        for seed in seeds:
+            t0 = time.monotonic()
+            out = simulate(SCENARIOS[name], zones, seed=seed, grace_s=settings.grace_s)
+            run_on = replay_live(out, zones, on, settings)
+            res.runs += 1
+            _score_false(name, seed, out.truth, run_on, res)
+            spills = out.truth.get("spills", [])
+            if spills:
+                run_off = replay_live(out, zones, off, settings)
+                for s in spills:
+                    zid, since = s["zone_id"], s["start_ms"] - LOOKBACK_MS
+                    eps = out.truth["zones"][zid]["episodes"]["elevated"]
+                    res.leads.append(Lead(
+                        name, seed, zid, s["neighbour"], s["start_ms"],
+                        next((e["start_ms"] for e in eps if e["start_ms"] >= s["start_ms"]),
+                             None),
+                        _first(run_on, zid, since, reason="spillover"),
+                        _first(run_off, zid, since)))
+            if progress:
+                print(f"lead_spillover: {name} seed {seed}: {time.monotonic() - t0:.1f} s",
+                      file=sys.stderr, flush=True)
+    return res
+
+
+def _s(ms: int | None, ref: int | None) -> str:
+    return "-" if ms is None or ref is None else f"{(ms - ref) / 1000:+.0f}"
+
+
+def report(res: Result, scenarios: Sequence[str], seeds: Sequence[int]) -> str:
+    lines = [f"Spill-over lead ({', '.join(scenarios)}; seeds {', '.join(map(str, seeds))}; "
+             f"{res.runs} runs)", "",
+             "| scenario | seed | zone <- neighbour | spill-over alert | density alarm (off) "
+             "| lead, s |", "|---|---|---|---|---|---|"]
+    for ld in res.leads:
+        ref = ld.truth_elevated_ms
+        lines.append(f"| {ld.scenario} | {ld.seed} | {ld.zone} <- {ld.neighbour} | "
+                     f"{_s(ld.spill_alert_ms, ref)} | {_s(ld.density_alert_ms, ref)} | "
+                     f"{'missed' if ld.lead_s is None else f'{ld.lead_s:+.0f}'} |")
+    leads = [x for ld in res.leads if (x := ld.lead_s) is not None]
+    lines += ["", "Times are seconds after the truth's elevated crossing of the receiving "
+              "zone (negative: before it).", "",
+              f"- median lead: {statistics.median(leads):+.0f} s (min {min(leads):+.0f}, "
+              f"max {max(leads):+.0f}) over {len(leads)} of {len(res.leads)} spills"
+              if leads else "- no lead measured",
+              f"- false spill-over alerts (no true spill explains them): "
+              f"{len(res.false_spills)} over {res.runs} runs",
+              f"- spill-over episodes: {res.spill_episodes}, of which in a zone with no truth "
+              f"elevated episode near their start: {res.false_episodes}"]
+    for name, seed, zid, frm, _t in res.false_spills[:10]:
+        lines.append(f"  - false spill-over: {name} seed {seed}: {zid} <- {frm}")
+    for name, seed, zid, st in res.false_episode_list[:10]:
+        lines.append(f"  - episode with no truth elevated: {name} seed {seed}: {zid} at "
+                     f"{st}")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.lead_spillover",
+                                 description=__doc__.split("\n\n")[0] if __doc__ else None)
+    ap.add_argument("--seeds", default="1,2,3,4,5")
+    ap.add_argument("--scenarios", default=",".join(SCENARIOS))
+    ap.add_argument("--out", help="also write the Markdown report to this file")
+    args = ap.parse_args(argv)
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    scenarios = [s for s in args.scenarios.split(",") if s]
+    unknown = [s for s in scenarios if s not in SCENARIOS]
+    if unknown:
+        ap.error(f"unknown scenarios: {', '.join(unknown)}")
+    text = report(measure(scenarios, seeds, progress=True), scenarios, seeds)
+    print(text, end="")
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
