@@ -45,7 +45,7 @@ the per-zone gauges are not exported, and zone densities are read from ``safetou
 ``safetour_zone_outflow_per_m_s``: the newest window's exits per metre of counted width per
 second (zones with a line counter that has a ``width_m``); ``safetour_indicator_alerts_total``:
 episodes raised by an indicator beyond density (reason ``rate_of_rise``, ``flow_breakdown``,
-``counter_flow``).
+``counter_flow``, ``hotspot``, ``spillover``: ``streams.BEYOND_DENSITY_REASONS``).
 """
 
 from __future__ import annotations
@@ -130,7 +130,8 @@ class Metrics:
         self.zone_hot_cell_density = Gauge(
             "safetour_zone_hot_cell_density_persons_per_square_meter",
             "Newest window density of the densest grid cell per zone with a grid (small "
-            "registries only); hot-spot alerts are safetour_alerts_total{reason=\"hotspot\"}",
+            "registries only); hot-spot episodes are "
+            "safetour_indicator_alerts_total{reason=\"hotspot\"}",
             ["zone"], registry=r)
         self.zone_outflow = Gauge("safetour_zone_outflow_per_m_s",
                                   "Newest window's exits per metre of counted width per second "

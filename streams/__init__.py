@@ -6,7 +6,7 @@ without a broker.
 
 from __future__ import annotations
 
-from .alerts import AlertTracker, episode_id
+from .alerts import BEYOND_DENSITY_REASONS, AlertTracker, episode_id
 from .density import (
     DEFAULT_GRACE_MS,
     DEFAULT_IDLE_MS,
@@ -30,6 +30,7 @@ from .registry import RegistryRules, check_zone_update, check_zones
 
 __all__ = [
     "BANGKOK",
+    "BEYOND_DENSITY_REASONS",
     "DEFAULT_GRACE_MS",
     "DEFAULT_IDLE_MS",
     "DEFAULT_SLIDE_MS",

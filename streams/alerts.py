@@ -36,6 +36,10 @@ from .levels import Level, level_for, resolve_thresholds
 from .messages import alert_message
 from .spillover import Spill, SpillConfig, SpillWatch
 
+BEYOND_DENSITY_REASONS: frozenset[str] = frozenset({*INDICATOR_REASONS, "hotspot", "spillover"})
+"""Alert reasons of the indicators beyond the zone's mean density (README "Indicators beyond
+density"): counted by ``safetour_indicator_alerts_total``."""
+
 REPORT_LEVELS: dict[str, tuple[Level, Level]] = {  # category -> (level, level at severity 4-5)
     "crush": (Level.CRITICAL, Level.CRITICAL),
     "fire": (Level.CRITICAL, Level.CRITICAL),

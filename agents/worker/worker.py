@@ -37,7 +37,7 @@ import orjson
 from faust.types import TP
 
 from schemas import Kind, parse_ts
-from streams import INDICATOR_REASONS
+from streams import BEYOND_DENSITY_REASONS
 from streams.lanes import Direct, Lanes
 from streams.pipeline import Consumed, Outputs, OutRecord, Pipeline, SourceMessage
 
@@ -444,7 +444,7 @@ class Worker:
             log.info("alert %s", r.value.decode())
             a = orjson.loads(r.value)
             m.alerts.labels(a["level"], a["status"], a.get("reason", "density")).inc()
-            if (a.get("reason") in INDICATOR_REASONS and a["status"] == "raised"
+            if (a.get("reason") in BEYOND_DENSITY_REASONS and a["status"] == "raised"
                     and not a.get("reminder")):
                 m.indicator_alerts.labels(a["reason"]).inc()
             m.latency.labels("event").observe(max(now - parse_ts(a["ts"]) / 1000, 0))

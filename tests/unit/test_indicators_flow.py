@@ -243,3 +243,17 @@ def test_calm_zones_keep_no_indicator_state() -> None:
     calm = ZoneAlarm(STANDING_DEFAULTS)
     feed(calm, ramp(1.0, 0.3, 150) + ramp(1.75, 0.0, 600, t0=150) + ramp(0.5, 0.0, 60, t0=750))
     assert calm.flow is None
+
+
+def test_every_reason_beyond_density_in_the_contract_is_counted_as_an_indicator() -> None:
+    """alert.v1.json's reasons are the core five plus the indicators beyond density; the
+    indicator alerts counter (agents/worker) counts exactly the latter."""
+    import json  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    from streams import BEYOND_DENSITY_REASONS  # noqa: PLC0415
+
+    schema = json.loads((Path(__file__).parents[2] / "schemas/json/alert.v1.json").read_text())
+    reasons = set(schema["properties"]["reason"]["examples"])
+    core = {"density", "forecast", "report", "capacity", "sensing_lost"}
+    assert reasons - core == BEYOND_DENSITY_REASONS
