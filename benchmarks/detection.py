@@ -50,8 +50,9 @@ import orjson
 
 from agents.config import Settings
 from agents.devtools.simulator import SCENARIOS, SimOutput, simulate
-from schemas import Zone, load_zones, parse_ts
-from streams.alarm import AlarmConfig, eta_critical_s
+from schemas import Thresholds, Zone, load_zones, parse_ts
+from streams.alarm import CAPACITY_LEVELS, AlarmConfig, eta_critical_s
+from streams.levels import level_for
 from streams.pipeline import Pipeline, SourceMessage
 
 REPO = Path(__file__).resolve().parents[1]
@@ -120,6 +121,55 @@ def merge(episodes: Iterable[dict[str, Any]]) -> list[tuple[int, int]]:
     return out
 
 
+def truth_episodes(zt: dict[str, Any]) -> dict[str, list[tuple[int, int]]]:
+    """Per level, the truth's episodes by the alarm's own rules: the true density against
+    the thresholds, the true occupancy against the zone's capacity (``CAPACITY_LEVELS``), and
+    the zone's densest grid cell (its hot-spot truth, zones with a grid), merged
+    (``MERGE_MS``)."""
+    th = Thresholds(**zt["thresholds"])
+    cap, area = zt.get("capacity"), float(zt["area_m2"])
+    hot = (zt.get("hot") or {}).get("episodes", {})
+    out: dict[str, list[tuple[int, int]]] = {}
+    for lv in LEVELS:
+        raw: list[list[int]] = []
+        cur: list[int] | None = None
+        for ts, d in zt["series"]:
+            level = level_for(d, th)
+            if cap:
+                level = max(level, level_for(d * area / cap, CAPACITY_LEVELS))
+            if level >= RANK[lv]:
+                if cur is None:
+                    cur = [int(ts), int(ts)]
+                    raw.append(cur)
+                cur[1] = int(ts)
+            else:
+                cur = None
+        raw += [[int(e["start_ms"]), int(e["end_ms"])] for e in hot.get(lv, [])]
+        raw.sort()
+        out[lv] = merge({"start_ms": a, "end_ms": b} for a, b in raw)
+    return out
+
+
+def alert_for(alerts: Sequence[tuple[int, dict[str, Any]]], level: str, start_ms: int,
+              end_ms: int) -> int | None:
+    """When a zone's alerts (in time order) stood at ``level`` or above for a crossing from
+    ``start_ms`` to ``end_ms``: the first such alert from ``start_ms - LOOKBACK_MS`` on, or,
+    when the zone already stood there before that (an episode an earlier cause raised), the
+    time it got there; None: not within the episode."""
+    since: int | None = None
+    for t, a in alerts:
+        if t > end_ms:
+            break
+        if RANK.get(a["level"], 0) >= RANK[level] and a["status"] != "resolved":
+            if since is None:
+                since = t
+            if t >= start_ms - LOOKBACK_MS:
+                return since
+        else:
+            since = None
+    return since
+
+
 @dataclass
 class Crossing:
     scenario: str
@@ -156,18 +206,17 @@ def score(scenario: str, seed: int, truth: dict[str, Any], runs: dict[str, Run],
         into.eta_records.setdefault(mode, 0)
         into.episodes.setdefault(mode, 0)
     for zid, zt in truth["zones"].items():
-        eps = {lv: merge(zt["episodes"][lv]) for lv in LEVELS}
+        eps = truth_episodes(zt)
+        zone_alerts = {mode: [(t, a) for t, a in run.alerts if a["zone_id"] == zid]
+                       for mode, run in runs.items()}
         for lv in LEVELS:
             for s, e in eps[lv]:
                 if e - s < 60_000:
                     into.brief += 1
                     continue
                 c = Crossing(scenario, seed, zid, lv, s, e)
-                for mode, run in runs.items():
-                    c.alert_ms[mode] = next(
-                        (t for t, a in run.alerts if a["zone_id"] == zid
-                         and RANK.get(a["level"], 0) >= RANK[lv]
-                         and s - LOOKBACK_MS <= t <= e), None)
+                for mode in runs:
+                    c.alert_ms[mode] = alert_for(zone_alerts[mode], lv, s, e)
                 into.crossings.append(c)
         ids_by_mode: dict[str, dict[str, int]] = {}
         for mode, run in runs.items():

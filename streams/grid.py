@@ -199,5 +199,6 @@ class GridStore:
         best, best_d = GK.window_cells(sums, reads, zg.areas, out)
         for b in [b for b in zg.buckets if b <= lo]:
             del zg.buckets[b]
+        # float(): the kernel returns a numpy scalar when it runs as Python (no JIT).
         return GridWindow(tuple(out.tolist()), zg.grid.cell_id(best) if best >= 0 else None,
-                          best_d)
+                          float(best_d))

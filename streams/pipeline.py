@@ -201,7 +201,9 @@ class Outputs:
 
 
 def _num(x: float, digits: int) -> float | None:
-    return None if math.isnan(x) else round(x, digits)
+    # float(): values from the kernels' arrays are numpy scalars when the kernels run as
+    # Python (NUMBA_DISABLE_JIT=1), and orjson writes only Python numbers.
+    return None if math.isnan(x) else round(float(x), digits)
 
 
 def density_record(u: DensityUpdate, fmt: Callable[[int], str] = format_ts) -> bytes:
@@ -222,7 +224,7 @@ def density_record(u: DensityUpdate, fmt: Callable[[int], str] = format_ts) -> b
         "skewed_sensors": [{"sensor_id": s, "skew_s": k} for s, k in u.skewed_sensors],
         "confidence": _num(u.confidence, 3),
         # Issue 16 (optional): line counters' outflow and counter-flow.
-        "outflow_per_min": round(u.outflow_per_min, 2),
+        "outflow_per_min": round(float(u.outflow_per_min), 2),
         "outflow_per_m_s": _num(u.outflow_per_m_s, 3),
         "counterflow_per_m_min": _num(u.counterflow_per_m_min, 2),
         "counterflow_balance": _num(u.counterflow_balance, 3),

@@ -129,7 +129,7 @@ class LineFlows:
                 if start_ms < ts <= end_ms:
                     ins += a
                     outs += b
-            out.append((s, ins / minutes, outs / minutes))
+            out.append((s, float(ins) / minutes, float(outs) / minutes))  # numpy in, JSON out
         return tuple(out)
 
     def forget(self, sensors: Iterable[str]) -> None:

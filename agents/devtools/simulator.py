@@ -433,7 +433,7 @@ def _truth(scenario: Scenario, zones: list[Zone],
                     cur = None
             episodes[lv.wire] = eps
         out["zones"][z.zone_id] = {
-            "area_m2": z.area_m2, "crowd": z.crowd,
+            "area_m2": z.area_m2, "crowd": z.crowd, "capacity": z.capacity,
             "thresholds": {"elevated": t.elevated, "high": t.high, "critical": t.critical},
             "peak": round(max((d for _, d in pts), default=0.0), 3),
             "episodes": episodes,
