@@ -10,6 +10,14 @@ A record (keyed by zone_id; the newest record of a zone replaces the earlier one
 
 ``action`` is ``shelve`` or ``unshelve``. A shelf ends by itself at ``until`` (no record is
 written then) and lasts at most MAX_SHELF_S, whoever wrote the record.
+
+A record is judged by its Kafka timestamp, not by the ``at`` its writer put in it (issue 15: a
+record with ``at`` years ahead would otherwise hold a silent shelf from then on): a shelve
+record whose ``at`` is more than SKEW_S ahead of its timestamp is refused, and so is one whose
+timestamp is more than SKEW_S ahead of the reader's clock (the topic is CreateTime, so the
+writer sets it); a shelf starts no later than its timestamp and ends no later than its
+timestamp + MAX_SHELF_S, whatever ``until`` says. A record read without a timestamp is judged
+as written when it is read.
 """
 
 from __future__ import annotations
@@ -22,7 +30,9 @@ import orjson
 from schemas import format_ts, parse_ts
 
 MAX_SHELF_S = 4 * 3600
-LOOKBACK_S = MAX_SHELF_S + 60
+SKEW_S = 60
+"""Clock skew allowed between a record's ``at``, its Kafka timestamp and the reader's clock."""
+LOOKBACK_S = MAX_SHELF_S + SKEW_S
 """How far back a reader starts on the shelves topic (a delete-policy topic kept 90 days for
 the audit): a record older than the longest shelf cannot hold now (60 s for clock skew)."""
 
@@ -40,9 +50,12 @@ class Shelf:
                 "until": format_ts(self.until_ms), "reason": self.reason}
 
 
-def parse_shelf(value: bytes | None) -> tuple[str, Shelf | None] | str:
-    """One record of the shelves topic: ``(zone_id, shelf)`` (shelf None: an unshelve), or
-    the reason it is unusable (a string)."""
+def parse_shelf(value: bytes | None, *, ts_ms: int | None,
+                now_ms: int) -> tuple[str, Shelf | None] | str:
+    """One record of the shelves topic, written at ``ts_ms`` (its Kafka timestamp; None or
+    negative when unknown: judged as written at ``now_ms``, the reader's clock): ``(zone_id,
+    shelf)`` (shelf None: an unshelve), or the reason it is unusable (a string)."""
+    written_ms = now_ms if ts_ms is None or ts_ms < 0 else ts_ms
     try:
         rec = orjson.loads(value or b"")
         zone = rec["zone_id"]
@@ -55,10 +68,19 @@ def parse_shelf(value: bytes | None) -> tuple[str, Shelf | None] | str:
                       _when(rec["until"], "/until"), str(rec.get("reason", "")))
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         return f"not a shelves record: {exc}"
-    # A record cannot shelve for longer than the bound, whoever wrote it.
-    if shelf.until_ms - shelf.at_ms > MAX_SHELF_S * 1000:
-        shelf = Shelf(shelf.zone_id, shelf.by, shelf.at_ms,
-                      shelf.at_ms + MAX_SHELF_S * 1000, shelf.reason)
+    skew_ms = SKEW_S * 1000
+    if written_ms > now_ms + skew_ms:
+        return (f"a shelves record stamped {format_ts(written_ms)}, ahead of this reader's "
+                f"clock ({format_ts(now_ms)}) by more than {SKEW_S} s")
+    if shelf.at_ms > written_ms + skew_ms:
+        return (f"/at {format_ts(shelf.at_ms)} is ahead of the record's timestamp "
+                f"{format_ts(written_ms)} by more than {SKEW_S} s")
+    # A shelf starts when its record was written at the latest, and cannot last longer than
+    # the bound from then, whoever wrote it and whatever its until says.
+    at_ms = min(shelf.at_ms, written_ms)
+    until_ms = min(shelf.until_ms, at_ms + MAX_SHELF_S * 1000)
+    if (at_ms, until_ms) != (shelf.at_ms, shelf.until_ms):
+        shelf = Shelf(shelf.zone_id, shelf.by, at_ms, until_ms, shelf.reason)
     return zone, shelf
 
 
@@ -92,13 +114,20 @@ class Shelves:
         self._held: dict[str, list[tuple[int, int]]] = {}  # zone -> [(from_ms, to_ms)]
         self.bad = 0
 
-    def apply(self, value: bytes | None) -> str | None:
-        """Take one record of the shelves topic; the reason it is unusable, or None."""
-        parsed = parse_shelf(value)
+    def apply(self, value: bytes | None, *, ts_ms: int | None, now_s: float) -> str | None:
+        """Take one record of the shelves topic, written at ``ts_ms`` (its Kafka timestamp)
+        and read at ``now_s`` (:func:`parse_shelf`); the reason it is unusable, or None."""
+        now_ms = int(now_s * 1000)
+        parsed = parse_shelf(value, ts_ms=ts_ms, now_ms=now_ms)
         if isinstance(parsed, str):
             self.bad += 1
             return parsed
-        at_ms = parsed[1].at_ms if parsed[1] is not None else _at_of(value)
+        if parsed[1] is not None:
+            at_ms: int | None = parsed[1].at_ms
+        else:  # an unshelve ends the earlier shelf when it was written at the latest
+            written_ms = now_ms if ts_ms is None or ts_ms < 0 else ts_ms
+            at_ms = _at_of(value)
+            at_ms = written_ms if at_ms is None else min(at_ms, written_ms)
         self.put(*parsed, at_ms=at_ms)
         return None
 

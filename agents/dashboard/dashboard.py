@@ -496,7 +496,7 @@ def apply_records(board: Board, topic_kind: str, values: Iterable[bytes | None],
         elif topic_kind == "health":
             doc = decode_heartbeat(v)
         elif topic_kind == "shelf":
-            parsed = parse_shelf(v)
+            parsed = parse_shelf(v, ts_ms=ts, now_ms=int(board.clock() * 1000))
             doc = Rejection(Reason.SCHEMA, parsed) if isinstance(parsed, str) else parsed
         else:
             doc = _density(v)

@@ -668,7 +668,8 @@ async def run_notify(
             assert runner.shelves is not None
             shelf_stop, shelves_read = asyncio.Event(), asyncio.Event()
             follower = asyncio.create_task(follow_shelves(
-                cfg, settings.topics.shelves, runner.shelves, shelf_stop, shelves_read))
+                cfg, settings.topics.shelves, runner.shelves, shelf_stop, shelves_read,
+                rejects=runner.rejects))
             with contextlib.suppress(TimeoutError):  # a slow topic holds back no alert long
                 async with asyncio.timeout(10.0):
                     await shelves_read.wait()

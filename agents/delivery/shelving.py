@@ -41,15 +41,18 @@ import logging
 import re
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from schemas import SafetourError, format_ts, parse_ts
+from schemas import Reason, Rejection, SafetourError, format_ts, parse_ts
 from streams.messages import english_datetime
 
 from ..logs import ThrottledLog
 from ..shelves import LOOKBACK_S, MAX_SHELF_S, Shelf, Shelves
+
+if TYPE_CHECKING:
+    from ..rejects import InternalRejects
 
 log = logging.getLogger(__name__)
 
@@ -126,10 +129,13 @@ async def publish_shelf(kafka: Any, topic: str, record: Mapping[str, Any]) -> No
 
 
 async def follow_shelves(kafka: Any, topic: str, shelves: Shelves, stop: asyncio.Event,
-                         caught_up: asyncio.Event | None = None) -> None:
+                         caught_up: asyncio.Event | None = None, *,
+                         rejects: InternalRejects | None = None) -> None:
     """Read the shelves topic from the longest shelf ago into ``shelves`` until ``stop``
-    (``caught_up`` is set once the end of the topic at the start is read). Without the topic
-    (an older deployment) nothing is shelved, and it says so."""
+    (``caught_up`` is set once the end of the topic at the start is read), each record judged
+    by its Kafka timestamp (agents/shelves.py); one it cannot use is skipped, counted and
+    logged through ``rejects`` (logged only, without). Without the topic (an older
+    deployment) nothing is shelved, and it says so."""
     from aiokafka import TopicPartition  # noqa: PLC0415
 
     from ..kafka import as_config  # noqa: PLC0415
@@ -154,8 +160,13 @@ async def follow_shelves(kafka: Any, topic: str, shelves: Shelves, stop: asyncio
             batches = await consumer.getmany(timeout_ms=500)
             for records in batches.values():
                 for r in records:
-                    bad = shelves.apply(r.value)
-                    if bad is not None:
+                    bad = shelves.apply(r.value, ts_ms=r.timestamp, now_s=time.time())
+                    if bad is None:
+                        continue
+                    if rejects is not None:
+                        rejects.count(topic, Rejection(Reason.SCHEMA, bad),
+                                      f"{r.partition}/{r.offset}")
+                    else:
                         throttled.note("shelves %d/%d: %s (skipped)", r.partition,
                                        r.offset, bad)
             if caught_up is not None and not caught_up.is_set():

@@ -171,3 +171,25 @@ async def test_a_page_hears_that_a_shelf_ended_by_itself_on_the_server_timer() -
         clock.now = NOW + 61
         [ended] = await read_events(r, 1)
         assert (ended["event"], ended["data"]) == ("shelf", {"zone_id": ZONE, "shelf": None})
+
+
+def test_a_shelf_is_judged_by_its_record_timestamp() -> None:
+    """Issue 15: a record whose ``at`` is ahead of its Kafka timestamp (a year) is refused,
+    counted as an internal reject; one with a far ``until`` ends 4 h after its timestamp."""
+    clock = Clock()
+    b = new_board(clock)
+    metrics = Metrics()
+    rejects = InternalRejects.of("dashboard", metrics, logging.getLogger("test.shelves"))
+    ms = int(NOW * 1000)
+    year = 365 * 86400
+    assert apply_records(b, "shelf", [shelve(at_s=NOW + year, for_s=3600)],
+                         timestamps_ms=[ms], rejects=rejects, topic="t.shelves") == 1
+    assert metrics.internal_rejects.labels("t.shelves", "dashboard")._value.get() == 1
+    clock.now = NOW + year + 60
+    assert zone_state(b)["shelf"] is None
+    clock.now = NOW
+    assert apply_records(b, "shelf", [shelve(at_s=NOW + 59, for_s=10 * year)],
+                         timestamps_ms=[ms], rejects=rejects, topic="t.shelves") == 0
+    assert zone_state(b)["shelf"]["until"] == format_ts(ms + 4 * 3600 * 1000)
+    clock.now = NOW + 4 * 3600
+    assert zone_state(b)["shelf"] is None

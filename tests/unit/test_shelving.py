@@ -19,6 +19,8 @@ from schemas import SafetourError
 
 from .test_channels import NOW, P0, alert, poll, resolution, running, stopped
 
+MS = int(NOW * 1000)
+
 
 def test_durations_are_bounded_and_bad_ones_say_why() -> None:
     assert parse_duration("30m") == 1800
@@ -37,21 +39,24 @@ def test_a_shelf_holds_until_its_end_and_ends_by_itself() -> None:
                        reason="rehearsal")
     assert rec["until"] != rec["at"]
     assert rec["by"] == "somchai"
-    assert shelves.apply(orjson.dumps(rec)) is None
+    assert shelves.apply(orjson.dumps(rec), ts_ms=MS, now_s=NOW) is None
     assert shelves.active("z1", NOW + 59) is not None
     assert shelves.active("z1", NOW + 60) is None  # over, with no command
     assert shelves.active("z2", NOW) is None
     assert [s.reason for s in shelves.listing(NOW)] == ["rehearsal"]
-    shelves.apply(orjson.dumps(shelf_record("z1", action="unshelve", by="nok", now_s=NOW)))
+    shelves.apply(orjson.dumps(shelf_record("z1", action="unshelve", by="nok", now_s=NOW)),
+                  ts_ms=MS, now_s=NOW)
     assert shelves.active("z1", NOW) is None
-    assert shelves.apply(b"not json") is not None
-    assert shelves.apply(orjson.dumps({"zone_id": "z1", "action": "nap"})) is not None
+    assert shelves.apply(b"not json", ts_ms=MS, now_s=NOW) is not None
+    assert shelves.apply(orjson.dumps({"zone_id": "z1", "action": "nap"}), ts_ms=MS,
+                         now_s=NOW) is not None
     # A time that is no time is a bad record too (it once escaped as schemas' own error and
     # ended the notifier's shelves follower: shelving off).
-    assert "/until" in str(shelves.apply(orjson.dumps(rec | {"until": "tomorrow"})))
+    assert "/until" in str(shelves.apply(orjson.dumps(rec | {"until": "tomorrow"}), ts_ms=MS,
+                                        now_s=NOW))
     # Written by hand for a day: it holds at most 4 h.
     long = rec | {"until": "2099-01-01T00:00:00Z"}
-    shelves.apply(orjson.dumps(long))
+    shelves.apply(orjson.dumps(long), ts_ms=MS, now_s=NOW)
     assert shelves.active("z1", NOW + 4 * 3600 - 1) is not None
     assert shelves.active("z1", NOW + 4 * 3600) is None
 
@@ -59,7 +64,7 @@ def test_a_shelf_holds_until_its_end_and_ends_by_itself() -> None:
 def test_critical_alerts_and_resolutions_are_never_held_back() -> None:
     shelves = Shelves()
     shelves.apply(orjson.dumps(shelf_record("z1", action="shelve", by="a", now_s=NOW,
-                                            for_s=600, reason="r")))
+                                            for_s=600, reason="r")), ts_ms=MS, now_s=NOW)
     assert suppressed(alert(1, "high"), shelves, NOW) is not None
     assert suppressed(alert(1, "critical"), shelves, NOW) is None
     assert suppressed(resolution(1, 3), shelves, NOW) is None
@@ -82,7 +87,7 @@ async def test_the_runner_holds_back_a_shelved_zone_and_sends_its_open_episode_a
                                                                logging.getLogger("t")),
                       senders=1, wall_clock=lambda: clock[0], shelves=shelves)
     shelves.apply(orjson.dumps(shelf_record("z1", action="shelve", by="a", now_s=NOW,
-                                            for_s=30, reason="rehearsal")))
+                                            for_s=30, reason="rehearsal")), ts_ms=MS, now_s=NOW)
     tasks = await running(r)
     records = [alert(1, "elevated", seq=1), alert(1, "high", seq=2, status="escalated"),
                alert(2, "critical", seq=1, zone="z1"), alert(3, "high", seq=1, zone="z2")]
@@ -121,7 +126,7 @@ async def test_a_restart_during_a_shelf_rebuilds_what_it_held_back_and_sends_it_
     metrics = Metrics()
     shelves = Shelves()
     shelves.apply(orjson.dumps(shelf_record("z1", action="shelve", by="a", now_s=NOW,
-                                            for_s=30, reason="rehearsal")))
+                                            for_s=30, reason="rehearsal")), ts_ms=MS, now_s=NOW)
     r = ChannelRunner(twin, Route("elevated"), RetryPolicy(), dead_letter, metrics,
                       InternalRejects.of("notify-t", metrics, logging.getLogger("t")),
                       senders=1, wall_clock=lambda: clock[0], shelves=shelves)
@@ -155,10 +160,12 @@ def test_shelves_remember_when_they_held() -> None:
     shelves = Shelves()
     ms = int(NOW * 1000)
     shelves.apply(orjson.dumps(shelf_record("z1", action="shelve", by="a", now_s=NOW,
-                                            for_s=60, reason="r")))
-    shelves.apply(orjson.dumps(shelf_record("z1", action="unshelve", by="b", now_s=NOW + 20)))
+                                            for_s=60, reason="r")), ts_ms=MS, now_s=NOW)
+    shelves.apply(orjson.dumps(shelf_record("z1", action="unshelve", by="b", now_s=NOW + 20)),
+                  ts_ms=MS + 20_000, now_s=NOW + 20)
     shelves.apply(orjson.dumps(shelf_record("z1", action="shelve", by="a", now_s=NOW + 100,
-                                            for_s=10, reason="r")))
+                                            for_s=10, reason="r")),
+                  ts_ms=MS + 100_000, now_s=NOW + 100)
     assert not shelves.held_at("z1", ms - 1)
     assert shelves.held_at("z1", ms)
     assert shelves.held_at("z1", ms + 19_999)
@@ -201,7 +208,7 @@ async def test_alerts_held_back_by_a_shelf_are_counted_per_channel() -> None:
                       InternalRejects.of("notify-t", metrics, logging.getLogger("t")),
                       senders=1, wall_clock=lambda: NOW, shelves=shelves)
     shelves.apply(orjson.dumps(shelf_record("z1", action="shelve", by="a", now_s=NOW,
-                                            for_s=30, reason="rehearsal")))
+                                            for_s=30, reason="rehearsal")), ts_ms=MS, now_s=NOW)
     records = [alert(1, "elevated", seq=1), alert(1, "high", seq=2, status="escalated"),
                alert(2, "critical", seq=1, zone="z1"), alert(3, "high", seq=1, zone="z2")]
     for off, a in enumerate(records):
@@ -240,7 +247,7 @@ def test_the_commands_print_until_in_bangkok_time_and_record_utc(
 
     async def read(kafka: object, topic: str) -> Shelves:
         shelves = Shelves()
-        shelves.apply(orjson.dumps(published[0]))
+        shelves.apply(orjson.dumps(published[0]), ts_ms=int(at_s * 1000), now_s=at_s)
         return shelves
 
     monkeypatch.setattr(delivery, "read_shelves", read)
@@ -250,3 +257,45 @@ def test_the_commands_print_until_in_bangkok_time_and_record_utc(
                            "(since 20:00 ICT, 16 Feb 2026): rehearsal")
     cmd_shelves(parser.parse_args(["shelves", "--json"]), settings)
     assert orjson.loads(capsys.readouterr().out)["until"] == "2026-02-16T14:30:00.000Z"
+
+
+def test_a_shelf_whose_at_is_ahead_of_its_record_timestamp_is_refused() -> None:
+    """Issue 15: ``at`` a year ahead held a silent shelf from then on, for 4 h; the record is
+    judged by its Kafka timestamp, so it is refused (and so is a timestamp ahead of the
+    reader's clock: the topic is CreateTime, the writer sets it)."""
+    year = 365 * 86400
+    shelves = Shelves()
+    ahead = shelf_record("z1", action="shelve", by="a", now_s=NOW + year, for_s=3600,
+                         reason="later")
+    said = shelves.apply(orjson.dumps(ahead), ts_ms=MS, now_s=NOW)
+    assert said is not None
+    assert "/at" in said
+    assert "ahead" in said
+    assert shelves.bad == 1
+    assert shelves.active("z1", NOW + year + 60) is None
+    assert not shelves.held_at("z1", MS + year * 1000 + 60_000)
+    stamped = shelves.apply(orjson.dumps(ahead), ts_ms=MS + year * 1000, now_s=NOW)
+    assert stamped is not None
+    assert "clock" in stamped
+    assert shelves.active("z1", NOW + year + 60) is None
+    # Within the clock skew allowed it holds, from its timestamp at the latest.
+    skewed = shelf_record("z1", action="shelve", by="a", now_s=NOW + 50, for_s=60,
+                          reason="skew")
+    assert shelves.apply(orjson.dumps(skewed), ts_ms=MS, now_s=NOW) is None
+    assert shelves.active("z1", NOW) is not None
+    assert shelves.held_at("z1", MS)
+
+
+def test_a_shelf_ends_at_most_4_h_after_its_record_timestamp_whatever_until_says() -> None:
+    shelves = Shelves()
+    rec = shelf_record("z1", action="shelve", by="a", now_s=NOW + 59, for_s=60, reason="r")
+    far = rec | {"until": "2099-01-01T00:00:00Z"}
+    assert shelves.apply(orjson.dumps(far), ts_ms=MS, now_s=NOW) is None
+    assert shelves.active("z1", NOW + 4 * 3600 - 1) is not None
+    assert shelves.active("z1", NOW + 4 * 3600) is None  # not at + 4 h: 59 s later
+    assert not shelves.held_at("z1", MS + 4 * 3600 * 1000)
+    # An unshelve written ahead of its timestamp ends the shelf when it was written.
+    shelves.apply(orjson.dumps(far), ts_ms=MS, now_s=NOW)
+    off = shelf_record("z1", action="unshelve", by="b", now_s=NOW + 3600)
+    assert shelves.apply(orjson.dumps(off), ts_ms=MS + 10_000, now_s=NOW + 10) is None
+    assert not shelves.held_at("z1", MS + 10_000)
