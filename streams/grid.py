@@ -136,8 +136,11 @@ class GridStore:
         return bool(self._zones)
 
     def check(self, ev: SensorEvent) -> Rejection | None:
-        """Why a ``grid_count`` reading cannot be placed: its zone has no grid, or a cell is
-        off it (points off the grid are only ignored: a camera sees past a zone's edge)."""
+        """Why a ``grid_count`` reading cannot be placed: its zone has no grid, a cell is off
+        it, or it has points and none of them is on or near it, within the grid's own size
+        on every side (points off the grid are only ignored: a camera sees past a zone's
+        edge; all of them far off is a misplaced camera or lat/lon swapped, which would
+        count as an empty crowd and water every cell down)."""
         zg = self._zones.get(ev.zone_id)
         if zg is None:
             return Rejection(Reason.OFF_GRID, f"{ev.event_id}: zone {ev.zone_id!r} has no grid "
@@ -148,7 +151,27 @@ class GridStore:
                 return Rejection(Reason.OFF_GRID, f"{ev.event_id}: cell row {r} col {c} is off "
                                  f"zone {ev.zone_id!r}'s {g.rows} x {g.cols} grid",
                                  pointer=f"/cells/{i}")
+        if ev.points and not (self._bin(g, ev.points, max(g.rows, g.cols)) >= 0).any():
+            return Rejection(Reason.OFF_GRID, f"{ev.event_id}: none of its {len(ev.points)} "
+                             f"points is on or near zone {ev.zone_id!r}'s {g.rows} x {g.cols} "
+                             "grid "
+                             f"(first: {list(ev.points[0])}: misplaced camera or lat/lon swapped?)",
+                             pointer="/points")
         return None
+
+    @staticmethod
+    def _bin(g: Grid, points: tuple[tuple[float, float], ...], margin: int = 0
+             ) -> npt.NDArray[np.int64]:
+        """Each point's cell (row-major), -1 off the grid; with ``margin``, of the grid
+        grown by that many cells on every side."""
+        pts = np.array(points, dtype=np.float64)
+        cells = np.empty(len(points), dtype=np.int64)
+        m_lat, m_lon = metres_per_degree(g.origin[0])
+        olat = g.origin[0] - margin * g.cell_m / m_lat
+        olon = g.origin[1] - margin * g.cell_m / m_lon
+        GK.bin_points(pts[:, 0], pts[:, 1], olat, olon, m_lat, m_lon, g.cell_m,
+                      g.rows + 2 * margin, g.cols + 2 * margin, cells)
+        return cells
 
     def add(self, ev: SensorEvent, slide_ms: int) -> None:
         """One ``grid_count`` reading the density engine took (checked, in time, not a
@@ -170,11 +193,7 @@ class GridStore:
                               count=len(ev.cells))
             np.add.at(sums, idx, cnt * k)
         if ev.points:
-            pts = np.array(ev.points, dtype=np.float64)
-            cells = np.empty(len(ev.points), dtype=np.int64)
-            m_lat, m_lon = metres_per_degree(g.origin[0])
-            GK.bin_points(pts[:, 0], pts[:, 1], g.origin[0], g.origin[1], m_lat, m_lon,
-                          g.cell_m, g.rows, g.cols, cells)
+            cells = self._bin(g, ev.points)
             on = cells[cells >= 0]
             np.add.at(sums, on, k)
         reads[0] += 1

@@ -10,7 +10,10 @@ pocket at 5 p/m² is a crush wherever the rest of the zone stands.
 
 A pocket, not the unevenness of a crowd: the cell must also be at least ``HOT_RATIO``
 (1.25) times the zone mean, else it counts as the mean's level (a grid and the zone's other
-sensors disagree by more than a few percent: a cell a bit above the mean is no pocket). A
+sensors disagree by more than a few percent: a cell a bit above the mean is no pocket).
+Once a pocket, it stays one down to ``KEEP_RATIO`` (1.15) times the mean: hysteresis on
+the ratio, as the dead-band is on the level, so a steady cell with the mean wobbling a
+percent around ``cell / 1.25`` is one episode, not one per wobble (issue 16). A
 window without grid readings counts as an empty cell: a silent grid lets the hot spot
 clear after the off-delay (the zone's own sensors still judge the mean).
 """
@@ -27,7 +30,9 @@ from .alarm import AlarmConfig, ZoneAlarm
 from .levels import Level
 
 HOT_RATIO = 1.25
-"""A cell counts as a hot spot only at this many times the zone mean or more."""
+"""A cell becomes a pocket at this many times the zone mean or more."""
+KEEP_RATIO = 1.15
+"""A pocket stays one down to this many times the zone mean (hysteresis on the ratio)."""
 
 
 @dataclass(slots=True)
@@ -36,6 +41,8 @@ class HotspotWatch:
 
     alarm: ZoneAlarm
     ratio: float = HOT_RATIO
+    keep: float = KEEP_RATIO
+    pocket: bool = False  # the cell is a pocket (raised at ``ratio``, kept to ``keep``)
     cell: str | None = None  # the densest cell of the newest window
     density: float = math.nan  # ... and its density
 
@@ -49,8 +56,10 @@ class HotspotWatch:
         holds now."""
         self.cell, self.density = cell, density
         d = 0.0 if math.isnan(density) else density
-        if not math.isnan(mean) and d < self.ratio * mean:
-            d = min(d, mean)  # no pocket: the cell says what the mean says
+        if not math.isnan(mean):
+            self.pocket = d >= (self.keep if self.pocket else self.ratio) * mean
+            if not self.pocket:
+                d = min(d, mean)  # no pocket: the cell says what the mean says
         self.alarm.observe(d, math.nan, ts_ms)
         return self.alarm.level
 
@@ -58,7 +67,7 @@ class HotspotWatch:
         a = self.alarm
         return {"level": int(a.level), "up_since": {str(k): v for k, v in a.up_since.items()},
                 "down_since": a.down_since, "episode_start_ms": a.episode_start_ms,
-                "seq": a.seq}
+                "seq": a.seq, "pocket": self.pocket}
 
     def restore(self, s: dict[str, Any]) -> None:
         a = self.alarm
@@ -67,3 +76,4 @@ class HotspotWatch:
         a.down_since = s["down_since"]
         a.episode_start_ms = s["episode_start_ms"]
         a.seq = int(s["seq"])
+        self.pocket = bool(s.get("pocket", False))  # absent in snapshots from before

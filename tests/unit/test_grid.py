@@ -28,7 +28,7 @@ from schemas import (
 from streams import WindowedDensityEngine
 from streams import grid_kernels as GK
 from streams import kernels_py as KP
-from streams.grid import cell_areas, polygon_area_m2
+from streams.grid import GridStore, cell_areas, polygon_area_m2
 from streams.pipeline import Pipeline, SourceMessage
 
 ZONE_DOC = {"zone_id": "g", "name": {"th": "ก", "en": "G"}, "area_m2": 10000,
@@ -297,3 +297,42 @@ def test_off_grid_readings_go_to_the_dead_letter_topic_with_a_pointer() -> None:
     items = [item for rec in out.dlq for item in orjson.loads(rec.value)["items"]]
     got = sorted((i["index"], i["reason"], i.get("pointer")) for i in items)
     assert got == [(1, "off_grid", "/1/cells/1"), (2, "off_grid", "/2/kind")]
+
+
+def test_a_reading_with_all_its_points_off_the_grid_goes_to_the_dead_letter_topic() -> None:
+    """A camera placed in the wrong zone (or with lat/lon swapped where both are valid
+    latitudes; in Thailand a swap is a ``schema`` rejection, longitude ~100 > 90): none of
+    its points is on the grid. Counted, it would be a reading of an empty crowd, watering
+    every cell down; it is refused. A reading with some points on the grid keeps them (the
+    rest is past the zone's edge)."""
+    zone = parse_zone(ZONE_DOC)
+    pipe = Pipeline([zone])
+    on, elsewhere = [16.0001, 100.0001], [16.8250, 100.2600]  # Phitsanulok town, 90 km off
+    batch = [
+        {"event_id": "misplaced", "sensor_id": "grid", "zone_id": "g", "kind": "grid_count",
+         "ts": 1, "points": [elsewhere, [16.8251, 100.2601]]},
+        {"event_id": "some", "sensor_id": "grid", "zone_id": "g", "kind": "grid_count",
+         "ts": 1, "points": [on, elsewhere]},
+        {"event_id": "cells", "sensor_id": "grid", "zone_id": "g", "kind": "grid_count",
+         "ts": 1, "cells": [{"row": 0, "col": 0, "count": 3}]},
+    ]
+    out = pipe.process_sensor_batch([SourceMessage("sensors", 0, 0, 1, b"g",
+                                                   orjson.dumps(batch))])
+    items = [item for rec in out.dlq for item in orjson.loads(rec.value)["items"]]
+    assert [(i["index"], i["reason"], i.get("pointer")) for i in items] == [
+        (0, "off_grid", "/0/points")]
+    store = GridStore()
+    store.set_zones([zone])
+    rej = store.check(grid_ev("s", 1, points=[(16.0, 16.0)]))  # swapped, both latitudes
+    assert rej is not None
+    assert rej.reason is Reason.OFF_GRID
+    assert "none of its 1 points" in rej.detail
+    assert store.check(grid_ev("k", 1, points=[(16.0001, 100.0001), (16.0, 16.0)])) is None
+    # Just past the edge (a camera sees beyond the zone): ignored, not refused; the grid is
+    # 100 m a side and "near" is 100 m around it: 89 m before the origin or 93 m past the
+    # far edge is near, 111 m before or 109 m past is not.
+    for dlat, dlon, ok in [(-0.0008, 0.0001, True), (0.0001, 0.0018, True),
+                           (-0.0010, 0.0001, False), (0.0001, 0.00195, False)]:
+        got = store.check(grid_ev("n", 1, points=[(16.0 + dlat, 100.0 + dlon)]))
+        assert (got is None) is ok, (dlat, dlon)
+    assert store.check(grid_ev("e", 1)) is None  # no cells, no points: an empty crowd

@@ -9,12 +9,12 @@ from xml.etree import ElementTree as ET
 import pytest
 
 from schemas import parse_zone
-from streams.alarm import ZoneAlarm
+from streams.alarm import AlarmConfig, ZoneAlarm
 from streams.alerts import AlertTracker
 from streams.cap import to_cap
 from streams.engine import DensityUpdate
-from streams.hotspot import HOT_RATIO, HotspotWatch
-from streams.levels import MOVING_DEFAULTS, Level
+from streams.hotspot import HOT_RATIO, KEEP_RATIO, HotspotWatch
+from streams.levels import MOVING_DEFAULTS, STANDING_DEFAULTS, Level
 
 ZONE = parse_zone({"zone_id": "g", "name": {"th": "ลาน", "en": "Grounds"}, "area_m2": 10000,
                    "crowd": "moving",
@@ -200,3 +200,57 @@ def test_the_worker_exports_the_hot_cell_density_gauge(tmp_path: object) -> None
     got = metrics.registry.get_sample_value(
         "safetour_zone_hot_cell_density_persons_per_square_meter", {"zone": "g"})
     assert got == 2.5
+
+
+STANDING = parse_zone({"zone_id": "g", "name": {"th": "ลาน", "en": "Grounds"}, "area_m2": 10000,
+                       "crowd": "standing",
+                       "grid": {"cell_m": 50, "origin": [16.0, 100.0], "rows": 2, "cols": 2},
+                       "sensors": []})
+
+
+def run_standing(series: list[tuple[float, float]]) -> list[tuple[int, dict[str, object]]]:
+    t = AlertTracker({"g": STANDING})
+    return [(i, a) for i, (m, h) in enumerate(series, 1) for a in t.observe(upd(i, m, h))]
+
+
+def test_a_steady_pocket_with_the_mean_wobbling_at_the_ratio_is_one_episode() -> None:
+    """The reviewer's flap: a cell steady at 2.2 p/m² (standing, elevated 2.0), the zone mean
+    wobbling ±1.2 % around 1.76 (2.2 / 1.76 = 1.25) with a 2-minute period, 33 minutes: 16
+    episodes without a keep ratio (the reviewer saw 17), one with it."""
+    n = 33 * 60_000 // SLIDE
+    wobble = [1.76 * (1 + 0.012 * math.sin(2 * math.pi * i * SLIDE / 120_000))
+              for i in range(n)]
+    assert min(wobble) < 2.2 / HOT_RATIO < max(wobble)
+    assert max(wobble) * KEEP_RATIO < 2.2
+    alerts = run_standing([(m, 2.2) for m in wobble])
+    assert [(a["status"], a["level"], a["reason"]) for _, a in alerts] == [
+        ("raised", "elevated", "hotspot")]
+
+
+def test_a_pocket_the_mean_catches_up_to_below_the_keep_ratio_clears() -> None:
+    """The keep ratio holds a pocket, not every cell: a cell at 2.05 (elevated 2.0), the
+    mean rising from 1.6 to 2.05 / 1.14 (under the keep ratio, and under elevated's
+    dead-band, 1.8) ends the episode after the off-delay."""
+    mean = 2.05 / 1.14
+    assert mean < STANDING_DEFAULTS.elevated * 0.9
+    assert 2.05 / mean < KEEP_RATIO
+    alerts = run_standing([(1.6, 2.05)] * 20 + [(mean, 2.05)] * 20)
+    assert [(i, a["status"], a["reason"]) for i, a in alerts] == [
+        (3, "raised", "hotspot"), (27, "resolved", "hotspot")]
+
+
+def test_the_pocket_state_survives_a_snapshot() -> None:
+    w = HotspotWatch.new(STANDING_DEFAULTS, AlarmConfig())
+    for i in range(1, 6):
+        w.observe("r1c1", 2.2, 1.7, i * SLIDE)
+    assert w.pocket
+    w2 = HotspotWatch.new(STANDING_DEFAULTS, AlarmConfig())
+    w2.restore(w.export())
+    assert w2.pocket
+    # 2.2 / 1.85 = 1.19: under the raise ratio, over the keep ratio: held.
+    assert w2.observe("r1c1", 2.2, 1.85, 6 * SLIDE) is Level.ELEVATED
+    assert w2.pocket
+    old = {k: v for k, v in w.export().items() if k != "pocket"}  # a snapshot from before
+    w3 = HotspotWatch.new(STANDING_DEFAULTS, AlarmConfig())
+    w3.restore(old)
+    assert not w3.pocket
