@@ -23,13 +23,16 @@ The rule, per density window of a zone Z with neighbours (:meth:`SpillWatch.asse
    ``net t + rise t² / 2 = room`` (:func:`eta_from_inflow`).
 
 The rule has hysteresis, like the flow indicators' ``Hold`` (``streams/indicators_flow.py``),
-so that one spill is one episode: conditions 1 and 2 *raise* a spill-over from N; it is
+so that one spill is one episode: conditions 1 and 2 *raise* a spill-over from N, and
+once they have held for ``on_delay_s`` (the alarm's on-delay: ``streams/alerts.py`` passes
+it; before that the ETA is given only while they hold, so a blip stays a blip) it is
 *kept* while N's record is fresh, N's density stays at least ``keep_fill_from`` of its
-elevated threshold (rising or not: a full neighbour at a plateau still spills) and the inflow
-from N at least ``keep_inflow_per_min``; it ends once that keep condition has failed for
-``off_delay_s`` (event time). While kept, the ETA is computed as in 3 (the rise 0 when it is
-not significantly positive); in the off-delay, or in a window where no ETA can be computed
-(no net inflow), the last ETA stands. Without it, a neighbour whose trend hovers about
+elevated threshold and does not fall (trend at least ``keep_trend_per_min``, 0: a full
+neighbour at a plateau still spills), and the inflow from N at least
+``keep_inflow_per_min``; it ends once that keep condition has failed for ``off_delay_s``
+(event time). The ETA is computed (as in 3) only in windows where the raise condition
+holds; while held, in the other windows, the last ETA stands (so the weaker keep condition
+never makes a forecast of its own). Without it, a neighbour whose trend hovers about
 ``min_trend_per_min`` (filling for 20 s, not for 40 s) gave a new episode each minute.
 
 The alarm (``streams/alarm.py``) treats that ETA like its own forecast's: held for the
@@ -71,7 +74,9 @@ class SpillConfig:
     inflow_span_s: float = 120.0  # history for the inflow's rising test
     min_points: int = 6
     keep_fill_from: float = 0.6  # kept while the neighbour is at least this x elevated ...
-    keep_inflow_per_min: float = 5.0  # ... and the inflow from it at least this
+    keep_inflow_per_min: float = 5.0  # ... the inflow from it at least this ...
+    keep_trend_per_min: float = 0.0  # ... and it not emptying (trend at least this)
+    on_delay_s: float = 10.0  # raised this long: held (AlarmConfig.on_delay_s)
     off_delay_s: float = 60.0  # the keep condition failed this long: the spill-over ends
 
     def __post_init__(self) -> None:
@@ -79,9 +84,10 @@ class SpillConfig:
             raise ValueError("stale_s, fill_from, inflow_span_s must be > 0, min_points >= 3")
         if (not 0 <= self.keep_fill_from <= self.fill_from
                 or not 0 <= self.keep_inflow_per_min <= self.min_inflow_per_min
-                or self.off_delay_s < 0):
+                or self.keep_trend_per_min > self.min_trend_per_min
+                or min(self.on_delay_s, self.off_delay_s) < 0):
             raise ValueError("keep_fill_from / keep_inflow_per_min must be in [0, the raise "
-                             "threshold], off_delay_s >= 0 (hysteresis)")
+                             "threshold], on_delay_s, off_delay_s >= 0 (hysteresis)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +190,7 @@ class SpillWatch:
         net = sum(a - b for a, b in own.values())
         stale = round(cfg.stale_s * 1000)
         span = round(cfg.inflow_span_s * 1000)
-        off = round(cfg.off_delay_s * 1000)
+        on, off = round(cfg.on_delay_s * 1000), round(cfg.off_delay_s * 1000)
         best: tuple[float, str, float] | None = None
         active = False
         for n in zone.neighbours:
@@ -213,34 +219,35 @@ class SpillWatch:
             full = seen and rec is not None and rec.density >= cfg.fill_from * elevated
             filling = (full and rec is not None and not math.isnan(rec.trend_per_min)
                        and rec.trend_per_min >= cfg.min_trend_per_min)
-            rise = (_rise(hist, cfg.min_points) if filling or n.zone_id in self.holds
-                    else 0.0)
+            rise = _rise(hist, cfg.min_points) if filling else 0.0
             raise_now = filling and rise > 0 and inflow >= cfg.min_inflow_per_min
             keep = (seen and rec is not None and rec.density >= cfg.keep_fill_from * elevated
+                    and not rec.trend_per_min < cfg.keep_trend_per_min
                     and inflow >= cfg.keep_inflow_per_min)
             hold = self.holds.get(n.zone_id)
             if hold is None:
                 if not raise_now:
                     continue  # calm neighbours keep no hold
                 hold = self.holds[n.zone_id] = Hold()
-            if not hold.update(u.window_end_ms, raise_now, keep, 0, off):
-                del self.holds[n.zone_id]
-                continue
-            active = True
-            if keep:
+            if hold.update(u.window_end_ms, raise_now, keep, on, off):
+                active = True
+            elif hold.since is None:
+                del self.holds[n.zone_id]  # neither raised nor held (any more)
+            if raise_now:
                 cand = (inflow, n.zone_id, rise)
                 best = cand if best is None or cand > best else best
-        if not active:
-            self.held = None
-            return None
         occupancy = u.occupancy if not math.isnan(u.occupancy) else u.density * zone.area_m2
         room = critical * zone.area_m2 - occupancy
         if room <= 0:
             return None  # at critical by its own density: the zone's own levels speak
-        if best is not None and net > 0:
-            self.held = Spill(best[1], eta_from_inflow(room, net / 60.0, best[2] / 60.0),
-                              best[0], net)
-        return self.held  # in the off-delay (or no net inflow now): the last ETA stands
+        now = None if best is None or net <= 0 else Spill(
+            best[1], eta_from_inflow(room, net / 60.0, best[2] / 60.0), best[0], net)
+        if not active:
+            self.held = None
+            return now  # not (yet) held: only while the raise condition holds
+        if now is not None:
+            self.held = now
+        return self.held  # kept or in the off-delay: the last ETA stands
 
 
 def eta_from_inflow(room: float, net_per_s: float, rise_per_s2: float) -> float:

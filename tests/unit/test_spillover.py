@@ -461,6 +461,9 @@ def test_a_hovering_spill_is_one_episode_not_one_a_minute() -> None:
     first = next(k for k, r in enumerate(res) if r is not None)
     assert first == 12
     assert all(r is not None for r in res[first:])
+    # The keep condition makes no forecast of its own: the last raised ETA stands.
+    assert all(res[k] is res[k - 1] for k in range(first + 1, 120) if k % 12 >= 4)
+    assert len({r.eta_s for r in res[first:]}) > 1  # and each raising window renews it
 
 
 def test_the_off_delay_bridges_a_gap_and_the_spill_over_then_ends() -> None:
@@ -480,7 +483,7 @@ def test_the_off_delay_bridges_a_gap_and_the_spill_over_then_ends() -> None:
 
 
 @pytest.mark.parametrize("kw", [{"keep_fill_from": 0.9}, {"keep_inflow_per_min": 11.0},
-                                {"off_delay_s": -1.0}])
+                                {"keep_trend_per_min": 0.03}, {"off_delay_s": -1.0}])
 def test_the_keep_condition_is_weaker_than_the_raise(kw: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match="hysteresis"):
         SpillConfig(**kw)
