@@ -16,6 +16,8 @@ the lead is the one over the density alarm alone.
   first alert at elevated or above with the spill-over off (its density alarm, forecast
   included) minus its first alert with ``reason: spillover`` with it on, both from the
   spill's start less 10 minutes; also each one's delay after the truth's elevated crossing;
+- **episodes per true spill**: the spill-over episodes raised in the receiving zone from
+  that neighbour (from the spill's start less 10 minutes): one spill should be one episode;
 - **false spill-overs**: alerts with ``reason: spillover`` that no true spill explains
   (another zone, another neighbour, or before the spill's start less 10 minutes), over every
   scenario x seed; and spill-over episodes (raised by it) in zones whose truth never reaches
@@ -54,6 +56,7 @@ class Lead:
     truth_elevated_ms: int | None
     spill_alert_ms: int | None  # first reason: spillover alert (on)
     density_alert_ms: int | None  # first elevated+ alert with the spill-over off
+    episodes: int = 0  # spill-over episodes (on) of this zone from this neighbour (ideally 1)
 
     @property
     def lead_s(self) -> float | None:
@@ -76,6 +79,13 @@ def _first(run: Run, zone: str, since_ms: int, *, reason: str | None = None) -> 
     return next((t for t, a in run.alerts if a["zone_id"] == zone and t >= since_ms
                  and RANK.get(a["level"], 0) >= 1
                  and (reason is None or a["reason"] == reason)), None)
+
+
+def _episodes(run: Run, zone: str, neighbour: str, since_ms: int) -> int:
+    """Spill-over episodes raised in ``zone`` from ``neighbour`` since ``since_ms``."""
+    return sum(1 for t, a in run.alerts if a["zone_id"] == zone and t >= since_ms
+               and a["reason"] == "spillover" and a["status"] == "raised"
+               and (a.get("spillover") or {}).get("neighbour") == neighbour)
 
 
 def _score_false(name: str, seed: int, truth: dict[str, Any], run: Run, into: Result) -> None:
@@ -126,7 +136,8 @@ def measure(scenarios: Sequence[str], seeds: Sequence[int], progress: bool = Fal
                         next((e["start_ms"] for e in eps if e["start_ms"] >= s["start_ms"]),
                              None),
                         _first(run_on, zid, since, reason="spillover"),
-                        _first(run_off, zid, since)))
+                        _first(run_off, zid, since),
+                        _episodes(run_on, zid, s["neighbour"], since)))
             if progress:
                 print(f"lead_spillover: {name} seed {seed}: {time.monotonic() - t0:.1f} s",
                       file=sys.stderr, flush=True)
@@ -141,18 +152,23 @@ def report(res: Result, scenarios: Sequence[str], seeds: Sequence[int]) -> str:
     lines = [f"Spill-over lead ({', '.join(scenarios)}; seeds {', '.join(map(str, seeds))}; "
              f"{res.runs} runs)", "",
              "| scenario | seed | zone <- neighbour | spill-over alert | density alarm (off) "
-             "| lead, s |", "|---|---|---|---|---|---|"]
+             "| lead, s | episodes |", "|---|---|---|---|---|---|---|"]
     for ld in res.leads:
         ref = ld.truth_elevated_ms
         lines.append(f"| {ld.scenario} | {ld.seed} | {ld.zone} <- {ld.neighbour} | "
                      f"{_s(ld.spill_alert_ms, ref)} | {_s(ld.density_alert_ms, ref)} | "
-                     f"{'missed' if ld.lead_s is None else f'{ld.lead_s:+.0f}'} |")
+                     f"{'missed' if ld.lead_s is None else f'{ld.lead_s:+.0f}'} | "
+                     f"{ld.episodes} |")
     leads = [x for ld in res.leads if (x := ld.lead_s) is not None]
     lines += ["", "Times are seconds after the truth's elevated crossing of the receiving "
               "zone (negative: before it).", "",
               f"- median lead: {statistics.median(leads):+.0f} s (min {min(leads):+.0f}, "
               f"max {max(leads):+.0f}) over {len(leads)} of {len(res.leads)} spills"
               if leads else "- no lead measured",
+              f"- spill-over episodes per true spill (ideally 1): "
+              f"{sum(ld.episodes for ld in res.leads) / len(res.leads):.2f} "
+              f"(max {max(ld.episodes for ld in res.leads)}) over {len(res.leads)} spills"
+              if res.leads else "- no true spill",
               f"- false spill-over alerts (no true spill explains them): "
               f"{len(res.false_spills)} over {res.runs} runs",
               f"- spill-over episodes: {res.spill_episodes}, of which in a zone with no truth "

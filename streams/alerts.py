@@ -121,7 +121,8 @@ class AlertTracker:
 
     def __init__(self, zones: Mapping[str, Zone], config: AlarmConfig | None = None) -> None:
         self.config = config or AlarmConfig()
-        self.spill_config = SpillConfig(enabled=self.config.spillover)
+        self.spill_config = SpillConfig(enabled=self.config.spillover,
+                                        on_delay_s=self.config.on_delay_s)
         self._zones: dict[str, _ZoneAlerts] = {}
         # The recent density records of every neighbour zone, driven here or followed from
         # another worker's partition (agents/worker/neighbours.py), in window-end order.

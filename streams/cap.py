@@ -15,10 +15,10 @@ Mapping from a safetour alert (``alert.v1.json``):
 | level high       | severity ``Severe``, urgency ``Immediate``, responseType ``Avoid``       |
 | level elevated   | severity ``Moderate``, urgency ``Expected``, responseType ``Monitor``    |
 | reason forecast  | urgency ``Future``, certainty ``Likely``                              |
+| reason spillover | likewise (a forecast: a neighbour filling into the zone), and a       |
+|                  | ``<parameter>`` ``spillover_from`` naming the neighbour zone          |
 | reason rate_of_rise, flow_breakdown, counter_flow | certainty ``Observed`` (measured flows), |
 |                  | urgency ``Expected``; parameters ``indicator`` and the measured flows  |
-| reason spillover | likewise (a neighbour filling into the zone), and a ``<parameter>``   |
-|                  | ``spillover_from`` naming the neighbour zone                          |
 | reason density   | certainty ``Observed``; reason report: ``Observed`` from staff, police |
 |                  | or operators, else ``Likely``                                         |
 | reason hotspot   | certainty ``Observed``; parameters ``hot_cell`` and                   |

@@ -22,6 +22,19 @@ The rule, per density window of a zone Z with neighbours (:meth:`SpillWatch.asse
    the room left before critical (critical density x area - occupancy): the ``t`` with
    ``net t + rise t² / 2 = room`` (:func:`eta_from_inflow`).
 
+The rule has hysteresis, like the flow indicators' ``Hold`` (``streams/indicators_flow.py``),
+so that one spill is one episode: conditions 1 and 2 *raise* a spill-over from N, and
+once they have held for ``on_delay_s`` (the alarm's on-delay: ``streams/alerts.py`` passes
+it; before that the ETA is given only while they hold, so a blip stays a blip) it is
+*kept* while N's record is fresh, N's density stays at least ``keep_fill_from`` of its
+elevated threshold and does not fall (trend at least ``keep_trend_per_min``, 0: a full
+neighbour at a plateau still spills), and the inflow from N at least
+``keep_inflow_per_min``; it ends once that keep condition has failed for ``off_delay_s``
+(event time). The ETA is computed (as in 3) only in windows where the raise condition
+holds; while held, in the other windows, the last ETA stands (so the weaker keep condition
+never makes a forecast of its own). Without it, a neighbour whose trend hovers about
+``min_trend_per_min`` (filling for 20 s, not for 40 s) gave a new episode each minute.
+
 The alarm (``streams/alarm.py``) treats that ETA like its own forecast's: held for the
 on-delay within the horizon it raises ``elevated`` (or the current level) with
 ``reason: spillover``, and the same forecast hold keeps it until the ETA has stayed beyond
@@ -45,6 +58,7 @@ from schemas import Kind, SensorEvent, Zone, parse_ts
 
 from .alarm import theil_sen
 from .engine import DensityUpdate
+from .indicators_flow import Hold
 
 LineFlow = tuple[str, float, float]
 """(sensor_id, entries per minute, exits per minute) of a line counter over a window."""
@@ -59,10 +73,21 @@ class SpillConfig:
     min_inflow_per_min: float = 10.0  # persons per minute over the boundary
     inflow_span_s: float = 120.0  # history for the inflow's rising test
     min_points: int = 6
+    keep_fill_from: float = 0.6  # kept while the neighbour is at least this x elevated ...
+    keep_inflow_per_min: float = 5.0  # ... the inflow from it at least this ...
+    keep_trend_per_min: float = 0.0  # ... and it not emptying (trend at least this)
+    on_delay_s: float = 10.0  # raised this long: held (AlarmConfig.on_delay_s)
+    off_delay_s: float = 60.0  # the keep condition failed this long: the spill-over ends
 
     def __post_init__(self) -> None:
         if min(self.stale_s, self.fill_from, self.inflow_span_s) <= 0 or self.min_points < 3:
             raise ValueError("stale_s, fill_from, inflow_span_s must be > 0, min_points >= 3")
+        if (not 0 <= self.keep_fill_from <= self.fill_from
+                or not 0 <= self.keep_inflow_per_min <= self.min_inflow_per_min
+                or self.keep_trend_per_min > self.min_trend_per_min
+                or min(self.on_delay_s, self.off_delay_s) < 0):
+            raise ValueError("keep_fill_from / keep_inflow_per_min must be in [0, the raise "
+                             "threshold], on_delay_s, off_delay_s >= 0 (hysteresis)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,11 +169,14 @@ def _flows(u: DensityUpdate | None) -> dict[str, tuple[float, float]]:
 
 @dataclass(slots=True)
 class SpillWatch:
-    """The spill-over rule for one zone: its inflow history per neighbour."""
+    """The spill-over rule for one zone: its inflow history and hold per neighbour, and
+    the spill-over it gave last (which stands while held)."""
 
     config: SpillConfig = field(default_factory=SpillConfig)
     inflow: dict[str, deque[tuple[int, float]]] = field(default_factory=dict)
     last_inflow: dict[str, float] = field(default_factory=dict)  # per neighbour, per min
+    holds: dict[str, Hold] = field(default_factory=dict)  # per neighbour: raised / kept
+    held: Spill | None = None
 
     def assess(self, zone: Zone, u: DensityUpdate, critical: float,
                neighbours: Mapping[str, tuple[DensityUpdate | None, float]]) -> Spill | None:
@@ -162,7 +190,9 @@ class SpillWatch:
         net = sum(a - b for a, b in own.values())
         stale = round(cfg.stale_s * 1000)
         span = round(cfg.inflow_span_s * 1000)
+        on, off = round(cfg.on_delay_s * 1000), round(cfg.off_delay_s * 1000)
         best: tuple[float, str, float] | None = None
+        active = False
         for n in zone.neighbours:
             rec, elevated = neighbours.get(n.zone_id, (None, math.nan))
             fresh = rec is not None and abs(rec.window_end_ms - u.window_end_ms) <= stale
@@ -184,22 +214,40 @@ class SpillWatch:
                 self.last_inflow[n.zone_id] = inflow
             while hist and hist[0][0] < u.window_end_ms - span:
                 hist.popleft()
-            if rec is None or not fresh:
-                continue  # no record of the neighbour near this window's time: ignored
-            filling = (not math.isnan(rec.density) and not math.isnan(rec.trend_per_min)
-                       and rec.density >= cfg.fill_from * elevated
+            # No record of the neighbour near this window's time: neither raised nor kept.
+            seen = rec is not None and fresh and not math.isnan(rec.density)
+            full = seen and rec is not None and rec.density >= cfg.fill_from * elevated
+            filling = (full and rec is not None and not math.isnan(rec.trend_per_min)
                        and rec.trend_per_min >= cfg.min_trend_per_min)
             rise = _rise(hist, cfg.min_points) if filling else 0.0
-            if rise > 0 and inflow >= cfg.min_inflow_per_min:
+            raise_now = filling and rise > 0 and inflow >= cfg.min_inflow_per_min
+            keep = (seen and rec is not None and rec.density >= cfg.keep_fill_from * elevated
+                    and not rec.trend_per_min < cfg.keep_trend_per_min
+                    and inflow >= cfg.keep_inflow_per_min)
+            hold = self.holds.get(n.zone_id)
+            if hold is None:
+                if not raise_now:
+                    continue  # calm neighbours keep no hold
+                hold = self.holds[n.zone_id] = Hold()
+            if hold.update(u.window_end_ms, raise_now, keep, on, off):
+                active = True
+            elif hold.since is None:
+                del self.holds[n.zone_id]  # neither raised nor held (any more)
+            if raise_now:
                 cand = (inflow, n.zone_id, rise)
                 best = cand if best is None or cand > best else best
-        if best is None or net <= 0:
-            return None
         occupancy = u.occupancy if not math.isnan(u.occupancy) else u.density * zone.area_m2
         room = critical * zone.area_m2 - occupancy
         if room <= 0:
-            return None
-        return Spill(best[1], eta_from_inflow(room, net / 60.0, best[2] / 60.0), best[0], net)
+            return None  # at critical by its own density: the zone's own levels speak
+        now = None if best is None or net <= 0 else Spill(
+            best[1], eta_from_inflow(room, net / 60.0, best[2] / 60.0), best[0], net)
+        if not active:
+            self.held = None
+            return now  # not (yet) held: only while the raise condition holds
+        if now is not None:
+            self.held = now
+        return self.held  # kept or in the off-delay: the last ETA stands
 
 
 def eta_from_inflow(room: float, net_per_s: float, rise_per_s2: float) -> float:

@@ -430,3 +430,60 @@ def test_the_pipeline_puts_line_flows_on_the_density_records_of_graph_zones() ->
     assert any(r["line_flows"] == [{"sensor_id": "a-door", "entries_per_min": 120.0,
                                     "exits_per_min": 24.0}] for r in mine)
     assert all(r["line_flows"][0]["entries_per_min"] <= 120.0 for r in mine)
+
+
+# -- hysteresis: one spill, one episode ----------------------------------------------------
+def _hover(watch: SpillWatch, steps: int, on: Any, *, keep_density: float = 2.5
+           ) -> tuple[list[Any], list[Any]]:
+    """A steady spill (inflow from b rising), b's filling condition ``on(k)`` true or not
+    per 5 s window; the spill-over's results and the alarm's transitions."""
+    a = pair()[0]
+    alarm = ZoneAlarm(STANDING_DEFAULTS, AlarmConfig())
+    res, trs = [], []
+    for k in range(steps):
+        end = T0 + k * 5000
+        u = update("a", end, 1.2, flows=(("a-door", 100.0 + 2 * k, 20.0),))
+        nb = update("b", end, 2.5 if on(k) else keep_density, 0.1 if on(k) else 0.0)
+        spill = watch.assess(a, u, STANDING_DEFAULTS.critical,
+                             {"b": (nb, STANDING_DEFAULTS.elevated)})
+        res.append(spill)
+        trs += alarm.observe(1.2, 0.0, end, 720.0, W,
+                             spill_eta_s=None if spill is None else spill.eta_s)
+    return res, trs
+
+
+def test_a_hovering_spill_is_one_episode_not_one_a_minute() -> None:
+    # The neighbour's filling test true for 20 s, false for 40 s, repeated over 600 s (its
+    # trend hovering about the threshold): before the keep condition, 10 raises.
+    res, trs = _hover(SpillWatch(), 120, lambda k: k % 12 < 4)
+    assert [(t.status, t.reason) for t in trs] == [("raised", "spillover")]
+    # Raised at the first filling window with a known rise (the 13th), kept from there on.
+    first = next(k for k, r in enumerate(res) if r is not None)
+    assert first == 12
+    assert all(r is not None for r in res[first:])
+    # The keep condition makes no forecast of its own: the last raised ETA stands.
+    assert all(res[k] is res[k - 1] for k in range(first + 1, 120) if k % 12 >= 4)
+    assert len({r.eta_s for r in res[first:]}) > 1  # and each raising window renews it
+
+
+def test_the_off_delay_bridges_a_gap_and_the_spill_over_then_ends() -> None:
+    cfg = SpillConfig()
+    off_windows = round(cfg.off_delay_s / 5)
+    # b falls below the keep level for 40 s (within the off-delay): one episode, the last
+    # ETA standing; then for good: the spill-over ends at the off-delay, not before.
+    gap = range(40, 48)
+    stop = 80
+    res, trs = _hover(SpillWatch(cfg), stop + off_windows + 10,
+                      lambda k: k < stop and k not in gap, keep_density=0.5)
+    assert all(r is not None for r in res[5:stop + off_windows])
+    assert res[gap.start] == res[gap.start - 1]  # held: the last spill-over stands
+    assert all(r is None for r in res[stop + off_windows:])
+    assert [(t.status, t.reason) for t in trs] == [("raised", "spillover"),
+                                                   ("resolved", "spillover")]
+
+
+@pytest.mark.parametrize("kw", [{"keep_fill_from": 0.9}, {"keep_inflow_per_min": 11.0},
+                                {"keep_trend_per_min": 0.03}, {"off_delay_s": -1.0}])
+def test_the_keep_condition_is_weaker_than_the_raise(kw: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="hysteresis"):
+        SpillConfig(**kw)
