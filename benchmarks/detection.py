@@ -372,29 +372,40 @@ def report(scored: Scored, scenarios: Sequence[str], seeds: Sequence[int]) -> st
     return "\n".join(lines) + "\n"
 
 
+def scenario_args(prog: str, doc: str | None, argv: Sequence[str] | None,
+                  default_seeds: str) -> tuple[list[str], list[int], str | None]:
+    """The scenario benchmarks' arguments (this one, ``lead_flow``, ``lead_spillover``):
+    ``--seeds``, ``--scenarios`` (known ones only) and ``--out``."""
+    ap = argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0] if doc else None)
+    ap.add_argument("--seeds", default=default_seeds)
+    ap.add_argument("--scenarios", default=",".join(SCENARIOS))
+    ap.add_argument("--out", help="also write the Markdown report to this file")
+    args = ap.parse_args(argv)
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    scenarios = [s for s in args.scenarios.split(",") if s]
+    unknown = [s for s in scenarios if s not in SCENARIOS]
+    if unknown:
+        ap.error(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
+    return scenarios, seeds, args.out
+
+
+def emit_report(text: str, out: str | None) -> int:
+    """Print a benchmark's Markdown report, and write it to ``out`` if given."""
+    print(text, end="")
+    if out:
+        Path(out).write_text(text, encoding="utf-8")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args_in = sys.argv[1:] if argv is None else argv
     if args_in[:1] == ["live"]:
         from .detection_live import main_live  # noqa: PLC0415
 
         return main_live(args_in[1:])
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.detection",
-                                 description=__doc__.split("\n\n")[0] if __doc__ else None)
-    ap.add_argument("--seeds", default="1,2,3")
-    ap.add_argument("--scenarios", default=",".join(SCENARIOS))
-    ap.add_argument("--out", help="also write the Markdown table to this file")
-    args = ap.parse_args(args_in)
-    seeds = [int(s) for s in args.seeds.split(",")]
-    scenarios = [s for s in args.scenarios.split(",") if s]
-    unknown = [s for s in scenarios if s not in SCENARIOS]
-    if unknown:
-        ap.error(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
-    scored = measure(scenarios, seeds, progress=True)
-    text = report(scored, scenarios, seeds)
-    print(text, end="")
-    if args.out:
-        Path(args.out).write_text(text, encoding="utf-8")
-    return 0
+    scenarios, seeds, out = scenario_args("python -m benchmarks.detection", __doc__, args_in,
+                                          "1,2,3")
+    return emit_report(report(measure(scenarios, seeds, progress=True), scenarios, seeds), out)
 
 
 if __name__ == "__main__":

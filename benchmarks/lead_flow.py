@@ -20,17 +20,22 @@ settings (:func:`benchmarks.detection.replay_live`, delivery time as the clock).
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 from agents.config import Settings
 from agents.devtools.simulator import SCENARIOS, simulate
-from benchmarks.detection import LOOKBACK_MS, ZONES_FILE, merge, replay_live
+from benchmarks.detection import (
+    LOOKBACK_MS,
+    ZONES_FILE,
+    emit_report,
+    merge,
+    replay_live,
+    scenario_args,
+)
 from schemas import load_zones, parse_ts
 from streams.alarm import AlarmConfig
 from streams.indicators_flow import INDICATOR_REASONS
@@ -144,22 +149,9 @@ def report(sc: Scores, seeds: Sequence[int], scenarios: Sequence[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.lead_flow",
-                                 description=__doc__.split("\n\n")[0] if __doc__ else None)
-    ap.add_argument("--seeds", default="1,2,3,4,5")
-    ap.add_argument("--scenarios", default=",".join(SCENARIOS))
-    ap.add_argument("--out", help="also write the Markdown table to this file")
-    args = ap.parse_args(argv)
-    seeds = [int(s) for s in args.seeds.split(",")]
-    scenarios = [s for s in args.scenarios.split(",") if s]
-    unknown = [s for s in scenarios if s not in SCENARIOS]
-    if unknown:
-        ap.error(f"unknown scenario(s) {', '.join(unknown)}")
-    text = report(measure(seeds, scenarios, progress=True), seeds, scenarios)
-    print(text, end="")
-    if args.out:
-        Path(args.out).write_text(text, encoding="utf-8")
-    return 0
+    scenarios, seeds, out = scenario_args("python -m benchmarks.lead_flow", __doc__, argv,
+                                          "1,2,3,4,5")
+    return emit_report(report(measure(seeds, scenarios, progress=True), seeds, scenarios), out)
 
 
 if __name__ == "__main__":

@@ -29,21 +29,27 @@ is the same as with it off (the rule gives no ETA), so the runs would be equal.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import statistics
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from agents.config import Settings
 from agents.devtools.simulator import SCENARIOS, simulate
 from schemas import load_zones, parse_ts
 
-from .detection import LOOKBACK_MS, RANK, ZONES_FILE, Run, replay_live
+from .detection import (
+    LOOKBACK_MS,
+    RANK,
+    ZONES_FILE,
+    Run,
+    emit_report,
+    replay_live,
+    scenario_args,
+)
 
 
 @dataclass
@@ -182,22 +188,9 @@ def report(res: Result, scenarios: Sequence[str], seeds: Sequence[int]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.lead_spillover",
-                                 description=__doc__.split("\n\n")[0] if __doc__ else None)
-    ap.add_argument("--seeds", default="1,2,3,4,5")
-    ap.add_argument("--scenarios", default=",".join(SCENARIOS))
-    ap.add_argument("--out", help="also write the Markdown report to this file")
-    args = ap.parse_args(argv)
-    seeds = [int(s) for s in args.seeds.split(",") if s]
-    scenarios = [s for s in args.scenarios.split(",") if s]
-    unknown = [s for s in scenarios if s not in SCENARIOS]
-    if unknown:
-        ap.error(f"unknown scenarios: {', '.join(unknown)}")
-    text = report(measure(scenarios, seeds, progress=True), scenarios, seeds)
-    print(text, end="")
-    if args.out:
-        Path(args.out).write_text(text, encoding="utf-8")
-    return 0
+    scenarios, seeds, out = scenario_args("python -m benchmarks.lead_spillover", __doc__, argv,
+                                          "1,2,3,4,5")
+    return emit_report(report(measure(scenarios, seeds, progress=True), scenarios, seeds), out)
 
 
 if __name__ == "__main__":
