@@ -23,7 +23,9 @@ and serves, on loopback by default:
     GET  /                 the map, the zone list with sparklines and threshold lines, one
                            card per alert episode, the critical sound (TH/EN; web/app.js)
     GET  /events           Server-Sent Events: ``state`` (zones, on every connect), then
-                           ``alert`` and ``ack`` events with ids, then ``density`` updates,
+                           ``alert`` and ``ack`` events with ids, then ``density`` updates
+                           (a grid zone's with its heat map's cells, agents/dashboard/
+                           heatmap.py; ``cells`` when they go stale), ``shelf`` changes,
                            and ``health`` (silence, staleness) every HEALTH_EVERY_S.
                            A reconnect sends ``Last-Event-ID`` (the browser's EventSource does)
                            and gets every alert and ack it missed: nothing is lost between
@@ -83,7 +85,7 @@ from ..metrics import Metrics
 from ..rejects import InternalRejects
 from ..shelves import LOOKBACK_S, Shelf, Shelves, parse_shelf
 from .dashboard_auth import OPERATOR, AccessLog, Auth, AuthConfig
-from .heatmap import grid_json, heat_cells
+from .heatmap import HeatMaps
 
 log = logging.getLogger(__name__)
 
@@ -150,8 +152,8 @@ class Board:
     density: dict[str, deque[tuple[str, float | None]]] = field(default_factory=dict)
     # Each zone's newest density confidence (0..1; None when blind or not given).
     confidence: dict[str, float | None] = field(default_factory=dict)
-    # Zones with a grid: the newest cell densities (row-major; agents/dashboard/heatmap.py).
-    cells: dict[str, list[float | None]] = field(default_factory=dict)
+    # Zones with a grid: their cells' bounds and newest densities (agents/dashboard/heatmap.py).
+    heat: HeatMaps = field(default_factory=HeatMaps, init=False)
     _zone_by_id: dict[str, Zone] = field(default_factory=dict, init=False)
     # Operators' shelves (agents/shelves.py), and the shelf each zone was last shown with:
     # one that ended by itself is announced once (expire_shelves).
@@ -178,6 +180,7 @@ class Board:
             self.level.setdefault(z.zone_id, "normal")
             self.density.setdefault(z.zone_id, deque(maxlen=SPARK_POINTS))
         self._zone_by_id = {z.zone_id: z for z in self.zones}
+        self.heat = HeatMaps.of(self.zones)
 
     def thresholds(self, z: Zone) -> dict[str, float] | None:
         """The zone's level thresholds, p/m² (None if they do not rise: no lines drawn)."""
@@ -215,10 +218,18 @@ class Board:
         self.confidence[zone] = float(conf) if isinstance(conf, int | float) else None
         event: dict[str, Any] = {"zone_id": zone, "point": point,
                                  "confidence": self.confidence[zone]}
-        cells = heat_cells(self._zone_by_id[zone], d) if zone in self._zone_by_id else None
-        if cells is not None:
-            self.cells[zone] = event["cells"] = cells
+        if self.heat.has_grid(zone):  # its cells, or null: no heat map (none, or misfit)
+            now = self.clock()
+            at = now if ts_ms is None else min(ts_ms / 1000, now)
+            cells = self.heat.on_record(zone, d, at)
+            event["cells"] = None if cells is None else self.heat.fresh(zone, now, self.stale_s)
         self._publish(None, "density", orjson.dumps(event))
+
+    def expire_cells(self) -> None:
+        """Take away (and tell every page) each heat map older than the staleness limit: a
+        zone whose grid went quiet shows no cells of minutes ago as if they were now."""
+        for zone in self.heat.expire(self.clock(), self.stale_s):
+            self._publish(None, "cells", orjson.dumps({"zone_id": zone, "cells": None}))
 
     def on_shelf(self, zone: str, shelf: Shelf | None) -> None:
         """A shelves record of ``zone``: a shelf (until its ``until``) or None (unshelved)."""
@@ -292,7 +303,8 @@ class Board:
             "polygon": z.polygon, "level": self.level[z.zone_id],
             "thresholds": self.thresholds(z), "density": list(self.density[z.zone_id]),
             "confidence": self.confidence.get(z.zone_id),
-            "grid": grid_json(z), "cells": self.cells.get(z.zone_id),
+            "grid": self.heat.grids.get(z.zone_id),
+            "cells": self.heat.fresh(z.zone_id, self.clock(), self.stale_s),
             "shelf": None if (sh := self.shelf_of(z.zone_id)) is None else sh.to_json(),
         } for z in self.zones]})
 
@@ -403,6 +415,7 @@ def build_web_app(board: Board, operators: Mapping[str, str], publish_ack: Publi
                     if not auth.still_signed_in(request):  # signed out or expired
                         break
                     board.expire_shelves()  # a shelf over by itself: every page hears it
+                    board.expire_cells()  # so does a heat map gone stale
                     # A timer on the server, not data: silence shows on the page as silence.
                     await resp.write(_sse("health", board.health()))
                     next_health = loop.time() + health_every_s
