@@ -30,6 +30,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from agents.config import Settings
 from agents.dashboard.dashboard import Board, build_web_app, dashboard_runner
 from schemas import Ack, decode_ack, format_ts, load_zones
+from streams.grid import cell_areas
 
 from .conftest import REPO, free_port, payloads, poll_until, settings_env
 from .test_recovery import publish
@@ -489,43 +490,91 @@ def test_the_critical_sound_is_armed_at_the_start_of_the_shift_and_can_be_muted(
     assert csp_violations(browser) == []
 
 
-@pytest.mark.parametrize("width", [1280, 360])
-def test_a_grid_zone_shows_its_heat_map(served: BoardServer, browser: webdriver.Chrome,
-                                        width: int) -> None:
-    """wat-yai-grounds (6 x 5 cells of 50 m): the newest density record's cells as a grid
-    coloured by the zone's levels (moving crowd: elevated 1.08, high 2.17), the south row at
-    the bottom, a cell without a value blank; it fits a phone's width."""
-    if width < 500:
-        browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
-            "width": width, "height": 740, "deviceScaleFactor": 2, "mobile": True})
-    zone = "wat-yai-grounds"
-    t0 = int(time.time() * 1000) - 60_000
-    cells: list[float | None] = [0.4] * 30
-    cells[3 * 5 + 2] = 2.9  # r3c2: a pocket at high
-    cells[0] = None  # r0c0: no value
-    cells[29] = 1.2  # r5c4: elevated
-    sign_in(browser, served.url)
-    wait_css(browser, ".conn.on", 10)
+def map_cells(driver: webdriver.Chrome, zone: str) -> dict[str, dict[str, Any]]:
+    """The heat map's rectangles of ``zone`` on the map: cell id -> level, class, title and
+    the rectangle's box on the screen."""
+    got = js(driver, f"""return [...document.querySelectorAll(
+        '.leaflet-heat-pane path.heat-cell[data-zone="{zone}"]')].map((p) => {{
+        const r = p.getBoundingClientRect();
+        return [p.dataset.cell, {{level: p.dataset.level, cls: p.getAttribute("class"),
+          title: (p.querySelector("title") || {{}}).textContent,
+          box: [r.left, r.top, r.right, r.bottom]}}]; }});""")
+    return dict(got)
 
-    def feed() -> None:
-        served.board.on_density({"zone_id": zone, "density": 0.45, "window_end": format_ts(t0),
-                                 "hot_cell": "r3c2", "hot_density": 2.9, "cells": cells})
-    served.call(feed)
-    hot = wait_css(browser, f'#zones li[data-zone="{zone}"] .heat .hc[data-cell="r3c2"]', 10)
-    assert hot[0].get_attribute("data-level") == "high"
-    got = js(browser, f"""return [...document.querySelectorAll(
-        '#zones li[data-zone="{zone}"] .heat .hc')].map((c) => [c.dataset.cell, c.dataset.level,
-        c.getBoundingClientRect().top, c.getBoundingClientRect().left]);""")
-    assert len(got) == 30
-    by_cell = {c: (lv, top, left) for c, lv, top, left in got}
-    assert by_cell["r0c0"][0] == "none"
-    assert by_cell["r5c4"][0] == "elevated"
-    assert sum(1 for lv, _, _ in by_cell.values() if lv == "normal") == 27
-    assert by_cell["r5c0"][1] < by_cell["r0c0"][1]  # north above south
-    assert by_cell["r0c0"][2] < by_cell["r0c4"][2]  # west left of east
-    # A zone without a grid has no heat map; nothing overflows sideways.
-    assert not browser.find_elements(By.CSS_SELECTOR, f'#zones li[data-zone="{ZONE}"] .heat')
-    assert js(browser, "return document.documentElement.scrollWidth") <= js(
-        browser, "return window.innerWidth")
+
+def assert_over_the_zone(driver: webdriver.Chrome, zone: str,
+                         cells: dict[str, dict[str, Any]]) -> None:
+    """The cells lie over the zone's outline on the screen, north above south and west left
+    of east, in a pane above the zone's outline and below the other zones' outlines (the
+    vihara, inside the grounds, stays in sight) and the zones' dots."""
+    outline = js(driver, f"""const r = document.querySelector(
+        'path[data-zone="{zone}"]:not(.heat-cell)').getBoundingClientRect();
+        return [r.left, r.top, r.right, r.bottom];""")
+    for c in cells.values():
+        left, top, right, bottom = c["box"]
+        assert right > left
+        assert bottom > top
+        # the grid's top row runs past the polygon's northern edge (half of it inside)
+        assert left >= outline[0] - 2
+        assert right <= outline[2] + 2
+        assert bottom <= outline[3] + 2
+        assert top >= outline[1] - (bottom - top) - 2
+    box = {k: c["box"] for k, c in cells.items()}
+    if "r0c1" in box and "r5c1" in box:
+        assert box["r5c1"][1] < box["r0c1"][1]  # north above south
+    assert box["r2c0"][0] < box["r2c4"][0]  # west left of east
+    panes = js(driver, """return ['overlay', 'heat', 'zones', 'dots'].map((p) => Number(
+        getComputedStyle(document.querySelector(`.leaflet-${p}-pane`)).zIndex));""")
+    assert panes == sorted(panes)
+    assert js(driver, f"""return document.querySelector(
+        'path[data-zone="{zone}"]:not(.heat-cell)').closest('.leaflet-pane').classList
+        .contains('leaflet-overlay-pane')""")
+    # What is under the pointer at the middle of the vihara: the vihara, not a cell.
+    if zone == "wat-yai-grounds" and js(driver, "return window.innerWidth") > 800:
+        assert js(driver, """const r = document.querySelector('path[data-zone="wat-yai-vihara"]')
+            .getBoundingClientRect();
+            const e = document.elementFromPoint((r.left + r.right) / 2, (r.top + r.bottom) / 2);
+            return e && e.dataset.zone;""") == "wat-yai-vihara"
+
+
+def test_hot_spot_readings_show_as_cells_over_the_zone(
+    stack: Settings, dashboard: str, browser: webdriver.Chrome
+) -> None:
+    """The whole way: grid_count readings of wat-yai-grounds with a dense pocket (r4c3 at
+    critical, r1c0 at elevated) through the worker's density engine to the dashboard's map,
+    at the levels of the zone (moving crowd: 1.08, 2.17, 3.5 p/m²)."""
+    [grounds] = [z for z in load_zones(REPO / "deploy/zones/phitsanulok.yaml")
+                 if z.zone_id == "wat-yai-grounds"]
+    g = grounds.grid
+    assert g is not None
+    areas = cell_areas(grounds).tolist()
+    target = [0.3] * (g.rows * g.cols)
+    target[4 * g.cols + 3] = 4.0
+    target[1 * g.cols + 0] = 1.5
+    t0 = (int(time.time()) - 1800) * 1000
+    msgs = []
+    for t in range(0, 40, 2):
+        cells = [{"row": i // g.cols, "col": i % g.cols, "count": round(d * a)}
+                 for i, (d, a) in enumerate(zip(target, areas, strict=True)) if a > 0]
+        for ev in ({"event_id": f"heat-grid-{t}", "sensor_id": "wy-grid", "kind": "grid_count",
+                    "cells": cells},
+                   {"event_id": f"heat-wifi-{t}", "sensor_id": "wy-wifi-1",
+                    "kind": "device_count", "devices": 4000}):
+            msgs.append((b"wat-yai-grounds", orjson.dumps(
+                ev | {"zone_id": "wat-yai-grounds", "ts": t0 + t * 1000})))
+    sign_in(browser, dashboard)
+    wait_css(browser, ".conn.on")
+    asyncio.run(publish(stack.bootstrap, stack.topics.sensor_events, msgs))
+    WebDriverWait(browser, 90, poll_frequency=0.5).until(
+        lambda d: map_cells(d, "wat-yai-grounds").get("r4c3", {}).get("level") == "critical",
+        "no critical cell r4c3 over wat-yai-grounds on the map")
+    cells = map_cells(browser, "wat-yai-grounds")
+    assert len(cells) == g.rows * g.cols  # every cell of the grounds is judged
+    assert cells["r1c0"]["level"] == "elevated"
+    assert {c["level"] for k, c in cells.items() if k not in ("r4c3", "r1c0")} == {"normal"}
+    assert "hot" in cells["r4c3"]["cls"]
+    assert "4.00 คน/ตร.ม. · วิกฤต" in cells["r4c3"]["title"]
+    assert_over_the_zone(browser, "wat-yai-grounds", cells)
     ARTIFACTS.mkdir(exist_ok=True)
-    browser.save_screenshot(str(ARTIFACTS / f"dashboard-heatmap-{width}.png"))
+    browser.save_screenshot(str(ARTIFACTS / "dashboard-heat-cells.png"))
+    assert csp_violations(browser) == []

@@ -18,7 +18,8 @@
       mute: "ปิดเสียง", unmute: "เปิดเสียง", soundOn: "เสียงเตือนวิกฤต: เปิด", soundOff: "เสียงเตือนวิกฤต: ปิด",
       thresholds: "เกณฑ์", blind: "ไม่มีข้อมูล", h: "ชม.", min: "นาที", s: "วินาที",
       confidence: "ความเชื่อมั่น", lowConfidence: "ความเชื่อมั่นต่ำ: ค่าความหนาแน่นอาจคลาดเคลื่อน",
-      until: "ถึง", by: "โดย", heat: "แผนที่ความหนาแน่นรายช่อง (แถวล่าง = ทิศใต้)", cell: "ช่อง" },
+      until: "ถึง", by: "โดย", heat: "แผนที่ความหนาแน่นรายช่อง (แถวล่าง = ทิศใต้)", cell: "ช่อง",
+      densest: "หนาแน่นที่สุด" },
     en: { title: "Phitsanulok Safe Tourism operations centre", connecting: "connecting…", live: "live",
       reconnecting: "reconnecting…", operator: "Operator", logout: "Sign out", zones: "Zones",
       alerts: "Alerts", ack: "Acknowledge", note: "note (optional)", ackedBy: "Acknowledged by",
@@ -31,7 +32,8 @@
       mute: "Mute", unmute: "Unmute", soundOn: "critical alarm sound: on", soundOff: "critical alarm sound: off",
       thresholds: "thresholds", blind: "no data", h: "h", min: "min", s: "s",
       confidence: "confidence", lowConfidence: "low confidence: the density may be off",
-      until: "until", by: "by", heat: "density per grid cell (bottom row = south)", cell: "cell" },
+      until: "until", by: "by", heat: "density per grid cell (bottom row = south)", cell: "cell",
+      densest: "densest" },
   };
   let lang = localStorage.getItem("safetour.lang") || "th";
   const zones = new Map();     // zone_id -> {info, layer, row, points, alertThresholds}
@@ -75,6 +77,11 @@
   };
 
   map.createPane("basemap").style.zIndex = 350;  // under the zones (overlay pane: 400)
+  // A grid zone's cells (the heat map) lie over its outline (overlay pane) and under the
+  // outlines of the other zones (a vihara inside the grounds stays in sight) and the dots.
+  map.createPane("heat").style.zIndex = 450;
+  map.createPane("zones").style.zIndex = 455;
+  map.createPane("dots").style.zIndex = 460;
   fetch("/static/basemap.json").then((r) => r.json()).then((b) => {
     L.polyline(b.river, { pane: "basemap", color: "#90caf9", weight: 14, opacity: 0.8, interactive: false }).addTo(map);
   }).catch(() => {});
@@ -142,25 +149,82 @@
     && th.elevated < th.high && th.high < th.critical;
   const thresholdsOf = (z) => (validTh(z.alertThresholds) ? z.alertThresholds : (validTh(z.info.thresholds) ? z.info.thresholds : null));
 
+  // A cell's level by the zone's thresholds (streams/levels.py level_for); "none": no value.
+  const levelOf = (d, th) => (typeof d !== "number" ? "none" : d >= th.critical ? "critical"
+    : d >= th.high ? "high" : d >= th.elevated ? "elevated" : "normal");
+  // The zone's newest cells, if they fit its grid and it has thresholds to colour them by.
+  const cellsOf = (z) => {
+    const g = z.info.grid, cells = z.info.cells;
+    return g && Array.isArray(cells) && cells.length === g.rows * g.cols && thresholdsOf(z) ? cells : null;
+  };
+
   // A zone with a grid: its newest cells as a small grid coloured by level (row 0, the
   // south, at the bottom); a cell not judged or without readings is blank.
   function heatmap(z) {
     const g = z.info.grid;
-    const cells = z.info.cells;
+    const cells = cellsOf(z);
     const th = thresholdsOf(z);
-    if (!g || !Array.isArray(cells) || cells.length !== g.rows * g.cols || !th) return null;
+    if (!cells) return null;
     const box = el("div", { class: "heat", role: "img", "aria-label": t("heat"), title: t("heat") });
     box.style.gridTemplateColumns = `repeat(${g.cols}, 10px)`;
     for (let r = g.rows - 1; r >= 0; r -= 1) {
       for (let c = 0; c < g.cols; c += 1) {
         const d = cells[r * g.cols + c];
-        const lvl = typeof d !== "number" ? "none" : d >= th.critical ? "critical" : d >= th.high ? "high" : d >= th.elevated ? "elevated" : "normal";
+        const lvl = levelOf(d, th);
         const cell = el("span", { class: `hc lvl-${lvl}`, "data-cell": `r${r}c${c}`, "data-level": lvl });
         cell.title = `${t("cell")} r${r}c${c}${typeof d === "number" ? ` · ${d.toFixed(2)} ${t("unit")}` : ""}`;
         box.append(cell);
       }
     }
     return box;
+  }
+
+  // The same cells over the zone on the map: one rectangle a cell with a value, at the
+  // bounds the server computed (agents/dashboard/heatmap.py), in the "heat" pane; each says
+  // its zone, cell, density and level in its <title> (colour is not the only cue), the
+  // densest one above normal is outlined. None while the screen may be out of date, or when
+  // the zone's newest record has no cells (or they went stale on the server). Returns how
+  // many cells it shows.
+  function renderHeat(z) {
+    if (!z.heat) z.heat = new Map();  // cell id -> L.rectangle
+    const cells = stale ? null : cellsOf(z);
+    const th = thresholdsOf(z);
+    const keep = new Set();
+    if (cells) {
+      let hot = null;
+      for (const g of z.info.grid.cells || []) {
+        const d = cells[g.i];
+        if (typeof d === "number" && (hot === null || d > cells[hot.i])) hot = g;
+      }
+      for (const g of z.info.grid.cells || []) {
+        const d = cells[g.i];
+        if (typeof d !== "number") continue;
+        const level = levelOf(d, th);
+        const isHot = g === hot && level !== "normal";
+        let rect = z.heat.get(g.cell);
+        if (!rect) {
+          rect = L.rectangle(g.bounds, { pane: "heat", className: "heat-cell" }).addTo(map);
+          rect.on("click", () => z.row.scrollIntoView({ behavior: "smooth" }));
+          z.heat.set(g.cell, rect);
+        }
+        keep.add(g.cell);
+        rect.setStyle({ fillColor: COLOURS[level], fillOpacity: level === "normal" ? 0.45 : 0.85,
+          color: isHot ? "#212121" : "#ffffff", weight: isHot ? 3 : 0.5, opacity: isHot ? 1 : 0.7 });
+        if (isHot) rect.bringToFront();
+        const path = rect.getElement && rect.getElement();
+        if (!path) continue;  // drawn once the map has a view (onState renders again then)
+        Object.assign(path.dataset, { zone: z.info.zone_id, cell: g.cell, level, density: String(d) });
+        LEVELS.forEach((l) => path.classList.toggle(`lvl-${l}`, l === level));
+        path.classList.toggle("hot", isHot);
+        let title = path.querySelector("title");
+        if (!title) title = path.appendChild(document.createElementNS(SVG, "title"));
+        title.textContent = `${z.info.name[lang]} · ${t("cell")} ${g.cell} · ${d.toFixed(2)} ${t("unit")} · ${t(level)}${isHot ? ` · ${t("densest")}` : ""}`;
+      }
+    }
+    for (const [id, rect] of z.heat) {
+      if (!keep.has(id)) { rect.remove(); z.heat.delete(id); }
+    }
+    return keep.size;
   }
 
   function renderZone(z) {
@@ -178,6 +242,9 @@
     if (conf !== null) extra.append(el("span", { class: `conf${low ? " low" : ""}`, "data-confidence": String(conf) }, `${t("confidence")} ${conf.toFixed(2)}`));
     const heat = heatmap(z);
     if (heat) extra.append(heat);
+    // With its cells on the map, the zone's own fill and dot are faint (its outline and the
+    // dot's ring keep its level): the cells' colours are not muddied by the zone's.
+    const heatOn = renderHeat(z) > 0;
     if (shelf) {
       const box = el("span", { class: "shelf", "data-until": shelf.until });
       box.append(el("span", { class: "shelf-badge" }, SHELVED), " ", el("span", { class: "shelf-info" }, shelfText(shelf)));
@@ -189,10 +256,10 @@
     clearTimeout(z.shelfTimer);
     if (shelf) z.shelfTimer = setTimeout(() => renderZone(z), Math.max(0, Date.parse(shelf.until) - Date.now()) + 50);
     if (z.layer) {
-      z.layer.setStyle({ color: colour, fillColor: colour, fillOpacity: level === "normal" ? 0.25 : 0.55 });
+      z.layer.setStyle({ color: colour, fillColor: colour, fillOpacity: heatOn ? 0.05 : level === "normal" ? 0.25 : 0.55 });
       const path = z.layer.getElement && z.layer.getElement();
       if (path) { path.dataset.level = level; path.dataset.zone = z.info.zone_id; path.dataset.stale = String(stale); path.dataset.shelved = String(shelf !== null); }
-      z.marker.setStyle({ color: colour, fillColor: colour, fillOpacity: 0.9, dashArray: shelf ? "3 3" : null });
+      z.marker.setStyle({ color: colour, fillColor: colour, fillOpacity: heatOn ? 0 : 0.9, dashArray: shelf ? "3 3" : null });
       z.marker.setRadius(RADIUS[level]);
       z.layer.setTooltipContent(`${z.info.name[lang]} · ${t(level)}${last === null ? "" : ` · ${last.toFixed(2)} ${t("unit")}`}${conf === null ? "" : ` · ${t("confidence")} ${conf.toFixed(2)}`}${shelf ? ` · ${SHELVED} ${shelfText(shelf)}` : ""}`);
       // The marker carries a label while the zone is shelved.
@@ -216,11 +283,11 @@
         z = { info, layer: null, row: el("li", { "data-zone": info.zone_id }), points: [], alertThresholds: null };
         list.appendChild(z.row);
         if (info.polygon) {
-          z.layer = L.polygon(info.polygon, { weight: 2 }).addTo(map);
+          z.layer = L.polygon(info.polygon, { weight: 2, pane: info.grid ? "overlayPane" : "zones" }).addTo(map);
           z.layer.bindTooltip("", { permanent: false, direction: "top" });
           z.layer.on("click", () => z.row.scrollIntoView({ behavior: "smooth" }));
           // A small zone (a vihara) vanishes at town scale: a dot sized by level marks it.
-          z.marker = L.circleMarker(z.layer.getBounds().getCenter(), { weight: 2, interactive: false }).addTo(map);
+          z.marker = L.circleMarker(z.layer.getBounds().getCenter(), { pane: "dots", weight: 2, interactive: false }).addTo(map);
           bounds.push(...info.polygon);
         }
         zones.set(info.zone_id, z);
@@ -279,7 +346,14 @@
     z.points.push(d.point);
     if (z.points.length > 60) z.points.shift();
     if ("confidence" in d) z.info.confidence = d.confidence;
-    if (Array.isArray(d.cells)) z.info.cells = d.cells;
+    if ("cells" in d) z.info.cells = d.cells;  // a grid zone's: null takes the heat map away
+    renderZone(z);
+  }
+
+  function onCells(d) {  // a grid zone's cells went stale on the server
+    const z = zones.get(d.zone_id);
+    if (!z) return;
+    z.info.cells = d.cells;
     renderZone(z);
   }
 
@@ -497,6 +571,7 @@
     es.addEventListener("ack", (e) => onAck(JSON.parse(e.data)));
     es.addEventListener("density", (e) => onDensity(JSON.parse(e.data)));
     es.addEventListener("shelf", (e) => onShelf(JSON.parse(e.data)));
+    es.addEventListener("cells", (e) => onCells(JSON.parse(e.data)));
   }
 
   applyLang();
