@@ -20,14 +20,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
-from aiokafka import TopicPartition
 
 from streams.alerts import AlertTracker
 from streams.spillover import density_from_record
 
 from ..config import Settings
+from ..kafka import follow_topic
 from ..metrics import Metrics
-from ..topics import partitions_of
 
 log = logging.getLogger(__name__)
 
@@ -64,24 +63,9 @@ async def follow_neighbours(settings: Settings, tracker: AlertTracker,
                             started: asyncio.Event | None = None) -> None:
     """Follow the density topic from its end for ever (``started`` is set once the
     consumer is positioned)."""
-    topic = settings.topics.density
-    cfg = settings.kafka
-    tps = [TopicPartition(topic, p) for p in await partitions_of(cfg, topic)]
-    consumer = cfg.consumer()
-    await cfg.start(consumer)
-    try:
-        consumer.assign(tps)
-        await consumer.seek_to_end(*tps)
-        for tp in tps:  # resolve the positions now: records from here on are followed
-            await consumer.position(tp)
-        if started is not None:
-            started.set()
-        while True:
-            batches = await consumer.getmany(timeout_ms=1000)
-            records = [rec for recs in batches.values() for rec in recs]
-            if records:
-                apply_density_records(records, tracker, metrics)
-    except asyncio.CancelledError:
-        raise
-    finally:
-        await consumer.stop()
+
+    async def apply(records: Sequence[Any]) -> None:
+        apply_density_records(records, tracker, metrics)
+
+    await follow_topic(settings.kafka, settings.topics.density, apply, from_start=False,
+                       started=started)
