@@ -30,6 +30,7 @@ one). Names follow Prometheus conventions: base units, ``_total`` for counters.
 | safetour_indicator_alerts_total          | counter   | reason            |
 | safetour_zone_inflow_from_neighbour_per_min | gauge | zone, neighbour (see below) |
 | safetour_neighbour_records_total         | counter   | outcome (kept, ignored, bad) |
+| safetour_stale_neighbours                | gauge     |                   |
 | safetour_notifier_deliveries_total       | counter   | channel           |
 | safetour_notifier_retries_total          | counter   | channel           |
 | safetour_notifier_failures_total         | counter   | channel           |
@@ -147,6 +148,11 @@ class Metrics:
         self.neighbour_records = Counter(
             "safetour_neighbour_records", "Density records of other workers' zones read for "
             "spill-over: kept (a neighbour's, newer), ignored, bad", ["outcome"], registry=r)
+        self.stale_neighbours = Gauge(
+            "safetour_stale_neighbours", "(zone, neighbour) pairs whose spill-over is paused: "
+            "the neighbour's newest density record is missing or more than stale_s (event "
+            "time) behind the zone's window (its worker stopped, or the follower lags)",
+            registry=r)
         self.notify_queue_length = Gauge(
             "safetour_notify_queue_length",
             "Alerts a notify channel holds: queued, waiting for a retry, or in flight",

@@ -9,7 +9,9 @@ neighbours one of the registry's to its alert tracker (:meth:`AlertTracker.neigh
 Event time is aligned there: a neighbour record further than ``stale_s`` (30 s) from A's
 window is ignored, so a follower that lags, or a neighbour whose worker died, gives no
 spill-over rather than a wrong one. A record that is not a density record is counted and
-skipped: the follower never stops on one.
+skipped: the follower never stops on one. A neighbour whose records have stopped is said,
+not silent: :class:`StaleNeighbours` (the worker's gauges pass) logs it and counts it in
+``safetour_stale_neighbours``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -56,6 +59,36 @@ def apply_density_records(records: Sequence[Any], tracker: AlertTracker,
         log.warning("density topic: %d records that are not density records skipped",
                     counts["bad"])
     return counts
+
+
+@dataclass(slots=True)
+class StaleNeighbours:
+    """Says when a neighbour's density records stop (its worker died, this follower lags):
+    ``safetour_stale_neighbours`` counts the (zone, neighbour) pairs whose spill-over is
+    paused (:meth:`AlertTracker.stale_neighbours`), and a warning names the neighbours that
+    went stale, once, and an info line those that are back."""
+
+    pairs: set[tuple[str, str]] = field(default_factory=set)
+
+    def update(self, tracker: AlertTracker, metrics: Metrics) -> None:
+        now = set(tracker.stale_neighbours())
+        metrics.stale_neighbours.set(len(now))
+        gone, back = now - self.pairs, self.pairs - now
+        if gone:
+            log.warning("spill-over paused: no density record of neighbour(s) %s within "
+                        "%.0f s of the zones next to them (%d zone pairs; a neighbour's "
+                        "worker stopped, or this follower lags)", _names(gone),
+                        tracker.spill_config.stale_s, len(now))
+        if back:
+            log.info("spill-over resumed: density records of neighbour(s) %s are fresh "
+                     "again", _names(back))
+        self.pairs = now
+
+
+def _names(pairs: set[tuple[str, str]], most: int = 5) -> str:
+    zones = sorted({n for _, n in pairs})
+    more = f" and {len(zones) - most} more" if len(zones) > most else ""
+    return ", ".join(zones[:most]) + more
 
 
 async def follow_neighbours(settings: Settings, tracker: AlertTracker,
