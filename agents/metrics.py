@@ -44,7 +44,10 @@ Per-zone series only while the registry is small: zone counts reach 100,000 and 
 a series. ``SAFETOUR_ZONE_METRICS_MAX`` (default 500) is the switch: with more zones than that
 the per-zone gauges are not exported, and zone densities are read from ``safetour.density.v1``.
 ``safetour_zone_outflow_per_m_s``: the newest window's exits per metre of counted width per
-second (zones with a line counter that has a ``width_m``); ``safetour_indicator_alerts_total``:
+second (zones with a line counter that has a ``width_m``; no series while the newest record
+says null: the counter stopped); ``safetour_zone_inflow_from_neighbour_per_min``: the newest
+window's entries over the boundary counters into the zone, counters the neighbour owns read
+from the neighbour's density record; ``safetour_indicator_alerts_total``:
 episodes raised by an indicator beyond density (reason ``rate_of_rise``, ``flow_breakdown``,
 ``counter_flow``, ``hotspot``, ``spillover``: ``streams.BEYOND_DENSITY_REASONS``).
 """

@@ -432,6 +432,9 @@ class Worker:
                     m.zone_hot_cell_density.labels(d["zone_id"]).set(d["hot_density"])
                 if d.get("outflow_per_m_s") is not None:
                     m.zone_outflow.labels(d["zone_id"]).set(d["outflow_per_m_s"])
+                else:  # not measured now (its counter stopped): no value, not the last one
+                    with contextlib.suppress(KeyError):
+                        m.zone_outflow.remove(d["zone_id"])
         t = self.settings.topics
         for kind, n in out.kinds.items():
             # By the topic the integrator wrote to: readings by kind, reports by category.
