@@ -32,7 +32,7 @@ import asyncio
 import contextlib
 import re
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -408,6 +408,41 @@ async def _close(client: Any) -> None:
     if stop is not None:
         with contextlib.suppress(Exception):
             await stop()
+
+
+async def follow_topic(
+    cfg: KafkaConfig, topic: str, on_records: Callable[[Sequence[Any]], Awaitable[None]], *,
+    from_start: bool, started: asyncio.Event | None = None,
+) -> None:
+    """Follow every partition of ``topic`` for ever, without a consumer group: from its
+    beginning (``from_start``: a compacted table every process holds whole) or from its end
+    (only what is new matters). Each non-empty fetch goes to ``on_records``; ``started`` is
+    set once the consumer is positioned (records from then on are followed). TopicError if
+    the topic does not exist; KafkaUnreachable if the cluster cannot be reached."""
+    from aiokafka import TopicPartition  # noqa: PLC0415
+
+    from .topics import partitions_of  # noqa: PLC0415  (agents.topics imports this module)
+
+    tps = [TopicPartition(topic, p) for p in await partitions_of(cfg, topic)]
+    consumer = cfg.consumer()
+    await cfg.start(consumer)
+    try:
+        consumer.assign(tps)
+        if from_start:
+            await consumer.seek_to_beginning(*tps)
+        else:
+            await consumer.seek_to_end(*tps)
+        for tp in tps:  # resolve the positions now, before ``started``
+            await consumer.position(tp)
+        if started is not None:
+            started.set()
+        while True:
+            batches = await consumer.getmany(timeout_ms=1000)
+            records = [rec for recs in batches.values() for rec in recs]
+            if records:
+                await on_records(records)
+    finally:
+        await consumer.stop()
 
 
 KafkaTarget = KafkaConfig | str

@@ -30,6 +30,7 @@ one). Names follow Prometheus conventions: base units, ``_total`` for counters.
 | safetour_indicator_alerts_total          | counter   | reason            |
 | safetour_zone_inflow_from_neighbour_per_min | gauge | zone, neighbour (see below) |
 | safetour_neighbour_records_total         | counter   | outcome (kept, ignored, bad) |
+| safetour_stale_neighbours                | gauge     |                   |
 | safetour_notifier_deliveries_total       | counter   | channel           |
 | safetour_notifier_retries_total          | counter   | channel           |
 | safetour_notifier_failures_total         | counter   | channel           |
@@ -43,7 +44,10 @@ Per-zone series only while the registry is small: zone counts reach 100,000 and 
 a series. ``SAFETOUR_ZONE_METRICS_MAX`` (default 500) is the switch: with more zones than that
 the per-zone gauges are not exported, and zone densities are read from ``safetour.density.v1``.
 ``safetour_zone_outflow_per_m_s``: the newest window's exits per metre of counted width per
-second (zones with a line counter that has a ``width_m``); ``safetour_indicator_alerts_total``:
+second (zones with a line counter that has a ``width_m``; no series while the newest record
+says null: the counter stopped); ``safetour_zone_inflow_from_neighbour_per_min``: the newest
+window's entries over the boundary counters into the zone, counters the neighbour owns read
+from the neighbour's density record; ``safetour_indicator_alerts_total``:
 episodes raised by an indicator beyond density (reason ``rate_of_rise``, ``flow_breakdown``,
 ``counter_flow``, ``hotspot``, ``spillover``: ``streams.BEYOND_DENSITY_REASONS``).
 """
@@ -147,6 +151,11 @@ class Metrics:
         self.neighbour_records = Counter(
             "safetour_neighbour_records", "Density records of other workers' zones read for "
             "spill-over: kept (a neighbour's, newer), ignored, bad", ["outcome"], registry=r)
+        self.stale_neighbours = Gauge(
+            "safetour_stale_neighbours", "(zone, neighbour) pairs whose spill-over is paused: "
+            "the neighbour's newest density record is missing or more than stale_s (event "
+            "time) behind the zone's window (its worker stopped, or the follower lags)",
+            registry=r)
         self.notify_queue_length = Gauge(
             "safetour_notify_queue_length",
             "Alerts a notify channel holds: queued, waiting for a retry, or in flight",

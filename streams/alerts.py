@@ -227,6 +227,22 @@ class AlertTracker:
             out[n.zone_id] = (rec, nz.alarm.thresholds.elevated)
         return out
 
+    def stale_neighbours(self) -> list[tuple[str, str]]:
+        """(zone, neighbour) of the zones with neighbours and a window whose spill-over
+        from that neighbour is paused: its newest record (driven here or followed) is
+        missing or more than ``stale_s`` (event time) behind the zone's newest window, as
+        when the neighbour's worker has died or the follower lags."""
+        stale = round(self.spill_config.stale_s * 1000)
+        out = []
+        for zid, za in self._zones.items():
+            if za.spill is None or za.clock_ms is None:
+                continue
+            for n in za.zone.neighbours:
+                q = self._recent.get(n.zone_id)
+                if not q or za.clock_ms - q[-1].window_end_ms > stale:
+                    out.append((zid, n.zone_id))
+        return out
+
     def inflows(self) -> list[tuple[str, str, float]]:
         """(zone, neighbour, inflow per minute) of the newest windows, for metrics."""
         return [(zid, n, v) for zid, za in self._zones.items() if za.spill is not None

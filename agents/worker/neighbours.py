@@ -9,7 +9,9 @@ neighbours one of the registry's to its alert tracker (:meth:`AlertTracker.neigh
 Event time is aligned there: a neighbour record further than ``stale_s`` (30 s) from A's
 window is ignored, so a follower that lags, or a neighbour whose worker died, gives no
 spill-over rather than a wrong one. A record that is not a density record is counted and
-skipped: the follower never stops on one.
+skipped: the follower never stops on one. A neighbour whose records have stopped is said,
+not silent: :class:`StaleNeighbours` (the worker's gauges pass) logs it and counts it in
+``safetour_stale_neighbours``.
 """
 
 from __future__ import annotations
@@ -17,17 +19,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from aiokafka import TopicPartition
 
 from streams.alerts import AlertTracker
 from streams.spillover import density_from_record
 
 from ..config import Settings
+from ..kafka import follow_topic
 from ..metrics import Metrics
-from ..topics import partitions_of
 
 log = logging.getLogger(__name__)
 
@@ -59,29 +61,44 @@ def apply_density_records(records: Sequence[Any], tracker: AlertTracker,
     return counts
 
 
+@dataclass(slots=True)
+class StaleNeighbours:
+    """Says when a neighbour's density records stop (its worker died, this follower lags):
+    ``safetour_stale_neighbours`` counts the (zone, neighbour) pairs whose spill-over is
+    paused (:meth:`AlertTracker.stale_neighbours`), and a warning names the neighbours that
+    went stale, once, and an info line those that are back."""
+
+    pairs: set[tuple[str, str]] = field(default_factory=set)
+
+    def update(self, tracker: AlertTracker, metrics: Metrics) -> None:
+        now = set(tracker.stale_neighbours())
+        metrics.stale_neighbours.set(len(now))
+        gone, back = now - self.pairs, self.pairs - now
+        if gone:
+            log.warning("spill-over paused: no density record of neighbour(s) %s within "
+                        "%.0f s of the zones next to them (%d zone pairs; a neighbour's "
+                        "worker stopped, or this follower lags)", _names(gone),
+                        tracker.spill_config.stale_s, len(now))
+        if back:
+            log.info("spill-over resumed: density records of neighbour(s) %s are fresh "
+                     "again", _names(back))
+        self.pairs = now
+
+
+def _names(pairs: set[tuple[str, str]], most: int = 5) -> str:
+    zones = sorted({n for _, n in pairs})
+    more = f" and {len(zones) - most} more" if len(zones) > most else ""
+    return ", ".join(zones[:most]) + more
+
+
 async def follow_neighbours(settings: Settings, tracker: AlertTracker,
                             metrics: Metrics | None = None,
                             started: asyncio.Event | None = None) -> None:
     """Follow the density topic from its end for ever (``started`` is set once the
     consumer is positioned)."""
-    topic = settings.topics.density
-    cfg = settings.kafka
-    tps = [TopicPartition(topic, p) for p in await partitions_of(cfg, topic)]
-    consumer = cfg.consumer()
-    await cfg.start(consumer)
-    try:
-        consumer.assign(tps)
-        await consumer.seek_to_end(*tps)
-        for tp in tps:  # resolve the positions now: records from here on are followed
-            await consumer.position(tp)
-        if started is not None:
-            started.set()
-        while True:
-            batches = await consumer.getmany(timeout_ms=1000)
-            records = [rec for recs in batches.values() for rec in recs]
-            if records:
-                apply_density_records(records, tracker, metrics)
-    except asyncio.CancelledError:
-        raise
-    finally:
-        await consumer.stop()
+
+    async def apply(records: Sequence[Any]) -> None:
+        apply_density_records(records, tracker, metrics)
+
+    await follow_topic(settings.kafka, settings.topics.density, apply, from_start=False,
+                       started=started)

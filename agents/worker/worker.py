@@ -46,6 +46,7 @@ from ..heartbeat import HeartbeatSnapshot
 from ..logs import ThrottledLog
 from ..metrics import Metrics
 from .flights import RouteFlights
+from .neighbours import StaleNeighbours
 from .publish import BatchPublisher, RoutedSent, Sent
 from .router import RouteError, ZoneRouter, committed_offsets, router_start_offsets
 from .state import Lineage, Send, Snapshot, read_snapshots, start_offsets, write_snapshots
@@ -187,6 +188,7 @@ class Worker:
         self._wall = wall
         self._mono = monotonic
         self.publisher = BatchPublisher()
+        self.stale_neighbours = StaleNeighbours()  # spill-over paused: said, not silent
         self.deliveries = deliveries or Deliveries(self._resend)
         self.lock = asyncio.Lock()
         # One owner per zone: every reading and report is first re-keyed by zone onto the
@@ -430,6 +432,9 @@ class Worker:
                     m.zone_hot_cell_density.labels(d["zone_id"]).set(d["hot_density"])
                 if d.get("outflow_per_m_s") is not None:
                     m.zone_outflow.labels(d["zone_id"]).set(d["outflow_per_m_s"])
+                else:  # not measured now (its counter stopped): no value, not the last one
+                    with contextlib.suppress(KeyError):
+                        m.zone_outflow.remove(d["zone_id"])
         t = self.settings.topics
         for kind, n in out.kinds.items():
             # By the topic the integrator wrote to: readings by kind, reports by category.
@@ -663,6 +668,7 @@ class Worker:
         if len(self.pipe.zones) <= self.settings.zone_metrics_max:
             for zone, neighbour, per_min in self.pipe.alerts.inflows():
                 m.zone_inflow.labels(zone, neighbour).set(per_min)
+        self.stale_neighbours.update(self.pipe.alerts, m)
         m.stale_sensors.set(engine.stale_sensor_count())
         skewed = engine.skewed_sensors()
         m.skewed_sensors.set(len(skewed))

@@ -16,7 +16,6 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import orjson
-from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
 from schemas import (
@@ -33,8 +32,7 @@ from streams.pipeline import Pipeline
 from streams.registry import RegistryRules, check_zone_update, sensor_owners
 
 from ..config import Settings
-from ..kafka import KafkaTarget, as_config
-from ..topics import partitions_of
+from ..kafka import KafkaTarget, as_config, follow_topic
 
 log = logging.getLogger(__name__)
 
@@ -88,26 +86,16 @@ async def publish_zones(kafka: KafkaTarget, topic: str, zones: Iterable[Zone]) -
 async def follow_zone_topic(
     settings: Settings, registry: dict[str, Zone], pipe: Pipeline, dlq_topic: Any
 ) -> None:
-    topic = settings.topics.zones
+    """Follow the zones topic from its beginning for ever, applying each fetch to
+    ``registry`` and ``pipe`` (:func:`apply_records`)."""
     rules = settings.registry_rules()
     owners = sensor_owners(registry.values())
-    cfg = settings.kafka
-    tps = [TopicPartition(topic, p) for p in await partitions_of(cfg, topic)]
-    consumer = cfg.consumer()
-    await cfg.start(consumer)
-    try:
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        while True:
-            batches = await consumer.getmany(timeout_ms=1000)
-            records = [rec for recs in batches.values() for rec in recs]
-            if records and await apply_records(records, registry, pipe, dlq_topic, rules,
-                                               owners):
-                log.info("zone registry updated: %d zones", len(registry))
-    except asyncio.CancelledError:
-        raise
-    finally:
-        await consumer.stop()
+
+    async def apply(records: Sequence[Any]) -> None:
+        if await apply_records(records, registry, pipe, dlq_topic, rules, owners):
+            log.info("zone registry updated: %d zones", len(registry))
+
+    await follow_topic(settings.kafka, settings.topics.zones, apply, from_start=True)
 
 
 async def apply_records(
