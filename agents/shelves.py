@@ -1,6 +1,6 @@
 """The shelves topic's records, as every reader parses them: the notifiers (which hold a
 shelved zone's notifications back, agents/delivery/shelving.py) and the dashboard (which shows
-the shelf on the zone's row and map marker, agents/dashboard/dashboard.py).
+the shelf on the zone's row and map marker, agents/dashboard/board.py).
 
 A record (keyed by zone_id; the newest record of a zone replaces the earlier one)::
 

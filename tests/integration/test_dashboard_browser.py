@@ -28,7 +28,8 @@ from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import WebDriverWait
 
 from agents.config import Settings
-from agents.dashboard.dashboard import Board, build_web_app, dashboard_runner
+from agents.dashboard.board import Board
+from agents.dashboard.handlers import build_web_app, dashboard_runner
 from schemas import Ack, decode_ack, format_ts, load_zones
 from streams.grid import cell_areas
 

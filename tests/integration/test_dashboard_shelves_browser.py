@@ -11,7 +11,7 @@ from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from agents.dashboard.dashboard import apply_records
+from agents.dashboard.follower import apply_records
 from schemas import format_ts
 
 from . import test_dashboard_browser as dash

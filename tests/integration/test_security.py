@@ -287,8 +287,9 @@ def test_worker_dashboard_and_notifier_work_with_their_own_principals(
 
         asyncio.run(integrate())
 
-        # The dashboard's read path (agents/dashboard/dashboard.py follow_topics) as `dashboard`.
-        from agents.dashboard.dashboard import Board, follow_topics  # noqa: PLC0415
+        # The dashboard's read path (agents/dashboard/follower.py follow_topics) as `dashboard`.
+        from agents.dashboard.board import Board  # noqa: PLC0415
+        from agents.dashboard.follower import follow_topics  # noqa: PLC0415
 
         zones = s.load_registry()
         board = Board(zones)

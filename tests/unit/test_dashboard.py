@@ -16,7 +16,10 @@ import pytest_asyncio
 from aiohttp import web
 
 from agents.config import repo_root
-from agents.dashboard.dashboard import Board, apply_records, build_web_app, parse_operators
+from agents.dashboard.board import Board
+from agents.dashboard.dashboard import parse_operators
+from agents.dashboard.follower import apply_records
+from agents.dashboard.handlers import build_web_app
 from schemas import Ack, ConfigError, Thresholds, decode_ack, load_zones
 from streams import MOVING_DEFAULTS
 

@@ -16,7 +16,7 @@ import trustme
 from aiohttp import web
 
 from agents.config import Settings, repo_root
-from agents.dashboard.dashboard import Board, build_web_app, dashboard_runner
+from agents.dashboard.board import Board
 from agents.dashboard.dashboard_auth import (
     COOKIE,
     CSP,
@@ -26,6 +26,7 @@ from agents.dashboard.dashboard_auth import (
     LoginLimiter,
     Sessions,
 )
+from agents.dashboard.handlers import build_web_app, dashboard_runner
 from schemas import ConfigError, load_zones
 
 TOKEN = "t0ken-for-somchai-0123456789"

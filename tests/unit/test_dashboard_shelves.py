@@ -12,7 +12,8 @@ import orjson
 import pytest
 
 from agents.config import repo_root
-from agents.dashboard.dashboard import Board, apply_records
+from agents.dashboard.board import Board
+from agents.dashboard.follower import apply_records
 from agents.metrics import Metrics
 from agents.rejects import InternalRejects
 from schemas import format_ts, load_zones

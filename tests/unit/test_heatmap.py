@@ -10,7 +10,7 @@ import math
 import orjson
 import pytest
 
-from agents.dashboard.dashboard import Board
+from agents.dashboard.board import Board
 from agents.dashboard.heatmap import cell_bounds
 from benchmarks.detection import ZONES_FILE
 from schemas import Zone, load_zones, parse_zone

@@ -91,7 +91,7 @@ def test_agents_subpackages_import_in_allowed_directions_only() -> None:
 
 def test_the_layering_check_sees_a_violation(tmp_path: Path) -> None:
     """The check above can fail: reaches into another subpackage's modules are found."""
-    assert "agents.heartbeat" in agents_imports(REPO / "agents" / "dashboard" / "dashboard.py")
+    assert "agents.heartbeat" in agents_imports(REPO / "agents" / "dashboard" / "follower.py")
     probe = tmp_path / "probe.py"
     probe.write_text("from ..worker import state\nfrom agents.worker.app import build_app\n"
                      "from .. import devtools\n")
