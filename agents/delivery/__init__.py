@@ -3,7 +3,7 @@
 Other packages and the CLI use only what ``__all__`` lists; the modules are private to delivery.
 """
 
-from .channels import run_notify
+from .channel_consumer import run_notify
 from .escalate import run_escalator
 from .mail import EmailNotifier, SmtpConfig
 from .notify import (

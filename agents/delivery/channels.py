@@ -2,18 +2,19 @@
 
 Each channel has a consumer group of its own (``<app id>-notify-<channel>``), a bounded
 priority queue of its own and senders of its own, so a slow or dead receiver holds back no
-other channel (several channels in one process are independent tasks: :func:`run_notify`).
+other channel (several channels in one process are independent tasks:
+:func:`agents.delivery.channel_consumer.run_notify`).
 
 - **At least once, offsets after delivery.** A record's offset counts as finished once its
   alert is delivered, rejected and dead-lettered, given up and dead-lettered, or skipped (not
   routed, a repeat, malformed and dead-lettered). A partition commits the lowest offset it
-  still holds (:class:`OffsetBook`), every second and on stop, so a restart re-reads only
-  the unfinished alerts (and those after them).
-- **Exactly once per (alert_id, seq) and channel.** :class:`Episodes` remembers the
-  idempotency keys (``alert_id:seq``, or ``alert_id:status:ts`` without ``seq``) of every
-  open episode, and of the last ``closed_cap`` resolved ones; an alert taken before (a worker
-  replay publishes identical alerts again), or held now, is skipped. A key counts as taken
-  once its alert is delivered or dead-lettered, not when it is queued.
+  still holds (:class:`agents.delivery.ledger.OffsetBook`), every second and on stop, so a
+  restart re-reads only the unfinished alerts (and those after them).
+- **Exactly once per (alert_id, seq) and channel.** :class:`agents.delivery.ledger.Episodes`
+  remembers the idempotency keys (``alert_id:seq``, or ``alert_id:status:ts`` without
+  ``seq``) of every open episode, and of the last ``closed_cap`` resolved ones; an alert taken
+  before (a worker replay publishes identical alerts again), or held now, is skipped. A key
+  counts as taken once its alert is delivered or dead-lettered, not when it is queued.
 - **Rebalances lose nothing.** A revoked partition's queued alerts are dropped and
   forgotten (:meth:`ChannelRunner.revoke`), so its next reader (another worker, or this one
   when it comes back) delivers them; a send in flight finishes but is not retried here,
@@ -44,6 +45,7 @@ other channel (several channels in one process are independent tasks: :func:`run
   held are read again by the next start.
 """
 
+
 from __future__ import annotations
 
 import asyncio
@@ -51,8 +53,7 @@ import contextlib
 import logging
 import random
 import time
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -64,6 +65,7 @@ from ..kafka_safety import undecodable_info
 from ..logs import ThrottledLog
 from ..shelves import Shelves
 from .channel_queue import ChannelQueue, Job, priority_rank
+from .ledger import TP, Episodes, OffsetBook
 from .notify import (
     Notifier,
     Outcome,
@@ -75,149 +77,21 @@ from .notify import (
     notify_dlq_record,
 )
 from .routing import Receipts
-from .shelving import follow_shelves, holdable, suppressed
+from .shelving import holdable, suppressed
 
 if TYPE_CHECKING:
-    import aiohttp
-
-    from ..config import Settings
     from ..metrics import Metrics
     from ..rejects import InternalRejects
 
 log = logging.getLogger(__name__)
 
-TP = Any  # a partition: aiokafka's TopicPartition, or any hashable in tests
-__all__ = ["ChannelQueue", "ChannelRunner", "Episodes", "Job", "OffsetBook", "priority_rank",
-           "run_notify"]
+__all__ = ["DELAYED_AFTER_S", "GRACE_S", "QUEUE_BOUND", "SENDERS", "ChannelRunner", "DeadLetter"]
 DeadLetter = Callable[[bytes | None, bytes], Awaitable[None]]
 
 QUEUE_BOUND = 1000
 SENDERS = 4
 GRACE_S = 5.0
 DELAYED_AFTER_S = 30.0
-ROUTE_LOOKBACK_S = 24 * 3600.0  # how far back a restart rebuilds the routed episodes
-
-
-class Episodes:
-    """The dedup memory of one channel: the keys taken per open episode, and per recently
-    resolved one (a replay may publish a closed episode again). Bounded: at most
-    ``open_cap`` open and ``closed_cap`` closed episodes, the oldest forgotten first."""
-
-    def __init__(self, open_cap: int = 10_000, closed_cap: int = 10_000) -> None:
-        self.open_cap, self.closed_cap = open_cap, closed_cap
-        self._open: OrderedDict[str, set[str]] = OrderedDict()
-        self._closed: OrderedDict[str, set[str]] = OrderedDict()
-        self.evicted = 0
-
-    def take(self, alert_id: str, key: str, *, resolved: bool) -> bool:
-        """True for an alert not taken before (now remembered), False for a repeat."""
-        if alert_id in self._closed:
-            keys = self._closed[alert_id]
-            if key in keys:
-                return False
-            keys.add(key)
-            return True
-        if alert_id not in self._open:
-            self._open[alert_id] = set()
-        keys = self._open[alert_id]
-        if key in keys:
-            return False
-        keys.add(key)
-        self._open.move_to_end(alert_id)
-        if resolved:
-            self._closed[alert_id] = self._open.pop(alert_id)
-            while len(self._closed) > self.closed_cap:
-                self._closed.popitem(last=False)
-        while len(self._open) > self.open_cap:
-            self._open.popitem(last=False)
-            self.evicted += 1
-        return True
-
-    def seen(self, alert_id: str, key: str) -> bool:
-        """Taken before (delivered or dead-lettered)."""
-        keys = self._closed.get(alert_id)
-        if keys is None:
-            keys = self._open.get(alert_id)
-        return keys is not None and key in keys
-
-    def note(self, alert_id: str, *, resolved: bool) -> None:
-        """An alert of the episode was read: the episode is open, or closed by a
-        resolution (its keys count as taken only once :meth:`take` is called)."""
-        if alert_id in self._closed:
-            return
-        if not resolved:
-            if alert_id not in self._open:
-                self._open[alert_id] = set()
-                while len(self._open) > self.open_cap:
-                    self._open.popitem(last=False)
-                    self.evicted += 1
-            return
-        self._closed[alert_id] = self._open.pop(alert_id, set())
-        while len(self._closed) > self.closed_cap:
-            self._closed.popitem(last=False)
-
-    def is_open(self, alert_id: str) -> bool:
-        return alert_id in self._open
-
-    def __len__(self) -> int:
-        return sum(map(len, self._open.values())) + sum(map(len, self._closed.values()))
-
-    @property
-    def episodes(self) -> int:
-        return len(self._open) + len(self._closed)
-
-
-class OffsetBook:
-    """Per partition: the offsets still held and the next one to read. The offset to commit
-    is the lowest held one, or the next one when nothing is held."""
-
-    def __init__(self) -> None:
-        self._held: dict[TP, set[int]] = {}
-        self._next: dict[TP, int] = {}
-        self._committed: dict[TP, int] = {}
-
-    def take(self, tp: TP, offset: int) -> None:
-        self._held.setdefault(tp, set()).add(offset)
-        self._next[tp] = max(self._next.get(tp, 0), offset + 1)
-
-    def skip(self, tp: TP, offset: int) -> None:
-        """A record finished as soon as it was read."""
-        self._next[tp] = max(self._next.get(tp, 0), offset + 1)
-
-    def untake(self, tp: TP, offset: int) -> None:
-        """A record taken but handed back (stopped before it was queued): it and all after
-        it are to be read again."""
-        held = self._held.get(tp)
-        if held is not None:
-            held.discard(offset)
-        if tp in self._next:
-            self._next[tp] = min(self._next[tp], offset)
-
-    def finish(self, tp: TP, offset: int) -> None:
-        held = self._held.get(tp)
-        if held is not None:
-            held.discard(offset)
-
-    def committable(self, tps: Any = None) -> dict[TP, int]:
-        """Offsets that moved since the last :meth:`committed` (of ``tps``, or all)."""
-        out = {}
-        for tp, nxt in self._next.items():
-            if tps is not None and tp not in tps:
-                continue
-            held = self._held.get(tp)
-            at = min(held) if held else nxt
-            if self._committed.get(tp) != at:
-                out[tp] = at
-        return out
-
-    def committed(self, offsets: Mapping[TP, int]) -> None:
-        self._committed.update(offsets)
-
-    def drop(self, tps: Any) -> None:
-        for tp in tps:
-            self._held.pop(tp, None)
-            self._next.pop(tp, None)
-            self._committed.pop(tp, None)
 
 
 @dataclass
@@ -564,133 +438,3 @@ async def _until(stop: asyncio.Event, work: Coroutine[Any, Any, None]) -> None:
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-
-
-class _Rebalance:
-    """Before partitions go: commit what finished on them and forget them. When they come:
-    read them again from ``lookback_s`` before now up to the committed offset, to rebuild
-    which episodes the channel received (:meth:`ChannelRunner.catch_up`)."""
-
-    def __init__(self, runner: ChannelRunner, consumer: Any,
-                 lookback_s: float = ROUTE_LOOKBACK_S) -> None:
-        self.runner, self.consumer, self.lookback_s = runner, consumer, lookback_s
-
-    async def _catch_up(self, assigned: Any) -> None:
-        since_ms = int((self.runner.wall_clock() - self.lookback_s) * 1000)
-        for tp in sorted(assigned):
-            committed = await self.consumer.committed(tp)
-            if committed is None or committed <= 0:
-                continue  # read from the start anyway
-            found = (await self.consumer.offsets_for_times({tp: since_ms})).get(tp)
-            if found is None or found.offset >= committed:
-                continue
-            self.consumer.seek(tp, found.offset)
-            self.runner.catch_up(tp, committed)
-            log.info("%s: %s/%d: rebuilding the routed episodes from offset %d to %d",
-                     self.runner.channel, tp.topic, tp.partition, found.offset, committed)
-
-    async def on_partitions_revoked(self, revoked: Any) -> None:
-        await self.runner.commit(self.consumer, set(revoked))
-        await self.runner.revoke(revoked)
-
-    async def on_partitions_assigned(self, assigned: Any) -> None:
-        try:
-            await self._catch_up(assigned)
-        except Exception as exc:  # without it the level rule alone routes resolutions
-            log.warning("%s: could not rebuild the routed episodes (%s): resolutions of "
-                        "episodes that stepped down before the restart may be missed",
-                        self.runner.channel, exc)
-        log.info("%s: consuming %s", self.runner.channel,
-                 ", ".join(f"{tp.topic}/{tp.partition}" for tp in sorted(assigned)))
-
-
-async def run_notify(
-    settings: Settings,
-    notifier_factory: Callable[[aiohttp.ClientSession], Notifier],
-    channel: str,
-    route: Route,
-    policy: RetryPolicy,
-    stop: asyncio.Event,
-    *,
-    queue_bound: int = QUEUE_BOUND,
-    senders: int = SENDERS,
-    grace_s: float = GRACE_S,
-    delayed_after_s: float = DELAYED_AFTER_S,
-    on_runner: Callable[[ChannelRunner], None] | None = None,
-    route_lookback_s: float = ROUTE_LOOKBACK_S,
-) -> None:
-    """Deliver the alerts topic to one channel (group ``<app_id>-notify-<channel>``) until
-    ``stop``. Several calls in one event loop are independent channels."""
-    import aiohttp  # noqa: PLC0415
-    from aiokafka import ConsumerRebalanceListener  # noqa: PLC0415
-
-    from ..kafka import KafkaUnreachable  # noqa: PLC0415
-    from ..metrics import Metrics  # noqa: PLC0415
-    from ..rejects import InternalRejects  # noqa: PLC0415
-
-    cfg = settings.kafka
-    group = f"{settings.app_id}-notify-{channel}"
-    session_ms = round(settings.session_timeout_s * 1000)
-    outage = ThrottledLog(log)
-
-    async def started(make: Callable[[], Any]) -> Any:
-        """A started client, retried (a new one each time) until Kafka answers or stop."""
-        while not stop.is_set():
-            client = make()
-            try:
-                await cfg.start(client)
-                return client
-            except KafkaUnreachable as exc:
-                outage.note("notify %s: %s; retrying", channel, exc)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(2.0):
-                    await stop.wait()
-        return None
-
-    consumer = await started(lambda: cfg.consumer(
-        group_id=group, auto_offset_reset="earliest", session_timeout_ms=session_ms,
-        heartbeat_interval_ms=max(100, session_ms // 3)))
-    producer = await started(cfg.producer) if consumer is not None else None
-    metrics = Metrics()
-    try:
-        if consumer is None or producer is None:
-            return
-
-        async def dead_letter(key: bytes | None, value: bytes) -> None:
-            await producer.send_and_wait(settings.topics.notify_dlq, key=key, value=value)
-
-        async with aiohttp.ClientSession() as session:
-            runner = ChannelRunner(notifier_factory(session), route, policy, dead_letter,
-                                   metrics, InternalRejects.of(f"notify-{channel}", metrics,
-                                                               log),
-                                   queue_bound=queue_bound, senders=senders,
-                                   delayed_after_s=delayed_after_s, shelves=Shelves())
-            assert runner.shelves is not None
-            shelf_stop, shelves_read = asyncio.Event(), asyncio.Event()
-            follower = asyncio.create_task(follow_shelves(
-                cfg, settings.topics.shelves, runner.shelves, shelf_stop, shelves_read,
-                rejects=runner.rejects))
-            with contextlib.suppress(TimeoutError):  # a slow topic holds back no alert long
-                async with asyncio.timeout(10.0):
-                    await shelves_read.wait()
-            if on_runner is not None:
-                on_runner(runner)
-
-            class Listener(_Rebalance, ConsumerRebalanceListener):  # type: ignore[misc]
-                pass
-
-            consumer.subscribe([settings.topics.alerts], listener=Listener(runner, consumer,
-                                                                      route_lookback_s))
-            log.info("notify %s: reading %s as group %s", channel, settings.topics.alerts,
-                     group)
-            try:
-                await runner.serve(consumer, stop, grace_s=grace_s)
-            finally:
-                shelf_stop.set()
-                with contextlib.suppress(Exception):
-                    await follower
-    finally:
-        for client in (consumer, producer):
-            if client is not None:
-                with contextlib.suppress(Exception):
-                    await client.stop()

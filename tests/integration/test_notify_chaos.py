@@ -22,7 +22,8 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from agents.delivery.channels import ChannelRunner, run_notify
+from agents.delivery.channel_consumer import run_notify
+from agents.delivery.channels import ChannelRunner
 from agents.delivery.notify import (
     MemoryNotifier,
     Notifier,

@@ -11,7 +11,8 @@ from typing import Any
 
 import orjson
 
-from agents.delivery.channels import ChannelRunner, run_notify
+from agents.delivery.channel_consumer import run_notify
+from agents.delivery.channels import ChannelRunner
 from agents.delivery.notify import MemoryNotifier, RetryPolicy, Route
 from agents.topics import create_topics, topic_specs
 

@@ -14,7 +14,8 @@ import pytest
 
 from agents.cli import build_parser, cmd_shelve, cmd_shelves
 from agents.config import Settings
-from agents.delivery.channels import ChannelRunner, run_notify
+from agents.delivery.channel_consumer import run_notify
+from agents.delivery.channels import ChannelRunner
 from agents.delivery.notify import MemoryNotifier, RetryPolicy, Route
 from agents.topics import create_topics, topic_specs
 

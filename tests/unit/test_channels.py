@@ -15,7 +15,9 @@ from typing import Any, NamedTuple
 import orjson
 import pytest
 
-from agents.delivery.channels import ChannelQueue, ChannelRunner, Episodes, Job, OffsetBook
+from agents.delivery.channel_queue import ChannelQueue, Job
+from agents.delivery.channels import ChannelRunner
+from agents.delivery.ledger import Episodes, OffsetBook
 from agents.delivery.notify import (
     MemoryNotifier,
     Outcome,
@@ -395,7 +397,7 @@ THREE = [orjson.dumps(alert(n, zone=f"z{n}")) for n in range(3)]
 
 
 async def revoke(r: ChannelRunner, consumer: GroupMember, tp: Any) -> None:
-    from agents.delivery.channels import _Rebalance  # noqa: PLC0415
+    from agents.delivery.channel_consumer import _Rebalance  # noqa: PLC0415
 
     await _Rebalance(r, consumer).on_partitions_revoked({tp})
     consumer.owned.discard(tp)
