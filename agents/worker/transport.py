@@ -29,6 +29,8 @@ from typing import Any, NamedTuple
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
+from streams.pipeline import Consumed, SourceMessage
+
 
 class RecordBatch(list[Any]):
     """The records of one partition from one fetch (aiokafka ``ConsumerRecord`` objects)."""
@@ -123,3 +125,21 @@ class IdempotentApp(faust.App):
 
 class BatchingTransport(Transport):
     Consumer = BatchingConsumer
+
+
+def sources_of(event: Any) -> Sequence[Consumed]:
+    """The messages one faust event carries: a whole fetch (its aiokafka records, as they
+    are) or one message."""
+    value = event.value
+    if isinstance(value, RecordBatch):
+        return value
+    return [source_of(event)]
+
+
+def source_of(event: Any) -> SourceMessage:
+    m = event.message
+    ts = m.timestamp
+    return SourceMessage(
+        m.topic, m.partition, m.offset, None if ts is None else round(ts * 1000), m.key,
+        m.value, tuple(m.headers or ()),
+    )

@@ -10,8 +10,8 @@ them). The protocol, all of it in this class:
    reports, snapshots and revokes. A snapshot can never see a batch whose outputs are not
    queued, nor an offset that moved without its outputs.
 2. **Every send is tracked.** Publishing returns the delivery futures
-   (``agents/worker/publish.py``); :class:`Deliveries` keeps them. Too many pending: the next
-   batch first awaits them (back-pressure).
+   (``agents/worker/publish.py``); :class:`Deliveries` (``agents/worker/deliveries.py``) keeps
+   them. Too many pending: the next batch first awaits them (back-pressure).
 3. **Snapshot only what the broker acknowledged.** Before a snapshot every pending delivery is
    awaited. A failed one is sent again with backoff, ``attempts`` times in all; if it still
    fails the worker logs one error line and exits with :data:`DELIVERY_FAILED_EXIT`, never
@@ -39,18 +39,19 @@ from faust.types import TP
 from schemas import Kind, parse_ts
 from streams import BEYOND_DENSITY_REASONS
 from streams.lanes import Direct, Lanes
-from streams.pipeline import Consumed, Outputs, OutRecord, Pipeline, SourceMessage
+from streams.pipeline import Consumed, Outputs, OutRecord, Pipeline
 
 from ..config import Settings
 from ..heartbeat import HeartbeatSnapshot
 from ..logs import ThrottledLog
 from ..metrics import Metrics
+from .deliveries import Deliveries, DeliveryFailed
 from .flights import RouteFlights
 from .neighbours import StaleNeighbours
 from .publish import BatchPublisher, RoutedSent, Sent
 from .router import RouteError, ZoneRouter, committed_offsets, router_start_offsets
 from .state import Lineage, Send, Snapshot, read_snapshots, start_offsets, write_snapshots
-from .transport import RecordBatch
+from .transport import source_of, sources_of
 
 log = logging.getLogger(__name__)
 
@@ -62,93 +63,6 @@ snapshot within this long (README "Guarantees")."""
 
 
 SENSOR_KINDS = frozenset(k.wire for k in Kind)
-
-
-class DeliveryFailed(Exception):
-    """An output was not acknowledged by the broker after every attempt."""
-
-
-class Deliveries:
-    """The delivery futures of published outputs not yet known to be acknowledged.
-
-    ``resend`` sends a failed delivery's records again and returns their new futures.
-    ``max_pending`` bounds the futures kept: :meth:`add` beyond it awaits them all first."""
-
-    def __init__(
-        self, resend: Callable[[Sent], Awaitable[list[Sent]]], *, max_pending: int = 4096,
-        attempts: int = 5, backoff_s: float = 0.5, max_backoff_s: float = 8.0,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    ) -> None:
-        self._resend = resend
-        self.max_pending = max_pending
-        self.attempts = attempts
-        self.backoff_s = backoff_s
-        self.max_backoff_s = max_backoff_s
-        self.sleep = sleep
-        self.pending: list[Sent] = []
-        self.retries = 0  # deliveries sent again so far
-
-    def __len__(self) -> int:
-        return len(self.pending)
-
-    def delay(self, attempt: int) -> float:
-        """The pause after failed attempt ``attempt`` (1, 2, ...): doubling, capped."""
-        return float(min(self.backoff_s * 2 ** (attempt - 1), self.max_backoff_s))
-
-    async def add(self, sent: Iterable[Sent]) -> None:
-        self.pending.extend(sent)
-        if len(self.pending) > self.max_pending:
-            await self.settle()
-
-    async def settle(self) -> None:
-        """Return once every pending delivery is acknowledged; retry failed ones with
-        backoff; raise :class:`DeliveryFailed` if one still fails after ``attempts``."""
-        todo, self.pending = self.pending, []
-        attempt = 1
-        while todo:
-            results = await asyncio.gather(*(s.future for s in todo), return_exceptions=True)
-            failed = [(s, r) for s, r in zip(todo, results, strict=True)
-                      if isinstance(r, BaseException)]
-            for _, r in failed:
-                if isinstance(r, asyncio.CancelledError):
-                    self.pending = [s for s, _ in failed] + self.pending
-                    raise r
-            if not failed:
-                return
-            first = failed[0]
-            if attempt >= self.attempts:
-                self.pending = [s for s, _ in failed] + self.pending
-                raise DeliveryFailed(
-                    f"{len(failed)} deliveries to {first[0].topic} failed {attempt} times; "
-                    f"last error: {type(first[1]).__name__}: {first[1]}")
-            delay = self.delay(attempt)
-            log.warning("%d deliveries to %s failed (%s: %s); sending them again in %.1f s "
-                        "(attempt %d of %d)", len(failed), first[0].topic,
-                        type(first[1]).__name__, first[1], delay, attempt + 1, self.attempts)
-            await self.sleep(delay)
-            todo = []
-            for s, _ in failed:
-                todo += await self._resend(s)
-                self.retries += 1
-            attempt += 1
-
-
-def sources_of(event: Any) -> Sequence[Consumed]:
-    """The messages one faust event carries: a whole fetch (its aiokafka records, as they
-    are) or one message."""
-    value = event.value
-    if isinstance(value, RecordBatch):
-        return value
-    return [source_of(event)]
-
-
-def source_of(event: Any) -> SourceMessage:
-    m = event.message
-    ts = m.timestamp
-    return SourceMessage(
-        m.topic, m.partition, m.offset, None if ts is None else round(ts * 1000), m.key,
-        m.value, tuple(m.headers or ()),
-    )
 
 
 class Worker:

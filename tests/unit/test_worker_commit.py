@@ -22,11 +22,12 @@ from faust.types import TP
 
 from agents.config import Settings
 from agents.metrics import Metrics
+from agents.worker.deliveries import Deliveries, DeliveryFailed
 from agents.worker.publish import RoutedSent
 from agents.worker.router import RouteError
 from agents.worker.state import Lineage
 from agents.worker.transport import RecordBatch
-from agents.worker.worker import DELIVERY_FAILED_EXIT, Deliveries, DeliveryFailed, Worker
+from agents.worker.worker import DELIVERY_FAILED_EXIT, Worker
 from streams import WindowedDensityEngine
 from streams.kernels import ZI_PART
 from streams.lanes import WIDTH as LANE_WIDTH
