@@ -21,6 +21,8 @@ from typing import Any, Protocol
 
 from schemas import Kind, Zone
 
+__all__ = ["Counting", "Link", "LinkSims", "resolve_links"]
+
 Target = Callable[[float], float]
 
 
