@@ -18,6 +18,12 @@ the lead is the one over the density alarm alone.
   spill's start less 10 minutes; also each one's delay after the truth's elevated crossing;
 - **episodes per true spill**: the spill-over episodes raised in the receiving zone from
   that neighbour (from the spill's start less 10 minutes): one spill should be one episode;
+- **seen by the rule**: the first window (from the spill's start less 10 minutes) in which
+  the spill-over rule names that neighbour, and the shortest ETA to critical it gives for it
+  before the zone's density alarm (off): the rule replayed on the run's density records
+  (:func:`rule_trace`, as the alert tracker feeds it). A spill the rule sees whose ETA stays
+  beyond the 600 s horizon raises no alert (a large zone that a small neighbour cannot
+  fill in minutes: the bridge into the 40,000 m² grounds);
 - **false spill-overs**: alerts with ``reason: spillover`` that no true spill explains
   (another zone, another neighbour, or before the spill's start less 10 minutes), over every
   scenario x seed; and spill-over episodes (raised by it) in zones whose truth never reaches
@@ -30,6 +36,7 @@ is the same as with it off (the rule gives no ETA), so the runs would be equal.
 from __future__ import annotations
 
 import dataclasses
+import math
 import statistics
 import sys
 import time
@@ -39,7 +46,11 @@ from typing import Any
 
 from agents.config import Settings
 from agents.devtools.simulator import SCENARIOS, simulate
-from schemas import load_zones, parse_ts
+from schemas import Zone, load_zones, parse_ts
+from streams.alarm import AlarmConfig
+from streams.engine import DensityUpdate
+from streams.levels import resolve_thresholds
+from streams.spillover import Spill, SpillConfig, SpillWatch, density_from_record
 
 from .detection import (
     LOOKBACK_MS,
@@ -63,6 +74,8 @@ class Lead:
     spill_alert_ms: int | None  # first reason: spillover alert (on)
     density_alert_ms: int | None  # first elevated+ alert with the spill-over off
     episodes: int = 0  # spill-over episodes (on) of this zone from this neighbour (ideally 1)
+    seen_ms: int | None = None  # first window the rule names this neighbour (on)
+    seen_eta_s: float | None = None  # its shortest ETA for it before the density alarm
 
     @property
     def lead_s(self) -> float | None:
@@ -92,6 +105,45 @@ def _episodes(run: Run, zone: str, neighbour: str, since_ms: int) -> int:
     return sum(1 for t, a in run.alerts if a["zone_id"] == zone and t >= since_ms
                and a["reason"] == "spillover" and a["status"] == "raised"
                and (a.get("spillover") or {}).get("neighbour") == neighbour)
+
+
+def rule_trace(run: Run, zones: Sequence[Zone], zone_id: str, alarm: AlarmConfig
+               ) -> list[tuple[int, Spill | None]]:
+    """The spill-over rule's verdict on each of ``zone_id``'s density windows, replayed on
+    the run's density records in their order: each neighbour's newest record (density not
+    null) that ends before the window, as the alert tracker feeds the rule."""
+    by_id = {z.zone_id: z for z in zones}
+    zone = by_id[zone_id]
+    elevated = {n.zone_id: resolve_thresholds(by_id[n.zone_id].crowd,
+                                              by_id[n.zone_id].thresholds).elevated
+                for n in zone.neighbours if n.zone_id in by_id}
+    critical = resolve_thresholds(zone.crowd, zone.thresholds).critical
+    watch = SpillWatch(SpillConfig(enabled=alarm.spillover, on_delay_s=alarm.on_delay_s))
+    recent: dict[str, list[DensityUpdate]] = {}
+    out: list[tuple[int, Spill | None]] = []
+    for doc in run.density:
+        u = density_from_record(doc)
+        if u is None:
+            continue
+        if u.zone_id in elevated and not math.isnan(u.density):
+            recent.setdefault(u.zone_id, []).append(u)
+        if u.zone_id != zone_id:
+            continue
+        nbs = {n: (next((r for r in reversed(recent.get(n, []))
+                         if r.window_end_ms < u.window_end_ms), None), el)
+               for n, el in elevated.items()}
+        out.append((u.window_end_ms, watch.assess(zone, u, critical, nbs)))
+    return out
+
+
+def _seen(trace: list[tuple[int, Spill | None]], neighbour: str, since_ms: int,
+          until_ms: int | None) -> tuple[int | None, float | None]:
+    """The first window from ``since_ms`` naming ``neighbour``, and the shortest ETA for it
+    before ``until_ms`` (None: to the end)."""
+    named = [(t, sp.eta_s) for t, sp in trace if sp is not None and sp.neighbour == neighbour
+             and t >= since_ms]
+    before = [eta for t, eta in named if until_ms is None or t <= until_ms]
+    return (named[0][0] if named else None), (min(before) if before else None)
 
 
 def _score_false(name: str, seed: int, truth: dict[str, Any], run: Run, into: Result) -> None:
@@ -137,13 +189,16 @@ def measure(scenarios: Sequence[str], seeds: Sequence[int], progress: bool = Fal
                 for s in spills:
                     zid, since = s["zone_id"], s["start_ms"] - LOOKBACK_MS
                     eps = out.truth["zones"][zid]["episodes"]["elevated"]
+                    density_ms = _first(run_off, zid, since)
+                    seen_ms, seen_eta = _seen(rule_trace(run_on, zones, zid, on),
+                                              s["neighbour"], since, density_ms)
                     res.leads.append(Lead(
                         name, seed, zid, s["neighbour"], s["start_ms"],
                         next((e["start_ms"] for e in eps if e["start_ms"] >= s["start_ms"]),
                              None),
                         _first(run_on, zid, since, reason="spillover"),
-                        _first(run_off, zid, since),
-                        _episodes(run_on, zid, s["neighbour"], since)))
+                        density_ms,
+                        _episodes(run_on, zid, s["neighbour"], since), seen_ms, seen_eta))
             if progress:
                 print(f"lead_spillover: {name} seed {seed}: {time.monotonic() - t0:.1f} s",
                       file=sys.stderr, flush=True)
@@ -158,16 +213,20 @@ def report(res: Result, scenarios: Sequence[str], seeds: Sequence[int]) -> str:
     lines = [f"Spill-over lead ({', '.join(scenarios)}; seeds {', '.join(map(str, seeds))}; "
              f"{res.runs} runs)", "",
              "| scenario | seed | zone <- neighbour | spill-over alert | density alarm (off) "
-             "| lead, s | episodes |", "|---|---|---|---|---|---|---|"]
+             "| lead, s | episodes | rule sees it | shortest ETA, s |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for ld in res.leads:
         ref = ld.truth_elevated_ms
         lines.append(f"| {ld.scenario} | {ld.seed} | {ld.zone} <- {ld.neighbour} | "
                      f"{_s(ld.spill_alert_ms, ref)} | {_s(ld.density_alert_ms, ref)} | "
                      f"{'missed' if ld.lead_s is None else f'{ld.lead_s:+.0f}'} | "
-                     f"{ld.episodes} |")
+                     f"{ld.episodes} | {_s(ld.seen_ms, ref)} | "
+                     f"{'-' if ld.seen_eta_s is None else f'{ld.seen_eta_s:.0f}'} |")
     leads = [x for ld in res.leads if (x := ld.lead_s) is not None]
     lines += ["", "Times are seconds after the truth's elevated crossing of the receiving "
-              "zone (negative: before it).", "",
+              "zone (negative: before it). Rule sees it: the first window in which the "
+              "spill-over rule names the neighbour; shortest ETA: to critical, before the "
+              "density alarm (an alert needs it within the 600 s horizon).", "",
               f"- median lead: {statistics.median(leads):+.0f} s (min {min(leads):+.0f}, "
               f"max {max(leads):+.0f}) over {len(leads)} of {len(res.leads)} spills"
               if leads else "- no lead measured",

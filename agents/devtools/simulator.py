@@ -9,7 +9,12 @@ The model, per zone and per second of scenario time:
   with an outflow that changes over time (a door that jams); a zone's *turnover* is the share
   of its people who leave each second on an even day (1 %, unless the scenario sets it); a
   *counter-stream* (people per second each way) walks through the zone in both directions,
-  past its line counters, without changing its occupancy;
+  past its line counters, without changing its occupancy; a *link* (:class:`Link`) walks
+  people from one zone into its neighbour through a shared line counter: a share of the
+  source's departures cross into the receiving zone (and a share of the receiving zone's
+  departures cross back), one second later they are arrivals of the other zone, and that
+  counter counts exactly them (entries: into the receiving zone, exits: back), while the
+  zones' other line counters count the rest of their flow;
 - **sensors** read that truth with what real ones do (``docs/domain.md`` section 2):
   cameras count the people in their view with ±5 % noise and a fixed coverage error per
   camera; line counters report true entries/exits since their previous reading, with a
@@ -23,7 +28,9 @@ The model, per zone and per second of scenario time:
 - **ground truth**: the true density per zone every 5 s, and for each level the episodes
   when the truth was at or above it (start, end, peak), to score detection; and the episodes
   of each indicator beyond density (``streams/indicators_flow.py``) computed on the true
-  counts (``indicator_truth``). Every line counter of a zone counts the zone's whole flow.
+  counts (``indicator_truth``). Every line counter of a zone counts the zone's whole flow,
+  less the people who cross a link's counter (which counts only them); the truth lists each
+  link's true crossings (``links``).
 
 Everything comes from one seeded ``random.Random``: the same scenario and seed give the same
 bytes.
@@ -46,6 +53,7 @@ from streams.messages import BANGKOK
 
 from .grid_sim import Pocket, grid_sims
 from .indicator_truth import indicator_truth
+from .links import Link, LinkSims, resolve_links
 
 if TYPE_CHECKING:
     from ..kafka import KafkaTarget
@@ -110,6 +118,7 @@ class Scenario:
     choke: dict[str, Target] = field(default_factory=dict)  # zone -> outflow cap, people/s
     turnover: dict[str, float] = field(default_factory=dict)  # zone -> share leaving per s
     counter: dict[str, Target] = field(default_factory=dict)  # zone -> people/s each way
+    links: tuple[Link, ...] = ()  # crossings between adjacent zones (links.py)
     # Ground truth of spill-overs: (receiving zone, neighbour, t of the spill's start, s).
     spills: tuple[tuple[str, str, float], ...] = ()
 
@@ -179,20 +188,26 @@ SCENARIOS: dict[str, Scenario] = {
                "night-bazaar": evening(0.5, 0.2, 3600)},
         turnover={"walking-street": 0.0005},
         counter={"walking-street": plateau(0.0, 3.0, 1200, 300, 1500, 300)}),
-    # The bridge fills with fair visitors from the Wang Chan Rd parking and spills towards the
-    # temple: the grounds fill, and their crowd presses into the vihara through its door,
-    # faster and faster (docs/domain.md sections 5 and 6).
+    # The fair opens: the grounds fill from their north gate and over Naresuan Bridge, which
+    # fills with visitors from the Wang Chan Rd parking and spills towards the temple through
+    # the grounds' south gate (a link: wy-gate-south counts exactly those crossings); then the
+    # grounds' crowd presses into the vihara through its door, faster and faster
+    # (docs/domain.md sections 5 and 6). The bridge alone cannot fill the 40,000 m² grounds:
+    # at its peak about 16 persons a second cross into them, +0.024 p/m² a minute, a third
+    # of their fill (+0.07); the rest comes in by the north gate. The grounds open nearly
+    # empty, so their line counters (which know only what crossed since the start) read true.
     "spillover": Scenario(
-        "spillover", "Fair night: the bridge and the grounds spill into the vihara",
-        _bkk(2026, 2, 17, 19), 2700,
+        "spillover", "Fair night: the bridge spills into the grounds, the grounds into the "
+        "vihara", _bkk(2026, 2, 17, 18, 30), 2700,
         {"naresuan-bridge": plateau(0.6, 1.9, 120, 600, 900, 600),
-         "wat-yai-grounds": plateau(0.4, 1.3, 240, 900, 900, 600),
+         "wat-yai-grounds": plateau(0.02, 1.4, 120, 1200, 900, 1200),
          "wat-yai-vihara": surge(1.2, 5.6, 900, 720, 300, 600),
          "station-forecourt": evening(0.7, 0.2, 2700)},
-        # The grounds fill from the bridge too, but the model's line counters count a zone's
-        # whole turnover at every gate, so no counter shows the bridge's share: that spill
-        # is not one the sensors can see, and is not in the truth.
-        spills=(("wat-yai-vihara", "wat-yai-grounds", 900.0),)),
+        turnover={"wat-yai-grounds": 0.0005},  # fair visitors stay about half an hour
+        links=(Link("naresuan-bridge", "wat-yai-grounds", "wy-gate-south",
+                    plateau(0.3, 0.6, 120, 600, 900, 600), lambda t: 0.3),),
+        spills=(("wat-yai-grounds", "naresuan-bridge", 120.0),
+                ("wat-yai-vihara", "wat-yai-grounds", 900.0))),
 }
 
 REPORT_TEXT = {
@@ -261,10 +276,14 @@ def simulate(scenario: Scenario, zones: list[Zone], *, seed: int = 1,
     # True flows per 5 s, summed over the zone's counters' view: (entries, exits).
     flows: dict[str, list[tuple[int, int]]] = {z.zone_id: [] for z in active}
     acc_flow = {z.zone_id: [0, 0] for z in active}
+    links = LinkSims(resolve_links(scenario.links, active, sensors), rng, _binomial)
+    link_counters = links.counters
     events: list[tuple[int, bytes, bytes]] = []
     reports: list[tuple[int, bytes, bytes]] = []
     pending: dict[str, list[dict[str, Any]]] = {z.zone_id: [] for z in active}
     report_seq = 0
+    left: dict[str, int] = {}  # per zone, this second's departures not yet over a link
+    moves: dict[str, tuple[int, int]] = {}  # per zone, this second's (arrivals, departures)
     for t in range(scenario.duration_s + 1):
         now_ms = t0_ms + t * 1000
         for z in active:
@@ -284,23 +303,16 @@ def simulate(scenario: Scenario, zones: list[Zone], *, seed: int = 1,
             choke = scenario.choke.get(zid)
             if choke is not None and math.isfinite(limit := choke(t)):
                 departures = min(departures, _poisson(rng, limit))
+            # Those who crossed a link into the zone last second are among its arrivals.
+            arrivals = max(arrivals, links.arriving.get(zid, 0))
             occ[zid] = max(0.0, cur + arrivals - departures)
+            left[zid] = departures
             counter = scenario.counter.get(zid)
             if counter is not None:  # walks through both ways: counted, occupancy unchanged
                 passing = _poisson(rng, counter(t))
                 arrivals += passing
                 departures += passing
-            acc = acc_flow[zid]
-            acc[0] += arrivals
-            acc[1] += departures
-            for s in sensors:
-                if s.zone is z and s.kind is Kind.LINE_COUNT:
-                    s.entries_acc += arrivals
-                    s.exits_acc += departures
-            if t % 5 == 0:
-                truth_series[zid].append((now_ms, occ[zid] / z.area_m2))
-                flows[zid].append((acc[0], acc[1]))
-                acc[0] = acc[1] = 0
+            moves[zid] = (arrivals, departures)
             density = occ[zid] / z.area_m2
             # Human reports, Poisson in the density over the level where people notice.
             if density > 3.0 and rng.random() < (density - 3.0) * 0.004:
@@ -309,6 +321,26 @@ def simulate(scenario: Scenario, zones: list[Zone], *, seed: int = 1,
             if cap is not None and density > 6.5 and rng.random() < 0.01:
                 report_seq += 1
                 reports.append(_report(rng, report_seq, z, "crush", now_ms))
+        # Link crossings: shares of this second's departures, arrivals of the other zone in
+        # the next; the link's counter counts them, the zones' other counters the rest.
+        via_in, via_out = links.step(t, now_ms, left)
+        for z in active:
+            zid = z.zone_id
+            arrivals, departures = moves[zid]
+            acc = acc_flow[zid]
+            acc[0] += arrivals
+            acc[1] += departures
+            rest_in = arrivals - via_in.get(zid, 0)
+            rest_out = departures - via_out.get(zid, 0)
+            for s in sensors:
+                if (s.zone is z and s.kind is Kind.LINE_COUNT
+                        and s.sensor_id not in link_counters):
+                    s.entries_acc += rest_in
+                    s.exits_acc += rest_out
+            if t % 5 == 0:
+                truth_series[zid].append((now_ms, occ[zid] / z.area_m2))
+                flows[zid].append((acc[0], acc[1]))
+                acc[0] = acc[1] = 0
         for s in sensors:
             if (t - s.phase_s) % s.interval_s or t < s.phase_s:
                 continue
@@ -344,6 +376,7 @@ def simulate(scenario: Scenario, zones: list[Zone], *, seed: int = 1,
     events.sort(key=lambda d: d[0])
     reports.sort(key=lambda d: d[0])
     truth = _truth(scenario, active, truth_series)
+    truth["links"] = links.truth()
     for g in grids:
         truth["zones"][g.zone.zone_id]["hot"] = g.truth()
     for z in active:
