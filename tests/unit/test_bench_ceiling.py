@@ -155,3 +155,20 @@ def test_io_ceiling_produces_every_planned_record_once_on_its_partition(mode: st
     assert got == sorted(("t", r.partition, r.key, r.value) for r in recs)
     names = {t for t, *_ in FakeProducer.sent}
     assert len(names) == 2  # a topic of its own per captured topic
+
+
+def test_report_has_the_ratio_to_the_io_ceiling_for_both_shapes() -> None:
+    from types import SimpleNamespace  # noqa: PLC0415
+
+    from benchmarks.__main__ import Results  # noqa: PLC0415
+    from benchmarks.report import ratio_rows  # noqa: PLC0415
+
+    res = Results()
+    for system, single, batch in (("ceiling", 100.0, 400.0), ("io-ceiling", 40.0, 80.0),
+                                  ("safetour", 10.0, 60.0)):
+        res.add(system, "single", single)
+        res.add(system, "batch100", batch)
+    rows = dict(ratio_rows(SimpleNamespace(res=res)))  # type: ignore[arg-type]
+    assert rows["safetour / I/O ceiling"] == ["0.25x", "0.75x"]
+    assert rows["safetour / ceiling"] == ["0.10x", "0.15x"]
+    assert "safetour / faust-native" not in rows  # not run: no row
