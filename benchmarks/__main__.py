@@ -242,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
         a.systems = [s for s in a.systems if s not in PEERS]
     if "io-ceiling" in a.systems and "safetour" not in a.systems:
         p.error("--systems: io-ceiling needs safetour")
+    if "safetour" not in a.systems and not a.skip_extras:
+        p.error("the latency run is paced at half of safetour's rate: add safetour to "
+                "--systems, or --skip-extras")
     if a.smoke:
         a.reps, a.readings, a.timeout, a.peer_timeout = 1, 20_000, 60, 12
         a.scale_readings = 10_000
