@@ -1,10 +1,13 @@
 """``python -m benchmarks`` (``make bench``): safetour against the ceiling and its peers.
 
     python -m benchmarks [--smoke] [--reps 3] [--readings 400000] [--skip-peers]
+                         [--systems ceiling,safetour,io-ceiling] [--skip-extras]
 
 In one run on the embedded Apache Kafka: pre-produce the simulator's readings (single-reading
 messages and gateway batches of 100), then for each repetition measure the ceiling (raw
-aiokafka + orjson), safetour's worker, faust-native and quixstreams on the same topics; then
+aiokafka + orjson), safetour's worker, the I/O ceiling (the ceiling producing the very records
+that safetour run produced, ``benchmarks/ceiling_io.py``), faust-native and quixstreams on the
+same topics; then
 latency at half of safetour's rate, memory and cost per reading at 100, 10,000 and 100,000
 zones, and recovery after kill -9 with 10,000 zones. Writes ``benchmarks/RESULTS.md`` (with
 ``--smoke``: ``.safetour/bench/RESULTS-smoke.md``) and PNG plots beside it. ``--smoke`` is a
@@ -33,9 +36,10 @@ from agents.config import Settings
 from agents.devtools import EmbeddedBroker
 from agents.processes import stop_process
 
-from . import data, e2e
+from . import ceiling_io, data, e2e
 
-SYSTEMS = ("ceiling", "safetour", "faust-native", "quixstreams")
+SYSTEMS = ("ceiling", "io-ceiling", "safetour", "faust-native", "quixstreams")
+PEERS = ("faust-native", "quixstreams")
 SHAPES = ("single", "batch100")
 
 
@@ -73,6 +77,7 @@ class Bench:
         self.bootstrap = ""
         self.grace_ms = 10_000
         self.res = Results()
+        self.captured = ceiling_io.Planned([], [], {})
 
     # -- data --------------------------------------------------------------------------------
     def dataset(self, zones: int, readings: int, tag: str) -> tuple[data.Dataset, dict[str, str],
@@ -95,8 +100,10 @@ class Bench:
         return readings / seconds
 
     def safetour(self, topic: str, ds: data.Dataset, registry: Path, *, timeout_s: float,
-                 label: str, shape: str = "single", **env: str
+                 label: str, shape: str = "single", capture: bool = False, **env: str
                  ) -> tuple[float, float, e2e.Outputs]:
+        """safetour's rate; with ``capture``, what it produced is kept in ``self.captured``
+        (``ceiling_io.plan``) for the I/O ceiling."""
         wenv = e2e.safetour_env(self.bootstrap, topic, registry, self.state, **env)
         w = asyncio.run(e2e.start_safetour(self.bootstrap, wenv, self.state / f"{label}.log"))
         try:
@@ -105,8 +112,18 @@ class Bench:
             rss = e2e.peak_rss_mb(w.proc.pid)
         finally:
             w.stop()
-        rate = outs.rate(e2e.Progress.of(ds.ts_of(shape), self.grace_ms), len(ds.readings))
-        return rate, rss, outs
+        progress = e2e.Progress.of(ds.ts_of(shape), self.grace_ms)
+        if capture:
+            t = Settings.from_env(w.env).topics
+            records, parts = asyncio.run(ceiling_io.capture(
+                self.bootstrap, [t.density, t.alerts, t.alerts_cap, t.dlq]))
+            self.captured = ceiling_io.plan(records, progress, len(ds.readings), parts)
+        return outs.rate(progress, len(ds.readings)), rss, outs
+
+    def io_ceiling(self, topic: str, messages: int) -> float:
+        readings, seconds, _ = asyncio.run(ceiling_io.io_ceiling(
+            self.bootstrap, topic, messages, self.captured, mode=self.args.io_mode))
+        return readings / seconds
 
     def peer(self, system: str, topic: str, ds: data.Dataset, registry: Path, shape: str,
              *, timeout_s: float) -> tuple[float, float]:
@@ -137,20 +154,31 @@ class Bench:
     def throughput(self) -> None:
         a = self.args
         ds, topics, registry = self.dataset(a.zones, a.readings, "main")
+        on = set(a.systems)
         for rep in range(1, a.reps + 1):
             for shape in SHAPES:
                 n_msgs = len(ds.single) if shape == "single" else len(ds.batch100)
-                c = self.ceiling(topics[shape], n_msgs)
-                self.res.add("ceiling", shape, c)
-                say(f"rep {rep} {shape}: ceiling {c:,.0f} readings/s")
-                s, rss, outs = self.safetour(topics[shape], ds, registry, label=f"st-{shape}",
-                                             timeout_s=a.timeout, shape=shape)
-                self.res.add("safetour", shape, s, rss)
-                say(f"rep {rep} {shape}: safetour {s:,.0f} readings/s "
-                    f"({outs.count:,} outputs, peak RSS {rss:.0f} MiB)")
-                if a.skip_peers:
-                    continue
-                for system in ("faust-native", "quixstreams"):
+                if "ceiling" in on:
+                    c = self.ceiling(topics[shape], n_msgs)
+                    self.res.add("ceiling", shape, c)
+                    say(f"rep {rep} {shape}: ceiling {c:,.0f} readings/s")
+                if "safetour" in on:
+                    s, rss, outs = self.safetour(
+                        topics[shape], ds, registry, label=f"st-{shape}", timeout_s=a.timeout,
+                        shape=shape, capture="io-ceiling" in on)
+                    self.res.add("safetour", shape, s, rss)
+                    say(f"rep {rep} {shape}: safetour {s:,.0f} readings/s "
+                        f"({outs.count:,} outputs, peak RSS {rss:.0f} MiB)")
+                if "io-ceiling" in on:
+                    io = self.io_ceiling(topics[shape], n_msgs)
+                    self.res.add("io-ceiling", shape, io)
+                    say(f"rep {rep} {shape}: I/O ceiling {io:,.0f} readings/s "
+                        f"({len(self.captured.records):,} records, "
+                        f"{self.captured.bytes / 2**20:.1f} MiB produced; safetour / I/O "
+                        f"ceiling {s / io:.2f}x)")
+                for system in PEERS:
+                    if system not in on:
+                        continue
                     r, rss = self.peer(system, topics[shape], ds, registry, shape,
                                        timeout_s=a.peer_timeout)
                     self.res.add(system, shape, r, rss)
@@ -164,6 +192,14 @@ class Bench:
             else e2e.REPO / "benchmarks" / "RESULTS.md")
         write_results(self, out)
         return out
+
+
+def _systems(text: str) -> list[str]:
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = sorted(set(names) - set(SYSTEMS))
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown {unknown}; of {', '.join(SYSTEMS)}")
+    return [s for s in SYSTEMS if s in names]
 
 
 def versions() -> dict[str, str]:
@@ -186,7 +222,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=180, help="per safetour run, seconds")
     p.add_argument("--peer-timeout", type=float, default=40,
                    help="observation time per peer run (slow peers are cut off), seconds")
-    p.add_argument("--skip-peers", action="store_true")
+    p.add_argument("--skip-peers", action="store_true",
+                   help="the same as --systems without faust-native and quixstreams")
+    p.add_argument("--systems", type=_systems, default=list(SYSTEMS),
+                   help=f"comma-separated, of {','.join(SYSTEMS)} (default all); io-ceiling "
+                   "needs safetour (it produces what safetour produced in the same repetition)")
+    p.add_argument("--io-mode", choices=ceiling_io.MODES, default="batch",
+                   help="how the I/O ceiling produces: create_batch/send_batch per partition "
+                   "(as the worker) or send with linger")
     p.add_argument("--skip-extras", action="store_true",
                    help="only throughput: no latency, memory or recovery runs")
     p.add_argument("--out", help="results file (default benchmarks/RESULTS.md)")
@@ -195,6 +238,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-live-rate", type=float, default=60_000,
                    help="cap of the latency run's producer (one Python producer), readings/s")
     a = p.parse_args(argv)
+    if a.skip_peers:
+        a.systems = [s for s in a.systems if s not in PEERS]
+    if "io-ceiling" in a.systems and "safetour" not in a.systems:
+        p.error("--systems: io-ceiling needs safetour")
+    if "safetour" not in a.systems and not a.skip_extras:
+        p.error("the latency run is paced at half of safetour's rate: add safetour to "
+                "--systems, or --skip-extras")
     if a.smoke:
         a.reps, a.readings, a.timeout, a.peer_timeout = 1, 20_000, 60, 12
         a.scale_readings = 10_000

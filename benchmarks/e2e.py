@@ -143,7 +143,7 @@ async def ceiling(bootstrap: str, topic: str, messages: int) -> tuple[int, float
                 for r in records:
                     v = loads(r.value)
                     readings += len(v) if isinstance(v, list) else 1
-                seen += sum(len(x) for x in batches.values())
+                seen += len(records)
         return readings, time.perf_counter() - start
     finally:
         await consumer.stop()

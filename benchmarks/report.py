@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .__main__ import Bench
 
-LABELS = {"ceiling": "ceiling (raw aiokafka + orjson)", "safetour": "safetour worker",
+LABELS = {"ceiling": "ceiling (raw aiokafka + orjson)",
+          "io-ceiling": "I/O ceiling (ceiling + producing safetour's output records)",
+          "safetour": "safetour worker",
           "faust-native": "faust-native (agent + hopping Table)",
           "quixstreams": "quixstreams (sliding window)"}
 
@@ -50,11 +52,12 @@ def plots(bench: Bench, out_dir: Path) -> list[str]:
 
     res = bench.res
     names = []
+    systems = [s for s in SYSTEMS if any((s, sh) in res.rates for sh in SHAPES)]
     fig, ax = plt.subplots(figsize=(8, 4.5))
     width = 0.38
     for i, shape in enumerate(SHAPES):
-        vals = [res.median(s, shape) for s in SYSTEMS]
-        xs = [j + (i - 0.5) * width for j in range(len(SYSTEMS))]
+        vals = [res.median(s, shape) for s in systems]
+        xs = [j + (i - 0.5) * width for j in range(len(systems))]
         bars = ax.bar(xs, [0 if math.isnan(v) else v for v in vals], width,
                       label="1 reading / message" if shape == "single"
                       else "100 readings / message")
@@ -62,7 +65,7 @@ def plots(bench: Bench, out_dir: Path) -> list[str]:
             ax.annotate(_f(v), (b.get_x() + b.get_width() / 2, max(b.get_height(), 1)),
                         ha="center", va="bottom", fontsize=7)
     ax.set_yscale("log")
-    ax.set_xticks(range(len(SYSTEMS)), [LABELS[s].split(" (")[0] for s in SYSTEMS])
+    ax.set_xticks(range(len(systems)), [LABELS[s].split(" (")[0] for s in systems])
     ax.set_ylabel("readings / s (median, log scale)")
     ax.set_title("Throughput on the same topic, one run")
     ax.legend()
@@ -110,6 +113,17 @@ def plots(bench: Bench, out_dir: Path) -> list[str]:
     return names
 
 
+def ratio_rows(bench: Bench) -> list[tuple[str, list[str]]]:
+    """The ratio table: safetour against each system run, per shape (medians)."""
+    from .__main__ import SHAPES, SYSTEMS  # noqa: PLC0415
+
+    res = bench.res
+    return [(f"safetour / {LABELS[other].split(' (')[0]}",
+             [_ratio(res.median("safetour", sh), res.median(other, sh)) for sh in SHAPES])
+            for other in SYSTEMS if other != "safetour"
+            and any((other, sh) in res.rates for sh in SHAPES)]
+
+
 def write_results(bench: Bench, out: Path) -> None:
     from .__main__ import SHAPES, SYSTEMS, versions  # noqa: PLC0415
 
@@ -134,6 +148,8 @@ def write_results(bench: Bench, out: Path) -> None:
         "|---|---:|---:|---:|---:|---|",
     ]
     for s in SYSTEMS:
+        if not any((s, sh) in res.rates for sh in SHAPES):
+            continue  # not run (--systems)
         row = [LABELS[s]]
         for shape in SHAPES:
             m = res.median(s, shape)
@@ -142,10 +158,16 @@ def write_results(bench: Bench, out: Path) -> None:
             f"{shape}: " + ", ".join(_f(x) for x in res.rates.get((s, shape), []))
             for shape in SHAPES)
         lines.append("| " + " | ".join(row) + f" | {runs} |")
-    lines += ["", "| ratio | 1 reading/msg | 100 readings/msg |", "|---|---:|---:|"]
-    for peer in ("faust-native", "quixstreams"):
-        lines.append(f"| safetour / {peer} | " + " | ".join(
-            _ratio(res.median("safetour", sh), res.median(peer, sh)) for sh in SHAPES) + " |")
+    lines += ["", "| ratio (medians) | 1 reading/msg | 100 readings/msg |", "|---|---:|---:|"]
+    lines += [f"| {name} | " + " | ".join(cells) + " |" for name, cells in ratio_rows(bench)]
+    if bench.captured.records:
+        lines += ["", "The I/O ceiling consumes and decodes as the ceiling does and produces, "
+                  "to topics of its own and the same partitions, the records the safetour run "
+                  "of the same repetition produced (last run: "
+                  f"{len(bench.captured.records):,} records, "
+                  f"{bench.captured.bytes / 2**20:.1f} MiB), each once the input has passed "
+                  "the point where safetour could emit it; idempotent, acks=all, 5 ms linger, "
+                  f"`{a.io_mode}` mode (`benchmarks/ceiling_io.py`)."]
     lat = res.latency
     if lat:
         lines += [
