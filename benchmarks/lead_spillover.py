@@ -117,7 +117,7 @@ def rule_trace(run: Run, zones: Sequence[Zone], zone_id: str, alarm: AlarmConfig
     elevated = {n.zone_id: resolve_thresholds(by_id[n.zone_id].crowd,
                                               by_id[n.zone_id].thresholds).elevated
                 for n in zone.neighbours if n.zone_id in by_id}
-    levels = resolve_thresholds(zone.crowd, zone.thresholds)
+    critical = resolve_thresholds(zone.crowd, zone.thresholds).critical
     watch = SpillWatch(SpillConfig(enabled=alarm.spillover, on_delay_s=alarm.on_delay_s))
     recent: dict[str, list[DensityUpdate]] = {}
     out: list[tuple[int, Spill | None]] = []
@@ -132,7 +132,7 @@ def rule_trace(run: Run, zones: Sequence[Zone], zone_id: str, alarm: AlarmConfig
         nbs = {n: (next((r for r in reversed(recent.get(n, []))
                          if r.window_end_ms < u.window_end_ms), None), el)
                for n, el in elevated.items()}
-        out.append((u.window_end_ms, watch.assess(zone, u, levels, nbs)))
+        out.append((u.window_end_ms, watch.assess(zone, u, critical, nbs)))
     return out
 
 

@@ -185,7 +185,7 @@ class AlertTracker:
         spill = None
         if za.spill is not None:
             spill = za.last_spill = za.spill.assess(
-                za.zone, u, za.alarm.thresholds,
+                za.zone, u, za.alarm.thresholds.critical,
                 self._neighbour_records(za.zone, u.window_end_ms))
         trs = za.alarm.observe(u.density, u.trend_per_min, u.window_end_ms, u.occupancy,
                                u.window_end_ms - u.window_start_ms, hot,
@@ -399,14 +399,8 @@ class AlertTracker:
                 said_range = (fc.lo_s, fc.hi_s)
         spill = za.last_spill if tr.reason == "spillover" else None
         neighbour = None if spill is None else self._zones.get(spill.neighbour)
-        said_eta, said_level = eta, Level.CRITICAL  # what the text says
         if spill is not None and tr.level is not Level.CRITICAL and status_open(tr.status):
-            # The spill-over's ETA: to elevated (the level it raises) while the zone's own
-            # density is below it, in the spillover field and the text; to critical once the
-            # zone is at elevated by itself, also as eta_critical_s.
-            said_eta, said_level, said_range = spill.eta_s, spill.level, None
-            if spill.level is Level.CRITICAL:
-                eta, eta_range = spill.eta_s, None
+            eta, eta_range, said_range = spill.eta_s, None, None
         # The reports of the corroboration window that ends at the alert's own time: by event
         # time, so a run where reports arrived in another order (through several partitions,
         # or after a crash) lists the same ones.
@@ -461,7 +455,7 @@ class AlertTracker:
             "message": alert_message(
                 name_th=z.name_th, name_en=z.name_en, level=tr.level.wire, status=status,
                 reason=tr.reason, density=None if math.isnan(density) else density,
-                eta_s=said_eta, ts_ms=ts_ms, eta_level=said_level.wire,
+                eta_s=eta, ts_ms=ts_ms,
                 report=next((r.category for r in reversed(reports)), None),
                 hot=hot_spot(za.hot, tr.reason), eta_range=said_range,
                 estimate=estimate if acted_on else None,
@@ -477,9 +471,7 @@ class AlertTracker:
         if spill is not None:
             alert["spillover"] = {"neighbour": spill.neighbour,
                                   "inflow_per_min": round(spill.inflow_per_min, 1),
-                                  "net_inflow_per_min": round(spill.net_per_min, 1),
-                                  "eta_s": round(spill.eta_s, 1),
-                                  "eta_level": spill.level.wire}
+                                  "net_inflow_per_min": round(spill.net_per_min, 1)}
         if eta_range is not None:
             alert["eta_critical_range_s"] = eta_range
         if tr.reason in INDICATOR_REASONS and u is not None:

@@ -16,8 +16,7 @@ Mapping from a safetour alert (``alert.v1.json``):
 | level elevated   | severity ``Moderate``, urgency ``Expected``, responseType ``Monitor``    |
 | reason forecast  | urgency ``Future``, certainty ``Likely``                              |
 | reason spillover | likewise (a forecast: a neighbour filling into the zone), and a       |
-|                  | ``<parameter>`` ``spillover_from`` naming the neighbour zone, with    |
-|                  | ``spillover_eta_s`` and ``spillover_eta_level`` (the level it is to)  |
+|                  | ``<parameter>`` ``spillover_from`` naming the neighbour zone          |
 | reason rate_of_rise, flow_breakdown, counter_flow | certainty ``Observed`` (measured flows), |
 |                  | urgency ``Expected``; parameters ``indicator`` and the measured flows  |
 | reason density   | certainty ``Observed``; reason report: ``Observed`` from staff, police |
@@ -157,7 +156,6 @@ def to_cap(
         el(info, "description", str(message.get(key, "")))
         el(info, "instruction", INSTRUCTION[lang][level])
         flows = alert.get("flows")
-        spill = alert.get("spillover") or {}
         extra = ([("indicator", reason), *sorted(flows.items())] if isinstance(flows, dict)
                  else [])
         for name, value in (("density_p_per_m2", alert.get("density")),
@@ -166,9 +164,7 @@ def to_cap(
                             ("confidence", alert.get("confidence")),
                             ("hot_cell", alert.get("hot_cell")),
                             ("hot_cell_density_p_per_m2", alert.get("hot_density")),
-                            ("spillover_from", spill.get("neighbour")),
-                            ("spillover_eta_s", spill.get("eta_s")),
-                            ("spillover_eta_level", spill.get("eta_level")),
+                            ("spillover_from", (alert.get("spillover") or {}).get("neighbour")),
                             *extra):
             if value is not None:
                 p = el(info, "parameter")

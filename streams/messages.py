@@ -76,18 +76,16 @@ def _minutes(seconds: float) -> int:
 
 
 def eta_texts(eta_s: float, eta_range: tuple[float, float | None] | None, *,
-              inflow: bool = False, level: str = "critical") -> tuple[str, str]:
-    """``(th, en)``: when ``level`` (critical, or elevated for a spill-over into a zone
-    below it) comes at this trend (``inflow``: at this inflow from a neighbour, a
-    spill-over), with the forecast's range."""
+              inflow: bool = False) -> tuple[str, str]:
+    """``(th, en)``: when critical comes at this trend (``inflow``: at this inflow from a
+    neighbour, a spill-over), with the forecast's range."""
     minutes = max(1, _minutes(eta_s))
-    th_level = LEVEL_TH[level]
     if inflow:
-        th = f"หากคนยังไหลเข้าในอัตรานี้ จะถึงระดับ{th_level}ในอีกประมาณ {minutes} นาที"
-        en = f"- at this inflow {level} in about {minutes} min"
+        th = f"หากคนยังไหลเข้าในอัตรานี้ จะถึงระดับวิกฤตในอีกประมาณ {minutes} นาที"
+        en = f"- at this inflow critical in about {minutes} min"
     else:
-        th = f"หากยังเพิ่มขึ้นในอัตรานี้ จะถึงระดับ{th_level}ในอีกประมาณ {minutes} นาที"
-        en = f"- at this trend {level} in about {minutes} min"
+        th = f"หากยังเพิ่มขึ้นในอัตรานี้ จะถึงระดับวิกฤตในอีกประมาณ {minutes} นาที"
+        en = f"- at this trend critical in about {minutes} min"
     if eta_range is None:
         return th, en
     lo = min(_minutes(eta_range[0]), minutes)
@@ -108,14 +106,13 @@ def alert_message(
     density: float | None, eta_s: float | None, ts_ms: int, report: str | None = None,
     hot: tuple[str, float] | None = None,
     eta_range: tuple[float, float | None] | None = None, estimate: float | None = None,
-    neighbour: tuple[str, str] | None = None, eta_level: str = "critical",
+    neighbour: tuple[str, str] | None = None,
 ) -> dict[str, str]:
     """The ``message`` object of an alert: what, where, how bad, since when, what next.
     ``eta_range``: the forecast's [earliest, latest] (s; latest None: unbounded);
     ``estimate``: the rising-edge estimate the level was raised on, when the published
     density (a trailing mean) is below that level; ``neighbour``: (Thai, English) name of
-    the zone a spill-over comes from; ``eta_level``: the level ``eta_s`` is to (critical;
-    elevated for a spill-over into a zone below elevated)."""
+    the zone a spill-over comes from."""
     th_parts = [f"{name_th}:"]
     en_parts = [f"{name_en}:"]
     if reason == "spillover" and neighbour is not None:
@@ -151,8 +148,7 @@ def alert_message(
     th_parts.append(f"ระดับ{LEVEL_TH[level]} ({STATUS_TH[status]})")
     en_parts.append(f"level {level.upper()} ({status})")
     if eta_s is not None and status != "resolved":
-        th_eta, en_eta = eta_texts(eta_s, eta_range, inflow=reason == "spillover",
-                                   level=eta_level)
+        th_eta, en_eta = eta_texts(eta_s, eta_range, inflow=reason == "spillover")
         th_parts.append(th_eta)
         en_parts.append(en_eta)
     th_parts.append(thai_datetime(ts_ms))

@@ -19,15 +19,8 @@ The rule, per density window of a zone Z with neighbours (:meth:`SpillWatch.asse
 3. **the ETA**: Z's net inflow (entries - exits of Z's own line counters, plus the
    neighbour-owned boundary counters' flow into Z less their flow out), rising as the
    net flow from N rises (the lower bound of its slope: a spill-over that goes on), against
-   the room left before the level the spill-over is about (:attr:`Spill.level`): the
-   ``t`` with ``net t + rise t² / 2 = room`` (:func:`eta_from_inflow`). That level is
-   **elevated** while Z's own density is below elevated (room: elevated density x area -
-   occupancy): a spill-over raises elevated and nothing higher, so the forecast that
-   matters is when the crowd coming in takes Z there. Once Z's density is at elevated
-   (it holds elevated by itself) the ETA is to **critical** (critical density x area -
-   occupancy), as the zone's own forecast's. The target follows Z's density, not its alarm
-   level: were it the alarm level, the spill-over's own raise would turn its ETA to
-   critical, beyond the horizon for a large zone, and end its episode 30 s later.
+   the room left before critical (critical density x area - occupancy): the ``t`` with
+   ``net t + rise t² / 2 = room`` (:func:`eta_from_inflow`).
 
 The rule has hysteresis, like the flow indicators' ``Hold`` (``streams/indicators_flow.py``),
 so that one spill is one episode: conditions 1 and 2 *raise* a spill-over from N, and
@@ -61,12 +54,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from schemas import Kind, SensorEvent, Thresholds, Zone, parse_ts
+from schemas import Kind, SensorEvent, Zone, parse_ts
 
 from .alarm import theil_sen
 from .engine import DensityUpdate
 from .indicators_flow import Hold
-from .levels import Level
 
 LineFlow = tuple[str, float, float]
 """(sensor_id, entries per minute, exits per minute) of a line counter over a window."""
@@ -100,15 +92,13 @@ class SpillConfig:
 
 @dataclass(frozen=True, slots=True)
 class Spill:
-    """A spill-over forecast: from which neighbour, the ETA (s) from the net inflow to
-    ``level`` (elevated while the zone's density is below it, else critical), the inflow
-    from that neighbour and Z's net inflow (persons per minute)."""
+    """A spill-over forecast: from which neighbour, the ETA to critical (s) from the net
+    inflow, the inflow from that neighbour and Z's net inflow (persons per minute)."""
 
     neighbour: str
     eta_s: float
     inflow_per_min: float
     net_per_min: float
-    level: Level = Level.CRITICAL
 
 
 def graph_counters(zones: Iterable[Zone]) -> set[str]:
@@ -188,10 +178,10 @@ class SpillWatch:
     holds: dict[str, Hold] = field(default_factory=dict)  # per neighbour: raised / kept
     held: Spill | None = None
 
-    def assess(self, zone: Zone, u: DensityUpdate, levels: Thresholds,
+    def assess(self, zone: Zone, u: DensityUpdate, critical: float,
                neighbours: Mapping[str, tuple[DensityUpdate | None, float]]) -> Spill | None:
-        """The spill-over forecast for ``zone``'s window ``u`` (None: none), given the
-        zone's thresholds, each neighbour's newest record and its elevated threshold."""
+        """The spill-over forecast for ``zone``'s window ``u`` (None: none), given each
+        neighbour's newest record and its elevated threshold."""
         cfg = self.config
         if not cfg.enabled or not zone.neighbours or math.isnan(u.density):
             return None
@@ -247,14 +237,11 @@ class SpillWatch:
                 cand = (inflow, n.zone_id, rise)
                 best = cand if best is None or cand > best else best
         occupancy = u.occupancy if not math.isnan(u.occupancy) else u.density * zone.area_m2
-        target = Level.ELEVATED
-        room = levels.elevated * zone.area_m2 - occupancy
-        if room <= 0:  # at elevated by its own density: the ETA to critical
-            target, room = Level.CRITICAL, levels.critical * zone.area_m2 - occupancy
+        room = critical * zone.area_m2 - occupancy
         if room <= 0:
             return None  # at critical by its own density: the zone's own levels speak
         now = None if best is None or net <= 0 else Spill(
-            best[1], eta_from_inflow(room, net / 60.0, best[2] / 60.0), best[0], net, target)
+            best[1], eta_from_inflow(room, net / 60.0, best[2] / 60.0), best[0], net)
         if not active:
             self.held = None
             return now  # not (yet) held: only while the raise condition holds

@@ -93,23 +93,3 @@ def test_a_level_raised_on_the_rising_edge_states_the_estimate() -> None:
     assert m["th"] == ("สะพานนเรศวร: ความหนาแน่นของฝูงชน 4.6 คน/ตร.ม. และเพิ่มขึ้นอย่างรวดเร็ว "
                        "(ประเมินว่าขณะนี้ 5.3) ระดับวิกฤต (ระดับสูงขึ้น) 15 กุมภาพันธ์ 2569 "
                        "เวลา 19.30 น.")
-
-
-def test_a_spill_over_says_which_level_its_eta_is_to() -> None:
-    """Issue 16: a spill-over into a zone below elevated forecasts elevated (the level it
-    raises), not critical; once the zone is at elevated by itself, critical."""
-    ts = parse_ts("2026-04-13T17:00:00+07:00")
-    texts = {}
-    for level in ("elevated", "critical"):
-        m = alert_message(name_th="ลาน", name_en="Grounds", level="elevated", status="raised",
-                          reason="spillover", density=0.9, eta_s=540, ts_ms=ts,
-                          neighbour=("สะพาน", "Bridge"), eta_level=level)
-        texts[level] = m["th"], m["en"]
-    th, en = texts["elevated"]
-    assert "crowd from Bridge flowing in," in en
-    assert "- at this inflow elevated in about 9 min at 17:00 ICT" in en
-    assert "หากคนยังไหลเข้าในอัตรานี้ จะถึงระดับเฝ้าระวังในอีกประมาณ 9 นาที" in th
-    assert "critical" not in en
-    th, en = texts["critical"]
-    assert "- at this inflow critical in about 9 min" in en
-    assert "จะถึงระดับวิกฤตในอีกประมาณ 9 นาที" in th
