@@ -10,10 +10,14 @@ import signal
 import statistics
 import time
 import urllib.request
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from agents.topics import partitions_of
+from schemas import parse_ts
 
 from . import data, e2e
 
@@ -21,7 +25,7 @@ if TYPE_CHECKING:
     from .__main__ import Bench
 
 
-def pct(xs: list[float], q: float) -> float:
+def pct(xs: Sequence[float], q: float) -> float:
     if not xs:
         return float("nan")
     xs = sorted(xs)
@@ -70,7 +74,7 @@ async def _raw_latency(bootstrap: str, topic: str, stop: asyncio.Event) -> list[
     await consumer.start()
     lat: list[float] = []
     try:
-        tps = [TopicPartition(topic, p) for p in await e2e.partitions_of(bootstrap, topic)]
+        tps = [TopicPartition(topic, p) for p in await partitions_of(bootstrap, topic)]
         consumer.assign(tps)
         await consumer.seek_to_end(*tps)
         while not stop.is_set():
@@ -224,7 +228,7 @@ async def _values(bootstrap: str, topic: str, timeout_s: float,
     await consumer.start()
     vals: dict[tuple[str, int], float | None] = {}
     try:
-        tps = [TopicPartition(topic, p) for p in await e2e.partitions_of(bootstrap, topic)]
+        tps = [TopicPartition(topic, p) for p in await partitions_of(bootstrap, topic)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
@@ -235,7 +239,7 @@ async def _values(bootstrap: str, topic: str, timeout_s: float,
             for records in (await consumer.getmany(timeout_ms=500)).values():
                 for r in records:
                     d = orjson.loads(r.value)
-                    vals[(d["zone_id"], e2e.parse_ts(d["window_end"]))] = d["density"]
+                    vals[(d["zone_id"], parse_ts(d["window_end"]))] = d["density"]
     finally:
         await consumer.stop()
     return vals

@@ -16,6 +16,7 @@ readings. Medians of ``--repeat`` runs.
 from __future__ import annotations
 
 import argparse
+import functools
 import platform
 import statistics
 import time
@@ -69,7 +70,7 @@ def make_readings(n_zones: int, n_readings: int, interval_ms: int = 5000, seed: 
     zone = np.empty((ticks, n_zones, 3), dtype=np.int32)
     order = np.stack([rng.permutation(n_zones) for _ in range(ticks)])
     zone[:] = order[:, :, None]
-    sensor = zone * 3 + np.arange(3, dtype=np.int32)
+    sensor = (zone * 3 + np.arange(3, dtype=np.int32)).astype(np.int32)
     kind = np.broadcast_to(np.array([1, 0, 2], dtype=np.int8), zone.shape)
     ts = (T0 + np.arange(ticks, dtype=np.int64)[:, None, None] * interval_ms
           + rng.integers(0, interval_ms // 2, size=zone.shape))
@@ -147,9 +148,9 @@ def run_sizes(sizes: list[int], interval: int, args: argparse.Namespace) -> None
         zones = make_zones(nz)
         cols = make_readings(nz, args.readings, interval)
         run_kernel(zones, cols.slice(0, min(len(cols), 4 * BATCH)))  # warm-up + compile
-        rate = median_rate(lambda z=zones, c=cols: run_kernel(z, c), len(cols), args.repeat)
+        rate = median_rate(functools.partial(run_kernel, zones, cols), len(cols), args.repeat)
         tcols = cols.slice(0, args.twin_readings)
-        twin = median_rate(lambda z=zones, c=tcols: run_twin(z, c), len(tcols),
+        twin = median_rate(functools.partial(run_twin, zones, tcols), len(tcols),
                            max(1, args.repeat // 2))
         ns = 1e9 / rate
         base_ns = base_ns or ns
