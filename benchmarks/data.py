@@ -22,35 +22,37 @@ import orjson
 import yaml
 
 from agents import devtools as sim
-from schemas import SensorSpec, Zone, load_zones, parse_ts
+from schemas import BoundaryCounter, Neighbour, Zone, load_zones, parse_ts, zone_document
 
 SITES = 8  # gateways of the batch topic, one a partition
 BASE_ZONES = Path(__file__).resolve().parent.parent / "deploy/zones/phitsanulok.yaml"
 
 
 def clone_zones(n: int) -> list[Zone]:
+    """``n`` zones: the registry's 9 cloned (``zone~r``), each clone with its own sensors and
+    its neighbours among the same clone (a neighbour cut off by ``n`` is left out)."""
     base = load_zones(BASE_ZONES)
     reps = math.ceil(n / len(base))
     out: list[Zone] = []
     for r in range(reps):
         for z in base:
             sensors = tuple(replace(s, sensor_id=f"{s.sensor_id}~{r}") for s in z.sensors)
-            out.append(replace(z, zone_id=f"{z.zone_id}~{r}", sensors=sensors))
-    return out[:n]
+            neighbours = tuple(
+                Neighbour(f"{nb.zone_id}~{r}", tuple(
+                    BoundaryCounter(f"{c.sensor_id}~{r}", c.into) for c in nb.counters))
+                for nb in z.neighbours)
+            out.append(replace(z, zone_id=f"{z.zone_id}~{r}", sensors=sensors,
+                               neighbours=neighbours))
+    out = out[:n]
+    kept = {z.zone_id for z in out}
+    return [replace(z, neighbours=tuple(nb for nb in z.neighbours if nb.zone_id in kept))
+            for z in out]
 
 
 def write_registry(zones: list[Zone], path: Path) -> Path:
-    def sensor(s: SensorSpec) -> dict[str, Any]:
-        d: dict[str, Any] = {"sensor_id": s.sensor_id, "kind": s.kind.wire}
-        if s.coverage_m2 is not None:
-            d["coverage_m2"] = s.coverage_m2
-        if s.calibration != 1.0:
-            d["calibration"] = s.calibration
-        return d
-
-    docs = [{"zone_id": z.zone_id, "name": {"th": z.name_th, "en": z.name_en},
-             "area_m2": z.area_m2, "crowd": z.crowd, "sensors": [sensor(s) for s in z.sensors]}
-            for z in zones]
+    """The registry file of ``zones``: every field of each (grid, capacity, neighbours, ...),
+    as the worker is to read them."""
+    docs = [zone_document(z) for z in zones]
     if path.suffix == ".json":  # large registries: JSON loads in a fraction of YAML's time
         path.write_bytes(orjson.dumps({"zones": docs}))
     else:

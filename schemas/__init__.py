@@ -42,7 +42,7 @@ from ._validate import (
     positive_number,
     validate_sensor_event,
 )
-from ._zones import load_zones, parse_zone, parse_zones
+from ._zones import load_zones, parse_zone, parse_zones, zone_document
 
 SCHEMA_FILES = (
     "sensor-event.v1.json",
@@ -104,4 +104,5 @@ __all__ = [
     "positive_number",
     "schema_file",
     "validate_sensor_event",
+    "zone_document",
 ]

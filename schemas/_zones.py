@@ -119,6 +119,43 @@ def parse_zone(doc: object, where: str = "zone") -> Zone:
     )
 
 
+def zone_document(z: Zone) -> dict[str, Any]:
+    """A :class:`Zone` as its zone.v1 JSON object: :func:`parse_zone` of it gives ``z`` back
+    (every field: grid, neighbours, line counters' widths, the unknown fields kept in
+    ``extra``)."""
+    sensors = []
+    for s in z.sensors:
+        d: dict[str, Any] = {"sensor_id": s.sensor_id, "kind": s.kind.wire}
+        for key, v in (("calibration", s.calibration), ("coverage_m2", s.coverage_m2),
+                       ("width_m", s.width_m)):
+            if v is not None:
+                d[key] = v
+        sensors.append(d)
+    doc: dict[str, Any] = {
+        "zone_id": z.zone_id, "name": {"th": z.name_th, "en": z.name_en},
+        "area_m2": z.area_m2, "area_estimated": z.area_estimated, "crowd": z.crowd,
+        "sensors": sensors,
+    }
+    if z.capacity is not None:
+        doc["capacity"] = z.capacity
+    if z.polygon is not None:
+        doc["polygon"] = [list(p) for p in z.polygon]
+    if z.thresholds is not None:
+        t = z.thresholds
+        doc["thresholds"] = {k: v for k, v in (("elevated", t.elevated), ("high", t.high),
+                                               ("critical", t.critical)) if v}
+    if z.grid is not None:
+        g = z.grid
+        doc["grid"] = {"cell_m": g.cell_m, "origin": list(g.origin), "rows": g.rows,
+                       "cols": g.cols}
+    if z.neighbours:
+        doc["neighbours"] = [
+            {"zone_id": n.zone_id,
+             "counters": [{"sensor_id": c.sensor_id, "into": c.into} for c in n.counters]}
+            for n in z.neighbours]
+    return doc | z.extra
+
+
 MAX_GRID_CELLS = 4096
 
 

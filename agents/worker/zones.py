@@ -27,6 +27,7 @@ from schemas import (
     dlq_record,
     encode_dlq_record,
     parse_zone,
+    zone_document,
 )
 from streams.pipeline import Pipeline
 from streams.registry import RegistryRules, check_zone_update, sensor_owners
@@ -35,34 +36,6 @@ from ..config import Settings
 from ..kafka import KafkaTarget, as_config, follow_topic
 
 log = logging.getLogger(__name__)
-
-
-def zone_document(z: Zone) -> dict[str, Any]:
-    """A :class:`Zone` as its zone.v1 JSON object."""
-    doc: dict[str, Any] = {
-        "zone_id": z.zone_id, "name": {"th": z.name_th, "en": z.name_en},
-        "area_m2": z.area_m2, "area_estimated": z.area_estimated, "crowd": z.crowd,
-        "sensors": [
-            {k: v for k, v in (("sensor_id", s.sensor_id), ("kind", s.kind.wire),
-                               ("calibration", s.calibration), ("coverage_m2", s.coverage_m2))
-             if v is not None}
-            for s in z.sensors
-        ],
-    }
-    if z.capacity is not None:
-        doc["capacity"] = z.capacity
-    if z.polygon is not None:
-        doc["polygon"] = [list(p) for p in z.polygon]
-    if z.thresholds is not None:
-        t = z.thresholds
-        doc["thresholds"] = {k: v for k, v in (("elevated", t.elevated), ("high", t.high),
-                                               ("critical", t.critical)) if v}
-    if z.neighbours:
-        doc["neighbours"] = [
-            {"zone_id": n.zone_id,
-             "counters": [{"sensor_id": c.sensor_id, "into": c.into} for c in n.counters]}
-            for n in z.neighbours]
-    return doc | z.extra
 
 
 async def publish_zones(kafka: KafkaTarget, topic: str, zones: Iterable[Zone]) -> int:

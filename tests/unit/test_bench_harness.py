@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import collections
+from pathlib import Path
 
 import orjson
 
-from benchmarks import data
+from agents.config import Settings
+from benchmarks import data, offline
 from benchmarks.e2e import Outputs, Progress
+from schemas import load_zones
 
 
 def test_progress_counts_readings_up_to_window_end_plus_grace() -> None:
@@ -43,3 +46,39 @@ def test_dataset_clones_zones_and_keeps_sites_on_their_partition() -> None:
     per_zone = collections.Counter(r["zone_id"].split("~")[0] for r in ds.readings)
     assert len(per_zone) == 8  # every zone some scenario drives (not the palace grounds)
     assert data.site_partition(b"wat-yai-vihara~1") is None
+
+
+def test_registry_of_the_clones_keeps_every_field_and_their_own_neighbours(tmp_path: Path
+                                                                            ) -> None:
+    base = {z.zone_id: z for z in load_zones(data.BASE_ZONES)}
+    clones = data.clone_zones(12)  # a clone and a part: neighbours cut off are left out
+    reg = Settings.from_env({}).load_registry(data.write_registry(clones, tmp_path / "z.json"))
+    assert reg == clones
+    for z in reg:
+        zid, r = z.zone_id.split("~")
+        assert z.grid == base[zid].grid
+        assert z.capacity == base[zid].capacity
+        assert {n.zone_id for n in z.neighbours} <= {c.zone_id for c in clones}
+        assert all(n.zone_id.endswith(f"~{r}") for n in z.neighbours)
+    assert reg[10].zone_id == "wat-yai-grounds~1"
+    assert [n.zone_id for n in reg[10].neighbours] == ["wat-yai-vihara~1", "naresuan-bridge~1"]
+    assert [n.zone_id for n in reg[11].neighbours] == ["wat-yai-grounds~1"]  # the rest cut off
+
+
+def test_benchmark_input_is_clean_for_its_registry(tmp_path: Path) -> None:
+    """The simulator's readings are dead-lettered only as it means them (late re-sends):
+    never off_grid, unknown_sensor or schema (the registry file lacked the grids, and the
+    worker refused every grid reading of the benchmark off_grid)."""
+    ds = data.build(9, 4000)
+    zones = data.write_registry(ds.zones, tmp_path / "zones.json")
+    pipe = Settings.from_env({}).pipeline(load_zones(zones))
+    produced = max(int(r["ts"]) for r in ds.readings) + 60_000  # all arrived by then
+    fetches = offline.messages(ds.single, "bench", 500, 1, produced)
+    rejected: collections.Counter[str] = collections.Counter()
+    grid = 0
+    for batch in fetches:
+        out = pipe.process_sensor_batch(batch, produced)
+        rejected.update(out.rejected)
+        grid += out.kinds["grid_count"]
+    assert grid > 0  # the grounds' grid camera is in the input, and counted
+    assert set(rejected) <= {"late"}, rejected

@@ -157,3 +157,18 @@ def test_a_record_the_engine_refuses_after_the_checks_is_dead_lettered_too() -> 
     assert "wat-yai-vihara" not in pipe.zones
     assert reg["naresuan-bridge"].area_m2 == pipe.zones["naresuan-bridge"].area_m2 == 700.0
     assert owners == sensor_owners(reg.values())
+
+
+def test_zone_document_round_trips_every_field_of_the_demo_registry() -> None:
+    """What ``safetour zones publish`` sends reads back as the same zone: the grid and the
+    line counters' widths too (the published grounds had no grid, so the worker following
+    the topic dead-lettered every grid_count reading off_grid; found by the offline bench)."""
+    zones = registry()
+    for z in zones.values():
+        doc = orjson.loads(orjson.dumps(zone_document(z)))
+        assert schemas.parse_zone(doc) == z, z.zone_id
+    grounds = zone_document(zones["wat-yai-grounds"])
+    assert grounds["grid"] == {"cell_m": 50.0, "origin": [16.8225, 100.2612], "rows": 6,
+                               "cols": 5}
+    door = zone_document(zones["wat-yai-vihara"])["sensors"][2]
+    assert door == {"sensor_id": "wy-vihara-door", "kind": "line_count", "width_m": 4.0}
