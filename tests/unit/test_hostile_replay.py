@@ -177,6 +177,7 @@ def bad_gateway_batch(target_bytes: int = 500_000, n: int = 4_500) -> bytes:
     return orjson.dumps(items)
 
 
+@pytest.mark.kernels
 def test_one_bad_batch_gives_a_bounded_dlq_and_bounded_memory(tmp_path: Path) -> None:
     value = bad_gateway_batch()
     items = len(orjson.loads(value))
@@ -247,6 +248,7 @@ def far_future_line(lines: list[bytes]) -> tuple[int, bytes]:
     return at, orjson.dumps([ev])
 
 
+@pytest.mark.kernels
 @pytest.mark.parametrize("with_reports", [False, True], ids=["events-only", "with-reports"])
 def test_a_far_future_reading_does_not_blind_the_partition(
     tmp_path: Path, with_reports: bool
