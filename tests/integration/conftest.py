@@ -193,12 +193,14 @@ def kcat_count(kafka: str, topic: str) -> int:
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """The chaos tests' one-line summaries (tests/integration/test_chaos.py), recorded as
-    user properties so they reach this report from pytest-xdist workers too."""
-    lines = [str(v) for reports in terminalreporter.stats.values() for r in reports
-             if getattr(r, "when", None) == "call"
-             for k, v in getattr(r, "user_properties", ()) if k == "chaos"]
-    if lines:
-        terminalreporter.section("chaos")
-        for line in lines:
-            terminalreporter.write_line(line)
+    """The chaos tests' one-line summaries (tests/integration/test_chaos.py) and measured
+    times that are reported rather than asserted ("timing"), recorded as user properties so
+    they reach this report from pytest-xdist workers too."""
+    for section in ("chaos", "timing"):
+        lines = [str(v) for reports in terminalreporter.stats.values() for r in reports
+                 if getattr(r, "when", None) == "call"
+                 for k, v in getattr(r, "user_properties", ()) if k == section]
+        if lines:
+            terminalreporter.section(section)
+            for line in lines:
+                terminalreporter.write_line(line)

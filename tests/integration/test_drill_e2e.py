@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import replace
-from pathlib import Path
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from typing import Any
 from xml.etree import ElementTree as ET
 
 import orjson
 import pytest
 
+from agents.config import Settings
 from agents.processes import stop_process
 from agents.run import drill_settings, start_run_worker
 from agents.topics import create_topics, topic_specs
@@ -46,48 +47,70 @@ def drill_readings(t0_ms: int) -> list[tuple[bytes, bytes]]:
     return msgs
 
 
-def test_a_drill_alerts_as_an_exercise_beside_a_real_alert(
-        kafka: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = make_settings(kafka, tmp_path / "real")
+@dataclass
+class Drilled:
+    """One drill beside a real alert, shared by this module's tests (the setup is the same):
+    the real worker still running, the drill's worker stopped, as when `run --drill` ends."""
+
+    real: Settings
+    drill: Settings
+    since_ms: int
+    drilled: list[dict[str, Any]]
+    reported: list[dict[str, Any]]
+    caps: list[dict[str, Any]]
+
+
+@pytest.fixture(scope="module")
+def drilled(kafka: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Drilled]:
+    tmp = tmp_path_factory.mktemp("drill")
+    real = make_settings(kafka, tmp / "real")
     # The drill's worker inherits the environment, as under `safetour run --drill`: the
     # tests' short windows.
-    for name, value in settings_env(real).items():
-        if name.startswith("SAFETOUR_") and name not in ("SAFETOUR_TOPIC_PREFIX",
-                                                          "SAFETOUR_APP_ID"):
-            monkeypatch.setenv(name, value)
-    drill = replace(drill_settings(real, time.strftime("%Y%m%d-%H%M%S")),
-                    state_dir=tmp_path / "drill", web_port=free_port())
-    asyncio.run(create_topics(kafka, topic_specs(real.topics)))
-    real_worker = start_worker(real, tmp_path / "real-worker.log")
-    try:
-        drill_worker = start_run_worker(drill, tmp_path / "drill" / "worker.log")
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in settings_env(real).items():
+            if name.startswith("SAFETOUR_") and name not in ("SAFETOUR_TOPIC_PREFIX",
+                                                              "SAFETOUR_APP_ID"):
+                mp.setenv(name, value)
+        drill = replace(drill_settings(real, time.strftime("%Y%m%d-%H%M%S")),
+                        state_dir=tmp / "drill", web_port=free_port())
+        asyncio.run(create_topics(kafka, topic_specs(real.topics)))
+        since_ms = int(time.time() * 1000) - 60_000
+        real_worker = start_worker(real, tmp / "real-worker.log")
         try:
-            asyncio.run(publish(kafka, drill.topics.sensor_events,
-                                drill_readings((int(time.time()) - 2 * 3600) * 1000)))
-            report = {"report_id": "r-real-1", "ts": int(time.time() * 1000),
-                      "lat": 16.82338, "lon": 100.2610, "category": "crush", "severity": 5,
-                      "source": "staff", "lang": "th", "text": "คนเบียดกันบนสะพาน"}
-            kcat_produce(kafka, real.topics.reports, [orjson.dumps(report)], "r", tmp_path)
+            drill_worker = start_run_worker(drill, tmp / "drill" / "worker.log")
+            try:
+                asyncio.run(publish(kafka, drill.topics.sensor_events,
+                                    drill_readings((int(time.time()) - 2 * 3600) * 1000)))
+                report = {"report_id": "r-real-1", "ts": int(time.time() * 1000),
+                          "lat": 16.82338, "lon": 100.2610, "category": "crush",
+                          "severity": 5, "source": "staff", "lang": "th",
+                          "text": "คนเบียดกันบนสะพาน"}
+                kcat_produce(kafka, real.topics.reports, [orjson.dumps(report)], "r", tmp)
 
-            def both() -> Any:
-                alerts = payloads(kafka, real.topics.alerts)
-                drilled = [a for a in alerts if a["zone_id"] == DRILL_ZONE]
-                reported = [a for a in alerts if a["reason"] == "report"]
-                caps = kcat_read(kafka, real.topics.alerts_cap)
-                return (drilled, reported, caps) if drilled and reported and \
-                    len(caps) >= len(alerts) else None
+                def both() -> Any:
+                    alerts = payloads(kafka, real.topics.alerts)
+                    drilled = [a for a in alerts if a["zone_id"] == DRILL_ZONE]
+                    reported = [a for a in alerts if a["reason"] == "report"]
+                    caps = kcat_read(kafka, real.topics.alerts_cap)
+                    return (drilled, reported, caps) if drilled and reported and \
+                        len(caps) >= len(alerts) else None
 
-            drilled, reported, caps = poll_until(both, timeout=60, what="both alerts",
-                                                 proc=drill_worker,
-                                                 log=tmp_path / "drill" / "worker.log")
+                got = poll_until(both, timeout=60, what="both alerts", proc=drill_worker,
+                                 log=tmp / "drill" / "worker.log")
+            finally:
+                stop_process(drill_worker, timeout=10)
+            yield Drilled(real, drill, since_ms, *got)
         finally:
-            stop_process(drill_worker, timeout=10)
-    finally:
-        stop_worker(real_worker)
+            stop_worker(real_worker)
 
-    assert drilled[0]["level"] == "elevated"
-    assert all(a["exercise"] is True for a in drilled)
-    assert all(a["alert_id"].startswith("drill-") for a in drilled)
+
+def test_a_drill_alerts_as_an_exercise_beside_a_real_alert(kafka: str, drilled: Drilled
+                                                           ) -> None:
+    real, drill = drilled.real, drilled.drill
+    ours, reported, caps = drilled.drilled, drilled.reported, drilled.caps
+    assert ours[0]["level"] == "elevated"
+    assert all(a["exercise"] is True for a in ours)
+    assert all(a["alert_id"].startswith("drill-") for a in ours)
     assert [a["zone_id"] for a in reported] == ["naresuan-bridge"]
     assert "exercise" not in reported[0]
     assert not reported[0]["alert_id"].startswith("drill-")
@@ -95,7 +118,7 @@ def test_a_drill_alerts_as_an_exercise_beside_a_real_alert(
     for m in caps:
         cap = ET.fromstring(m["payload"])
         status[cap.findtext(f"{{{CAP_NS}}}incidents")] = cap.findtext(f"{{{CAP_NS}}}status")
-    assert {status[a["alert_id"]] for a in drilled} == {"Exercise"}
+    assert {status[a["alert_id"]] for a in ours} == {"Exercise"}
     assert status[reported[0]["alert_id"]] == "Actual"
     # The drill's density is on its own topic; none of it on the real one.
     assert any(d["zone_id"] == DRILL_ZONE and d["density"]
@@ -105,57 +128,27 @@ def test_a_drill_alerts_as_an_exercise_beside_a_real_alert(
 
 
 def test_the_end_of_a_drill_resolves_its_open_episodes_and_no_real_one(
-        kafka: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        kafka: str, drilled: Drilled) -> None:
     """As `safetour run --drill` ends (agents/cli.py: the worker stopped, then
     agents/drill.py): the drill's episode, still open, ends resolved on the real alerts and
     CAP topics (exercise, drill_ended, the next seq, CAP Exercise Cancel); the real episode
     open at the same time gets nothing."""
     from agents.drill import DRILL_ENDED, finish_drill  # noqa: PLC0415
 
-    real = make_settings(kafka, tmp_path / "real")
-    for name, value in settings_env(real).items():
-        if name.startswith("SAFETOUR_") and name not in ("SAFETOUR_TOPIC_PREFIX",
-                                                          "SAFETOUR_APP_ID"):
-            monkeypatch.setenv(name, value)
-    drill = replace(drill_settings(real, time.strftime("%Y%m%d-%H%M%S")),
-                    state_dir=tmp_path / "drill", web_port=free_port())
-    asyncio.run(create_topics(kafka, topic_specs(real.topics)))
-    since_ms = int(time.time() * 1000) - 60_000
-    real_worker = start_worker(real, tmp_path / "real-worker.log")
-    try:
-        drill_worker = start_run_worker(drill, tmp_path / "drill" / "worker.log")
-        try:
-            asyncio.run(publish(kafka, drill.topics.sensor_events,
-                                drill_readings((int(time.time()) - 2 * 3600) * 1000)))
-            report = {"report_id": "r-real-2", "ts": int(time.time() * 1000),
-                      "lat": 16.82338, "lon": 100.2610, "category": "crush", "severity": 5,
-                      "source": "staff", "lang": "th", "text": "คนเบียดกันบนสะพาน"}
-            kcat_produce(kafka, real.topics.reports, [orjson.dumps(report)], "r", tmp_path)
-
-            def both() -> Any:
-                alerts = payloads(kafka, real.topics.alerts)
-                return alerts if any(a["zone_id"] == DRILL_ZONE for a in alerts) and any(
-                    a["reason"] == "report" for a in alerts) else None
-
-            poll_until(both, timeout=60, what="both alerts", proc=drill_worker,
-                       log=tmp_path / "drill" / "worker.log")
-        finally:
-            stop_process(drill_worker, timeout=10)
-        before = payloads(kafka, real.topics.alerts)
-        said: list[str] = []
-        finish_drill(drill, since_ms, said.append)
-        finish_drill(drill, since_ms, said.append)  # once: the second finds none open
-    finally:
-        stop_worker(real_worker)
+    real, drill = drilled.real, drilled.drill
+    before = payloads(kafka, real.topics.alerts)
+    said: list[str] = []
+    finish_drill(drill, drilled.since_ms, said.append)
+    finish_drill(drill, drilled.since_ms, said.append)  # once: the second finds none open
 
     after = payloads(kafka, real.topics.alerts)
-    drilled = [a for a in after if a["zone_id"] == DRILL_ZONE]
-    (episode,) = {a["alert_id"] for a in drilled}
+    ours = [a for a in after if a["zone_id"] == DRILL_ZONE]
+    (episode,) = {a["alert_id"] for a in ours}
     assert [a["status"] for a in before if a["alert_id"] == episode][-1] != "resolved"
-    last = drilled[-1]
+    last = ours[-1]
     assert (last["status"], last["reason"], last["exercise"], last["level"]) == (
         "resolved", DRILL_ENDED, True, "normal")
-    assert last["seq"] == max(a["seq"] for a in drilled[:-1]) + 1
+    assert last["seq"] == max(a["seq"] for a in ours[:-1]) + 1
     assert sum(a["reason"] == DRILL_ENDED for a in after) == 1
     assert said[0].startswith("drill over: 1 open drill episode(s) resolved")
     assert said[1].startswith("drill over: 0")

@@ -62,6 +62,7 @@ def issue_example(seconds: int = 120) -> list[SensorEvent]:
     return evs
 
 
+@pytest.mark.kernels
 def test_issue_example_weighs_sensors_by_coverage_not_by_rate() -> None:
     """The issue's example: per reading the zone got 3.0 p/m²; per sensor it is 1.36."""
     u = at(run(CAMS, issue_example()), 90)
@@ -72,6 +73,7 @@ def test_issue_example_weighs_sensors_by_coverage_not_by_rate() -> None:
     assert u.occupancy == pytest.approx(1500.0)
 
 
+@pytest.mark.kernels
 def test_bucket_densities_are_fused_per_sensor_too() -> None:
     """The trend is the slope of the per-bucket densities: steady sensors, no trend (with
     per-reading sums a bucket holding camera B's reading reads lower than one without)."""
@@ -79,6 +81,7 @@ def test_bucket_densities_are_fused_per_sensor_too() -> None:
     assert u.trend_per_min == pytest.approx(0.0, abs=0.05)
 
 
+@pytest.mark.kernels
 def test_device_counters_are_averaged_per_sensor() -> None:
     """Two Wi-Fi counters, one reporting 10 times as often: each one's mean first."""
     z = zone(SensorSpec("wifi-1", Kind.DEVICE_COUNT, calibration=2.0),
@@ -91,6 +94,7 @@ def test_device_counters_are_averaged_per_sensor() -> None:
     assert u.density == pytest.approx(4.0)
 
 
+@pytest.mark.kernels
 def test_confidence_is_one_for_fresh_agreeing_sensors() -> None:
     evs = [cam(s, t * 1000 + k * 100, 200 if s == "cam-a" else 2000, t)
            for t in range(120) for k, s in enumerate(("cam-a", "cam-b"))]
@@ -99,6 +103,7 @@ def test_confidence_is_one_for_fresh_agreeing_sensors() -> None:
     assert u.confidence == pytest.approx(1.0)
 
 
+@pytest.mark.kernels
 def test_confidence_drops_when_sensors_disagree() -> None:
     """Equal coverage, 2 and 4 p/m²: D = 3, sigma = 1, agreement 1 / (1 + 1/3) = 0.75."""
     z = zone(SensorSpec("cam-a", Kind.OCCUPANCY, coverage_m2=100.0),
@@ -114,6 +119,7 @@ def test_confidence_drops_when_sensors_disagree() -> None:
     assert at(run(z, low), 90).confidence == pytest.approx(1 / 1.1)
 
 
+@pytest.mark.kernels
 def test_confidence_drops_when_a_sensor_goes_stale() -> None:
     """Camera B stops at 60 s. Window [40 s, 100 s): its newest reading (59.1 s) is 40.9 s old;
     beyond the 10 s tolerance that is 30.9 s of the 50 s left: stale share 0.618, mean over
@@ -130,6 +136,7 @@ def test_confidence_drops_when_a_sensor_goes_stale() -> None:
     assert late.density == pytest.approx(2.0)  # camera A alone
 
 
+@pytest.mark.kernels
 def test_line_counters_keep_their_running_occupancy() -> None:
     """Line counters are additive (gates), not estimates to average: as before."""
     z = zone(SensorSpec("gate-1", Kind.LINE_COUNT), SensorSpec("gate-2", Kind.LINE_COUNT),
@@ -143,6 +150,7 @@ def test_line_counters_keep_their_running_occupancy() -> None:
     assert u.confidence == pytest.approx(1.0)
 
 
+@pytest.mark.kernels
 def test_blind_window_has_no_confidence() -> None:
     ups = run(CAMS, [cam("cam-a", 1000, 100, 0)], until_ms=200_000)
     assert math.isnan(ups[-1].density)
@@ -173,6 +181,7 @@ def _same(a: list[DensityUpdate], b: list[DensityUpdate]) -> None:
         assert x.confidence == pytest.approx(y.confidence, rel=1e-12)
 
 
+@pytest.mark.kernels
 def test_per_sensor_state_round_trips_a_snapshot() -> None:
     before, after = _split()
     whole = WindowedDensityEngine([CAMS])
@@ -196,6 +205,7 @@ def old_layout(snap: dict[str, npt.NDArray[np.generic]]) -> dict[str, npt.NDArra
     return old
 
 
+@pytest.mark.kernels
 def test_snapshot_of_the_earlier_layout_restores() -> None:
     """The windows that hold restored buckets (no per-sensor sums) use the zone sums, as the
     code that wrote the snapshot did; from one window on, fusion is per sensor."""
@@ -218,6 +228,7 @@ def test_snapshot_of_the_earlier_layout_restores() -> None:
           [u for u in expect if u.window_end_ms >= restored_until])
 
 
+@pytest.mark.kernels
 def test_a_sensor_sending_another_kind_falls_back_to_zone_sums() -> None:
     """A camera that also sends device counts: its device readings are counted by the zone
     sums only; windows with them use the zone's per-reading formula (never crash)."""
@@ -234,6 +245,7 @@ def test_engine_state_includes_the_rows() -> None:
     assert eng.xr.shape[1:] == (eng.ring_slots, K.X_FIELDS)
 
 
+@pytest.mark.kernels
 def test_snapshot_written_before_fusion_per_sensor_restores() -> None:
     """``data/density-snapshot-102a1e1.npz`` is what the engine before this change (commit
     102a1e1) wrote after ``_split()[0]``: it restores, its windows continue on the zone
@@ -254,6 +266,7 @@ def test_snapshot_written_before_fusion_per_sensor_restores() -> None:
     assert all(u.density == pytest.approx(1500 / 1100) for u in fused)
 
 
+@pytest.mark.kernels
 def test_density_record_carries_confidence() -> None:
     """The density topic's record gains ``confidence`` (3 decimals; null when blind)."""
     ups = run(CAMS, issue_example(), until_ms=300_000)

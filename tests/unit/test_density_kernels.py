@@ -158,6 +158,7 @@ def same_rows(a: list[tuple], b: list[tuple]) -> None:
             assert (math.isnan(u) and math.isnan(v)) or u == pytest.approx(v, rel=1e-12, abs=1e-9)
 
 
+@pytest.mark.kernels
 @pytest.mark.parametrize("group", [False, True], ids=["arrival-order", "zone-order"])
 @pytest.mark.parametrize("seed", range(6))
 def test_kernel_matches_python_twin(seed: int, group: bool) -> None:
@@ -181,6 +182,7 @@ GRID_ZONE = replace(zone("d", 500.0, (SensorSpec("d-cam", Kind.OCCUPANCY, covera
                    grid=Grid(20.0, (16.0, 100.0), 1, 2))
 
 
+@pytest.mark.kernels
 @pytest.mark.parametrize("seed", range(3))
 def test_kernel_matches_python_twin_with_grid_readings(
         seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -273,6 +275,7 @@ def reference_fusion(inside: list[SensorEvent], zone: Zone) -> tuple[float, floa
     return dens, 1.0 / (1.0 + sigma / max(dens, 1.0))
 
 
+@pytest.mark.kernels
 def test_windows_match_independent_reference() -> None:
     rng = random.Random(42)
     stream = random_stream(rng, 3000)
@@ -334,6 +337,7 @@ def reference_line_flows(inside: list[SensorEvent], zone: Zone
     return out, pms, xf[top], (min(per[top]) / hi if hi else 0.0)
 
 
+@pytest.mark.kernels
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.integers(0, 400_000), st.integers(0, 500), st.booleans()),
                 min_size=1, max_size=120),

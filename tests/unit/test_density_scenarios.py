@@ -66,6 +66,7 @@ def group(request: pytest.FixtureRequest) -> bool:
     return bool(request.param)
 
 
+@pytest.mark.kernels
 def test_on_time_then_quiet(group: bool) -> None:
     """
     time (s)   0    1    2    3    4    5    6    7    8
@@ -87,6 +88,7 @@ def test_on_time_then_quiet(group: bool) -> None:
     assert len(s.rows()) == 8
 
 
+@pytest.mark.kernels
 def test_out_of_order_within_grace_and_late_beyond_it(group: bool) -> None:
     """
     time (s)   0    1    2    3    4    5
@@ -107,6 +109,7 @@ def test_out_of_order_within_grace_and_late_beyond_it(group: bool) -> None:
     ]
 
 
+@pytest.mark.kernels
 def test_duplicates_count_once(group: bool) -> None:
     """
     time (s)   0    1    2
@@ -120,6 +123,7 @@ def test_duplicates_count_once(group: bool) -> None:
     assert s.rows()[0] == (1.0, 2.0, 2)  # (100 + 300) people over 2 x 100 m²
 
 
+@pytest.mark.kernels
 def test_silent_sensor_is_stale_and_stops_contributing(group: bool) -> None:
     """
     time (s)   0    1    2    3    4    5    6    7
@@ -139,6 +143,7 @@ def test_silent_sensor_is_stale_and_stops_contributing(group: bool) -> None:
     assert last.density == pytest.approx(1.0)  # cam1 alone once cam2's readings left
 
 
+@pytest.mark.kernels
 def test_line_counts_re_anchor_on_cameras(group: bool) -> None:
     """
     time (s)   0    1    2    3    4    5
@@ -156,6 +161,7 @@ def test_line_counts_re_anchor_on_cameras(group: bool) -> None:
     assert rows[6.0] == (pytest.approx(0.55), "line_count")  # anchored 50 + 5 entries
 
 
+@pytest.mark.kernels
 def test_registry_change_mid_stream_applies_to_later_windows(group: bool) -> None:
     """
     time (s)   0    1    2    3    4
@@ -170,6 +176,7 @@ def test_registry_change_mid_stream_applies_to_later_windows(group: bool) -> Non
     assert occ == {1.0: pytest.approx(100.0), 2.0: pytest.approx(200.0)}
 
 
+@pytest.mark.kernels
 def test_evidence_is_the_same_in_a_large_registry() -> None:
     # With many zones and few closed windows the engine reads only the closed zones' sensor
     # times (the other branch reads all of them): both must list the same evidence.

@@ -10,6 +10,7 @@ import pytest
 from benchmarks.detection import TARGET_DELAY_S, main, measure, report
 
 
+@pytest.mark.kernels
 def test_the_crush_is_detected_early_steadily_and_truly() -> None:
     scored = measure(["crush"], [1])
     critical = [c for c in scored.crossings if c.level == "critical"]

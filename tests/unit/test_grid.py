@@ -157,6 +157,7 @@ def test_the_grounds_cells_add_up_to_their_usable_area() -> None:
 
 
 # -- kernels: numba vs twin vs an independent reference ------------------------------------
+@pytest.mark.kernels
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_grid_kernels_match_their_twins(seed: int) -> None:
     rng = np.random.default_rng(seed)
@@ -197,6 +198,7 @@ def _reference(readings: list[tuple[int, list[tuple[int, int]]]], start: int, en
     return out
 
 
+@pytest.mark.kernels
 @pytest.mark.parametrize("seed", [1, 2, 3, 4])
 def test_engine_grid_windows_match_a_reference_on_random_input(seed: int) -> None:
     rng = random.Random(seed)
@@ -238,6 +240,7 @@ def test_engine_grid_windows_match_a_reference_on_random_input(seed: int) -> Non
     assert judged > 40
 
 
+@pytest.mark.kernels
 def test_grid_readings_leave_the_density_windows_unchanged() -> None:
     """The density kernels see the grid kind's code and count it in no sum: with grid
     readings at the same times as the cameras' (so the clocks move alike), every density
@@ -263,6 +266,7 @@ def test_grid_readings_leave_the_density_windows_unchanged() -> None:
     assert repr(with_grid) == repr(without)  # repr: NaN trends compare equal
 
 
+@pytest.mark.kernels
 def test_grid_readings_are_deduplicated_and_late_ones_refused() -> None:
     zone = parse_zone(ZONE_DOC)
     eng = WindowedDensityEngine([zone], window_ms=20_000, slide_ms=5000, grace_ms=2000)
@@ -280,6 +284,7 @@ def test_grid_readings_are_deduplicated_and_late_ones_refused() -> None:
     assert last.hot_density == pytest.approx(1.0)
 
 
+@pytest.mark.kernels
 def test_off_grid_readings_go_to_the_dead_letter_topic_with_a_pointer() -> None:
     zone = parse_zone(ZONE_DOC)
     plain = Zone("p", "พ", "P", 100.0, "standing", (SensorSpec("p-grid", Kind.GRID_COUNT),))
@@ -299,6 +304,7 @@ def test_off_grid_readings_go_to_the_dead_letter_topic_with_a_pointer() -> None:
     assert got == [(1, "off_grid", "/1/cells/1"), (2, "off_grid", "/2/kind")]
 
 
+@pytest.mark.kernels
 def test_a_reading_with_all_its_points_off_the_grid_goes_to_the_dead_letter_topic() -> None:
     """A camera placed in the wrong zone (or with lat/lon swapped where both are valid
     latitudes; in Thailand a swap is a ``schema`` rejection, longitude ~100 > 90): none of

@@ -140,6 +140,7 @@ def test_cap_carries_the_hot_cell() -> None:
     assert info.findtext("cap:certainty", namespaces=ns) == "Observed"
 
 
+@pytest.mark.kernels
 @pytest.mark.parametrize("seed", [1, 2])
 def test_the_hotspot_scenario_fires_ahead_of_the_density_alarm_and_quiet_elsewhere(
         seed: int) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 import jsonschema
 import orjson
+import pytest
 
 import schemas
 from schemas import Kind, SensorSpec, Zone
@@ -54,6 +55,7 @@ def pipeline(*zones: Zone, **engine: Any) -> Pipeline:
 
 # -- event time no sender can poison ------------------------------------------------------------
 
+@pytest.mark.kernels
 def test_a_reading_stamped_2200_is_dead_lettered_and_blinds_nothing() -> None:
     p = pipeline()
     out = p.process_sensor_batch([live(occ("a", T0), 0, T0 + 500)], now_ms=T0 + 500)
@@ -69,6 +71,7 @@ def test_a_reading_stamped_2200_is_dead_lettered_and_blinds_nothing() -> None:
     assert all(d["density"] == 2.0 for d in densities)
 
 
+@pytest.mark.kernels
 def test_a_fast_sensor_clock_does_not_make_the_others_late_live() -> None:
     """cam3 runs 15 s fast (grace + slide); cam's readings arrive 8 s after they were taken."""
     p = pipeline()
@@ -83,6 +86,7 @@ def test_a_fast_sensor_clock_does_not_make_the_others_late_live() -> None:
     assert late == []
 
 
+@pytest.mark.kernels
 def test_a_fast_sensor_clock_does_not_make_the_others_late_offline() -> None:
     """The same in replay, with no arrival times: the robust clock is outvoting cam3."""
     p = pipeline(zone(sensors=("cam", "cam2", "cam3", "cam4")))
@@ -97,6 +101,7 @@ def test_a_fast_sensor_clock_does_not_make_the_others_late_offline() -> None:
     assert late == []
 
 
+@pytest.mark.kernels
 def test_a_restart_heals_a_snapshot_poisoned_by_a_future_watermark() -> None:
     eng = WindowedDensityEngine([zone()])
     p = Pipeline([zone()], engine=eng)
@@ -111,6 +116,7 @@ def test_a_restart_heals_a_snapshot_poisoned_by_a_future_watermark() -> None:
     assert fresh.engine.watermark(0) < T0 + 10_000
 
 
+@pytest.mark.kernels
 def test_a_consistently_fast_sensor_is_visible_in_the_evidence() -> None:
     p = pipeline()
     densities = []
@@ -130,6 +136,7 @@ def test_a_consistently_fast_sensor_is_visible_in_the_evidence() -> None:
 
 # -- a bounded DLQ ---------------------------------------------------------------------------
 
+@pytest.mark.kernels
 def test_one_bad_batch_gives_one_bounded_dlq_record() -> None:
     batch = [{"event_id": f"e{i}", "sensor_id": "c", "zone_id": "popup", "kind": "occupancy",
               "ts": T0 + i, "count": 100} for i in range(5000)]
@@ -152,6 +159,7 @@ def test_one_bad_batch_gives_one_bounded_dlq_record() -> None:
 
 # -- unknown sensors -------------------------------------------------------------------------
 
+@pytest.mark.kernels
 def test_unlisted_sensors_are_refused_and_never_grow_memory() -> None:
     p = pipeline()
     before = len(p.engine.sensor_ids)  # type: ignore[attr-defined]
@@ -162,6 +170,7 @@ def test_unlisted_sensors_are_refused_and_never_grow_memory() -> None:
     assert len(p.engine.sensor_ids) == before  # type: ignore[attr-defined]
 
 
+@pytest.mark.kernels
 def test_unlisted_sensors_accepted_on_request_for_zones_that_list_none_bounded() -> None:
     open_zone = zone("market", sensors=())
     p = pipeline(open_zone, accept_unlisted=True)
@@ -172,6 +181,7 @@ def test_unlisted_sensors_accepted_on_request_for_zones_that_list_none_bounded()
     assert p.engine.stale_sensor_count() == 0  # accepted unlisted sensors are never "stale"
 
 
+@pytest.mark.kernels
 def test_a_reused_event_id_with_other_content_is_refused_and_the_first_stands() -> None:
     p = pipeline()
     first = p.process_sensor_batch([live(occ("same", T0, count=100), 0, T0)], now_ms=T0)
@@ -200,6 +210,7 @@ def test_a_report_written_minutes_before_it_arrives_acts_at_once() -> None:
     assert not out.dlq
 
 
+@pytest.mark.kernels
 def test_reports_too_old_or_from_the_future_are_dead_lettered() -> None:
     p = pipeline(zone(), zone("bridge", sensors=("b-cam",)))
     now = T0 + 3_600_000
@@ -214,6 +225,7 @@ def test_reports_too_old_or_from_the_future_are_dead_lettered() -> None:
     assert not ahead.alerts
 
 
+@pytest.mark.kernels
 def test_a_crush_report_in_a_zone_without_sensors_expires_by_the_wall_clock() -> None:
     p = pipeline(zone("square", sensors=()))
     raised = p.process_report_batch([live(report("r1", T0, zone_id="square"), 0, T0,
@@ -226,6 +238,7 @@ def test_a_crush_report_in_a_zone_without_sensors_expires_by_the_wall_clock() ->
         ("resolved", "normal", None)]
 
 
+@pytest.mark.kernels
 def test_a_crush_report_in_a_zone_without_sensors_expires_by_event_time_offline() -> None:
     p = pipeline(zone(), zone("square", sensors=()))
     p.process_report_batch([live(report("r1", T0, zone_id="square"), 0, None, topic="r")])
@@ -244,6 +257,7 @@ def test_a_crush_report_in_a_zone_without_sensors_expires_by_event_time_offline(
 
 # -- loss of sensing -------------------------------------------------------------------------
 
+@pytest.mark.kernels
 def test_a_critical_zone_whose_sensors_all_stop_is_alerted_blind_and_re_alarmed() -> None:
     p = pipeline(zone(), zone("other", sensors=("o-cam",)))
     alerts: list[dict[str, Any]] = []
@@ -290,6 +304,7 @@ def test_a_critical_zone_whose_sensors_all_stop_is_alerted_blind_and_re_alarmed(
     assert not math.isnan(back[-1]["density"] or math.nan)
 
 
+@pytest.mark.kernels
 def test_a_report_read_ahead_of_a_sensor_backlog_is_not_stale() -> None:
     """Another partition has read its whole backlog; the report's zone has not been seen yet:
     its report acts (it has no zone clock to be old by)."""
@@ -303,6 +318,7 @@ def test_a_report_read_ahead_of_a_sensor_backlog_is_not_stale() -> None:
     assert [orjson.loads(r.value)["level"] for r in out.alerts] == ["critical"]
 
 
+@pytest.mark.kernels
 def test_a_reading_keyed_to_another_partition_does_not_move_its_zone_there() -> None:
     """A gateway with another partitioner (or a batch mixing zones) puts a vihara reading on
     the bridge's partition, whose clock a consumer has read far ahead: the vihara is still
@@ -354,6 +370,7 @@ def _replay(events: Any, reports: Any) -> tuple[list[dict[str, Any]], list[dict[
             [orjson.loads(x) for x in dlq.getvalue().splitlines()])
 
 
+@pytest.mark.kernels
 def test_a_camera_15_s_fast_in_a_recorded_night_makes_no_other_reading_late(tmp_path: Any
                                                                            ) -> None:
     events, reports = _crush_files(tmp_path)
@@ -372,6 +389,7 @@ def test_a_camera_15_s_fast_in_a_recorded_night_makes_no_other_reading_late(tmp_
     assert len(late) == len([d for d in clean if d["reason"] == "late"])
 
 
+@pytest.mark.kernels
 def test_a_report_sent_late_in_a_recorded_file_gets_no_other_report_refused(tmp_path: Any
                                                                           ) -> None:
     events, reports = _crush_files(tmp_path)
@@ -400,6 +418,7 @@ def test_a_huge_or_tiny_zone_is_refused_at_once() -> None:
         check_zones([Zone("tiny", "ก", "Tiny", 1e-300, "standing", ())], rules)
 
 
+@pytest.mark.kernels
 def test_a_restored_partition_whose_input_stopped_still_goes_blind_by_the_wall_clock() -> None:
     """A restart after the sensors stopped: no arrival ever comes again, yet the zone's
     windows close by the wall clock and the open episode hears that the zone is blind."""

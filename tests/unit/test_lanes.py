@@ -5,6 +5,7 @@ lagging router's readings from being judged late by a faster one's clock."""
 from __future__ import annotations
 
 import orjson
+import pytest
 
 from schemas import Kind, SensorSpec, Zone
 from streams.lanes import Lanes
@@ -47,6 +48,7 @@ def densities(records: list[bytes]) -> dict[str, int]:
     return n
 
 
+@pytest.mark.kernels
 def test_a_lagging_router_makes_no_reading_late() -> None:
     msgs = routed_backlog()
     lanes = Lanes(Pipeline(ZONES))
@@ -61,6 +63,7 @@ def test_a_lagging_router_makes_no_reading_late() -> None:
     assert sum(o.rejected.get("late", 0) for o in plain) > 500
 
 
+@pytest.mark.kernels
 def test_a_partition_snapshot_holds_all_its_lanes() -> None:
     msgs = routed_backlog()
     half = len(msgs) * 3 // 4
@@ -79,6 +82,7 @@ def test_a_partition_snapshot_holds_all_its_lanes() -> None:
     assert again.watermark(0) == lanes.watermark(0)
 
 
+@pytest.mark.kernels
 def test_dropping_a_partition_drops_every_lane_and_an_old_snapshot_resumes_nothing() -> None:
     msgs = routed_backlog()
     lanes = Lanes(Pipeline(ZONES))
@@ -93,6 +97,7 @@ def test_dropping_a_partition_drops_every_lane_and_an_old_snapshot_resumes_nothi
     assert (zones, resumable) == (0, False)
 
 
+@pytest.mark.kernels
 def test_only_lanes_whose_upstream_is_routed_move_on_by_wall_time() -> None:
     """A router that is frozen or behind (its upstream partition not routed to its end) keeps
     its lanes' clocks: the readings it has yet to route must not be made late."""
@@ -118,6 +123,7 @@ def test_only_lanes_whose_upstream_is_routed_move_on_by_wall_time() -> None:
     assert densities([r.value for r in out.density]).keys() == {"c"}
 
 
+@pytest.mark.kernels
 def test_input_routed_again_after_a_crash_is_taken_once() -> None:
     """A router that died before committing is followed by one that routes the same input
     again: the repeats (more per sensor than its dedup ring holds) change no window."""

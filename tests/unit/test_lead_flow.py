@@ -4,6 +4,8 @@ the README table runs seeds 1..5 over every scenario, this test seed 1)."""
 
 from __future__ import annotations
 
+import pytest
+
 from agents.devtools.simulator import SCENARIOS, simulate
 from benchmarks.detection import ZONES_FILE
 from benchmarks.lead_flow import OWN, measure, report
@@ -11,6 +13,7 @@ from schemas import load_zones
 from streams import INDICATOR_REASONS
 
 
+@pytest.mark.kernels
 def test_each_indicator_leads_the_density_alarm_on_its_own_scenario() -> None:
     scenarios = ["ordinary-evening", *sorted({s for s, _ in OWN.values()})]
     sc = measure([1], scenarios)

@@ -43,6 +43,7 @@ def schema(name: str) -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(doc)
 
 
+@pytest.mark.kernels
 def test_bad_input_goes_to_dlq_with_reason_and_good_neighbours_are_processed() -> None:
     p = Pipeline([zone()], clock=lambda: FIXED_NOW)
     batch = [occ("a", 100, T0), {"event_id": "b", "kind": "occupancy"}, occ("c", 150, T0 + 1000)]
@@ -81,6 +82,7 @@ def test_bad_input_goes_to_dlq_with_reason_and_good_neighbours_are_processed() -
     assert ("safetour-reason", b"not_json") in [r.headers[0] for r in out.dlq]
 
 
+@pytest.mark.kernels
 def test_surge_produces_one_episode_with_lifecycle() -> None:
     p = Pipeline([zone()])
     validator = schema("alert.v1.json")
@@ -106,6 +108,7 @@ def test_surge_produces_one_episode_with_lifecycle() -> None:
     assert len(ids) == 1
 
 
+@pytest.mark.kernels
 def test_replaying_the_same_input_gives_identical_alerts() -> None:
     def run() -> list[bytes]:
         p = Pipeline([zone()])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import orjson
+import pytest
 
 from schemas import Kind, SensorEvent
 from streams import WindowedDensityEngine
@@ -42,6 +43,7 @@ def run(p: Pipeline, msgs: list[SourceMessage]) -> list[bytes]:
     return out
 
 
+@pytest.mark.kernels
 def test_restored_pipeline_continues_exactly() -> None:
     msgs = messages(random_stream(random.Random(11), 2000, partitions=3))
     full = run(pipeline(), msgs)
@@ -56,6 +58,7 @@ def test_restored_pipeline_continues_exactly() -> None:
     assert any(b"raised" in v for v in full)  # the stream raised alerts that had to carry over
 
 
+@pytest.mark.kernels
 def test_backfill_is_not_made_late_by_the_wall_clock() -> None:
     """Replaying an hour-old backlog: arrivals keep coming, so idleness never kicks in."""
     e = WindowedDensityEngine(ZONES, window_ms=WINDOW, slide_ms=SLIDE, grace_ms=GRACE,
@@ -74,6 +77,7 @@ def test_backfill_is_not_made_late_by_the_wall_clock() -> None:
     assert last[-1].readings == 0
 
 
+@pytest.mark.kernels
 def test_an_upgrade_that_changes_the_grace_keeps_the_open_critical_episode() -> None:
     """A snapshot taken with window 60 / grace 10, restored into an engine with grace 5:
     the density state cannot be restored, but the open critical episode is carried over and

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import orjson
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = 1_771_158_600_000  # 2026-02-15T12:30:00Z
@@ -44,6 +45,7 @@ def run(tmp: Path, events: Path, reports: Path, name: str) -> bytes:
     return out.read_bytes() + b"--dlq--\n" + dlq.read_bytes()
 
 
+@pytest.mark.kernels
 def test_replay_twice_is_byte_identical_and_tells_the_whole_story(tmp_path: Path) -> None:
     events, reports = write_inputs(tmp_path)
     first = run(tmp_path, events, reports, "a")

@@ -129,6 +129,7 @@ def test_zone_partition_is_crc32_and_pinned() -> None:
     assert zone_partition("วิหาร", 3) == zlib.crc32("วิหาร".encode()) % 3
 
 
+@pytest.mark.kernels
 def test_a_recorded_night_under_two_partitioners_gives_one_partition_per_zone() -> None:
     sim = simulate(SCENARIOS["crush"], ZONES, seed=1)
     source = published(sim.events)
@@ -176,6 +177,7 @@ def occ(event_id: str, zone_id: str, ts: int = T0, count: int = 10) -> dict[str,
             "kind": "occupancy", "ts": ts, "count": count}
 
 
+@pytest.mark.kernels
 def test_dlq_of_a_split_batch_names_the_original_message_and_item_index() -> None:
     batch = [occ("a", "wat-yai-vihara"), occ("b", "naresuan-bridge"),
              {"event_id": "c", "zone_id": "naresuan-bridge", "kind": "occupancy"},
@@ -213,6 +215,7 @@ def test_dlq_of_a_split_batch_names_the_original_message_and_item_index() -> Non
                   for d in direct for i in d["items"]) == got
 
 
+@pytest.mark.kernels
 def test_unroutable_input_is_forwarded_unchanged_and_dead_lettered_as_today() -> None:
     src = [
         SourceMessage("sensors", 11, 1, T0, b"k", b"not json{"),
@@ -241,6 +244,7 @@ def report(**fields: Any) -> bytes:
                          "source": "police"} | fields)
 
 
+@pytest.mark.kernels
 def test_reports_go_to_their_zone_by_id_or_polygon_and_act_there() -> None:
     router = Router(ZONES, N, reports_topic="reports")
     by_id = SourceMessage("reports", 3, 0, T0, None, report(zone_id="naresuan-bridge"))
@@ -268,6 +272,7 @@ def test_reports_go_to_their_zone_by_id_or_polygon_and_act_there() -> None:
         ("unknown_zone", "reports", 2), ("schema", "reports", 3)]
 
 
+@pytest.mark.kernels
 def test_a_by_zone_record_without_origin_stands_for_itself() -> None:
     m = SourceMessage("by-zone", 2, 7, T0, b"k", b"nope", ((ORIGIN_HEADER, b"{garbage"),))
     o = read_origin(m)
@@ -302,6 +307,7 @@ message = st.builds(
                      max_size=3).map(tuple))
 
 
+@pytest.mark.kernels
 @settings(max_examples=400, deadline=None)
 @given(st.lists(message, min_size=1, max_size=6), st.integers(1, 9))
 def test_fuzz_router_never_raises_never_drops_and_stage_two_digests_it(

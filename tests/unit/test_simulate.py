@@ -58,6 +58,7 @@ def test_sensor_faults_are_present() -> None:
     assert texts <= {"th", "en"}
 
 
+@pytest.mark.kernels
 def test_crush_is_detected_within_60_s_offline(tmp_path: Path) -> None:
     """Replay the crush scenario: critical on the bridge no later than 60 s of scenario time
     after the truth crossed critical; no critical where the truth stayed below high."""
@@ -84,6 +85,7 @@ def assert_detection(truth: dict, alerts: list[dict]) -> None:
             assert not [a for a in alerts if a["zone_id"] == zid and a["level"] == "critical"]
 
 
+@pytest.mark.kernels
 def test_reports_read_ahead_of_a_sensor_backlog_act_at_once() -> None:
     """Reports consumed before the sensor backlog (two topics, two agents) are never held
     back: each acts when it arrives (the crush report raises critical at once), and the

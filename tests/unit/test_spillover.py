@@ -407,6 +407,7 @@ def test_a_counter_the_neighbour_owns_counts_in_its_into_direction() -> None:
     assert last.net_per_min == 100.0 + 10 * 29 - 15.0
 
 
+@pytest.mark.kernels
 def test_the_pipeline_puts_line_flows_on_the_density_records_of_graph_zones() -> None:
     from streams.pipeline import Pipeline, SourceMessage  # noqa: PLC0415
 

@@ -10,6 +10,7 @@ import pytest
 from benchmarks.lead_spillover import measure, report
 
 
+@pytest.mark.kernels
 def test_the_spillover_scenario_warns_ahead_of_the_density_alarm() -> None:
     res = measure(["spillover"], [1])
     assert {(ld.zone, ld.neighbour) for ld in res.leads} == {
@@ -51,6 +52,7 @@ def test_the_spillover_scenario_warns_ahead_of_the_density_alarm() -> None:
     assert "spill-over episodes per true spill (ideally 1): 0.50 (max 1)" in text
 
 
+@pytest.mark.kernels
 @pytest.mark.parametrize("scenario", ["ordinary-evening", "wat-yai-fair", "crush", "songkran",
                                       "wat-yai-hotspot", "loy-krathong"])
 def test_no_spillover_where_there_is_none(scenario: str) -> None:

@@ -194,6 +194,7 @@ def run(coro: Callable[[], Coroutine[Any, Any, None]]) -> None:
     asyncio.run(coro())
 
 
+@pytest.mark.kernels
 def test_a_snapshot_waits_until_every_output_before_it_is_acknowledged(tmp_path: Path) -> None:
     rig = Rig(tmp_path)
 
@@ -215,6 +216,7 @@ def test_a_snapshot_waits_until_every_output_before_it_is_acknowledged(tmp_path:
     run(go)
 
 
+@pytest.mark.kernels
 def test_a_failed_delivery_is_sent_again_and_the_offset_waits_for_it(tmp_path: Path) -> None:
     rig = Rig(tmp_path, attempts=3)
 
@@ -243,6 +245,7 @@ def test_a_failed_delivery_is_sent_again_and_the_offset_waits_for_it(tmp_path: P
     run(go)
 
 
+@pytest.mark.kernels
 def test_a_delivery_that_keeps_failing_stops_the_worker_loudly(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -269,6 +272,7 @@ def test_a_delivery_that_keeps_failing_stops_the_worker_loudly(
     assert "3 times" in critical[0].getMessage()
 
 
+@pytest.mark.kernels
 def test_the_wall_clock_cannot_snapshot_a_batch_whose_outputs_are_not_queued(
     tmp_path: Path
 ) -> None:
@@ -300,6 +304,7 @@ def test_the_wall_clock_cannot_snapshot_a_batch_whose_outputs_are_not_queued(
     run(go)
 
 
+@pytest.mark.kernels
 def test_too_many_pending_deliveries_hold_the_next_batch_back(tmp_path: Path) -> None:
     rig = Rig(tmp_path)
     rig.worker.deliveries.max_pending = 2
@@ -320,6 +325,7 @@ def test_too_many_pending_deliveries_hold_the_next_batch_back(tmp_path: Path) ->
     run(go)
 
 
+@pytest.mark.kernels
 @pytest.mark.parametrize("routed", [False, True])
 def test_a_revoked_partition_is_never_published_for_again(tmp_path: Path, routed: bool
                                                           ) -> None:
@@ -362,6 +368,7 @@ def test_a_revoked_partition_is_never_published_for_again(tmp_path: Path, routed
     run(go)
 
 
+@pytest.mark.kernels
 def test_a_dropped_partition_closes_no_more_windows_whatever_the_clock() -> None:
     engine = WindowedDensityEngine(ZONES, window_ms=WINDOW, slide_ms=SLIDE, grace_ms=GRACE)
     pipe = Pipeline(ZONES, engine=engine)
@@ -409,6 +416,7 @@ def test_quiet_partitions_need_a_recent_successful_log_end_query(tmp_path: Path)
     run(go)
 
 
+@pytest.mark.kernels
 def test_a_broker_outage_makes_no_buffered_reading_late(tmp_path: Path) -> None:
     """Readings flow, the broker goes away for 3 minutes (producers buffer), comes back and
     the buffered readings arrive: they count, none is dead-lettered as late (the bug: every
@@ -452,6 +460,7 @@ def test_a_broker_outage_makes_no_buffered_reading_late(tmp_path: Path) -> None:
     run(go)
 
 
+@pytest.mark.kernels
 def test_the_engine_moves_on_only_the_partitions_it_is_told(tmp_path: Path) -> None:
     from schemas import Kind, SensorEvent  # noqa: PLC0415
 
@@ -579,6 +588,7 @@ def test_a_router_agent_that_crashes_stops_the_worker_instead_of_hanging(
     assert rig.exits == [DELIVERY_FAILED_EXIT]
 
 
+@pytest.mark.kernels
 def test_a_snapshot_commits_its_offsets_and_faust_commits_none_of_the_ingested_topic(
     tmp_path: Path
 ) -> None:
