@@ -97,7 +97,7 @@ def _partition(key: bytes | None) -> int:
         return site
     if key is None:
         return 0
-    return (murmur2(key) & 0x7FFFFFFF) % PARTITIONS
+    return int(murmur2(key) & 0x7FFFFFFF) % PARTITIONS
 
 
 def messages(msgs: list[tuple[bytes, bytes]], topic: str, fetch_readings: int,
