@@ -47,13 +47,16 @@ from __future__ import annotations
 import bisect
 import math
 from array import array
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+
+import numpy as np
+import numpy.typing as npt
 
 from schemas import Thresholds
 
 from .indicators_flow import FlowIndicatorConfig, FlowIndicators, LineFlows
 from .levels import MOVING_DEFAULTS, STANDING_DEFAULTS, Level, level_for
+from .slope_kernels import Slope, fit_points
 
 FORECAST_REASONS = frozenset({"forecast", "spillover"})
 """Reasons of a forecast-raised episode: held by the forecast hold (an ETA, not a level)."""
@@ -437,45 +440,6 @@ def eta_critical_s(density: float, trend_per_min: float, critical: float) -> flo
 
 
 @dataclass(frozen=True, slots=True)
-class Slope:
-    """A Theil–Sen fit: the median pairwise slope (per second), the fitted value at the
-    newest point, and the slope's ~90 % confidence bounds (Sen 1968)."""
-
-    slope: float
-    now: float
-    lo: float
-    hi: float
-
-
-SEN_Z = 1.645
-"""Two-sided 90 %: the slope's bounds are the 5th and 95th percentile ranks of Sen's test."""
-
-
-def theil_sen(points: Sequence[tuple[int, float]]) -> Slope | None:
-    """Theil–Sen over ``(ts_ms, value)`` points: robust to a few outliers (a camera's
-    glitch, a burst of duplicates). None with fewer than 3 points or no time spread."""
-    n = len(points)
-    if n < 3:
-        return None
-    t0 = points[-1][0]
-    xs = [(t - t0) / 1000.0 for t, _ in points]
-    ys = [v for _, v in points]
-    slopes = sorted((ys[j] - ys[i]) / (xs[j] - xs[i])
-                    for i in range(n) for j in range(i + 1, n) if xs[j] != xs[i])
-    if not slopes:
-        return None
-    m = len(slopes)
-    mid = slopes[m // 2] if m % 2 else (slopes[m // 2 - 1] + slopes[m // 2]) / 2
-    c = SEN_Z * math.sqrt(n * (n - 1) * (2 * n + 5) / 18)
-    lo = slopes[max(0, math.floor((m - c) / 2))]
-    hi = slopes[min(m - 1, math.ceil((m + c) / 2))]
-    rest = sorted(y - mid * x for x, y in zip(xs, ys, strict=True))
-    k = len(rest)
-    now = rest[k // 2] if k % 2 else (rest[k // 2 - 1] + rest[k // 2]) / 2
-    return Slope(mid, now, lo, hi)
-
-
-@dataclass(frozen=True, slots=True)
 class Forecast:
     """When the true density reaches critical (seconds from the newest window's end), with a
     range from the slope's confidence bounds; ``hi`` None: not bounded (the slope's lower
@@ -498,6 +462,13 @@ class Trend:
     recent_ms: int = 0  # the last window: every record kept
     ts: array[int] = field(default_factory=lambda: array("q"))
     values: array[float] = field(default_factory=lambda: array("d"))
+    # Fits of the current records by (records, start, step), and the records as numpy
+    # arrays: the alarm, the forecast, the indicators and the alert's text fit the same
+    # points in one window. Both are dropped when a record comes in.
+    memo: dict[tuple[int, int, int], Slope | None] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
+    arrays: tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]] | None = field(
+        default=None, init=False, repr=False, compare=False)
 
     def add(self, ts_ms: int, density: float) -> None:
         if math.isnan(density):
@@ -505,6 +476,8 @@ class Trend:
         ts, values = self.ts, self.values
         if ts and ts_ms <= ts[-1]:
             return  # a window already seen (records come in event-time order)
+        self.memo.clear()
+        self.arrays = None
         ts.append(ts_ms)
         values.append(density)
         # A point that has just left the last window goes if it is less than a step after
@@ -530,8 +503,24 @@ class Trend:
         ts = self.ts
         return len(ts) >= 5 and ts[-1] - ts[0] >= min_span_ms
 
-    def recent(self, since_ms: int) -> list[tuple[int, float]]:
-        return [p for p in self.points if p[0] >= since_ms]
+    def fit_since(self, since_ms: int, max_points: int = 0) -> Slope | None:
+        """Theil–Sen over the records at or after ``since_ms``; with ``max_points``, at most
+        that many of them, evenly spaced, the newest always kept (every ``step``-th back from
+        it, ``step`` the fewest that keeps at most ``max_points``). Fits of the same points
+        are computed once per record (:attr:`memo`)."""
+        ts = self.ts
+        i = bisect.bisect_left(ts, since_ms)
+        k = len(ts) - i
+        step = -(-k // max_points) if max_points and k else 1
+        start = i + (k - 1) % step
+        key = (len(ts), start, step)
+        memo = self.memo
+        if key in memo:
+            return memo[key]
+        if self.arrays is None or len(self.arrays[0]) != len(ts):
+            self.arrays = (np.array(ts, dtype=np.int64), np.array(self.values, dtype=np.float64))
+        fit = memo[key] = fit_points(self.arrays[0], self.arrays[1], start, step)
+        return fit
 
     def rise_per_s(self, since_ms: int) -> float:
         """The crude slope from the first point at or after ``since_ms`` to the newest."""
@@ -553,12 +542,12 @@ class Trend:
         newest, mean = self.ts[-1], self.values[-1]
         if self.rise_per_s(newest - window_ms) <= 0:
             return 0.0  # not even the crude rise over the window: no fit needed
-        fit = theil_sen(self.recent(newest - window_ms))
+        fit = self.fit_since(newest - window_ms)
         if fit is None or fit.lo <= 0:
             return 0.0
         slope = fit.slope
         if recent_half:
-            half = theil_sen(self.recent(newest - window_ms // 2))
+            half = self.fit_since(newest - window_ms // 2)
             if half is not None and half.lo > 0 and half.slope > slope:
                 slope = half.slope
         return min(slope * window_ms / 2000.0, cap * mean)
@@ -568,13 +557,12 @@ class Trend:
         the stretch doubles back in time while the longer fit's slope stays inside the
         shorter one's confidence bounds (a crowd that started to rise, or rises faster
         now, ends the stretch there), up to the whole span."""
-        pts = list(self.points)
-        newest = pts[-1][0]
+        oldest, newest = self.ts[0], self.ts[-1]
         span = min_span_ms
-        fit = theil_sen(_thin([p for p in pts if p[0] >= newest - span], max_points))
-        while fit is not None and newest - pts[0][0] > span:
+        fit = self.fit_since(newest - span, max_points)
+        while fit is not None and newest - oldest > span:
             span *= 2
-            longer = theil_sen(_thin([p for p in pts if p[0] >= newest - span], max_points))
+            longer = self.fit_since(newest - span, max_points)
             if longer is None or not fit.lo <= longer.slope <= fit.hi:
                 break
             fit = longer
@@ -600,9 +588,3 @@ class Trend:
 
         return Forecast(eta(fit.slope), eta(fit.hi) if fit.hi > 0 else 0.0,
                         eta(fit.lo) if fit.lo > 0 else None)
-
-
-def _thin(points: list[tuple[int, float]], n: int) -> list[tuple[int, float]]:
-    """At most ``n`` of ``points``, evenly spaced, the newest always kept."""
-    step = -(-len(points) // n)
-    return points[::-1][::step][::-1]

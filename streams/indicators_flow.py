@@ -33,6 +33,7 @@ Thresholds and their sources (``docs/domain.md`` section 6, Fruin's table in sec
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -209,15 +210,15 @@ class FlowIndicators:
     def _slope(self, trend: Trend | None) -> tuple[float, float]:
         """The Theil-Sen slope of the last ``rise_span_s`` of records and its lower bound,
         p/m² per minute; NaN with too little history."""
-        from .alarm import _thin, theil_sen  # noqa: PLC0415 (alarm.py imports this module)
-
         if trend is None or len(trend.ts) < 5:
             return math.nan, math.nan
-        newest = trend.ts[-1]
-        pts = trend.recent(newest - round(self.config.rise_span_s * 1000))
-        if len(pts) < 5 or newest - pts[0][0] < round(self.config.rise_min_span_s * 1000):
+        ts = trend.ts
+        newest = ts[-1]
+        since = newest - round(self.config.rise_span_s * 1000)
+        first = bisect.bisect_left(ts, since)  # the records at or after it: ts[first:]
+        if len(ts) - first < 5 or newest - ts[first] < round(self.config.rise_min_span_s * 1000):
             return math.nan, math.nan
-        fit = theil_sen(_thin(pts, 20))
+        fit = trend.fit_since(since, 20)
         if fit is None:
             return math.nan, math.nan
         return fit.slope * 60, fit.lo * 60

@@ -9,6 +9,7 @@ kernel benchmark.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 LINE, OCC, DEV, GRID = 0, 1, 2, 3
@@ -319,3 +320,31 @@ def window_cells(sums: list[list[float]], reads: list[float], areas: list[float]
         if not math.isnan(d) and (best < 0 or d > best_d):
             best, best_d = c, d
     return dens, best, best_d
+
+
+# -- Theil-Sen slope (twin of ``streams/slope_kernels.py``) ------------------------------------
+SEN_Z = 1.645
+
+
+def theil_sen(points: Sequence[tuple[int, float]]) -> tuple[float, float, float, float] | None:
+    """Theil–Sen over ``(ts_ms, value)`` points: (slope per second, fitted value at the newest
+    point, the slope's ~90 % bounds); None with fewer than 3 points or no time spread."""
+    n = len(points)
+    if n < 3:
+        return None
+    t0 = points[-1][0]
+    xs = [(t - t0) / 1000.0 for t, _ in points]
+    ys = [v for _, v in points]
+    slopes = sorted((ys[j] - ys[i]) / (xs[j] - xs[i])
+                    for i in range(n) for j in range(i + 1, n) if xs[j] != xs[i])
+    if not slopes:
+        return None
+    m = len(slopes)
+    mid = slopes[m // 2] if m % 2 else (slopes[m // 2 - 1] + slopes[m // 2]) / 2
+    c = SEN_Z * math.sqrt(n * (n - 1) * (2 * n + 5) / 18)
+    lo = slopes[max(0, math.floor((m - c) / 2))]
+    hi = slopes[min(m - 1, math.ceil((m + c) / 2))]
+    rest = sorted(y - mid * x for x, y in zip(xs, ys, strict=True))
+    k = len(rest)
+    now = rest[k // 2] if k % 2 else (rest[k // 2 - 1] + rest[k // 2]) / 2
+    return mid, now, lo, hi

@@ -56,9 +56,9 @@ from typing import Any
 
 from schemas import Kind, SensorEvent, Zone, parse_ts
 
-from .alarm import theil_sen
 from .engine import DensityUpdate
 from .indicators_flow import Hold
+from .slope_kernels import theil_sen
 
 LineFlow = tuple[str, float, float]
 """(sensor_id, entries per minute, exits per minute) of a line counter over a window."""
@@ -263,7 +263,7 @@ def _rise(hist: Sequence[tuple[int, float]], min_points: int) -> float:
     90 % bound when significantly positive, else 0."""
     if len(hist) < min_points:
         return 0.0
-    fit = theil_sen(list(hist))
+    fit = theil_sen(hist)
     return fit.lo if fit is not None and fit.lo > 0 else 0.0
 
 

@@ -12,8 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams import STANDING_DEFAULTS, Level
-from streams.alarm import AlarmConfig, Trend, ZoneAlarm, eta_critical_s, theil_sen
+from streams.alarm import AlarmConfig, Trend, ZoneAlarm, eta_critical_s
 from streams.indicators_flow import FlowIndicatorConfig
+from streams.slope_kernels import theil_sen
 
 NAN = math.nan
 
