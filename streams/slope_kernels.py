@@ -109,7 +109,9 @@ def fit_points(ts: npt.NDArray[np.int64], values: npt.NDArray[np.float64], start
     """Theil–Sen over points ``start::step`` (the kernel; its twin on non-finite input)."""
     status, mid, now, lo, hi = theil_sen_fit(ts, values, start, step)
     if status == FIT:
-        return Slope(mid, now, lo, hi)
+        # Python floats: uncompiled (NUMBA_DISABLE_JIT=1) the kernel yields numpy scalars,
+        # which orjson refuses in an alert.
+        return Slope(float(mid), float(now), float(lo), float(hi))
     if status == NONE:
         return None
     fit = twin_theil_sen(list(zip(ts[start::step].tolist(), values[start::step].tolist(),

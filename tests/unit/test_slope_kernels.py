@@ -10,6 +10,7 @@ import math
 import random
 
 import numpy as np
+import orjson
 import pytest
 
 from streams import kernels_py as KP
@@ -182,3 +183,13 @@ def test_a_new_record_is_not_fitted_from_the_memo() -> None:
     assert same_fit(after, KP.theil_sen(trend.points))
     assert after is not None
     assert after != before
+
+
+def test_a_fit_is_python_floats_that_json_takes() -> None:
+    """Alerts carry the fit; orjson refuses numpy scalars, which the uncompiled kernel
+    (NUMBA_DISABLE_JIT=1, the second pass of the suite) returns. Failed before the fix."""
+    fit = theil_sen([(T0 + 5000 * i, 1.0 + 0.1 * i) for i in range(6)])
+    assert fit is not None
+    assert all(type(v) is float for v in (fit.slope, fit.now, fit.lo, fit.hi))
+    values = [fit.slope, fit.now, fit.lo, fit.hi]
+    assert orjson.loads(orjson.dumps(values)) == values
