@@ -53,7 +53,8 @@ from agents.devtools.simulator import SCENARIOS, SimOutput, simulate
 from schemas import Thresholds, Zone, load_zones, parse_ts
 from streams.alarm import CAPACITY_LEVELS, AlarmConfig, eta_critical_s
 from streams.levels import level_for
-from streams.pipeline import Pipeline, SourceMessage
+from streams.pipeline import Pipeline
+from streams.records import SourceMessage
 
 REPO = Path(__file__).resolve().parents[1]
 ZONES_FILE = REPO / "deploy/zones/phitsanulok.yaml"

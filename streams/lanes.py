@@ -32,7 +32,8 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from .density import MAX_PARTITIONS
-from .pipeline import Consumed, Origin, Outputs, Pipeline, read_origin
+from .pipeline import Pipeline
+from .records import Consumed, Origin, Outputs, read_origin
 
 log = logging.getLogger(__name__)
 

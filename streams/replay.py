@@ -25,7 +25,8 @@ from schemas import Zone
 
 from .alarm import AlarmConfig
 from .engine import DensityEngine
-from .pipeline import DEFAULT_MAX_SKEW_MS, Outputs, OutRecord, Pipeline, SourceMessage
+from .pipeline import DEFAULT_MAX_SKEW_MS, Pipeline
+from .records import Outputs, OutRecord, SourceMessage
 
 log = logging.getLogger(__name__)
 

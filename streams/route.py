@@ -32,7 +32,7 @@ records to write):
   registry does not hold (yet) still lands where that zone will live, and stage 2 decides.
 - The router never dead-letters, never raises on input, and never drops a message: every
   message gives at least one record.
-- Every record carries ``safetour-origin`` (``streams.pipeline.origin_header``: its kind,
+- Every record carries ``safetour-origin`` (``streams.records.origin_header``: its kind,
   source topic, partition, offset, timestamp, key and headers), so stage 2's DLQ record names
   the message the integrator sent, and its record timestamp is the original arrival (the input
   topics' LogAppendTime), so time-based starts work on the by-zone topic too.
@@ -53,7 +53,7 @@ import orjson
 from schemas import MAX_BATCH_EVENTS, MAX_MESSAGE_BYTES, Rejection, Zone, decode_report
 
 from .alerts import report_zone
-from .pipeline import ITEMS_HEADER, Consumed, origin_header, undecodable
+from .records import ITEMS_HEADER, Consumed, origin_header, undecodable
 
 SENSOR = "sensor"
 REPORT = "report"

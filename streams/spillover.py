@@ -268,7 +268,7 @@ def _rise(hist: Sequence[tuple[int, float]], min_points: int) -> float:
 
 
 def density_from_record(doc: Mapping[str, Any]) -> DensityUpdate | None:
-    """A density-topic record (``streams.pipeline.density_record``) back as the fields the
+    """A density-topic record (``streams.records.density_record``) back as the fields the
     spill-over reads of a neighbour; None if it is not one."""
     try:
         zid = doc["zone_id"]

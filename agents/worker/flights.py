@@ -38,7 +38,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from streams.pipeline import Consumed
+from streams.records import Consumed
 from streams.route import RoutedRecord
 
 from .publish import RoutedSent

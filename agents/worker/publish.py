@@ -23,7 +23,7 @@ from typing import Any
 
 from aiokafka.partitioner import DefaultPartitioner
 
-from streams.pipeline import OutRecord
+from streams.records import OutRecord
 from streams.route import RoutedRecord
 
 

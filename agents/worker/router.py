@@ -52,7 +52,7 @@ from aiokafka import TopicPartition
 from faust.types import TP
 
 from schemas import SafetourError, Zone
-from streams.pipeline import Consumed
+from streams.records import Consumed
 from streams.route import RoutedRecord, Router
 
 from ..config import Settings, Topics

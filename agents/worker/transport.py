@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from streams.pipeline import Consumed, SourceMessage
+from streams.records import Consumed, SourceMessage
 
 
 class RecordBatch(list[Any]):

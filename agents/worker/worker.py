@@ -39,7 +39,8 @@ from faust.types import TP
 from schemas import Kind, parse_ts
 from streams import BEYOND_DENSITY_REASONS
 from streams.lanes import Direct, Lanes
-from streams.pipeline import Consumed, Outputs, OutRecord, Pipeline
+from streams.pipeline import Pipeline
+from streams.records import Consumed, Outputs, OutRecord
 
 from ..config import Settings
 from ..heartbeat import HeartbeatSnapshot

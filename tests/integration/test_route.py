@@ -17,7 +17,7 @@ from agents.config import Settings
 from agents.topics import create_topics, partitions_of, topic_specs
 from agents.worker.router import ZoneRouter, router_start_offsets
 from schemas import load_zones
-from streams.pipeline import ORIGIN_HEADER, SourceMessage
+from streams.records import ORIGIN_HEADER, SourceMessage
 from streams.route import zone_partition
 
 from .conftest import KCAT, make_settings

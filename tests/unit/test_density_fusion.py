@@ -16,7 +16,7 @@ from schemas import Kind, SensorEvent, SensorSpec, Zone
 from streams import kernels as K
 from streams.density import WindowedDensityEngine
 from streams.engine import DensityUpdate
-from streams.pipeline import density_record
+from streams.records import density_record
 
 T0 = 1_771_150_000_000 - 1_771_150_000_000 % 60_000
 

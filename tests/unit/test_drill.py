@@ -19,7 +19,7 @@ from agents.run import drill_settings
 from agents.tail import format_alert
 from schemas import SafetourError
 from streams.cap import CAP_NS, to_cap
-from streams.pipeline import Outputs
+from streams.records import Outputs
 
 NAMES = {"th": "ท", "en": "e"}
 ALERT: dict[str, Any] = {

@@ -17,7 +17,8 @@ from agents.worker.neighbours import apply_density_records
 from agents.worker.worker import Worker
 from schemas import parse_zone
 from streams.engine import DensityUpdate
-from streams.pipeline import Outputs, OutRecord, Pipeline, density_record
+from streams.pipeline import Pipeline
+from streams.records import Outputs, OutRecord, density_record
 
 T0 = 1_771_330_000_000
 W = 60_000

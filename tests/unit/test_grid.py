@@ -29,7 +29,8 @@ from streams import WindowedDensityEngine
 from streams import grid_kernels as GK
 from streams import kernels_py as KP
 from streams.grid import GridStore, cell_areas, polygon_area_m2
-from streams.pipeline import Pipeline, SourceMessage
+from streams.pipeline import Pipeline
+from streams.records import SourceMessage
 
 ZONE_DOC = {"zone_id": "g", "name": {"th": "ก", "en": "G"}, "area_m2": 10000,
             "crowd": "moving", "grid": {"cell_m": 50, "origin": [16.0, 100.0], "rows": 2,

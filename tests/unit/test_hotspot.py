@@ -184,7 +184,8 @@ def test_the_worker_exports_the_hot_cell_density_gauge(tmp_path: object) -> None
     from agents.config import Settings  # noqa: PLC0415
     from agents.metrics import Metrics  # noqa: PLC0415
     from agents.worker.worker import Worker  # noqa: PLC0415
-    from streams.pipeline import Outputs, OutRecord, Pipeline, density_record  # noqa: PLC0415
+    from streams.pipeline import Pipeline  # noqa: PLC0415
+    from streams.records import Outputs, OutRecord, density_record  # noqa: PLC0415
 
     settings = replace(Settings.from_env({}), state_dir=tmp_path)
     metrics = Metrics()

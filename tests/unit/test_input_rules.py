@@ -21,7 +21,8 @@ import pytest
 import schemas
 from schemas import Kind, SensorSpec, Zone
 from streams import WindowedDensityEngine
-from streams.pipeline import Pipeline, SourceMessage
+from streams.pipeline import Pipeline
+from streams.records import SourceMessage
 
 T0 = 1_771_150_000_000 - 1_771_150_000_000 % 5_000  # on a slide boundary
 YEAR_2200 = 7_258_118_400_000

@@ -9,7 +9,8 @@ import pytest
 
 from schemas import Kind, SensorSpec, Zone
 from streams.lanes import Lanes
-from streams.pipeline import Pipeline, SourceMessage
+from streams.pipeline import Pipeline
+from streams.records import SourceMessage
 from streams.route import Router
 
 T0 = 1_771_150_000_000

@@ -14,7 +14,7 @@ from agents.worker.neighbours import StaleNeighbours, apply_density_records
 from schemas import parse_zone
 from streams.alerts import AlertTracker
 from streams.engine import DensityUpdate
-from streams.pipeline import density_record
+from streams.records import density_record
 
 T0 = 1_771_330_000_000
 

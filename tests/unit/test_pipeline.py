@@ -13,7 +13,8 @@ import pytest
 
 import schemas
 from schemas import Kind, SensorSpec, Zone
-from streams.pipeline import Pipeline, SourceMessage
+from streams.pipeline import Pipeline
+from streams.records import SourceMessage
 
 T0 = 1_771_150_000_000  # 2026-02-15T10:06:40Z
 FIXED_NOW = datetime(2026, 2, 15, 12, 0, tzinfo=UTC)

@@ -9,7 +9,8 @@ import pytest
 
 from schemas import Kind, SensorEvent
 from streams import WindowedDensityEngine
-from streams.pipeline import Pipeline, SourceMessage
+from streams.pipeline import Pipeline
+from streams.records import SourceMessage
 
 from .test_density_kernels import GRACE, SLIDE, WINDOW, ZONES, random_stream
 

@@ -29,14 +29,14 @@ from agents.config import Topics
 from agents.devtools.simulator import SCENARIOS, simulate
 from agents.worker.router import RouteError, ZoneRouter
 from schemas import load_zones
-from streams.pipeline import (
+from streams.pipeline import Pipeline
+from streams.records import (
     ITEMS_HEADER,
     ORIGIN_HEADER,
     UNDECODABLE_HEADER,
     UNDECODABLE_OFFSETS_HEADER,
     Consumed,
     OutRecord,
-    Pipeline,
     SourceMessage,
     read_origin,
 )

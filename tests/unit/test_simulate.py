@@ -93,7 +93,7 @@ def test_reports_read_ahead_of_a_sensor_backlog_act_at_once() -> None:
     from aiokafka.partitioner import DefaultPartitioner  # noqa: PLC0415
 
     from agents.config import Settings  # noqa: PLC0415
-    from streams.pipeline import SourceMessage  # noqa: PLC0415
+    from streams.records import SourceMessage  # noqa: PLC0415
 
     out = simulate(SCENARIOS["crush"], ZONES, seed=1)
     part = DefaultPartitioner()

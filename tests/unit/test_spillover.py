@@ -29,7 +29,7 @@ from streams.alerts import AlertTracker
 from streams.cap import to_cap
 from streams.engine import DensityUpdate
 from streams.levels import STANDING_DEFAULTS, Level
-from streams.pipeline import density_record
+from streams.records import density_record
 from streams.registry import (
     RegistryRules,
     check_zone_update,
@@ -409,7 +409,8 @@ def test_a_counter_the_neighbour_owns_counts_in_its_into_direction() -> None:
 
 @pytest.mark.kernels
 def test_the_pipeline_puts_line_flows_on_the_density_records_of_graph_zones() -> None:
-    from streams.pipeline import Pipeline, SourceMessage  # noqa: PLC0415
+    from streams.pipeline import Pipeline  # noqa: PLC0415
+    from streams.records import SourceMessage  # noqa: PLC0415
 
     zones = pair()
     pipe = Pipeline(zones)

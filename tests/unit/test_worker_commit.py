@@ -31,7 +31,8 @@ from agents.worker.worker import DELIVERY_FAILED_EXIT, Worker
 from streams import WindowedDensityEngine
 from streams.kernels import ZI_PART
 from streams.lanes import WIDTH as LANE_WIDTH
-from streams.pipeline import Pipeline, SourceMessage
+from streams.pipeline import Pipeline
+from streams.records import SourceMessage
 
 from .test_density_kernels import GRACE, SLIDE, WINDOW, ZONES, random_stream
 from .test_recovery import messages
