@@ -34,7 +34,7 @@ import orjson
 from schemas import SafetourError
 
 from .config import ENV_HELP, Settings
-from .devtools import BrokerError, EmbeddedBroker
+from .devtools import SCENARIOS, BrokerError, EmbeddedBroker
 from .kafka_safety import install_safe_fetch
 from .logs import faust_logging_config, logging_config
 from .processes import echo as _echo
@@ -427,8 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="demo: broker, topics, worker, a scenario, live alerts")
     run.add_argument("--scenario", default="crush",
-                     help="ordinary-evening, wat-yai-fair, loy-krathong, songkran or crush "
-                          "(default crush)")
+                     help=f"{', '.join(SCENARIOS)} (default crush)")
     run.add_argument("--speed", type=float, default=10.0,
                      help="times faster than real time (default 10: the crush in 2.5 minutes)")
     run.add_argument("--seed", type=int, default=1)
@@ -484,7 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sm = sub.add_parser("simulate", help="a Phitsanulok scenario with ground truth")
     sm.add_argument("--scenario", default="crush",
-                    help="ordinary-evening, wat-yai-fair, loy-krathong, songkran or crush")
+                    help=f"{', '.join(SCENARIOS)} (default crush)")
     sm.add_argument("--speed", type=float, default=60.0,
                     help="times faster than real time (60 = an hour a minute; 0 = flat out)")
     sm.add_argument("--seed", type=int, default=1)

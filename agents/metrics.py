@@ -48,8 +48,10 @@ second (zones with a line counter that has a ``width_m``; no series while the ne
 says null: the counter stopped); ``safetour_zone_inflow_from_neighbour_per_min``: the newest
 window's entries over the boundary counters into the zone, counters the neighbour owns read
 from the neighbour's density record; ``safetour_indicator_alerts_total``:
-episodes raised by an indicator beyond density (reason ``rate_of_rise``, ``flow_breakdown``,
-``counter_flow``, ``hotspot``, ``spillover``: ``streams.BEYOND_DENSITY_REASONS``).
+episodes raised or escalated by an indicator beyond density (reason ``rate_of_rise``,
+``flow_breakdown``, ``counter_flow``, ``hotspot``, ``spillover``:
+``streams.BEYOND_DENSITY_REASONS``; statuses :data:`INDICATOR_STATUSES`): a hot spot that
+escalates an episode open on density counts.
 """
 
 from __future__ import annotations
@@ -60,6 +62,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120)
 BATCH_BUCKETS = (1, 10, 50, 100, 500, 1000, 2000, 5000)
+INDICATOR_STATUSES = frozenset({"raised", "escalated"})
+"""Statuses of the alerts counted in ``safetour_indicator_alerts_total``."""
 SECONDS_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 
 
@@ -141,7 +145,8 @@ class Metrics:
                                   "Newest window's exits per metre of counted width per second "
                                   "(small registries only)", ["zone"], registry=r)
         self.indicator_alerts = Counter("safetour_indicator_alerts",
-                                        "Episodes raised by an indicator beyond density",
+                                        "Alerts raised or escalated by an "
+                                        "indicator beyond density (reminders excluded)",
                                         ["reason"], registry=r)
         self.zone_inflow = Gauge(
             "safetour_zone_inflow_from_neighbour_per_min",

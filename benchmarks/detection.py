@@ -373,15 +373,27 @@ def report(scored: Scored, scenarios: Sequence[str], seeds: Sequence[int]) -> st
     return "\n".join(lines) + "\n"
 
 
-def scenario_args(prog: str, doc: str | None, argv: Sequence[str] | None,
-                  default_seeds: str) -> tuple[list[str], list[int], str | None]:
-    """The scenario benchmarks' arguments (this one, ``lead_flow``, ``lead_spillover``):
-    ``--seeds``, ``--scenarios`` (known ones only) and ``--out``."""
+def scenario_parser(prog: str, doc: str | None, default_seeds: str) -> argparse.ArgumentParser:
+    """The scenario benchmarks' parser (this one, ``lead_flow``, ``lead_spillover``):
+    ``--seeds``, ``--scenarios`` and ``--out``; a benchmark may add its own options."""
     ap = argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0] if doc else None)
     ap.add_argument("--seeds", default=default_seeds)
     ap.add_argument("--scenarios", default=",".join(SCENARIOS))
     ap.add_argument("--out", help="also write the Markdown report to this file")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def scenario_args(prog: str, doc: str | None, argv: Sequence[str] | None,
+                  default_seeds: str) -> tuple[list[str], list[int], str | None]:
+    """The scenario benchmarks' arguments: ``--seeds``, ``--scenarios`` (known ones only)
+    and ``--out``."""
+    ap = scenario_parser(prog, doc, default_seeds)
+    return scenario_values(ap, ap.parse_args(argv))
+
+
+def scenario_values(ap: argparse.ArgumentParser, args: argparse.Namespace
+                    ) -> tuple[list[str], list[int], str | None]:
+    """Seeds, scenarios (known ones only, else ``ap.error``) and ``--out`` of ``args``."""
     seeds = [int(s) for s in args.seeds.split(",") if s]
     scenarios = [s for s in args.scenarios.split(",") if s]
     unknown = [s for s in scenarios if s not in SCENARIOS]

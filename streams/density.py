@@ -37,11 +37,10 @@ spread of the source kind's per-sensor values around the fused density ``D``.
 
 from __future__ import annotations
 
-import logging
 import math
 import zlib
 from collections.abc import Iterable, Sequence
-from typing import Any, Final
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
@@ -49,10 +48,10 @@ import numpy.typing as npt
 from schemas import Kind, Reason, Rejection, SensorEvent, Zone
 
 from . import kernels as K
+from .density_recovery import EngineRecovery
+from .density_updates import EngineUpdates
 from .engine import DensityUpdate
 from .grid import GridStore, grid_total
-
-log = logging.getLogger(__name__)
 
 DEFAULT_WINDOW_MS: Final = 60_000
 DEFAULT_SLIDE_MS: Final = 5_000
@@ -61,13 +60,10 @@ DEFAULT_IDLE_MS: Final = 30_000
 DEFAULT_LEAD_MS: Final = 30_000
 DEFAULT_DEDUP_DEPTH: Final = 16
 MAX_UNLISTED_PER_ZONE: Final = 64
-SKEW_FLAG_MS: Final = 3_000  # a sensor this far off its zone's median skew is "skewed"
 _SKEW_ALPHA: Final = 0.2
 MAX_PARTITIONS: Final = 4096
 GROUP_BY_ZONE_BYTES: Final = 8 << 20  # zone rings larger than this: process zone by zone
 _HASH_MASK: Final = (1 << 62) - 1
-SOURCE_NAMES: Final = {K.LINE: "line_count", K.OCC: "occupancy", K.DEV: "device_count"}
-FRESH_SLIDES: Final = 2  # a sensor's newest reading may be this many slides old: fresh
 _ROW_KINDS: Final = {Kind.OCCUPANCY: K.OCC, Kind.DEVICE_COUNT: K.DEV, Kind.LINE_COUNT: K.LINE}
 
 F64 = npt.NDArray[np.float64]
@@ -100,7 +96,7 @@ def _grow(a: npt.NDArray[np.generic], n: int, fill: float) -> npt.NDArray[np.gen
     return out
 
 
-class WindowedDensityEngine:
+class WindowedDensityEngine(EngineRecovery, EngineUpdates):
     """Event-time sliding windows per zone with watermarks, dedup, late output and fusion."""
 
     def __init__(
@@ -542,46 +538,6 @@ class WindowedDensityEngine:
         used.update((lo + np.flatnonzero(self.p_max[lo:hi] != K.NEVER)).tolist())
         return sorted(int(p) for p in used)
 
-    def drop_partition(self, partition: int) -> list[str]:
-        """Forget ``partition`` (its owner changed): the zones whose home partition it is go
-        back to the state of a zone never seen (windows, pending closes, their sensors'
-        dedup and clocks), and the partition's clocks are cleared, so nothing of it is ever
-        emitted again here. Returns the zones dropped."""
-        n = len(self.zone_ids)
-        zones = np.flatnonzero(
-            (self.zi[:n, K.ZI_PART] == partition) & (self.zi[:n, K.ZI_CLOSED] != K.NEVER))
-        for z in zones.tolist():
-            self.zf[z, K.ZF_LINE_OCC:] = 0.0
-            for f in (K.ZI_PART, K.ZI_OPEN_MS, K.ZI_OPEN_SLOT):
-                self.zi[z, f] = 0
-            self.zi[z, K.ZI_CLOSED] = K.NEVER
-            self.zi[z, K.ZI_LAST_TS] = K.NEVER
-            self.zi[z, K.ZI_EMPTY_SENT] = 1
-            self.ring[z] = 0.0
-            self.ring[z, :, K.R_MAX_TS] = -1.0
-            self.ring[z, :, K.R_DENS] = np.nan
-            for s in self.zone_sensors[z]:
-                row = self.si[s, K.SI_ROW]
-                if row >= 0:
-                    self.xr[row] = 0.0
-                    self.xs[row] = 0.0
-                self.si[s, K.SI_LAST_TS] = -1
-                self.si[s, K.SI_DPOS] = 0
-                self.dedup[s] = -1
-                self.dedup_c[s] = -1
-                self.sf[s, K.SF_SKEW] = math.nan
-        if zones.size and self._pending:
-            gone = np.zeros(max(n, 1), dtype=bool)
-            gone[zones] = True
-            kept = [(oi[~gone[oi[:, 0]]], of[~gone[oi[:, 0]]]) for oi, of in self._pending]
-            self._pending = [(oi, of) for oi, of in kept if oi.shape[0]]
-        if 0 <= partition < MAX_PARTITIONS:
-            self.p_max[partition] = K.NEVER
-            self.p_event_max[partition] = K.NEVER
-            self.p_wall[partition] = K.NEVER
-            self._closed_wm[partition] = K.NEVER
-        return [self.zone_ids[z] for z in zones.tolist()]
-
     def finish(self) -> None:
         """End of input: move every partition's clock past its last reading, so each window
         with data closes (offline replay)."""
@@ -650,190 +606,6 @@ class WindowedDensityEngine:
         if n:
             self._pending.append((self._oi[:n].copy(), self._of[:n].copy()))
 
-    def _sensors_by_name(self, z: int) -> list[int]:
-        """The zone's sensors in name order (cached; a new sensor invalidates it)."""
-        zs = self.zone_sensors[z]
-        cached = self._by_name.get(z)
-        if cached is None or len(cached) != len(zs):
-            cached = sorted(zs, key=self.sensor_ids.__getitem__)
-            self._by_name[z] = cached
-        return cached
-
-    def _updates(self, oi_a: I64, of_a: F64) -> list[DensityUpdate]:
-        out: list[DensityUpdate] = []
-        if not oi_a.shape[0]:
-            return out
-        oi = oi_a.tolist()
-        of = of_a.tolist()
-        # Plain Python values, read once a call: numpy item access per update cost more than
-        # the rest. Newest-reading times: all of them when the batch touches many zones, else
-        # only those of the zones it closed (a registry of 100,000 zones, a small batch).
-        by_name = self._sensors_by_name
-        wanted = [by_name(row[0]) for row in oi]
-        n_sensors = len(self.sensor_ids)
-        n_wanted = sum(len(w) for w in wanted)
-        last_ts: Any
-        if n_sensors <= 4 * n_wanted:
-            last_ts = self.si[:n_sensors, K.SI_LAST_TS].tolist()
-        else:
-            flat = [x for w in wanted for x in w]
-            last_ts = dict(zip(flat, self.si[flat, K.SI_LAST_TS].tolist(), strict=True))
-        n_zones = len(self.zone_ids)
-        span: list[int] = (self.zi[:n_zones, K.ZI_K] * self.zi[:n_zones, K.ZI_SLIDE]).tolist() \
-            if n_zones <= 4 * len(oi) else []
-        names, zone_ids = self.sensor_ids, self.zone_ids
-        zi = self.zi
-        auto = self.si[:n_sensors, K.SI_AUTO].tolist()
-        skew = self.sf[:n_sensors, K.SF_SKEW].tolist()
-        append = out.append
-        grids, grid_window = self.grid.has_any(), self.grid.window
-        for k, ((z, end, src, fresh, nread),
-                (occ, dens, trend, flow, agree, outflow, out_pms, xflow, xbal)) in enumerate(
-                zip(oi, of, strict=True)):
-            window = span[z] if span else int(zi[z, K.ZI_K] * zi[z, K.ZI_SLIDE])
-            start = end - window
-            tol = FRESH_SLIDES * int(zi[z, K.ZI_SLIDE])
-            spread = window - tol
-            stale_sum = 0.0
-            n_listed = 0
-            # Sensors with a reading since the window start (newest reading per sensor; a
-            # sensor whose only readings are newer than the window end is listed too), and
-            # the zone's other sensors, stale; both in name order.
-            seen: list[str] = []
-            ages: list[int] = []
-            stale: list[str] = []
-            for s in wanted[k]:
-                t = last_ts[s]
-                if t >= start:
-                    if nread:
-                        seen.append(names[s])
-                        ages.append(end - t)
-                    if not auto[s]:
-                        n_listed += 1
-                        age = end - t
-                        if age > tol:
-                            stale_sum += min(1.0, (age - tol) / spread) if spread > 0 else 1.0
-                elif not auto[s]:  # unlisted sensors accepted earlier are never "stale"
-                    stale.append(names[s])
-                    n_listed += 1
-                    stale_sum += 1.0
-            conf = agree * (1.0 - stale_sum / n_listed) if n_listed else agree
-            u = DensityUpdate(zone_ids[z], start, end, occ, dens, tuple(seen), trend, flow,
-                              fresh, SOURCE_NAMES.get(src), nread, tuple(stale),
-                              tuple(ages), _skewed(wanted[k], skew, names), conf, outflow,
-                              out_pms, xflow, xbal)
-            gw = grid_window(u.zone_id, start, end, int(zi[z, K.ZI_SLIDE])) if grids else None
-            append(u if gw is None else u._replace(
-                hot_cell=gw.hot_cell, hot_density=gw.hot_density, cells=gw.densities))
-        return out
-
-    def skewed_sensors(self) -> list[tuple[str, float]]:
-        """Every sensor whose clock is off its zone's median by more than SKEW_FLAG_MS:
-        ``(sensor_id, seconds ahead (+) or behind (-))``."""
-        skew = self.sf[:len(self.sensor_ids), K.SF_SKEW].tolist()
-        out: list[tuple[str, float]] = []
-        for z in range(len(self.zone_ids)):
-            if self.zi[z, K.ZI_ACTIVE]:
-                out += _skewed(self.zone_sensors[z], skew, self.sensor_ids)
-        return out
-
-    # -- recovery ---------------------------------------------------------------------------
-    def snapshot(self, partition: int) -> dict[str, npt.NDArray[Any]]:
-        """The state of every zone driven by ``partition``, as plain arrays (no pickles)."""
-        n = len(self.zone_ids)
-        zones = np.flatnonzero(
-            (self.zi[:n, K.ZI_PART] == partition) & (self.zi[:n, K.ZI_CLOSED] != K.NEVER))
-        sensors = [s for z in zones for s in self.zone_sensors[int(z)]]
-        rows = self.si[sensors, K.SI_ROW] if sensors else np.zeros(0, dtype=np.int64)
-        have = rows >= 0
-        x_kind = np.full(len(sensors), -1, dtype=np.int64)
-        x_kind[have] = self.xk[rows[have]]
-        xr = np.zeros((len(sensors), self.ring_slots, K.X_FIELDS))
-        xr[have] = self.xr[rows[have]]
-        xs = np.zeros((len(sensors), K.X_FIELDS))
-        xs[have] = self.xs[rows[have]]
-        return {
-            "zone_ids": np.array([self.zone_ids[z] for z in zones], dtype=str),
-            "zf": self.zf[zones], "zi": self.zi[zones], "ring": self.ring[zones],
-            "sensor_ids": np.array([self.sensor_ids[s] for s in sensors], dtype=str),
-            "sensor_zones": np.array(
-                [self.zone_ids[int(self.si[s, K.SI_ZONE])] for s in sensors], dtype=str),
-            "si": self.si[sensors], "dedup": self.dedup[sensors],
-            "dedup_c": self.dedup_c[sensors], "sf": self.sf[sensors],
-            # Per-sensor windows (absent from snapshots of the earlier layout): the row's kind
-            # (-1: no row), its buckets and window sums.
-            "x_kind": x_kind, "xr": xr, "xs": xs,
-            "partition": np.array([partition, self.p_max[partition],
-                                   self.p_event_max[partition], self.ring_slots,
-                                   self.grace_ms], dtype=np.int64),
-        }
-
-    def restore(self, snap: dict[str, npt.NDArray[Any]], now_ms: int | None = None) -> int:
-        """Put back a :meth:`snapshot`; return how many zones were restored. The registry
-        wins for configuration (areas, calibration); zones no longer in it are skipped.
-
-        ``now_ms`` (wall clock, live): a snapshot whose clock runs ahead of it by more than
-        the lead was poisoned (an earlier version let one future reading move a watermark);
-        its zones and clocks are dropped, so a restart heals it."""
-        partition, p_max, p_event_max, ring_slots, grace = (int(v) for v in snap["partition"])
-        if now_ms is not None and max(p_max, p_event_max) > now_ms + self.lead_ms:
-            log.warning("snapshot of partition %d has a clock ahead of the wall clock by %d s; "
-                        "its state is dropped", partition, (p_max - now_ms) // 1000)
-            return 0
-        if ring_slots != self.ring_slots or grace != self.grace_ms:
-            log.warning("snapshot of partition %d was taken with another window/grace "
-                        "configuration; starting that partition from empty state", partition)
-            return 0
-        restored = 0
-        for row, zid in enumerate(snap["zone_ids"].tolist()):
-            z = self.zone_index.get(zid)
-            if z is None or not self.zi[z, K.ZI_ACTIVE]:
-                log.warning("snapshot zone %r is not in the registry; skipped", zid)
-                continue
-            saved = snap["zi"][row]
-            if saved[K.ZI_SLIDE] != self.zi[z, K.ZI_SLIDE] or saved[K.ZI_K] != self.zi[z, K.ZI_K]:
-                log.warning("zone %r changed its window since the snapshot; not restored", zid)
-                continue
-            self.zf[z, K.ZF_LINE_OCC:] = snap["zf"][row][K.ZF_LINE_OCC:]
-            for f in (K.ZI_CLOSED, K.ZI_PART, K.ZI_LAST_TS, K.ZI_EMPTY_SENT, K.ZI_OPEN_MS,
-                      K.ZI_OPEN_SLOT):
-                self.zi[z, f] = saved[f]
-            self.ring[z] = snap["ring"][row]
-            restored += 1
-        self._rows_by_zone()  # (rows of sensors that moved zones are emptied first)
-        for row, (sid, zid) in enumerate(zip(snap["sensor_ids"].tolist(),
-                                             snap["sensor_zones"].tolist(), strict=True)):
-            z = self.zone_index.get(zid)
-            if z is None:
-                continue
-            s = self._sensor_of(sid, z)
-            if s is None:
-                continue
-            self.si[s, K.SI_LAST_TS] = snap["si"][row][K.SI_LAST_TS]
-            self.si[s, K.SI_DPOS] = snap["si"][row][K.SI_DPOS]
-            self.dedup[s] = snap["dedup"][row]
-            if "dedup_c" in snap:
-                self.dedup_c[s] = snap["dedup_c"][row]
-                self.sf[s, K.SF_SKEW] = snap["sf"][row][K.SF_SKEW]
-            # Its per-sensor window; without one (a snapshot of the earlier layout) the row
-            # starts empty and the windows holding restored buckets use the zone sums.
-            kind = int(snap["x_kind"][row]) if "x_kind" in snap else -1
-            x = int(self.si[s, K.SI_ROW])
-            if kind >= 0 and (x < 0 or self.xk[x] == kind):
-                x = self._row(s, kind)
-                self.xr[x] = snap["xr"][row]
-                self.xs[x] = snap["xs"][row]
-            elif x >= 0:
-                self.xr[x] = 0.0
-                self.xs[x] = 0.0
-        self.p_max[partition] = max(int(self.p_max[partition]), p_max)
-        self.p_event_max[partition] = max(int(self.p_event_max[partition]), p_event_max)
-        # Idleness restarts now (live), so a partition whose input stopped before a restart
-        # still moves on by wall time and its zones still go blind; offline it waits for the
-        # next arrival.
-        self.p_wall[partition] = K.NEVER if now_ms is None else now_ms
-        return restored
-
     # -- introspection ----------------------------------------------------------------------
     def state_bytes(self) -> int:
         arrays = (self.zf, self.zi, self.ring, self.sf, self.si, self.dedup, self.dedup_c,
@@ -843,17 +615,3 @@ class WindowedDensityEngine:
     def watermark(self, partition: int) -> int | None:
         v = int(self.p_max[partition])
         return None if v == K.NEVER else v - self.grace_ms
-
-
-def _skewed(sensors: Sequence[int], skew: Sequence[float], names: Sequence[str]
-            ) -> tuple[tuple[str, float], ...]:
-    """Sensors whose smoothed (event time - arrival) is off the zone's median by more than
-    SKEW_FLAG_MS: a clock consistently fast (+) or slow (-). Delivery delay is common to a
-    zone's sensors, so the median takes it out."""
-    vals = [(s, skew[s]) for s in sensors if skew[s] == skew[s]]  # not NaN
-    if len(vals) < 2:
-        return ()
-    ordered = sorted(v for _, v in vals)
-    mid = ordered[(len(ordered) - 1) // 2]
-    return tuple((names[s], round((v - mid) / 1000, 1)) for s, v in vals
-                 if abs(v - mid) > SKEW_FLAG_MS)

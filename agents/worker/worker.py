@@ -45,7 +45,7 @@ from streams.records import Consumed, Outputs, OutRecord
 from ..config import Settings
 from ..heartbeat import HeartbeatSnapshot
 from ..logs import ThrottledLog
-from ..metrics import Metrics
+from ..metrics import INDICATOR_STATUSES, Metrics
 from .deliveries import Deliveries, DeliveryFailed
 from .flights import RouteFlights
 from .neighbours import StaleNeighbours
@@ -364,7 +364,7 @@ class Worker:
             log.info("alert %s", r.value.decode())
             a = orjson.loads(r.value)
             m.alerts.labels(a["level"], a["status"], a.get("reason", "density")).inc()
-            if (a.get("reason") in BEYOND_DENSITY_REASONS and a["status"] == "raised"
+            if (a.get("reason") in BEYOND_DENSITY_REASONS and a["status"] in INDICATOR_STATUSES
                     and not a.get("reminder")):
                 m.indicator_alerts.labels(a["reason"]).inc()
             m.latency.labels("event").observe(max(now - parse_ts(a["ts"]) / 1000, 0))

@@ -3,6 +3,7 @@ before it touches Kafka, and never with a traceback."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -50,3 +51,17 @@ def test_a_bad_registry_is_one_line_and_exit_2(tmp_path: Path, command: str, bad
     rule = "window_s 60 is not a whole number" if bad == "slide" else "thresholds must rise"
     assert line.startswith(f"safetour: error: {zones}: zone 'stage': ")
     assert rule in line
+
+
+@pytest.mark.parametrize("command", ["run", "simulate"])
+def test_the_scenario_help_names_every_scenario(command: str) -> None:
+    """The help listed the first five scenarios only (the five of issue 16 were missing)."""
+    from agents.cli import build_parser  # noqa: PLC0415
+    from agents.devtools import SCENARIOS  # noqa: PLC0415
+
+    sub = next(a for a in build_parser()._actions
+               if isinstance(a, argparse._SubParsersAction))
+    helps = {a.dest: a.help for a in sub.choices[command]._actions}
+    text = " ".join((helps["scenario"] or "").split())
+    for name in SCENARIOS:
+        assert name in text, name

@@ -154,3 +154,32 @@ def test_a_stale_neighbour_counts_only_the_zones_own_counters_and_is_counted(
     (door,) = a_rec["line_flows"]  # type: ignore[misc]
     assert inflow(m, "a", "b") == door["entries_per_min"]
     assert m.registry.get_sample_value("safetour_stale_neighbours") == 1  # (a, b)
+
+
+def test_indicator_alerts_count_raises_escalations_and_notes_not_reminders(
+        tmp_path: Path) -> None:
+    """``safetour_indicator_alerts_total{reason}``: an alert raised or escalated by an
+    indicator beyond density counts; a reminder, a deescalation, a resolve, an update and a
+    density alert do not. (Before, only raises counted: a hot spot escalating an episode
+    open on density was missing, though the hot-cell gauge's help points there.)"""
+    w, m = worker(tmp_path)
+
+    def alert(status: str, reason: str, **extra: object) -> OutRecord:
+        doc = {"alert_id": "a:1", "zone_id": "a", "level": "high", "status": status,
+               "reason": reason, "ts": "2026-02-17T12:00:00Z", **extra}
+        return OutRecord(b"a", orjson.dumps(doc), [])
+
+    out = Outputs()
+    out.alerts += [alert("raised", "density"), alert("escalated", "hotspot"),
+                   alert("raised", "spillover"), alert("updated", "density"),
+                   alert("raised", "counter_flow"),
+                   alert("raised", "counter_flow", reminder=True),
+                   alert("deescalated", "hotspot"), alert("resolved", "hotspot")]
+    w._count(out, w.settings.topics.sensor_events, None)
+
+    def n(reason: str) -> float | None:
+        return m.registry.get_sample_value("safetour_indicator_alerts_total",
+                                           {"reason": reason})
+
+    assert (n("hotspot"), n("spillover"), n("counter_flow")) == (1.0, 1.0, 1.0)
+    assert n("density") is None
