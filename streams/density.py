@@ -52,6 +52,7 @@ from .density_recovery import EngineRecovery
 from .density_updates import EngineUpdates
 from .engine import DensityUpdate
 from .grid import GridStore, grid_total
+from .kernels import F64, I64
 
 DEFAULT_WINDOW_MS: Final = 60_000
 DEFAULT_SLIDE_MS: Final = 5_000
@@ -65,9 +66,6 @@ MAX_PARTITIONS: Final = 4096
 GROUP_BY_ZONE_BYTES: Final = 8 << 20  # zone rings larger than this: process zone by zone
 _HASH_MASK: Final = (1 << 62) - 1
 _ROW_KINDS: Final = {Kind.OCCUPANCY: K.OCC, Kind.DEVICE_COUNT: K.DEV, Kind.LINE_COUNT: K.LINE}
-
-F64 = npt.NDArray[np.float64]
-I64 = npt.NDArray[np.int64]
 
 
 def event_hash(event_id: str) -> int:

@@ -19,11 +19,9 @@ import numpy.typing as npt
 from schemas import Kind
 
 from . import kernels as K
+from .kernels import F64, I64
 
 log = logging.getLogger(__name__)
-
-F64 = npt.NDArray[np.float64]
-I64 = npt.NDArray[np.int64]
 
 
 class EngineRecovery:

@@ -10,19 +10,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Final
 
-import numpy as np
-import numpy.typing as npt
-
 from . import kernels as K
 from .engine import DensityUpdate
 from .grid import GridStore
+from .kernels import F64, I64
 
 SKEW_FLAG_MS: Final = 3_000  # a sensor this far off its zone's median skew is "skewed"
 SOURCE_NAMES: Final = {K.LINE: "line_count", K.OCC: "occupancy", K.DEV: "device_count"}
 FRESH_SLIDES: Final = 2  # a sensor's newest reading may be this many slides old: fresh
-
-F64 = npt.NDArray[np.float64]
-I64 = npt.NDArray[np.int64]
 
 
 class EngineUpdates:

@@ -52,6 +52,7 @@ State layout: struct-of-arrays in plain numpy (see ``streams/density.py`` for si
 from __future__ import annotations
 
 import numpy as np
+import numpy.typing as npt
 from numba import njit
 
 # Event kinds (schemas.Kind codes).
@@ -67,6 +68,8 @@ DUP = 2  # the sensor's event id was seen before, with the same content: a repea
 CONFLICT = 3  # the sensor's event id was seen before, with other content
 
 NEVER = np.iinfo(np.int64).min // 4  # "no bucket closed yet" / "no event time yet"
+F64 = npt.NDArray[np.float64]  # the engine's float and int arrays (the layouts below)
+I64 = npt.NDArray[np.int64]
 
 # Zone float fields zf[z, ...]
 ZF_AREA = 0
