@@ -195,6 +195,10 @@ class AlertTracker:
         return [self._alert(za, tr, u.window_end_ms, blind=math.isnan(u.density))
                 for tr in trs]
 
+    def follows(self, zone_id: str) -> bool:
+        """Whether ``zone_id`` neighbours a zone of the registry (its records matter)."""
+        return zone_id in self._neighbour_ids
+
     def neighbour_record(self, u: DensityUpdate) -> bool:
         """A density record of a zone driven elsewhere (another worker's partition), for
         the spill-over of the zones it neighbours; True if kept (a neighbour, and newer)."""

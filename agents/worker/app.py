@@ -190,7 +190,7 @@ def build_app(
     # whichever worker drives it (agents/worker/neighbours.py).
     if any(z.neighbours for z in zones):
         async def follow_neighbour_density() -> None:
-            await follow_neighbours(settings, pipe.alerts, m)
+            await follow_neighbours(settings, pipe.alerts, m, driven_here=w.drives)
 
         app.task(follow_neighbour_density)
 

@@ -145,6 +145,15 @@ class Worker:
         t = self.settings.topics
         return frozenset({t.sensor_events, t.reports})
 
+    def drives(self, zone_id: str) -> bool:
+        """Whether this worker holds the by-zone partition of ``zone_id`` now (its density
+        records are this worker's own). False unless routed by zone: read straight from the
+        sensor topic, a zone's readings may reach several workers."""
+        router = self.router.router
+        if not self.routed or router is None:
+            return False
+        return router.partition_of(zone_id) in self.restored
+
     def process_fetch(self, sources: Sequence[Consumed], now_ms: int) -> Outputs:
         """What one fetch of :attr:`ingested_topic` does to the pipeline."""
         return self.lanes.process(sources, now_ms)

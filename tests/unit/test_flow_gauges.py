@@ -19,6 +19,7 @@ from schemas import parse_zone
 from streams.engine import DensityUpdate
 from streams.pipeline import Pipeline
 from streams.records import Outputs, OutRecord, density_record
+from streams.route import Router
 
 T0 = 1_771_330_000_000
 W = 60_000
@@ -47,6 +48,7 @@ class NoAssignment:
 @dataclass
 class Rec:
     value: bytes
+    key: bytes | None = None
 
 
 def worker(tmp_path: Path, zone_metrics_max: int = 500) -> tuple[Worker, Metrics]:
@@ -183,3 +185,18 @@ def test_indicator_alerts_count_raises_escalations_and_notes_not_reminders(
 
     assert (n("hotspot"), n("spillover"), n("counter_flow")) == (1.0, 1.0, 1.0)
     assert n("density") is None
+
+
+def test_the_worker_drives_the_zones_of_the_by_zone_partitions_it_holds(tmp_path: Path
+                                                                       ) -> None:
+    """What the neighbour follower skips unread: only zones whose by-zone partition this
+    worker holds now, and none before the partition count is known or when not routed."""
+    w, _ = worker(tmp_path)
+    assert not w.drives("b")  # the by-zone topic's partition count is not known yet
+    router = w.router.router = Router([A, B, C], 8, reports_topic=w.settings.topics.reports)
+    parts = {z: router.partition_of(z) for z in "abc"}
+    assert len(set(parts.values())) > 1, parts  # the case below needs two partitions
+    w.restored = {parts["b"]}
+    assert [z for z in "abc" if w.drives(z)] == [z for z in "abc" if parts[z] == parts["b"]]
+    w.routed = False
+    assert not w.drives("b")

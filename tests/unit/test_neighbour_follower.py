@@ -22,6 +22,7 @@ T0 = 1_771_330_000_000
 @dataclass
 class Rec:
     value: bytes | None
+    key: bytes | None = None
     topic: str = "safetour.density.v1"
     partition: int = 3
     offset: int = 1
@@ -39,8 +40,9 @@ def tracker() -> AlertTracker:
     return AlertTracker({z.zone_id: z for z in (a, b, c)})
 
 
-def rec(zone: str, end: int) -> Rec:
-    return Rec(density_record(DensityUpdate(zone, end - 60_000, end, 900.0, 1.0, (), 0.1)))
+def rec(zone: str, end: int, key: bytes | None = None) -> Rec:
+    return Rec(density_record(DensityUpdate(zone, end - 60_000, end, 900.0, 1.0, (), 0.1)),
+               key)
 
 
 def test_neighbour_records_are_kept_the_rest_counted_and_skipped() -> None:
@@ -50,6 +52,22 @@ def test_neighbour_records_are_kept_the_rest_counted_and_skipped() -> None:
          Rec(orjson.dumps([1])), Rec(orjson.dumps({"zone_id": "b"}))], t, m)
     assert counts == {"kept": 1, "ignored": 2, "bad": 4}
     assert m.neighbour_records.labels("bad")._value.get() == 4
+    assert t.neighbour_record(DensityUpdate("b", T0 - 55_000, T0 + 5000, 1.0, 1.0, ()))
+
+
+def test_records_are_judged_by_their_key_before_they_are_parsed() -> None:
+    """A keyed record of a zone that neighbours none of the registry's, or of one driven
+    here, is ignored unread: even a value that is not JSON is not counted bad."""
+    t = tracker()
+    driven: set[str] = set()
+    recs = [Rec(b"not json", b"c"), rec("c", T0, b"c"), rec("b", T0, b"b"), Rec(b"{", b"b")]
+    assert apply_density_records(recs, t, driven_here=driven.__contains__) == {
+        "kept": 1, "ignored": 2, "bad": 1}
+    driven.add("b")  # b's partition is held here now: its records are this worker's own
+    assert apply_density_records([rec("b", T0 + 5000, b"b"), Rec(b"{", b"b")], t,
+                                 driven_here=driven.__contains__) == {
+        "kept": 0, "ignored": 2, "bad": 0}
+    # Not handed over: the record of T0 + 5000 is still new to the tracker.
     assert t.neighbour_record(DensityUpdate("b", T0 - 55_000, T0 + 5000, 1.0, 1.0, ()))
 
 
