@@ -100,15 +100,17 @@ class Bench:
         return readings / seconds
 
     def safetour(self, topic: str, ds: data.Dataset, registry: Path, *, timeout_s: float,
-                 label: str, shape: str = "single", capture: bool = False, **env: str
-                 ) -> tuple[float, float, e2e.Outputs]:
-        """safetour's rate; with ``capture``, what it produced is kept in ``self.captured``
-        (``ceiling_io.plan``) for the I/O ceiling."""
+                 label: str, shape: str = "single", capture: bool = False,
+                 since_ready: bool = False, **env: str) -> tuple[float, float, e2e.Outputs]:
+        """safetour's rate (``since_ready``: :meth:`e2e.Outputs.rate_since_ready`); with
+        ``capture``, what it produced is kept in ``self.captured`` (``ceiling_io.plan``) for
+        the I/O ceiling."""
         wenv = e2e.safetour_env(self.bootstrap, topic, registry, self.state, **env)
         w = asyncio.run(e2e.start_safetour(self.bootstrap, wenv, self.state / f"{label}.log"))
         try:
-            outs = asyncio.run(e2e.observe(self.bootstrap, w.out_topic, quiet_s=4,
-                                           timeout_s=timeout_s, proc=w.proc))
+            outs = asyncio.run(e2e.observe(
+                self.bootstrap, w.out_topic, quiet_s=4, timeout_s=timeout_s, proc=w.proc,
+                ready_port=int(wenv["SAFETOUR_WEB_PORT"]) if since_ready else None))
             rss = e2e.peak_rss_mb(w.proc.pid)
         finally:
             w.stop()
@@ -118,7 +120,8 @@ class Bench:
             records, parts = asyncio.run(ceiling_io.capture(
                 self.bootstrap, [t.density, t.alerts, t.alerts_cap, t.dlq]))
             self.captured = ceiling_io.plan(records, progress, len(ds.readings), parts)
-        return outs.rate(progress, len(ds.readings)), rss, outs
+        rate = (outs.rate_since_ready if since_ready else outs.rate)(progress, len(ds.readings))
+        return rate, rss, outs
 
     def io_ceiling(self, topic: str, messages: int) -> float:
         readings, seconds, _ = asyncio.run(ceiling_io.io_ceiling(

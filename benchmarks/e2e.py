@@ -15,6 +15,7 @@ to its last.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import contextlib
 import os
@@ -64,6 +65,7 @@ class Outputs:
     last_window_end: int = 0
     count: int = 0
     records: list[tuple[int, int]] = field(default_factory=list)  # (append ms, window end)
+    ready_ms: int | None = None  # when the worker first said it was ready (/readyz 200)
 
     def rate(self, progress: Progress, total: int) -> float:
         if self.count < 2 or self.last_append_ms <= self.first_append_ms:
@@ -72,13 +74,60 @@ class Outputs:
         last = min(progress.readings_for(self.last_window_end), total)
         return (last - first) / ((self.last_append_ms - self.first_append_ms) / 1000)
 
+    def rate_since_ready(self, progress: Progress, total: int) -> float:
+        """Readings the last output needed, over the time from the worker's readiness to
+        that output: the whole job, for runs whose input spans too little event time for
+        :meth:`rate` (100,000 zones of 12 readings: every window closes at the end, so the
+        first and last outputs need the same readings and :meth:`rate` has nothing to
+        divide). Includes the first windows' wait, so it is lower than :meth:`rate`."""
+        if self.ready_ms is None or self.count < 1 or self.last_append_ms <= self.ready_ms:
+            return float("nan")
+        done = min(progress.readings_for(self.last_window_end), total)
+        return done / ((self.last_append_ms - self.ready_ms) / 1000)
+
+
+async def ready_at(port: int, *, every_s: float = 0.05) -> int:
+    """Wall-clock ms when the worker's ``/readyz`` on ``port`` first answers 200 (polled)."""
+    while True:
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            try:
+                writer.write(b"GET /readyz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+                await writer.drain()
+                status = await reader.readline()
+            finally:
+                writer.close()
+            if status.split()[1:2] == [b"200"]:
+                return int(time.time() * 1000)
+        except (OSError, asyncio.IncompleteReadError):
+            pass  # not listening yet
+        await asyncio.sleep(every_s)
+
 
 async def observe(bootstrap: str, topic: str, *, quiet_s: float, timeout_s: float,
                   expect_min: int = 1, proc: subprocess.Popen[bytes] | None = None,
-                  after_ms: int = 0) -> Outputs:
+                  after_ms: int = 0, ready_port: int | None = None) -> Outputs:
     """Read ``topic`` from the start until no new record came for ``quiet_s`` (after at least
-    ``expect_min``, and one appended at or after ``after_ms``), or ``timeout_s``."""
+    ``expect_min``, and one appended at or after ``after_ms``), or ``timeout_s``. With
+    ``ready_port``, also note when the worker serving it first says it is ready."""
     out = Outputs()
+    ready = None if ready_port is None else asyncio.create_task(ready_at(ready_port))
+    try:
+        await _observe(out, bootstrap, topic, quiet_s=quiet_s, timeout_s=timeout_s,
+                       expect_min=expect_min, proc=proc, after_ms=after_ms)
+    finally:
+        if ready is not None:
+            if ready.done() and not ready.cancelled() and ready.exception() is None:
+                out.ready_ms = ready.result()
+            ready.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ready
+    return out
+
+
+async def _observe(out: Outputs, bootstrap: str, topic: str, *, quiet_s: float,
+                   timeout_s: float, expect_min: int, proc: subprocess.Popen[bytes] | None,
+                   after_ms: int) -> None:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
                                 enable_auto_commit=False, max_partition_fetch_bytes=8 << 20)
     await consumer.start()
@@ -119,7 +168,6 @@ async def observe(bootstrap: str, topic: str, *, quiet_s: float, timeout_s: floa
         out.first_append_ms, out.first_window_end = out.records[0]
         out.last_append_ms = out.records[-1][0]
         out.last_window_end = max(w for _, w in out.records)
-    return out
 
 
 async def ceiling(bootstrap: str, topic: str, messages: int) -> tuple[int, float]:

@@ -183,6 +183,9 @@ def write_results(bench: Bench, out: Path) -> None:
     if res.scale:
         base = res.scale[0]["ns_per_reading"]
         lines += ["", "## Memory and cost per reading against zone count", "",
+                  "Single readings; the rate runs from the worker's readiness (`/readyz`) to "
+                  "its last density output, the whole job including the first windows' "
+                  "wait, so it reads lower than the throughput table's steady state.", "",
                   "| zones | readings | readings/s | µs per reading | x of fewest zones | "
                   "peak RSS MiB |", "|---:|---:|---:|---:|---:|---:|"]
         for p in res.scale:

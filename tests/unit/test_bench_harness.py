@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import orjson
 
 from agents.config import Settings
 from benchmarks import data, offline
-from benchmarks.e2e import Outputs, Progress
+from benchmarks.e2e import Outputs, Progress, ready_at
 from schemas import load_zones
 
 
@@ -28,6 +31,43 @@ def test_rate_uses_readings_between_first_and_last_output() -> None:
                   last_window_end=90_000, count=100)
     assert out.rate(p, 10_000) == (9000 - 1000) / 2.0
     assert Outputs(count=1).rate(p, 10_000) != Outputs(count=1).rate(p, 10_000)  # NaN
+
+
+def test_rate_since_ready_divides_the_readings_the_last_output_needed() -> None:
+    """The scale rows' rate: at 100,000 zones every window closes at the end, the first and
+    last outputs need the same readings and :meth:`Outputs.rate` came out 0."""
+    p = Progress.of(list(range(0, 10_000_000, 1000)), 0)
+    late = Outputs(first_append_ms=9_000, last_append_ms=9_500, first_window_end=9_990_000,
+                   last_window_end=9_990_000, count=5, ready_ms=1_500)
+    assert late.rate(p, 10_000) == 0.0  # the defect: nothing between first and last
+    assert late.rate_since_ready(p, 10_000) == 9990 / 8.0
+    assert late.rate_since_ready(p, 100) == 100 / 8.0  # capped at the readings there are
+    never = replace(late, ready_ms=None)
+    assert never.rate_since_ready(p, 10_000) != never.rate_since_ready(p, 10_000)  # NaN
+
+
+def test_ready_at_is_the_first_200_of_readyz() -> None:
+    """Polled through 503s (partitions not restored yet) to the first 200."""
+    answers = [b"503 Service Unavailable", b"503 Service Unavailable", b"200 OK"]
+    asked: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        asked.append(await reader.readline())
+        status = answers.pop(0) if len(answers) > 1 else answers[0]
+        writer.write(b"HTTP/1.1 " + status + b"\r\ncontent-length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    async def go() -> tuple[float, int]:
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            before = time.time() * 1000
+            return before, await asyncio.wait_for(ready_at(port, every_s=0.01), 10)
+
+    before, at = asyncio.run(go())
+    assert at >= before - 1
+    assert asked == [b"GET /readyz HTTP/1.0\r\n"] * 3
 
 
 def test_dataset_clones_zones_and_keeps_sites_on_their_partition() -> None:
