@@ -370,9 +370,10 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     import faust  # noqa: PLC0415  (heavy; only the worker needs it)
 
     from .topics import wait_for_topics  # noqa: PLC0415
-    from .worker import build_app  # noqa: PLC0415
+    from .worker import build_app, warm_kernels  # noqa: PLC0415
 
     settings.load_registry()  # a bad registry file fails here, before any waiting
+    warm_kernels()  # before the group: not ~20 s of compiling inside the first fetch
     # Join the group only once the input topics have leaders: joining earlier gets an empty
     # assignment that lasts until the next metadata refresh.
     t = settings.topics

@@ -25,6 +25,7 @@ from faust.types import TP
 from prometheus_client import generate_latest
 
 from streams.pipeline import Pipeline
+from streams.warmup import warm_up
 
 from ..config import Settings
 from ..heartbeat import run_heartbeat
@@ -49,6 +50,16 @@ class SafetourApp(faust.App):
 
     def _new_transport(self) -> Any:
         return BatchingTransport(self.conf.broker_consumer, self)
+
+
+def warm_kernels() -> float:
+    """Compile (or load from numba's cache) the kernels before joining the group, so a
+    fresh install's first fetch does not spend ~20 s compiling on the event loop
+    (streams/warmup.py); returns seconds."""
+    log.info("loading the numba kernels (compiled once after an install, ~20 s)")
+    seconds = warm_up()
+    log.info("numba kernels ready in %.1f s", seconds)
+    return seconds
 
 
 STREAM_BUFFER_FETCHES = 16  # fetches faust may hold ahead per stream (faust: 4,096 events)
