@@ -623,6 +623,3 @@ def test_a_snapshot_commits_its_offsets_and_faust_commits_none_of_the_ingested_t
         ingest = [a for a in app.agents.values() if "ingest" in a.name]
         assert len(ingest) == 1
         assert ingest[0].channel.acks is False
-        # Each event is a fetch: a few held ahead, not faust's 4,096 (the consumer thread
-        # read the whole topic ahead, 1.2x slower).
-        assert app.conf.stream_buffer_maxsize == 16
