@@ -34,7 +34,7 @@ from typing import Any
 
 from agents.config import Settings
 from agents.devtools import EmbeddedBroker
-from agents.processes import stop_process
+from agents.processes import ignore_stop_signals, interrupt_on_sigterm, stop_process
 
 from . import ceiling_io, data, e2e
 
@@ -256,29 +256,39 @@ def main(argv: list[str] | None = None) -> int:
     # aiokafka logs every metadata retry while fresh topics elect leaders: noise here.
     logging.basicConfig(level=logging.ERROR)
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    # SIGTERM stops like Ctrl-C: every run's ``finally`` stops its worker or peer, and the
+    # one below the broker this harness started (by its pid), then the harness exits 130.
+    interrupt_on_sigterm()
     bench = Bench(a)
     broker = EmbeddedBroker(bench.settings, echo=say)
-    started = False
-    if bench.settings.embedded:
-        started = broker.start()
-        bench.bootstrap = broker.bootstrap
-    else:
-        bench.bootstrap = bench.settings.bootstrap
     try:
-        bench.throughput()
-        if not a.skip_extras:
-            from . import extras  # noqa: PLC0415
-
-            extras.latency(bench)
-            extras.scale(bench)
-            extras.recovery(bench)
-        out = bench.write()
-        say(f"results: {out}")
+        return _run(a, bench, broker)
+    except KeyboardInterrupt:
+        say("interrupted: stopping what this run started")
+        return 130
     finally:
-        if started:
+        ignore_stop_signals()  # a second signal must not leave the broker running
+        if broker.started_here:  # started by this run (even one still starting up)
             broker.stop()
         if a.smoke:
             shutil.rmtree(bench.state, ignore_errors=True)
+
+
+def _run(a: argparse.Namespace, bench: Bench, broker: EmbeddedBroker) -> int:
+    if bench.settings.embedded:
+        broker.start()
+        bench.bootstrap = broker.bootstrap
+    else:
+        bench.bootstrap = bench.settings.bootstrap
+    bench.throughput()
+    if not a.skip_extras:
+        from . import extras  # noqa: PLC0415
+
+        extras.latency(bench)
+        extras.scale(bench)
+        extras.recovery(bench)
+    out = bench.write()
+    say(f"results: {out}")
     return 0
 
 

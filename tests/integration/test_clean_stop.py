@@ -134,3 +134,53 @@ def test_simulate_stops_cleanly_mid_publish(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def _children(pid: int, name: str) -> list[int]:
+    """Child processes of ``pid`` whose command line holds ``name`` (from /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmd = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            if ppid == pid and name in cmd:
+                out.append(int(stat.parent.name))
+    return out
+
+
+def test_the_benchmark_stops_its_worker_and_its_broker_on_sigterm(
+    run_env: tuple[dict[str, str], Path], tmp_path: Path
+) -> None:
+    """`python -m benchmarks` stopped mid-run (a worker of its own running) stops that worker
+    and the embedded broker it started, by their pids, and exits 130 without a traceback.
+    Before, SIGTERM ended the harness at once and left both running."""
+    env, state = run_env
+    out = tmp_path / "bench.out"
+    with out.open("wb") as f:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks", "--smoke", "--systems", "safetour",
+             "--skip-extras", "--out", str(tmp_path / "RESULTS.md")],
+            cwd=REPO, env=env, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    worker_pid: int | None = None
+    try:
+        (worker_pid,) = poll_until(lambda: _children(proc.pid, "agents worker"), timeout=180,
+                                   what="the benchmark's worker", proc=proc, log=out)
+        broker_pid = int((state / "kafka" / "broker.pid").read_text().strip())
+        assert _pid_alive(broker_pid)
+
+        rc, took = signal_and_wait(proc, signal.SIGTERM, STOP_WITHIN_S + 30, "the benchmark",
+                                   out)
+        log = out.read_text(errors="replace")
+        assert rc == 130, log[-3000:]
+        assert "Traceback" not in log, log[-3000:]
+        assert "interrupted" in log, log[-3000:]
+        assert not _pid_alive(worker_pid), f"worker {worker_pid} still running\n{log[-3000:]}"
+        assert not _pid_alive(broker_pid), f"broker {broker_pid} still running\n{log[-3000:]}"
+        assert not (tmp_path / "RESULTS.md").exists()  # no results from an interrupted run
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if worker_pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker_pid, signal.SIGKILL)
