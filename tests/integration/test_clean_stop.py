@@ -119,7 +119,7 @@ def test_simulate_stops_cleanly_mid_publish(
         poll_until(lambda: kcat_count(kafka, s.topics.sensor_events) > 0, timeout=60,
                    what="simulate publishing", proc=proc, log=out)
         rc, took = signal_and_wait(proc, sig, SIMULATE_STOP_WITHIN_S, "`safetour simulate`",
-                                out)
+                                   out)
         log = out.read_text(errors="replace")
         assert rc == 0, f"exit {rc} after {sig.name}\n{log[-3000:]}"
         assert "Traceback" not in log, log[-3000:]
@@ -169,7 +169,7 @@ def test_the_benchmark_stops_its_worker_and_its_broker_on_sigterm(
         assert _pid_alive(broker_pid)
 
         rc, _ = signal_and_wait(proc, signal.SIGTERM, STOP_WITHIN_S + 30, "the benchmark",
-                                out)
+                             out)
         log = out.read_text(errors="replace")
         assert rc == 130, log[-3000:]
         assert "Traceback" not in log, log[-3000:]
