@@ -64,4 +64,3 @@ def warm_up(steps: int = 48) -> float:
         pipe.process_sensor_batch([SourceMessage("warm-up", 0, k, None, b"warm-up", value)])
     pipe.finish()
     return time.perf_counter() - started
-

@@ -51,6 +51,16 @@ def run_env(tmp_path: Path) -> Iterator[tuple[dict[str, str], Path]]:
         os.killpg(int(pid_file.read_text().strip()), signal.SIGKILL)
 
 
+def _reap(proc: subprocess.Popen[bytes], worker_pid: int | None) -> None:
+    """Whatever a test saw: the process under test and the worker it started are gone."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    if worker_pid is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker_pid, signal.SIGKILL)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_run_stops_the_worker_and_the_broker(
     sig: signal.Signals, run_env: tuple[dict[str, str], Path], tmp_path: Path
@@ -83,12 +93,7 @@ def test_run_stops_the_worker_and_the_broker(
         assert not (state / "kafka" / "broker.pid").exists()
         assert took < STOP_WITHIN_S
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if worker_pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(worker_pid, signal.SIGKILL)
+        _reap(proc, worker_pid)
 
 
 SIMULATE_STOP_WITHIN_S = 10.0  # issue 13 item 9: flushes what it sent, then exits 0
@@ -178,9 +183,4 @@ def test_the_benchmark_stops_its_worker_and_its_broker_on_sigterm(
         assert not _pid_alive(broker_pid), f"broker {broker_pid} still running\n{log[-3000:]}"
         assert not (tmp_path / "RESULTS.md").exists()  # no results from an interrupted run
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if worker_pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(worker_pid, signal.SIGKILL)
+        _reap(proc, worker_pid)
