@@ -28,7 +28,7 @@ from agents.config import Settings, Topics
 from agents.devtools.broker import EmbeddedBroker
 from agents.kafka import KafkaConfig
 
-from .conftest import KCAT, start_worker, stop_worker
+from .conftest import KCAT, run_then_drain, start_worker, stop_worker
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -88,6 +88,10 @@ class Secured:
                               text=True, timeout=timeout, cwd=REPO)
         self.outputs += [proc.stdout, proc.stderr]
         return proc
+
+    @property
+    def broker_port(self) -> int:
+        return int(self.broker.bootstrap.rpartition(":")[2])
 
     def password(self, user: str) -> str:
         return self.broker.password_file(user).read_text().strip()
@@ -215,7 +219,7 @@ def test_integrator_writes_sensor_and_report_topics_with_kcat_and_aiokafka(
             with pytest.raises(TopicAuthorizationFailedError):
                 await asyncio.wait_for(producer.send_and_wait(s.topics.alerts, b"{}"), 20)
 
-    asyncio.run(produce())
+    run_then_drain(produce(), topics.broker_port)
 
 
 def test_integrator_is_denied_the_alerts_zones_and_admin_clearly(topics: Secured) -> None:
@@ -246,7 +250,7 @@ def test_other_principals_are_denied_what_is_not_theirs(topics: Secured) -> None
         await denied("worker", t.zones)  # the operator publishes zones
         await denied("operator", t.sensor_events)  # the operator is no sensor
 
-    asyncio.run(run())
+    run_then_drain(run(), topics.broker_port)
     # The dashboard cannot read the sensor input (no ACL on it).
     line = _one_line_error(topics.cli("dashboard", "alerts", "tail", "--timeout", "1",
                                       SAFETOUR_TOPIC_PREFIX="nobody."))
@@ -289,7 +293,7 @@ def test_worker_dashboard_and_notifier_work_with_their_own_principals(
                 await producer.send_and_wait(s.topics.sensor_events, orjson.dumps(batch),
                                              key=b"wat-yai-vihara")
 
-        asyncio.run(integrate())
+        run_then_drain(integrate(), topics.broker_port)
 
         # The dashboard's read path (agents/dashboard/follower.py follow_topics) as `dashboard`.
         from agents.dashboard.board import Board  # noqa: PLC0415
@@ -315,7 +319,7 @@ def test_worker_dashboard_and_notifier_work_with_their_own_principals(
             async with dcfg.running(dcfg.producer()) as producer:
                 await producer.send_and_wait(s.topics.acks, b'{"ack": "test"}')
 
-        asyncio.run(dashboard())
+        run_then_drain(dashboard(), topics.broker_port)
         assert any(a["zone_id"] == "wat-yai-vihara" for a in board.alerts.values()), \
             log.read_text()[-3000:]
 
@@ -331,7 +335,7 @@ def test_worker_dashboard_and_notifier_work_with_their_own_principals(
                 await consumer.commit()
                 return sum(len(v) for v in got.values())
 
-        assert asyncio.run(notifier()) >= 1
+        assert run_then_drain(notifier(), topics.broker_port) >= 1
 
         # /metrics of the worker: served, and holding no password (checked below too).
         import urllib.request  # noqa: PLC0415
