@@ -136,10 +136,11 @@ class KafkaOutageFilter(logging.Filter):
             return False
         self._next = now + self.every_s
         if self._held:
-            # getMessage() first: the args belong to the original message.
+            # getMessage() first: the args belong to the original message. No args left:
+            # (), not None, which faust's formatter (mode's) would make (None,).
             record.msg = (f"{record.getMessage()} (and {self._held} more Kafka connection "
                           f"errors held back since the last such line)")
-            record.args = None
+            record.args = ()
             self._held = 0
         return True
 

@@ -148,11 +148,18 @@ class TestBrokerStop:
             alerts=len(alerts), alerts_duplicated=t.duplicated + conflicts,
             redelivered=t.redelivered, reordered=t.reordered,
             recovery_s=f"{recovery_s:.1f}", failed_sends=feeder.failed_sends))
-        assert not lost, f"sensor events lost per zone: {lost} (sent {sent}, counted {counted})"
+        assert not lost, (f"sensor events lost per zone: {lost} (sent {sent}, counted "
+                          f"{counted}); the worker's warnings:\n{warnings_of(log)}")
         assert recovery_s <= RESUME_WITHIN_S
         assert t.duplicated == 0, t
         assert conflicts == 0, f"density windows published twice differently: {conflicts}"
         assert t.reordered == 0, t
+
+
+def warnings_of(log: Path, last: int = 40) -> str:
+    """The worker log's last warnings and errors (what a failed reconciliation shows)."""
+    lines = log.read_text(errors="replace").splitlines() if log.exists() else []
+    return "\n".join([ln for ln in lines if "[WARNING]" in ln or "[ERROR]" in ln][-last:])
 
 
 def _ms(rfc3339: str) -> int:

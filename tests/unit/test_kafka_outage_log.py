@@ -97,3 +97,29 @@ def test_faust_workers_get_the_filter_on_their_own_handler() -> None:
     assert c["handlers"]["default"]["class"] == "colorlog.StreamHandler"
     with pytest.raises(ValueError, match="throttle or quiet"):
         logging_config("text", "INFO", kafka_errors="loud")
+
+
+def test_the_line_with_the_count_formats_under_faust_workers_formatter() -> None:
+    """faust's console formatter (mode's ExtensionFormatter) turns ``args=None`` into
+    ``(None,)``: the line with the count once failed to format ("--- Logging error ---" and a
+    60-line traceback in the worker's log, at every such line of an outage)."""
+    import io  # noqa: PLC0415
+
+    from mode.utils.logging import ExtensionFormatter  # noqa: PLC0415
+
+    clock = Clock()
+    f = KafkaOutageFilter(every_s=10.0, clock=clock)
+    fmt = ExtensionFormatter(stream=io.StringIO(), fmt="%(message)s")
+    lines = []
+    for msg in ('Unable connect to "%s": %s', "Connect call failed at 100%% of %s"):
+        for _ in range(3):
+            r = record(msg=msg, args=("127.0.0.1:1", "[Errno 111]")[:msg.count("%s")])
+            if f.filter(r):
+                lines.append(fmt.format(r))
+            clock.now += 5.0
+    assert lines == [
+        'Unable connect to "127.0.0.1:1": [Errno 111]',
+        'Unable connect to "127.0.0.1:1": [Errno 111] (and 1 more Kafka connection errors '
+        "held back since the last such line)",
+        "Connect call failed at 100% of 127.0.0.1:1 (and 1 more Kafka connection errors held "
+        "back since the last such line)"]
