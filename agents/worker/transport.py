@@ -23,7 +23,7 @@ Every safetour faust app (:class:`IdempotentApp`, and the worker's app on
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import faust
@@ -88,6 +88,19 @@ class BatchingConsumer(faust_aiokafka.Consumer):
             return False
         return bool(super().ack(message))
 
+    async def seek_to_committed(self) -> Mapping[Any, int]:
+        """faust's seek back to the committed offsets, a committed 0 included.
+
+        faust relies on this seek to read again what it dropped: the records a fetch
+        returned while its flow was stopped (during a rebalance, between resuming the
+        partitions and resuming the flow). aiokafka's ``seek_to_committed`` seeks only to an
+        offset above 0, so a partition committed at 0 (a router input whose start was
+        committed before its first record) stayed past the dropped records: they were never
+        routed (a reading lost in test_chaos, right after a worker joined)."""
+        committed: Mapping[Any, int] = await super().seek_to_committed()
+        rewind_committed_zeros(committed, self._thread.seek)
+        return committed
+
     async def _add_gap(self, tp: Any, offset_from: int, offset_to: int) -> None:
         """The offsets skipped before a message: ``offset_from`` up to, *not including*,
         ``offset_to`` (the message's own offset).
@@ -100,6 +113,16 @@ class BatchingConsumer(faust_aiokafka.Consumer):
         router committed up to the end, waited for them."""
         if offset_to - 1 >= offset_from:
             await super()._add_gap(tp, offset_from, offset_to - 1)
+
+
+def rewind_committed_zeros(committed: Mapping[Any, int | None],
+                           seek: Callable[[Any, int], None]) -> None:
+    """Seek every partition committed at offset 0 to 0 (what aiokafka's
+    ``seek_to_committed`` leaves out). None (never committed) is left to the consumer's
+    reset policy: safetour commits a start for every partition it reads before faust seeks."""
+    for tp, offset in committed.items():
+        if offset == 0:
+            seek(tp, 0)
 
 
 class IdempotentProducer(faust_aiokafka.Producer):

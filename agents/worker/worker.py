@@ -213,10 +213,8 @@ class Worker:
                 found = await router_start_offsets(self.settings, topic, fresh, self._now_ms())
                 starts.update({TP(topic, p): o for p, o in found.items()})
         if starts:
+            # faust then seeks to them (a committed 0 too: BatchingConsumer.seek_to_committed)
             await self._commit_offsets(starts)
-            for tp, offset in starts.items():
-                if offset == 0:  # seek_to_committed skips a committed 0 (see on_rebalanced)
-                    await consumer.seek(tp, 0)
         self.route_started |= tps
 
     # -- the commit protocol ---------------------------------------------------------------
@@ -495,12 +493,8 @@ class Worker:
         async with self.lock:
             offsets = await self._restore(new)
             tps = {TP(self.ingested_topic, p): o for p, o in offsets.items()}
+            # faust seeks to them next (a committed 0 too: BatchingConsumer.seek_to_committed).
             await self._commit_offsets(tps)
-            # aiokafka's seek_to_committed skips a committed offset of 0 (the consumer would
-            # stay at the old committed position and skip the replay): seek those ourselves.
-            for tp, offset in tps.items():
-                if offset == 0:
-                    await consumer.seek(tp, 0)
             for p, offset in offsets.items():
                 # The state now stands for this offset. Snapshot it soon: the new epoch
                 # fences the snapshots of any previous owner still writing late.

@@ -92,3 +92,24 @@ def test_a_message_of_an_older_generation_is_never_committed() -> None:
     # This generation's messages commit as before.
     assert c.ack(message(3, 5)) is True
     assert c._new_offset(TPX) == 4
+
+
+def test_the_seek_back_to_committed_offsets_includes_a_committed_zero() -> None:
+    """faust re-reads what it dropped during a rebalance by seeking to the committed offsets;
+    aiokafka leaves out a committed 0, so a partition committed at 0 kept its position past
+    the dropped records (a reading lost in test_chaos). BatchingConsumer seeks those to 0."""
+    seeks: list[tuple[TP, int]] = []
+    zero, five, never = TP("sensor", 0), TP("sensor", 1), TP("sensor", 2)
+
+    class Thread:  # faust's consumer thread: aiokafka's seek_to_committed, and seek
+        async def seek_to_committed(self) -> dict[TP, int | None]:
+            return {zero: 0, five: 5, never: None}
+
+        def seek(self, tp: TP, offset: int) -> None:
+            seeks.append((tp, offset))
+
+    c: Any = object.__new__(BatchingConsumer)
+    c._thread = Thread()
+    committed = asyncio.run(c.seek_to_committed())
+    assert committed == {zero: 0, five: 5, never: None}  # what faust's perform_seek reads
+    assert seeks == [(zero, 0)]  # aiokafka itself seeks to 5; None is the reset policy's
