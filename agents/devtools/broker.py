@@ -36,7 +36,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from schemas import SafetourError
@@ -134,6 +134,25 @@ class EmbeddedBroker:
         self._say = say or self._echo
         # The broker process when this object started it: held so it can be reaped on stop.
         self._proc: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    def scratch(cls, settings: Settings, name: str, port: int,
+                echo: Callable[[str], None] | None = None) -> EmbeddedBroker:
+        """The plaintext broker of a state of its own, ``settings.state_dir / name``, on
+        ``port``, sharing the Kafka jars. Nothing is touched until :meth:`reset` or
+        :meth:`start`. scripts/test runs the suite on one, emptied first, so the suite's
+        thousands of topics never pile up in the demo broker's data (7 GB after a few dozen
+        runs, which made its start take 20 to 50 s), and a demo broker is left alone."""
+        own = replace(settings, state_dir=settings.state_dir / name, broker_port=port,
+                      broker_secure=False)
+        broker = cls(own, echo=echo, secure=False)
+        broker.libs = settings.state_dir / "kafka" / "libs"
+        return broker
+
+    def reset(self) -> None:
+        """Stop this state's broker (by its pid file) and delete its data and log."""
+        self.stop()
+        shutil.rmtree(self.home, ignore_errors=True)
 
     @property
     def bootstrap(self) -> str:
